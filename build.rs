@@ -1,0 +1,20 @@
+//! Compiles `proto/` with protox (pure Rust: no system protoc needed) and tonic-prost-build.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/wechat_gateway/v1/events.proto"];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure()
+        .type_attribute(".wechat_gateway.v1", "#[derive(serde::Serialize)]")
+        .field_attribute(
+            ".wechat_gateway.v1.Event.occurred_at",
+            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
+        )
+        .field_attribute(
+            ".wechat_gateway.v1.Event.received_at",
+            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
+        )
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,845 @@
+//! Configuration: TOML file, then `WGW_`-prefixed environment overrides (`__` between levels),
+//! then `${NAME}` secrets read from the environment; then checked into domain types once.
+//!
+//! [`load`] collects every problem before failing, so `check-config` can list them all at once.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::{AccountId, Platform, Secret};
+use crate::wechat::crypto::MsgCrypto;
+
+/// The validated configuration the application runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub grpc_listen: SocketAddr,
+    pub store: StoreConfig,
+    pub crm: CrmConfig,
+    pub wechat: WechatConfig,
+    /// `None` when `callbacks.max_clock_skew_seconds = 0` (check off).
+    pub max_clock_skew: Option<Duration>,
+    pub admin_tokens: Vec<AdminToken>,
+    pub log: LogConfig,
+    pub accounts: Vec<Account>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    Embedded { path: PathBuf },
+    Redis { url: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// How long a callback id is remembered for de-duplication. WeChat retries within seconds;
+    /// a day also covers a CRM-side replay of the same callback by an operator.
+    pub dedup_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CrmConfig {
+    /// The CRM's `EventSink`; `None` writes events as JSON lines to stdout.
+    pub endpoint: Option<String>,
+    pub timeout: Duration,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WechatConfig {
+    pub mp_api_base: String,
+    pub work_api_base: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub name: String,
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Which callback encodings an Official Account accepts (WeChat's 消息加解密方式).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackMode {
+    /// 明文模式: unencrypted bodies only.
+    Plain,
+    /// 兼容模式: both; an encrypted body is checked with `msg_signature`.
+    Compatible,
+    /// 安全模式: encrypted bodies only. A plain-mode `signature` covers only token, timestamp and
+    /// nonce, not the body, so accepting plain bodies here would let a captured signature carry
+    /// a forged body.
+    Safe,
+}
+
+/// One configured account, ready for the callback path (AES keys derived once, here).
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: AccountId,
+    pub platform: Platform,
+    /// The id that encrypted messages must end with: the appid (mp) or the corpid (work).
+    pub receiver_id: String,
+    /// The app secret (mp) or the application secret (work), for the WeChat API.
+    pub secret: Secret,
+    pub token: Secret,
+    pub mode: CallbackMode,
+    /// Current key first, then the previous one during a key rotation.
+    pub keys: Vec<MsgCrypto>,
+    /// The EncodingAESKey itself, kept for `simulate`, which encrypts like WeChat does.
+    pub encoding_aes_key: Option<Secret>,
+    /// WeCom application id; 0 on Official Accounts.
+    pub agent_id: i64,
+}
+
+// --- the raw shape of the file -------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Raw {
+    http: RawHttp,
+    grpc: RawGrpc,
+    store: RawStore,
+    crm: RawCrm,
+    wechat: RawWechat,
+    callbacks: RawCallbacks,
+    admin: RawAdmin,
+    log: RawLog,
+    accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+    max_body_bytes: u64,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 65536,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawGrpc {
+    listen: String,
+}
+
+impl Default for RawGrpc {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawStore {
+    backend: String,
+    path: String,
+    redis_url: Option<Secret>,
+    dedup_ttl_seconds: u64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            backend: "embedded".into(),
+            path: "./data".into(),
+            redis_url: None,
+            dedup_ttl_seconds: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawCrm {
+    endpoint: Option<String>,
+    timeout_ms: u64,
+    batch_size: u64,
+}
+
+impl Default for RawCrm {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            timeout_ms: 5_000,
+            batch_size: 100,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawWechat {
+    mp_api_base: String,
+    work_api_base: String,
+}
+
+impl Default for RawWechat {
+    fn default() -> Self {
+        Self {
+            mp_api_base: "https://api.weixin.qq.com".into(),
+            work_api_base: "https://qyapi.weixin.qq.com".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawCallbacks {
+    max_clock_skew_seconds: u64,
+}
+
+impl Default for RawCallbacks {
+    fn default() -> Self {
+        Self {
+            max_clock_skew_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawAdmin {
+    tokens: Vec<RawAdminToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdminToken {
+    name: String,
+    token: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawAccount {
+    id: String,
+    platform: String,
+    app_id: Option<String>,
+    app_secret: Option<Secret>,
+    corp_id: Option<String>,
+    agent_id: Option<i64>,
+    secret: Option<Secret>,
+    token: Option<Secret>,
+    encoding_aes_key: Option<Secret>,
+    previous_encoding_aes_key: Option<Secret>,
+    mode: Option<String>,
+}
+
+/// Every problem found in a configuration, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// Loads and checks the configuration file (plus environment overrides).
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut problems = Vec::new();
+    let raw = read_raw(path, &mut problems);
+    match raw {
+        Some(raw) => {
+            let cfg = check(raw, &mut problems);
+            if problems.is_empty() {
+                Ok(cfg.expect("a configuration with no problems is complete"))
+            } else {
+                Err(ConfigErrors(problems))
+            }
+        }
+        None => Err(ConfigErrors(problems)),
+    }
+}
+
+/// Reads TOML + `WGW_` environment, expands `${NAME}` in every string, and deserializes.
+fn read_raw(path: &Path, problems: &mut Vec<String>) -> Option<Raw> {
+    let built = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("WGW")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build();
+    let built = match built {
+        Ok(b) => b,
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            return None;
+        }
+    };
+    let mut value: serde_json::Value = match built.try_deserialize() {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            return None;
+        }
+    };
+    expand_env(&mut value, "", problems);
+    match serde_json::from_value::<Raw>(value) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// Replaces `${NAME}` with the environment variable NAME in every string value.
+fn expand_env(value: &mut serde_json::Value, at: &str, problems: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let Some(expanded) = expand_str(s, at, problems) {
+                *s = expanded;
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_env(item, &format!("{at}[{i}]"), problems);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                expand_env(v, &path, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand_str(s: &str, at: &str, problems: &mut Vec<String>) -> Option<String> {
+    if !s.contains("${") {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            problems.push(format!("{at}: unterminated ${{...}} reference"));
+            return None;
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(v) => out.push_str(&v),
+            Err(_) => problems.push(format!("{at}: environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn parse_addr(s: &str, at: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(format!(
+                "{at}: {s:?} is not an address of the form IP:PORT (e.g. 127.0.0.1:8080)"
+            ));
+            None
+        }
+    }
+}
+
+fn check_url(s: &str, at: &str, schemes: &[&str], problems: &mut Vec<String>) {
+    let ok = schemes.iter().any(|scheme| {
+        s.strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix("://"))
+            .is_some_and(|rest| !rest.is_empty())
+    });
+    if !ok {
+        problems.push(format!(
+            "{at}: {s:?} must be a URL starting with {}",
+            schemes
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
+    }
+}
+
+fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
+    let http_listen = parse_addr(&raw.http.listen, "http.listen", problems);
+    if raw.http.max_body_bytes < 1024 {
+        problems.push(format!(
+            "http.max_body_bytes: {} is too small for a WeChat callback (at least 1024)",
+            raw.http.max_body_bytes
+        ));
+    }
+    let grpc_listen = parse_addr(&raw.grpc.listen, "grpc.listen", problems);
+
+    let backend = match raw.store.backend.as_str() {
+        "embedded" => {
+            if raw.store.path.is_empty() {
+                problems.push("store.path: must not be empty for the embedded store".into());
+            }
+            Some(StoreBackend::Embedded {
+                path: PathBuf::from(&raw.store.path),
+            })
+        }
+        "redis" => match raw.store.redis_url {
+            Some(url) => {
+                check_url(
+                    url.expose(),
+                    "store.redis_url",
+                    &["redis", "rediss"],
+                    problems,
+                );
+                Some(StoreBackend::Redis { url })
+            }
+            None => {
+                problems.push("store.redis_url: required when store.backend = \"redis\"".into());
+                None
+            }
+        },
+        other => {
+            problems.push(format!(
+                "store.backend: unknown backend {other:?}: expected \"embedded\" or \"redis\""
+            ));
+            None
+        }
+    };
+    if raw.store.dedup_ttl_seconds < 60 {
+        problems.push(format!(
+            "store.dedup_ttl_seconds: {} is shorter than WeChat's retry window (at least 60)",
+            raw.store.dedup_ttl_seconds
+        ));
+    }
+
+    if let Some(endpoint) = &raw.crm.endpoint {
+        check_url(endpoint, "crm.endpoint", &["http", "https"], problems);
+    }
+    if raw.crm.batch_size == 0 || raw.crm.batch_size > 10_000 {
+        problems.push(format!(
+            "crm.batch_size: {} must be between 1 and 10000",
+            raw.crm.batch_size
+        ));
+    }
+    check_url(
+        &raw.wechat.mp_api_base,
+        "wechat.mp_api_base",
+        &["http", "https"],
+        problems,
+    );
+    check_url(
+        &raw.wechat.work_api_base,
+        "wechat.work_api_base",
+        &["http", "https"],
+        problems,
+    );
+
+    let mut admin_tokens = Vec::new();
+    let mut token_names = HashSet::new();
+    for (i, t) in raw.admin.tokens.into_iter().enumerate() {
+        if t.name.is_empty() {
+            problems.push(format!("admin.tokens[{i}].name: must not be empty"));
+        } else if !token_names.insert(t.name.clone()) {
+            problems.push(format!(
+                "admin.tokens[{i}].name: {:?} is used twice",
+                t.name
+            ));
+        }
+        if t.token.expose().len() < 16 {
+            problems.push(format!(
+                "admin.tokens[{i}].token: must be at least 16 characters"
+            ));
+        }
+        admin_tokens.push(AdminToken {
+            name: t.name,
+            token: t.token,
+        });
+    }
+
+    let format = match raw.log.format.as_str() {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        other => {
+            problems.push(format!(
+                "log.format: {other:?} must be \"text\" or \"json\""
+            ));
+            None
+        }
+    };
+
+    let mut accounts = Vec::new();
+    let mut ids = HashSet::new();
+    if raw.accounts.is_empty() {
+        problems.push("accounts: at least one [[accounts]] entry is needed".into());
+    }
+    for (i, a) in raw.accounts.into_iter().enumerate() {
+        let at = format!("accounts[{i}]");
+        if !ids.insert(a.id.clone()) {
+            problems.push(format!("{at}.id: {:?} is used by another account", a.id));
+        }
+        if let Some(acc) = check_account(a, &at, problems) {
+            accounts.push(acc);
+        }
+    }
+
+    Some(Config {
+        http: HttpConfig {
+            listen: http_listen?,
+            max_body_bytes: raw.http.max_body_bytes as usize,
+        },
+        grpc_listen: grpc_listen?,
+        store: StoreConfig {
+            backend: backend?,
+            dedup_ttl: Duration::from_secs(raw.store.dedup_ttl_seconds),
+        },
+        crm: CrmConfig {
+            endpoint: raw.crm.endpoint,
+            timeout: Duration::from_millis(raw.crm.timeout_ms),
+            batch_size: raw.crm.batch_size as usize,
+        },
+        wechat: WechatConfig {
+            mp_api_base: raw.wechat.mp_api_base.trim_end_matches('/').to_owned(),
+            work_api_base: raw.wechat.work_api_base.trim_end_matches('/').to_owned(),
+        },
+        max_clock_skew: match raw.callbacks.max_clock_skew_seconds {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
+        admin_tokens,
+        log: LogConfig {
+            format: format?,
+            level: raw.log.level,
+        },
+        accounts,
+    })
+}
+
+/// WeChat's rule for the callback Token: 3 to 32 letters or digits.
+fn check_token(token: &Secret, at: &str, problems: &mut Vec<String>) {
+    let t = token.expose();
+    if !(3..=32).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        problems.push(format!(
+            "{at}.token: must be 3 to 32 letters or digits (WeChat's rule for the callback Token)"
+        ));
+    }
+}
+
+fn check_key(key: &Secret, at: &str, problems: &mut Vec<String>) -> Option<MsgCrypto> {
+    let k = key.expose();
+    if k.len() != 43 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        problems.push(format!(
+            "{at}: must be 43 letters or digits (WeChat's EncodingAESKey), got {} characters",
+            k.chars().count()
+        ));
+        return None;
+    }
+    match MsgCrypto::new(k) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.push(format!("{at}: {e}"));
+            None
+        }
+    }
+}
+
+fn check_receiver(value: Option<String>, at: &str, problems: &mut Vec<String>) -> String {
+    match value {
+        Some(v)
+            if !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            v
+        }
+        Some(v) => {
+            problems.push(format!("{at}: {v:?} must be 1 to 64 letters or digits"));
+            v
+        }
+        None => {
+            problems.push(format!("{at}: required"));
+            String::new()
+        }
+    }
+}
+
+fn check_account(a: RawAccount, at: &str, problems: &mut Vec<String>) -> Option<Account> {
+    let before = problems.len();
+    let id = AccountId::parse(&a.id)
+        .map_err(|e| problems.push(format!("{at}.id: {e}")))
+        .ok();
+    let platform = Platform::parse(&a.platform)
+        .map_err(|e| problems.push(format!("{at}.platform: {e}")))
+        .ok()?;
+    let token = a.token.unwrap_or_default();
+    check_token(&token, at, problems);
+
+    let mut keys = Vec::new();
+    if let Some(k) = &a.encoding_aes_key {
+        keys.extend(check_key(k, &format!("{at}.encoding_aes_key"), problems));
+    }
+    if let Some(k) = &a.previous_encoding_aes_key {
+        if a.encoding_aes_key.is_none() {
+            problems.push(format!(
+                "{at}.previous_encoding_aes_key: set without encoding_aes_key"
+            ));
+        }
+        keys.extend(check_key(
+            k,
+            &format!("{at}.previous_encoding_aes_key"),
+            problems,
+        ));
+    }
+
+    let (receiver_id, secret, agent_id, mode) = match platform {
+        Platform::Mp => {
+            for (field, set) in [
+                ("corp_id", a.corp_id.is_some()),
+                ("agent_id", a.agent_id.is_some()),
+                ("secret", a.secret.is_some()),
+            ] {
+                if set {
+                    problems.push(format!(
+                        "{at}.{field}: belongs to a WeCom (\"work\") account, not \"mp\""
+                    ));
+                }
+            }
+            let receiver = check_receiver(a.app_id, &format!("{at}.app_id"), problems);
+            let secret = a.app_secret.unwrap_or_default();
+            let default_mode = if a.encoding_aes_key.is_some() {
+                "safe"
+            } else {
+                "plain"
+            };
+            let mode = match a.mode.as_deref().unwrap_or(default_mode) {
+                "plain" => CallbackMode::Plain,
+                "compatible" => CallbackMode::Compatible,
+                "safe" => CallbackMode::Safe,
+                other => {
+                    problems.push(format!(
+                        "{at}.mode: {other:?} must be \"plain\", \"compatible\" or \"safe\""
+                    ));
+                    CallbackMode::Safe
+                }
+            };
+            if mode != CallbackMode::Plain && a.encoding_aes_key.is_none() {
+                problems.push(format!(
+                    "{at}.encoding_aes_key: required for compatible and safe mode"
+                ));
+            }
+            (receiver, secret, 0, mode)
+        }
+        Platform::Work => {
+            for (field, set) in [
+                ("app_id", a.app_id.is_some()),
+                ("app_secret", a.app_secret.is_some()),
+                ("mode", a.mode.is_some()),
+            ] {
+                if set {
+                    problems.push(format!(
+                        "{at}.{field}: belongs to an Official Account (\"mp\"), not \"work\""
+                    ));
+                }
+            }
+            let receiver = check_receiver(a.corp_id, &format!("{at}.corp_id"), problems);
+            if a.encoding_aes_key.is_none() {
+                problems.push(format!(
+                    "{at}.encoding_aes_key: required (WeCom callbacks are always encrypted)"
+                ));
+            }
+            let agent_id = a.agent_id.unwrap_or(0);
+            if agent_id < 0 {
+                problems.push(format!("{at}.agent_id: must not be negative"));
+            }
+            (
+                receiver,
+                a.secret.unwrap_or_default(),
+                agent_id,
+                CallbackMode::Safe,
+            )
+        }
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(Account {
+        id: id?,
+        platform,
+        receiver_id,
+        secret,
+        token,
+        mode,
+        keys,
+        encoding_aes_key: a.encoding_aes_key,
+        agent_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        load(&path)
+    }
+
+    const GOOD_MP: &str = r#"
+[[accounts]]
+id = "acme-mp"
+platform = "mp"
+app_id = "wxb11529c136998cb6"
+app_secret = "s"
+token = "pamtest"
+encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+"#;
+
+    #[test]
+    fn a_minimal_configuration_gets_the_documented_defaults() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert_eq!(cfg.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.http.max_body_bytes, 65536);
+        assert_eq!(cfg.max_clock_skew, Some(Duration::from_secs(300)));
+        assert!(matches!(cfg.store.backend, StoreBackend::Embedded { .. }));
+        assert_eq!(cfg.accounts[0].mode, CallbackMode::Safe);
+        assert_eq!(cfg.accounts[0].receiver_id, "wxb11529c136998cb6");
+    }
+
+    #[test]
+    fn check_config_lists_every_problem_at_once() {
+        let toml = r#"
+[http]
+listen = "localhost-no-port"
+[grpc]
+listen = "300.1.1.1:50051"
+[store]
+backend = "cassandra"
+[[accounts]]
+id = "dup"
+platform = "weibo"
+token = "abc"
+[[accounts]]
+id = "dup"
+platform = "mp"
+app_id = "wx1"
+token = "tok"
+encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF"
+[[accounts]]
+id = "w"
+platform = "work"
+corp_id = "ww1"
+token = "x"
+"#;
+        let problems = load_str(toml).unwrap_err().0.join("\n");
+        for expected in [
+            "http.listen",
+            "grpc.listen",
+            "store.backend: unknown backend \"cassandra\"",
+            "accounts[0].platform: unknown platform \"weibo\"",
+            "accounts[1].id: \"dup\" is used by another account",
+            "accounts[1].encoding_aes_key: must be 43 letters or digits (WeChat's EncodingAESKey), got 42 characters",
+            "accounts[2].token: must be 3 to 32 letters or digits",
+            "accounts[2].encoding_aes_key: required",
+        ] {
+            assert!(problems.contains(expected), "missing {expected:?} in:\n{problems}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_missing_ones_are_named() {
+        std::env::set_var("GWTEST_SECRET_A1", "from-the-environment-123");
+        let toml = format!(
+            "[[admin.tokens]]\nname = \"ops\"\ntoken = \"${{GWTEST_SECRET_A1}}\"\n{GOOD_MP}"
+        );
+        let cfg = load_str(&toml).unwrap();
+        assert_eq!(
+            cfg.admin_tokens[0].token.expose(),
+            "from-the-environment-123"
+        );
+        assert!(!format!("{:?}", cfg.admin_tokens[0]).contains("from-the"));
+
+        let toml = format!(
+            "[[admin.tokens]]\nname = \"ops\"\ntoken = \"${{GWTEST_SECRET_UNSET_9}}\"\n{GOOD_MP}"
+        );
+        let problems = load_str(&toml).unwrap_err().0.join("\n");
+        assert!(
+            problems.contains(
+                "admin.tokens[0].token: environment variable GWTEST_SECRET_UNSET_9 is not set"
+            ),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_so_typos_do_not_pass_silently() {
+        let problems = load_str(&format!("[http]\nlisten_addr = \"127.0.0.1:1\"\n{GOOD_MP}"))
+            .unwrap_err()
+            .0
+            .join("\n");
+        assert!(problems.contains("listen_addr"), "{problems}");
+    }
+
+    #[test]
+    fn a_mp_account_without_a_key_is_plain_mode_and_cannot_claim_safe_mode() {
+        let plain = GOOD_MP.replace(
+            "encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n",
+            "",
+        );
+        assert_eq!(
+            load_str(&plain).unwrap().accounts[0].mode,
+            CallbackMode::Plain
+        );
+        let problems = load_str(&format!("{plain}mode = \"safe\"\n"))
+            .unwrap_err()
+            .0
+            .join("\n");
+        assert!(
+            problems.contains("required for compatible and safe mode"),
+            "{problems}"
+        );
+    }
+}

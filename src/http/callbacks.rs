@@ -1,0 +1,329 @@
+//! The callback URL of every account: `/wechat/mp/{account}` and `/wechat/work/{account}`.
+//!
+//! Each POST is verified, decrypted, normalized and recorded (de-duplicated and appended to the
+//! outbox, atomically) before it is answered: a 200 means the event is durable. The path never
+//! waits on the CRM, so the answer leaves well inside WeChat's 5-second window.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::AppState;
+use crate::config::{Account, CallbackMode};
+use crate::domain::Platform;
+use crate::error::CallbackError;
+use crate::store::Recorded;
+use crate::wechat::crypto::{self, CryptoError};
+use crate::wechat::normalize::normalize;
+use crate::wechat::xml::{Document, XmlError};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/wechat/mp/{account}", web::get().to(mp_verify))
+        .route("/wechat/mp/{account}", web::post().to(mp_callback))
+        .route("/wechat/work/{account}", web::get().to(work_verify))
+        .route("/wechat/work/{account}", web::post().to(work_callback));
+}
+
+/// The query string WeChat appends to the callback URL (every mode, both platforms).
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    signature: Option<String>,
+    msg_signature: Option<String>,
+    timestamp: Option<String>,
+    nonce: Option<String>,
+    echostr: Option<String>,
+    encrypt_type: Option<String>,
+}
+
+fn required<'a>(v: &'a Option<String>, name: &'static str) -> Result<&'a str, CallbackError> {
+    v.as_deref().ok_or(CallbackError::MissingParam(name))
+}
+
+impl AppState {
+    fn account(&self, id: &str, platform: Platform) -> Result<Arc<Account>, CallbackError> {
+        let account = self
+            .accounts
+            .get(id)
+            .ok_or_else(|| CallbackError::UnknownAccount(id.to_owned()))?;
+        if account.platform != platform {
+            return Err(CallbackError::WrongPlatform {
+                account: id.to_owned(),
+                expected: platform.as_str(),
+            });
+        }
+        Ok(account.clone())
+    }
+
+    /// Refuses a timestamp further from now than `callbacks.max_clock_skew_seconds`, so a
+    /// captured request cannot be replayed later.
+    fn check_timestamp(&self, timestamp: &str) -> Result<(), CallbackError> {
+        let ts: u64 = timestamp
+            .parse()
+            .map_err(|_| CallbackError::BadTimestamp(timestamp.to_owned()))?;
+        let Some(max) = self.max_clock_skew else {
+            return Ok(());
+        };
+        let now = unix_now();
+        let skew = now.abs_diff(ts);
+        if skew > max.as_secs() {
+            return Err(CallbackError::StaleTimestamp {
+                skew_seconds: skew,
+                max_seconds: max.as_secs(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Checks `msg_signature` over the encrypted value and decrypts it with the current key, then
+/// the previous one (key rotation). Returns the plaintext and the index of the key that worked,
+/// so that a reply is encrypted with the same key.
+fn verify_and_decrypt(
+    account: &Account,
+    q: &CallbackQuery,
+    encrypted: &str,
+) -> Result<(Vec<u8>, usize), CallbackError> {
+    let msg_signature = required(&q.msg_signature, "msg_signature")?;
+    let timestamp = required(&q.timestamp, "timestamp")?;
+    let nonce = required(&q.nonce, "nonce")?;
+    let expected = crypto::msg_signature(account.token.expose(), timestamp, nonce, encrypted);
+    if !crypto::signatures_match(&expected, msg_signature) {
+        return Err(CallbackError::BadSignature);
+    }
+    if account.keys.is_empty() {
+        return Err(CallbackError::ModeRefused(
+            "encrypted callback, but no encoding_aes_key is configured for this account",
+        ));
+    }
+    let mut first_err: Option<CryptoError> = None;
+    for (i, key) in account.keys.iter().enumerate() {
+        match key.decrypt(encrypted, &account.receiver_id) {
+            Ok(plain) => return Ok((plain, i)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.expect("at least one key was tried").into())
+}
+
+/// Parses, normalizes and durably records one decrypted callback body. Returns the kind label.
+async fn record(
+    state: &AppState,
+    account: &Account,
+    xml: &[u8],
+) -> Result<&'static str, CallbackError> {
+    let doc = Document::parse(xml)?;
+    let raw = std::str::from_utf8(xml).map_err(|_| XmlError::Utf8)?;
+    let event = normalize(&account.id, account.platform, &doc, raw, SystemTime::now())?;
+    let kind = kind_label(&event);
+    match state.store.record(&event).await? {
+        Recorded::New => tracing::debug!(event_id = %event.id, kind, "event recorded"),
+        Recorded::Duplicate => {
+            metrics::counter!("wgw_callback_duplicates_total", "account" => account.id.to_string())
+                .increment(1);
+            tracing::debug!(event_id = %event.id, kind, "retry of a recorded event");
+        }
+    }
+    Ok(kind)
+}
+
+/// The metrics label of an event's kind (bounded set: the oneof's names).
+fn kind_label(event: &crate::pb::Event) -> &'static str {
+    use crate::pb::event::Kind;
+    match &event.kind {
+        Some(Kind::Text(_)) => "text",
+        Some(Kind::Image(_)) => "image",
+        Some(Kind::Voice(_)) => "voice",
+        Some(Kind::Video(_)) => "video",
+        Some(Kind::Location(_)) => "location",
+        Some(Kind::Link(_)) => "link",
+        Some(Kind::Subscribe(_)) => "subscribe",
+        Some(Kind::Unsubscribe(_)) => "unsubscribe",
+        Some(Kind::Scan(_)) => "scan",
+        Some(Kind::LocationReport(_)) => "location_report",
+        Some(Kind::MenuClick(_)) => "menu_click",
+        Some(Kind::MenuView(_)) => "menu_view",
+        Some(Kind::ScanCode(_)) => "scan_code",
+        Some(Kind::Pictures(_)) => "pictures",
+        Some(Kind::LocationSelected(_)) => "location_selected",
+        Some(Kind::MassSendFinished(_)) => "mass_send_finished",
+        Some(Kind::TemplateSendFinished(_)) => "template_send_finished",
+        Some(Kind::EnterAgent(_)) => "enter_agent",
+        Some(Kind::ContactChange(_)) => "contact_change",
+        Some(Kind::ExternalContactChange(_)) => "external_contact_change",
+        Some(Kind::ExternalChatChange(_)) => "external_chat_change",
+        Some(Kind::TagChange(_)) => "tag_change",
+        Some(Kind::Unknown(_)) | None => "unknown",
+    }
+}
+
+/// Counts and times one callback, and logs refusals with their reason.
+fn observe(
+    platform: Platform,
+    account: &str,
+    started: Instant,
+    result: &Result<&'static str, CallbackError>,
+) {
+    let (kind, outcome) = match result {
+        Ok(kind) => (*kind, "ok"),
+        Err(e) => {
+            tracing::warn!(account, platform = platform.as_str(), error = %e, "callback refused");
+            ("unknown", e.outcome())
+        }
+    };
+    // An unknown account id comes from the URL: keep it out of the labels (unbounded).
+    let account_label = match result {
+        Err(CallbackError::UnknownAccount(_)) => "_unknown".to_owned(),
+        _ => account.to_owned(),
+    };
+    metrics::counter!("wgw_callbacks_total",
+        "platform" => platform.as_str(), "account" => account_label, "kind" => kind, "outcome" => outcome)
+    .increment(1);
+    metrics::histogram!("wgw_callback_seconds", "platform" => platform.as_str())
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn success() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("success")
+}
+
+/// `GET /wechat/mp/{account}`: WeChat's URL verification; echo `echostr` when `signature` holds.
+#[tracing::instrument(skip_all, fields(account = %path))]
+async fn mp_verify(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<CallbackQuery>,
+) -> Result<HttpResponse, CallbackError> {
+    let account = state.account(&path, Platform::Mp)?;
+    let signature = required(&q.signature, "signature")?;
+    let timestamp = required(&q.timestamp, "timestamp")?;
+    let nonce = required(&q.nonce, "nonce")?;
+    let echostr = required(&q.echostr, "echostr")?;
+    let expected = crypto::signature(account.token.expose(), timestamp, nonce);
+    if !crypto::signatures_match(&expected, signature) {
+        return Err(CallbackError::BadSignature);
+    }
+    state.check_timestamp(timestamp)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(echostr.to_owned()))
+}
+
+/// `POST /wechat/mp/{account}`: a message or event, plain or encrypted.
+#[tracing::instrument(skip_all, fields(account = %path))]
+async fn mp_callback(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<CallbackQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, CallbackError> {
+    let started = Instant::now();
+    let result = mp_callback_inner(&state, &path, &q, &body).await;
+    observe(Platform::Mp, &path, started, &result);
+    result.map(|_| success())
+}
+
+async fn mp_callback_inner(
+    state: &AppState,
+    account_id: &str,
+    q: &CallbackQuery,
+    body: &[u8],
+) -> Result<&'static str, CallbackError> {
+    let account = state.account(account_id, Platform::Mp)?;
+    let encrypted = q.encrypt_type.as_deref() == Some("aes");
+    match (encrypted, account.mode) {
+        (true, CallbackMode::Plain) => {
+            return Err(CallbackError::ModeRefused(
+                "encrypted callback, but this account is configured for plain mode",
+            ))
+        }
+        (false, CallbackMode::Safe) => {
+            return Err(CallbackError::ModeRefused(
+                "plain callback, but this account is configured for safe mode (encrypt_type=aes)",
+            ))
+        }
+        _ => {}
+    }
+    if encrypted {
+        let timestamp = required(&q.timestamp, "timestamp")?;
+        let envelope = Document::parse(body)?;
+        let encrypt = envelope
+            .get("Encrypt")
+            .ok_or(XmlError::Missing("Encrypt"))?;
+        let (plain, _key) = verify_and_decrypt(&account, q, encrypt)?;
+        state.check_timestamp(timestamp)?;
+        record(state, &account, &plain).await
+    } else {
+        let signature = required(&q.signature, "signature")?;
+        let timestamp = required(&q.timestamp, "timestamp")?;
+        let nonce = required(&q.nonce, "nonce")?;
+        let expected = crypto::signature(account.token.expose(), timestamp, nonce);
+        if !crypto::signatures_match(&expected, signature) {
+            return Err(CallbackError::BadSignature);
+        }
+        state.check_timestamp(timestamp)?;
+        record(state, &account, body).await
+    }
+}
+
+/// `GET /wechat/work/{account}`: WeCom's URL verification; answer the decrypted `echostr`.
+#[tracing::instrument(skip_all, fields(account = %path))]
+async fn work_verify(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<CallbackQuery>,
+) -> Result<HttpResponse, CallbackError> {
+    let account = state.account(&path, Platform::Work)?;
+    let timestamp = required(&q.timestamp, "timestamp")?;
+    let echostr = required(&q.echostr, "echostr")?;
+    // A `+` of the base64 echostr that reached us unescaped was decoded as a space.
+    let echostr = echostr.replace(' ', "+");
+    let (plain, _key) = verify_and_decrypt(&account, &q, &echostr)?;
+    state.check_timestamp(timestamp)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(plain))
+}
+
+/// `POST /wechat/work/{account}`: an encrypted WeCom message or event.
+#[tracing::instrument(skip_all, fields(account = %path))]
+async fn work_callback(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<CallbackQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, CallbackError> {
+    let started = Instant::now();
+    let result = work_callback_inner(&state, &path, &q, &body).await;
+    observe(Platform::Work, &path, started, &result);
+    result.map(|_| success())
+}
+
+async fn work_callback_inner(
+    state: &AppState,
+    account_id: &str,
+    q: &CallbackQuery,
+    body: &[u8],
+) -> Result<&'static str, CallbackError> {
+    let account = state.account(account_id, Platform::Work)?;
+    let timestamp = required(&q.timestamp, "timestamp")?;
+    let envelope = Document::parse(body)?;
+    let encrypt = envelope
+        .get("Encrypt")
+        .ok_or(XmlError::Missing("Encrypt"))?;
+    let (plain, _key) = verify_and_decrypt(&account, q, encrypt)?;
+    state.check_timestamp(timestamp)?;
+    record(state, &account, &plain).await
+}

@@ -1,0 +1,30 @@
+//! `/healthz` (the process answers), `/readyz` (the store answers), `/metrics` (Prometheus).
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.ping().await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready"),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready: {e}")),
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,31 @@
+//! actix-web adapters: WeChat callbacks ([`callbacks`]) and operations ([`health`]). Each
+//! handler extracts, calls the layer below, and maps errors in `crate::error`.
+
+pub mod admin;
+pub mod callbacks;
+pub mod health;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::{Account, AdminToken};
+use crate::store::Store;
+
+/// Shared by every actix worker.
+pub struct AppState {
+    pub accounts: HashMap<String, Arc<Account>>,
+    pub store: Arc<dyn Store>,
+    pub max_clock_skew: Option<Duration>,
+    pub metrics: PrometheusHandle,
+    pub admin_tokens: Vec<AdminToken>,
+}
+
+/// Registers every route of the gateway on an actix `App`.
+pub fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+    callbacks::routes(cfg);
+    admin::routes(cfg);
+    health::routes(cfg);
+}

@@ -1,0 +1,29 @@
+//! wechat-gateway: owns the WeChat callback URL of Official Accounts and WeCom applications,
+//! turns every callback into a normalized [`pb::Event`], stores it durably, and forwards it to
+//! the CRM's `EventSink` at least once.
+//!
+//! Data flows one way:
+//! `http::callbacks` → `wechat::{crypto, xml, normalize}` → `pb::Event` →
+//! `store` (de-duplicate + outbox, atomically) → `outbox` (forwarder) → the CRM.
+//!
+//! - [`config`]: TOML + `WGW_` environment + `${NAME}` secrets, checked into domain types once.
+//! - [`domain`]: validated identifiers and secrets; no I/O.
+//! - [`wechat`]: WeChat's wire protocol (signatures, AES, XML, event names); no actix, no tonic.
+//! - [`store`]: the storage interface and its embedded (redb) and Redis backends.
+//! - [`outbox`]: the forwarder and the sinks it delivers to (gRPC `EventSink`, or JSON lines).
+//! - [`http`]: actix-web adapters: callbacks, health, metrics.
+//! - [`startup`]: binds listeners, wires state, spawns workers, one shutdown path.
+//! - [`simulate`]: the `simulate` command, a stand-in for the WeChat platform.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod outbox;
+pub mod pb;
+pub mod simulate;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod wechat;

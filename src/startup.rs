@@ -1,0 +1,210 @@
+//! Builds the application: opens the store, binds the HTTP and gRPC listeners (port 0 works, and
+//! the real ports are reported), spawns the forwarder, and runs everything until one shutdown
+//! token is cancelled (SIGTERM, Ctrl-C, or a test).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StoreBackend};
+use crate::http::{self, AppState};
+use crate::outbox::sink::{GrpcSink, Sink, StdoutSink};
+use crate::outbox::{Forwarder, ForwarderConfig};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::redis::RedisStore;
+use crate::store::Store;
+use crate::telemetry;
+
+/// How long in-flight HTTP requests may take to finish after shutdown starts.
+const HTTP_SHUTDOWN_GRACE: u64 = 10;
+
+pub struct Application {
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    server: actix_web::dev::Server,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    workers: Vec<(&'static str, JoinHandle<()>)>,
+    shutdown: CancellationToken,
+}
+
+/// Opens the configured store backend.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &cfg.store.backend {
+        StoreBackend::Embedded { path } => Arc::new(
+            EmbeddedStore::open(path, cfg.store.dedup_ttl)
+                .with_context(|| format!("cannot open the embedded store at {}", path.display()))?,
+        ),
+        StoreBackend::Redis { url } => {
+            let accounts = cfg.accounts.iter().map(|a| a.id.to_string()).collect();
+            Arc::new(
+                RedisStore::connect(url.expose(), accounts, cfg.store.dedup_ttl)
+                    .await
+                    .context("cannot connect to Redis (store.redis_url)")?,
+            )
+        }
+    })
+}
+
+impl Application {
+    pub async fn build(cfg: Config) -> anyhow::Result<Self> {
+        install_tls_provider();
+        let store = open_store(&cfg).await?;
+        let shutdown = CancellationToken::new();
+
+        let state = web::Data::new(AppState {
+            accounts: cfg
+                .accounts
+                .iter()
+                .map(|a| (a.id.to_string(), Arc::new(a.clone())))
+                .collect::<HashMap<_, _>>(),
+            store: store.clone(),
+            max_clock_skew: cfg.max_clock_skew,
+            metrics: telemetry::metrics_handle(),
+            admin_tokens: cfg.admin_tokens.clone(),
+        });
+
+        let http_listener = std::net::TcpListener::bind(cfg.http.listen)
+            .with_context(|| format!("cannot listen on http.listen {}", cfg.http.listen))?;
+        let http_addr = http_listener.local_addr()?;
+        let max_body = cfg.http.max_body_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .configure(http::routes)
+        })
+        .listen(http_listener)?
+        .shutdown_signal(shutdown.clone().cancelled_owned())
+        .shutdown_timeout(HTTP_SHUTDOWN_GRACE)
+        .run();
+
+        let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen on grpc.listen {}", cfg.grpc_listen))?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let (_health_reporter, health_service) = tonic_health::server::health_reporter();
+        let grpc = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc_listener),
+                    shutdown.clone().cancelled_owned(),
+                ),
+        );
+
+        let sink: Arc<dyn Sink> = match &cfg.crm.endpoint {
+            Some(endpoint) => Arc::new(
+                GrpcSink::new(endpoint, cfg.crm.timeout)
+                    .with_context(|| format!("invalid crm.endpoint {endpoint}"))?,
+            ),
+            None => Arc::new(StdoutSink),
+        };
+        let forwarder = Forwarder::new(ForwarderConfig {
+            batch_size: cfg.crm.batch_size,
+            ..ForwarderConfig::new(consumer_name(http_addr))
+        });
+        let workers = vec![(
+            "forwarder",
+            tokio::spawn(forwarder.run(store.clone(), sink, shutdown.clone())),
+        )];
+
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        tracing::info!(%http_addr, %grpc_addr, accounts = cfg.accounts.len(), "wechat-gateway started");
+        Ok(Self {
+            http_addr,
+            grpc_addr,
+            server,
+            grpc,
+            workers,
+            shutdown,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Cancelling this token stops the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until shutdown: HTTP stops accepting and finishes in-flight requests, then the
+    /// gRPC server and the workers stop; each is awaited and its end reported.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let http = self.server.await;
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(5), self.grpc).await {
+            Ok(Ok(Ok(()))) => tracing::info!("gRPC server stopped"),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Err(_) => tracing::warn!("gRPC server did not stop within 5 s"),
+        }
+        for (name, handle) in self.workers {
+            match tokio::time::timeout(Duration::from_secs(10), handle).await {
+                Ok(Ok(())) => tracing::info!(worker = name, "stopped"),
+                Ok(Err(e)) => tracing::warn!(worker = name, error = %e, "worker failed"),
+                Err(_) => tracing::warn!(worker = name, "did not stop within 10 s"),
+            }
+        }
+        http.context("HTTP server failed")
+    }
+}
+
+/// reqwest and tonic use rustls with the `ring` provider, which must be installed once per
+/// process before the first client is built (idempotent).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// This instance's name towards the store: the host name and HTTP port, so that it is unique
+/// among instances and the same after a restart (a restarted instance resumes its own pending
+/// deliveries at once instead of waiting for its lease to lapse).
+fn consumer_name(http_addr: SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "gateway".to_owned());
+    format!("{host}-{}", http_addr.port())
+}
+
+/// SIGTERM (Kubernetes, docker stop) and Ctrl-C both start a graceful shutdown.
+async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+            _ = token.cancelled() => return,
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+        _ = token.cancelled() => return,
+    }
+    token.cancel();
+}

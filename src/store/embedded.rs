@@ -1,0 +1,706 @@
+//! The embedded backend: redb, durable on one node with nothing else installed.
+//!
+//! One file, `<store.path>/gateway.redb`. Every write (record, ack, dead letter, replay) goes
+//! through one writer thread, fed by a channel: it takes every request queued at that moment,
+//! applies them in order in one write transaction and commits once, so concurrent callbacks
+//! share one fsync (group commit; redb fsyncs each durable commit, and a disk does only a few
+//! hundred a second). No caller is answered before that commit has returned, and a failed
+//! commit fails every request of its batch. Reads (claim, stats, dead letters) are read
+//! transactions on tokio's blocking pool, which redb runs beside the writer. No tokio worker
+//! ever waits on redb, except [`Drop`], which waits for the writer's last batch.
+
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use prost::Message;
+use redb::{
+    Database, DatabaseError, MultimapTable, MultimapTableDefinition, ReadTransaction,
+    ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTableMetadata, StorageError,
+    Table, TableDefinition, WriteTransaction,
+};
+use tokio::sync::{oneshot, Notify};
+
+use super::{DeadLetter, OutboxEntry, OutboxStats, Recorded, Store, StoreError};
+use crate::pb;
+
+/// The database file inside `store.path`.
+const FILE_NAME: &str = "gateway.redb";
+
+/// Event id → unix second at which its de-duplication mark expires.
+const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
+/// The same marks in expiry order (8 bytes big-endian expiry, then the event id), so that
+/// pruning reads only the expired ones.
+const SEEN_BY_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("seen_by_expiry");
+/// Sequence number → (unix ms when enqueued, encoded `pb::Event`): the outbox, oldest first.
+const OUTBOX: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("outbox");
+/// Sequence number → (unix s when dead-lettered, reason, encoded `pb::Event`), oldest first.
+const DEAD: TableDefinition<u64, (u64, &str, &[u8])> = TableDefinition::new("dead_letters");
+/// Event id → its sequence numbers in [`DEAD`], so a replay needs no scan. A multimap because an
+/// id can be dead-lettered twice when it was recorded again after its mark expired.
+const DEAD_BY_ID: MultimapTableDefinition<&str, u64> =
+    MultimapTableDefinition::new("dead_letters_by_id");
+/// Counters; [`NEXT_SEQ`] is the only one.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The next sequence number for [`OUTBOX`] and [`DEAD`]. Never reused, so a stale handle
+/// cannot acknowledge a newer entry.
+const NEXT_SEQ: &str = "next_seq";
+
+/// Most requests in one transaction, so one batch cannot hold its callers for long.
+const MAX_BATCH: usize = 1024;
+/// How often the writer removes expired de-duplication marks.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Most marks removed by one pruning transaction; the rest follow right after, between batches.
+const PRUNE_MAX: usize = 10_000;
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    /// To the writer thread; `None` only while dropping.
+    writer: Option<mpsc::Sender<Request>>,
+    /// The writer thread, joined on drop.
+    writer_thread: Option<JoinHandle<()>>,
+    /// Signalled by the writer after a commit that appended to the outbox; waited on by claim.
+    appended: Arc<Notify>,
+    /// Successful commits, so a test can see that concurrent records shared them.
+    #[cfg(test)]
+    commits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) `path/gateway.redb`. Fails if another process has it open.
+    pub fn open(path: &Path, dedup_ttl: Duration) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create the store directory {}: {e}",
+                path.display()
+            ))
+        })?;
+        let file = path.join(FILE_NAME);
+        let db = Database::create(&file).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                "{} is locked by another process (is another gateway running with this \
+                 store path?)",
+                file.display()
+            )),
+            e => StoreError::Unavailable(format!("cannot open {}: {e}", file.display())),
+        })?;
+        create_tables(&db).map_err(unavailable)?;
+        let db = Arc::new(db);
+        let appended = Arc::new(Notify::new());
+        #[cfg(test)]
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (writer, requests) = mpsc::channel();
+        let w = Writer {
+            db: db.clone(),
+            requests,
+            // A mark lasts whole seconds; never less than one.
+            dedup_ttl_secs: dedup_ttl.as_secs().max(1),
+            appended: appended.clone(),
+            #[cfg(test)]
+            commits: commits.clone(),
+        };
+        let writer_thread = std::thread::Builder::new()
+            .name("wgw-store-writer".into())
+            .spawn(move || w.run())
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the store writer thread: {e}"))
+            })?;
+        Ok(Self {
+            db,
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
+            appended,
+            #[cfg(test)]
+            commits,
+        })
+    }
+
+    /// Sends one write to the writer thread and waits until its batch has committed.
+    async fn write(&self, op: Op) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .as_ref()
+            .ok_or_else(writer_stopped)?
+            .send(Request { op, reply })
+            .map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Runs `f` in a read transaction on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db.begin_read().map_err(unavailable)?))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("embedded store: read failed: {e}")))?
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Closing the channel stops the writer after its current batch. Waiting for it (one
+        // commit at most) releases the file lock before drop returns, so the same path can be
+        // opened again at once.
+        drop(self.writer.take());
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn record(&self, event: &pb::Event) -> Result<Recorded, StoreError> {
+        let op = Op::Record {
+            id: event.id.clone(),
+            event: event.encode_to_vec(),
+        };
+        Ok(match self.write(op).await? {
+            true => Recorded::New,
+            false => Recorded::Duplicate,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self
+            .writer_thread
+            .as_ref()
+            .is_none_or(|thread| thread.is_finished())
+        {
+            return Err(writer_stopped());
+        }
+        self.read(|txn| {
+            txn.open_table(META).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// One node, one forwarder: the consumer name is not needed. Unacknowledged entries stay at
+    /// the head of the outbox, so the next claim returns them again.
+    async fn claim(
+        &self,
+        _consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before reading, so an append committed after the read still wakes us.
+            let appended = self.appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let entries = self.read(move |txn| oldest(txn, max)).await?;
+            if !entries.is_empty() {
+                return Ok(entries);
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let seqs = entries
+            .iter()
+            .map(sequence)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(Op::Ack { seqs }).await.map(|_| ())
+    }
+
+    async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), StoreError> {
+        let op = Op::DeadLetter {
+            seq: sequence(entry)?,
+            id: entry.event.id.clone(),
+            reason: reason.to_owned(),
+        };
+        self.write(op).await.map(|_| ())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(move |txn| {
+            let dead = txn.open_table(DEAD).map_err(unavailable)?;
+            let mut letters = Vec::new();
+            for row in dead.iter().map_err(unavailable)?.take(limit) {
+                let (seq, value) = row.map_err(unavailable)?;
+                let (failed_at, reason, event) = value.value();
+                letters.push(DeadLetter {
+                    event: decode(event, "dead letter", seq.value())?,
+                    reason: reason.to_owned(),
+                    failed_at,
+                });
+            }
+            Ok(letters)
+        })
+        .await
+    }
+
+    async fn replay_dead_letter(&self, event_id: &str) -> Result<bool, StoreError> {
+        self.write(Op::Replay {
+            id: event_id.to_owned(),
+        })
+        .await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.read(|txn| {
+            let outbox = txn.open_table(OUTBOX).map_err(unavailable)?;
+            let depth = outbox.len().map_err(unavailable)?;
+            let oldest_ms = outbox
+                .first()
+                .map_err(unavailable)?
+                .map(|(_, value)| value.value().0);
+            let now_ms = Now::get().millis;
+            Ok(OutboxStats {
+                depth,
+                oldest_age: oldest_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms))),
+            })
+        })
+        .await
+    }
+}
+
+/// The oldest `max` outbox entries.
+fn oldest(txn: &ReadTransaction, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    let outbox = txn.open_table(OUTBOX).map_err(unavailable)?;
+    let mut entries = Vec::new();
+    for row in outbox.iter().map_err(unavailable)?.take(max) {
+        let (seq, value) = row.map_err(unavailable)?;
+        let (_, event) = value.value();
+        entries.push(OutboxEntry {
+            handle: seq.value().to_string(),
+            event: decode(event, "outbox entry", seq.value())?,
+        });
+    }
+    Ok(entries)
+}
+
+fn decode(bytes: &[u8], what: &str, seq: u64) -> Result<pb::Event, StoreError> {
+    pb::Event::decode(bytes).map_err(|e| StoreError::Corrupt(format!("{what} {seq}: {e}")))
+}
+
+/// The outbox sequence number an [`OutboxEntry`] of this backend carries.
+fn sequence(entry: &OutboxEntry) -> Result<u64, StoreError> {
+    entry.handle.parse().map_err(|_| {
+        StoreError::Corrupt(format!(
+            "{:?} is not an embedded outbox handle",
+            entry.handle
+        ))
+    })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("embedded store: {e}"))
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("embedded store: the writer thread has stopped".into())
+}
+
+/// Creates every table, so that read transactions find them in a new file.
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(SEEN)?;
+    txn.open_table(SEEN_BY_EXPIRY)?;
+    txn.open_table(OUTBOX)?;
+    txn.open_table(DEAD)?;
+    txn.open_multimap_table(DEAD_BY_ID)?;
+    txn.open_table(META)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// One write, as the writer thread applies it.
+enum Op {
+    Record {
+        id: String,
+        event: Vec<u8>,
+    },
+    Ack {
+        seqs: Vec<u64>,
+    },
+    DeadLetter {
+        seq: u64,
+        id: String,
+        reason: String,
+    },
+    Replay {
+        id: String,
+    },
+}
+
+/// A write and where to answer once its batch has committed. The answer is what the write
+/// did: recorded as new, moved to the dead letters, replayed (always true for an ack).
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// The wall clock, read once per batch.
+#[derive(Clone, Copy)]
+struct Now {
+    secs: u64,
+    millis: u64,
+}
+
+impl Now {
+    fn get() -> Self {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            secs: since_epoch.as_secs(),
+            millis: since_epoch.as_millis() as u64,
+        }
+    }
+}
+
+/// The writer thread's state; see the module comment.
+struct Writer {
+    db: Arc<Database>,
+    requests: mpsc::Receiver<Request>,
+    dedup_ttl_secs: u64,
+    appended: Arc<Notify>,
+    #[cfg(test)]
+    commits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Writer {
+    /// Runs until the store is dropped (the channel closes).
+    fn run(self) {
+        let mut next_prune = Instant::now() + PRUNE_EVERY;
+        loop {
+            match self
+                .requests
+                .recv_timeout(next_prune.saturating_duration_since(Instant::now()))
+            {
+                Ok(first) => {
+                    // Everything that queued up while the previous commit was syncing.
+                    let mut batch = vec![first];
+                    batch.extend(self.requests.try_iter().take(MAX_BATCH - 1));
+                    self.commit(batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if Instant::now() >= next_prune {
+                let more = prune(&self.db, Now::get().secs).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "embedded store: cannot prune expired ids");
+                    false
+                });
+                next_prune = Instant::now() + if more { Duration::ZERO } else { PRUNE_EVERY };
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction and answers every request after the commit.
+    fn commit(&self, batch: Vec<Request>) {
+        let now = Now::get();
+        let result = (|| -> Result<(Vec<bool>, bool), redb::Error> {
+            let txn = self.db.begin_write()?;
+            let (outcomes, appended) = {
+                let mut tables = Tables::open(&txn, self.dedup_ttl_secs)?;
+                let outcomes = batch
+                    .iter()
+                    .map(|request| tables.apply(&request.op, now))
+                    .collect::<Result<Vec<_>, _>>()?;
+                tables.save_next_seq()?;
+                (outcomes, tables.appended)
+            };
+            txn.commit()?;
+            Ok((outcomes, appended))
+        })();
+        match result {
+            Ok((outcomes, appended)) => {
+                #[cfg(test)]
+                self.commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if appended {
+                    self.appended.notify_waiters();
+                }
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    // A caller that went away (a cancelled request) needs no answer.
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "embedded store: commit failed");
+                let message = format!("embedded store: cannot commit: {e}");
+                for request in batch {
+                    let _ = request
+                        .reply
+                        .send(Err(StoreError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// The tables of one write transaction.
+struct Tables<'txn> {
+    seen: Table<'txn, &'static str, u64>,
+    seen_by_expiry: Table<'txn, &'static [u8], ()>,
+    outbox: Table<'txn, u64, (u64, &'static [u8])>,
+    dead: Table<'txn, u64, (u64, &'static str, &'static [u8])>,
+    dead_by_id: MultimapTable<'txn, &'static str, u64>,
+    meta: Table<'txn, &'static str, u64>,
+    next_seq: u64,
+    dedup_ttl_secs: u64,
+    /// Whether this transaction added to the outbox (claims waiting should look again).
+    appended: bool,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn WriteTransaction, dedup_ttl_secs: u64) -> Result<Self, redb::Error> {
+        let meta = txn.open_table(META)?;
+        let next_seq = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
+        Ok(Self {
+            seen: txn.open_table(SEEN)?,
+            seen_by_expiry: txn.open_table(SEEN_BY_EXPIRY)?,
+            outbox: txn.open_table(OUTBOX)?,
+            dead: txn.open_table(DEAD)?,
+            dead_by_id: txn.open_multimap_table(DEAD_BY_ID)?,
+            meta,
+            next_seq,
+            dedup_ttl_secs,
+            appended: false,
+        })
+    }
+
+    fn save_next_seq(&mut self) -> Result<(), StorageError> {
+        self.meta.insert(NEXT_SEQ, self.next_seq)?;
+        Ok(())
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn apply(&mut self, op: &Op, now: Now) -> Result<bool, StorageError> {
+        match op {
+            Op::Record { id, event } => self.record(id, event, now),
+            Op::Ack { seqs } => {
+                for seq in seqs {
+                    self.outbox.remove(seq)?;
+                }
+                Ok(true)
+            }
+            Op::DeadLetter { seq, id, reason } => self.dead_letter(*seq, id, reason, now),
+            Op::Replay { id } => self.replay(id, now),
+        }
+    }
+
+    /// Marks `id` seen and appends the event, unless a live mark exists. An earlier record of the
+    /// same id in this batch has already written its mark, so a batch de-duplicates itself.
+    fn record(&mut self, id: &str, event: &[u8], now: Now) -> Result<bool, StorageError> {
+        let mark = self.seen.get(id)?.map(|v| v.value());
+        if let Some(expires) = mark {
+            if expires > now.secs {
+                return Ok(false);
+            }
+            self.seen_by_expiry
+                .remove(expiry_key(expires, id).as_slice())?;
+        }
+        let expires = now.secs + self.dedup_ttl_secs;
+        self.seen.insert(id, expires)?;
+        self.seen_by_expiry
+            .insert(expiry_key(expires, id).as_slice(), ())?;
+        self.append(event, now)?;
+        Ok(true)
+    }
+
+    fn append(&mut self, event: &[u8], now: Now) -> Result<(), StorageError> {
+        let seq = self.take_seq();
+        self.outbox.insert(seq, (now.millis, event))?;
+        self.appended = true;
+        Ok(())
+    }
+
+    /// Moves an outbox entry to the dead letters; false when it is no longer in the outbox
+    /// (already acknowledged or moved).
+    fn dead_letter(
+        &mut self,
+        seq: u64,
+        id: &str,
+        reason: &str,
+        now: Now,
+    ) -> Result<bool, StorageError> {
+        let Some(removed) = self.outbox.remove(seq)? else {
+            return Ok(false);
+        };
+        let event = removed.value().1.to_vec();
+        drop(removed);
+        let dead_seq = self.take_seq();
+        self.dead
+            .insert(dead_seq, (now.secs, reason, event.as_slice()))?;
+        self.dead_by_id.insert(id, dead_seq)?;
+        Ok(true)
+    }
+
+    /// Moves the oldest dead letter with this id back to the end of the outbox.
+    fn replay(&mut self, id: &str, now: Now) -> Result<bool, StorageError> {
+        let first = self
+            .dead_by_id
+            .get(id)?
+            .next()
+            .transpose()?
+            .map(|v| v.value());
+        let Some(dead_seq) = first else {
+            return Ok(false);
+        };
+        self.dead_by_id.remove(id, dead_seq)?;
+        let Some(removed) = self.dead.remove(dead_seq)? else {
+            return Ok(false);
+        };
+        let event = removed.value().2.to_vec();
+        drop(removed);
+        self.append(&event, now)?;
+        Ok(true)
+    }
+}
+
+/// The [`SEEN_BY_EXPIRY`] key: big-endian, so byte order is expiry order.
+fn expiry_key(expires: u64, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + id.len());
+    key.extend_from_slice(&expires.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Removes up to [`PRUNE_MAX`] marks expired at `now_secs` in one transaction; true when more
+/// remain.
+fn prune(db: &Database, now_secs: u64) -> Result<bool, redb::Error> {
+    let txn = db.begin_write()?;
+    let more = {
+        let mut seen = txn.open_table(SEEN)?;
+        let mut by_expiry = txn.open_table(SEEN_BY_EXPIRY)?;
+        // A mark is live while its expiry is after now: every key below `now + 1` is expired.
+        let bound = (now_secs + 1).to_be_bytes();
+        let expired = by_expiry
+            .range::<&[u8]>(..bound.as_slice())?
+            .take(PRUNE_MAX + 1)
+            .map(|row| row.map(|(key, _)| key.value().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for key in expired.iter().take(PRUNE_MAX) {
+            by_expiry.remove(key.as_slice())?;
+            let Some((expires, id)) = key
+                .split_first_chunk::<8>()
+                .and_then(|(e, id)| Some((u64::from_be_bytes(*e), std::str::from_utf8(id).ok()?)))
+            else {
+                continue;
+            };
+            if seen.get(id)?.map(|v| v.value()) == Some(expires) {
+                seen.remove(id)?;
+            }
+        }
+        expired.len() > PRUNE_MAX
+    };
+    txn.commit()?;
+    Ok(more)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    fn event(id: &str) -> pb::Event {
+        pb::Event {
+            id: id.into(),
+            account_id: "acme".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_share_commits_and_all_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path(), Duration::from_secs(60)).unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.record(&event(&format!("e{i}"))).await })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), Recorded::New);
+        }
+        let commits = store.commits.load(Ordering::Relaxed);
+        assert!(commits < 200, "{commits} commits for 200 records");
+        assert_eq!(store.outbox_stats().await.unwrap().depth, 200);
+    }
+
+    #[test]
+    fn one_batch_de_duplicates_itself_and_expired_marks_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        create_tables(&db).unwrap();
+        let at = |secs| Now {
+            secs,
+            millis: secs * 1000,
+        };
+        let record = |id: &str, now: Now| {
+            let txn = db.begin_write().unwrap();
+            let outcomes = {
+                let mut tables = Tables::open(&txn, 60).unwrap();
+                let op = Op::Record {
+                    id: id.into(),
+                    event: event(id).encode_to_vec(),
+                };
+                let outcomes = [
+                    tables.apply(&op, now).unwrap(),
+                    tables.apply(&op, now).unwrap(),
+                ];
+                tables.save_next_seq().unwrap();
+                outcomes
+            };
+            txn.commit().unwrap();
+            outcomes
+        };
+        assert_eq!(record("a", at(1000)), [true, false]);
+        assert_eq!(record("a", at(1059)), [false, false]);
+        assert!(!prune(&db, 1059).unwrap());
+        let seen = |db: &Database| {
+            db.begin_read()
+                .unwrap()
+                .open_table(SEEN)
+                .unwrap()
+                .len()
+                .unwrap()
+        };
+        assert_eq!(seen(&db), 1, "the mark is live until its expiry");
+        prune(&db, 1060).unwrap();
+        assert_eq!(seen(&db), 0, "an expired mark is pruned");
+        let by_expiry = db.begin_read().unwrap().open_table(SEEN_BY_EXPIRY).unwrap();
+        assert_eq!(by_expiry.len().unwrap(), 0);
+        assert_eq!(
+            record("a", at(1060)),
+            [true, false],
+            "new again after expiry"
+        );
+    }
+
+    #[test]
+    fn a_handle_of_another_backend_is_refused() {
+        let entry = OutboxEntry {
+            handle: "acme\n1-0".into(),
+            event: event("a"),
+        };
+        assert!(matches!(sequence(&entry), Err(StoreError::Corrupt(_))));
+    }
+}

@@ -1,0 +1,833 @@
+//! The Redis backend: several gateway instances share de-duplication and the outbox.
+//!
+//! Every key carries its account in a hash tag, so that all keys of one account live in one
+//! Redis Cluster slot and each script or transaction touches one slot:
+//! - `wgw:{<account>}:seen:<event id>`: the de-duplication mark, expiring after the window;
+//! - `wgw:{<account>}:outbox`: a stream of `ev` (the encoded `pb::Event`) and `at` (unix ms
+//!   when enqueued), read by the consumer group `forwarders`;
+//! - `wgw:{<account>}:dead`: a stream of dead letters (`id`, `ev`, `reason`, `at` in unix s);
+//! - `wgw:{<account>}:dead:ids`: a hash from event id to its entry in `dead`, for replay.
+//!
+//! `record` is one round trip whatever the number of accounts: one `EVALSHA` of the `RECORD`
+//! script (mark and append, atomically; it is loaded at connect, and again on `NOSCRIPT`).
+//! `claim` returns, in this order, the consumer's own pending entries (so a restarted instance
+//! resumes its own at once), entries another consumer has held unacknowledged for longer than
+//! the lease (a dead instance's work), and new entries, waited for with a blocking
+//! `XREADGROUP` on a connection of its own (a blocked read holds up every command behind it on
+//! a multiplexed connection). The claim reads name every account's stream in one command;
+//! on a Redis Cluster they would have to be split per node.
+//!
+//! Durability is Redis's own: an answered record survives a Redis restart only with
+//! `appendonly yes` (and a power loss only with `appendfsync always`); `connect` warns when the
+//! append-only file is off.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use prost::Message;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script, Value};
+
+use super::{DeadLetter, OutboxEntry, OutboxStats, Recorded, Store, StoreError};
+use crate::pb;
+
+/// The consumer group of every outbox stream.
+const GROUP: &str = "forwarders";
+/// Default for [`RedisStore::with_lease`].
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Response timeout of the command connection: well inside WeChat's 5-second window, with room
+/// for a busy server that fsyncs every write.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest single blocking read; a longer claim wait returns empty after this. The blocking
+/// connection's response timeout is this plus [`RESPONSE_TIMEOUT`].
+const MAX_BLOCK: Duration = Duration::from_secs(10);
+
+/// KEYS: seen mark, outbox. ARGV: window (ms), encoded event, unix ms now. Returns 1 when new.
+/// Appends before marking: should the append fail, no mark is left behind, so WeChat's retry
+/// records the event instead of being taken for a duplicate.
+const RECORD: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local id = redis.call('XADD', KEYS[2], '*', 'ev', ARGV[2], 'at', ARGV[3])
+redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
+return 1
+";
+
+/// KEYS: outbox, dead, dead ids. ARGV: outbox entry id, group, event id, reason, unix s now.
+/// Returns 0 when the entry is no longer in the outbox (already acknowledged or moved).
+const DEAD_LETTER: &str = r"
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return 0 end
+local fields, ev = found[1][2], ''
+for i = 1, #fields, 2 do
+  if fields[i] == 'ev' then ev = fields[i + 1] end
+end
+local dead = redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'ev', ev, 'reason', ARGV[4], 'at', ARGV[5])
+redis.call('HSET', KEYS[3], ARGV[3], dead)
+redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+";
+
+/// KEYS: dead ids, dead, outbox. ARGV: event id, unix ms now. Returns 1 when it was replayed.
+const REPLAY: &str = r"
+local dead = redis.call('HGET', KEYS[1], ARGV[1])
+if not dead then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local found = redis.call('XRANGE', KEYS[2], dead, dead)
+if #found == 0 then return 0 end
+local fields, ev = found[1][2], ''
+for i = 1, #fields, 2 do
+  if fields[i] == 'ev' then ev = fields[i + 1] end
+end
+redis.call('XADD', KEYS[3], '*', 'ev', ev, 'at', ARGV[2])
+redis.call('XDEL', KEYS[2], dead)
+return 1
+";
+
+/// The keys of one account.
+struct AccountKeys {
+    id: String,
+    outbox: String,
+    dead: String,
+    dead_ids: String,
+}
+
+impl AccountKeys {
+    fn new(id: String) -> Self {
+        Self {
+            outbox: format!("wgw:{{{id}}}:outbox"),
+            dead: format!("wgw:{{{id}}}:dead"),
+            dead_ids: format!("wgw:{{{id}}}:dead:ids"),
+            id,
+        }
+    }
+
+    fn seen(&self, event_id: &str) -> String {
+        format!("wgw:{{{}}}:seen:{event_id}", self.id)
+    }
+}
+
+pub struct RedisStore {
+    /// Every command but the blocking read; cloned per call (it multiplexes one connection).
+    conn: ConnectionManager,
+    /// Only the blocking `XREADGROUP` of claim.
+    blocking: ConnectionManager,
+    accounts: Vec<AccountKeys>,
+    /// Account id → index in `accounts`.
+    by_id: HashMap<String, usize>,
+    /// Outbox stream key → index in `accounts`.
+    by_outbox: HashMap<String, usize>,
+    dedup_ttl_ms: u64,
+    lease: Duration,
+    /// When claim last looked for entries to take over; it looks at most every quarter lease.
+    last_takeover: Mutex<Option<Instant>>,
+    record_script: Script,
+    dead_letter_script: Script,
+    replay_script: Script,
+}
+
+impl RedisStore {
+    /// Connects, loads the scripts, creates the consumer group of every account's stream and
+    /// checks that Redis persists its writes.
+    pub async fn connect(
+        url: &str,
+        accounts: Vec<String>,
+        dedup_ttl: Duration,
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(3)
+            .set_connection_timeout(Some(Duration::from_secs(5)));
+        let conn = ConnectionManager::new_with_config(
+            client.clone(),
+            config.clone().set_response_timeout(Some(RESPONSE_TIMEOUT)),
+        )
+        .await
+        .map_err(|e| redis_error("connect", e))?;
+        let blocking = ConnectionManager::new_with_config(
+            client,
+            config.set_response_timeout(Some(MAX_BLOCK + RESPONSE_TIMEOUT)),
+        )
+        .await
+        .map_err(|e| redis_error("connect", e))?;
+
+        let mut keys = Vec::new();
+        let mut by_id = HashMap::new();
+        let mut by_outbox = HashMap::new();
+        for id in accounts {
+            if by_id.contains_key(&id) {
+                continue;
+            }
+            let account = AccountKeys::new(id.clone());
+            by_id.insert(id, keys.len());
+            by_outbox.insert(account.outbox.clone(), keys.len());
+            keys.push(account);
+        }
+        let store = Self {
+            conn,
+            blocking,
+            accounts: keys,
+            by_id,
+            by_outbox,
+            dedup_ttl_ms: dedup_ttl.as_millis().max(1) as u64,
+            lease: DEFAULT_LEASE,
+            last_takeover: Mutex::new(None),
+            record_script: Script::new(RECORD),
+            dead_letter_script: Script::new(DEAD_LETTER),
+            replay_script: Script::new(REPLAY),
+        };
+        for script in [
+            &store.record_script,
+            &store.dead_letter_script,
+            &store.replay_script,
+        ] {
+            script
+                .load_async(&mut store.conn.clone())
+                .await
+                .map_err(|e| redis_error("load scripts", e))?;
+        }
+        store.create_groups().await?;
+        store.check_persistence().await;
+        Ok(store)
+    }
+
+    /// How long an entry may stay claimed by another consumer without being acknowledged before
+    /// this one takes it over (default 30 s). Keep it longer than a delivery with its retries
+    /// takes: a slow but live instance would otherwise have its batch delivered twice.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// `XGROUP CREATE ... MKSTREAM` for every account; an existing group is fine. From id 0, so
+    /// entries written before the group existed are delivered too.
+    async fn create_groups(&self) -> Result<(), StoreError> {
+        if self.accounts.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for account in &self.accounts {
+            pipe.cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&account.outbox)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM");
+        }
+        let results: Vec<RedisResult<Value>> = retrying("create consumer groups", || {
+            let mut conn = self.conn.clone();
+            let mut pipe = pipe.clone();
+            async move { pipe.ignore_errors().query_async(&mut conn).await }
+        })
+        .await?;
+        for result in results {
+            match result {
+                Err(e) if e.code() != Some("BUSYGROUP") => {
+                    return Err(redis_error("create consumer groups", e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Warns when Redis would lose the outbox on restart. Managed services often refuse CONFIG:
+    /// then the operator is told what to check.
+    async fn check_persistence(&self) {
+        let reply: RedisResult<HashMap<String, String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query_async(&mut self.conn.clone())
+            .await;
+        match reply
+            .as_ref()
+            .map(|c| c.get("appendonly").map(String::as_str))
+        {
+            Ok(Some("yes")) => {}
+            Ok(Some(other)) => tracing::warn!(
+                appendonly = other,
+                "Redis runs without its append-only file: the outbox and the de-duplication \
+                 marks are lost when Redis restarts; durability needs `appendonly yes`"
+            ),
+            Ok(None) | Err(_) => tracing::info!(
+                error = reply.err().map(|e| e.to_string()),
+                "cannot read Redis's appendonly setting; durability needs `appendonly yes`"
+            ),
+        }
+    }
+
+    fn account(&self, id: &str) -> Result<&AccountKeys, StoreError> {
+        self.by_id
+            .get(id)
+            .map(|&i| &self.accounts[i])
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "account {id:?} is not configured for the Redis store"
+                ))
+            })
+    }
+
+    /// The account and stream entry id of a handle made by [`handle`].
+    fn parse_handle<'h>(
+        &self,
+        entry: &'h OutboxEntry,
+    ) -> Result<(&AccountKeys, &'h str), StoreError> {
+        let (account, id) = entry.handle.split_once('\n').ok_or_else(|| {
+            StoreError::Corrupt(format!("{:?} is not a Redis outbox handle", entry.handle))
+        })?;
+        Ok((self.account(account)?, id))
+    }
+
+    /// Runs `op`, once more when the connection had dropped (the manager reconnects meanwhile)
+    /// or when a consumer group is missing (the stream was deleted: the groups are created
+    /// again). Only for commands that may run twice.
+    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        match op().await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!(error = %e, "an outbox consumer group is missing; creating it again");
+                self.create_groups().await?;
+                op().await.map_err(|e| redis_error(what, e))
+            }
+            Err(e) if e.is_connection_dropped() => {
+                tracing::debug!(error = %e, what, "Redis connection dropped; retrying once");
+                op().await.map_err(|e| redis_error(what, e))
+            }
+            result => result.map_err(|e| redis_error(what, e)),
+        }
+    }
+
+    /// `XREADGROUP` over every account's stream from `from` (`0`: this consumer's pending
+    /// entries; `>`: new ones), blocking up to `block` on the blocking connection.
+    async fn read_group(
+        &self,
+        consumer: &str,
+        max: usize,
+        from: &str,
+        block: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(max);
+        // BLOCK 0 would wait forever.
+        let conn = if block.is_zero() {
+            &self.conn
+        } else {
+            cmd.arg("BLOCK")
+                .arg(block.min(MAX_BLOCK).as_millis().max(1) as u64);
+            &self.blocking
+        };
+        cmd.arg("STREAMS");
+        for account in &self.accounts {
+            cmd.arg(&account.outbox);
+        }
+        for _ in &self.accounts {
+            cmd.arg(from);
+        }
+        let reply: Value = self.run("claim", || query(conn, &cmd)).await?;
+        let mut found = Vec::new();
+        for (key, entries) in streams(reply)? {
+            let account = *self.by_outbox.get(&key).ok_or_else(|| {
+                StoreError::Corrupt(format!("XREADGROUP answered for unknown stream {key:?}"))
+            })?;
+            found.extend(entries.into_iter().map(|e| (account, e)));
+        }
+        self.settle(found, max).await
+    }
+
+    /// `XAUTOCLAIM` on every account: entries idle longer than the lease become this
+    /// consumer's. Pipelined: one round trip.
+    async fn take_over(&self, consumer: &str, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut pipe = redis::pipe();
+        for account in &self.accounts {
+            pipe.cmd("XAUTOCLAIM")
+                .arg(&account.outbox)
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(self.lease.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(max);
+        }
+        let replies: Vec<Value> = self.run("claim", || query_pipe(&self.conn, &pipe)).await?;
+        let mut found = Vec::new();
+        for (account, reply) in replies.into_iter().enumerate() {
+            // [next cursor, claimed entries, deleted ids]
+            let Some(claimed) = array(reply)?.into_iter().nth(1) else {
+                return Err(unexpected("XAUTOCLAIM"));
+            };
+            found.extend(entries(claimed)?.into_iter().map(|e| (account, e)));
+        }
+        if !found.is_empty() {
+            tracing::info!(
+                entries = found.len(),
+                consumer,
+                "took over outbox entries left unacknowledged for longer than the lease"
+            );
+        }
+        self.settle(found, max).await
+    }
+
+    /// Orders claimed entries oldest first and keeps `max` (the rest stay pending on this
+    /// consumer, for its next claim). Entries deleted from the stream while pending are
+    /// acknowledged away.
+    async fn settle(
+        &self,
+        mut found: Vec<(usize, StreamEntry)>,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        found.sort_by_key(|(_, e)| entry_order(&e.id));
+        let (live, gone): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, e)| e.exists());
+        if !gone.is_empty() {
+            let gone: Vec<_> = gone.into_iter().map(|(a, e)| (a, e.id)).collect();
+            self.remove(&gone, false).await?;
+        }
+        live.into_iter()
+            .take(max)
+            .map(|(account, e)| {
+                let event = e.decode_event("outbox entry")?;
+                Ok(OutboxEntry {
+                    handle: handle(&self.accounts[account].id, &e.id),
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    /// Acknowledges entries and, with `delete`, deletes them from their streams: one atomic
+    /// transaction per account (its keys share a slot), all sent at once.
+    async fn remove(&self, entries: &[(usize, String)], delete: bool) -> Result<(), StoreError> {
+        let mut by_account: HashMap<usize, Vec<&str>> = HashMap::new();
+        for (account, id) in entries {
+            by_account.entry(*account).or_default().push(id);
+        }
+        let transactions = by_account.into_iter().map(|(account, ids)| {
+            let outbox = &self.accounts[account].outbox;
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("XACK")
+                .arg(outbox)
+                .arg(GROUP)
+                .arg(&ids)
+                .ignore();
+            if delete {
+                pipe.cmd("XDEL").arg(outbox).arg(&ids).ignore();
+            }
+            async move {
+                self.run("ack", || query_pipe::<()>(&self.conn, &pipe))
+                    .await
+            }
+        });
+        futures::future::try_join_all(transactions).await?;
+        Ok(())
+    }
+
+    /// Whether claim should look for entries to take over now (at most every quarter lease).
+    fn takeover_due(&self) -> bool {
+        let mut last = self.last_takeover.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|at| at.elapsed() >= self.lease / 4);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn record(&self, event: &pb::Event) -> Result<Recorded, StoreError> {
+        let account = self.account(&event.account_id)?;
+        let seen = account.seen(&event.id);
+        let encoded = event.encode_to_vec();
+        let now = unix_millis();
+        // A retry after a dropped connection is safe: if the first attempt did run, the retry
+        // finds the mark and answers Duplicate, and the event is in the outbox either way.
+        let new: i64 = self
+            .run("record", || {
+                let mut invocation = self.record_script.key(&seen);
+                invocation
+                    .key(&account.outbox)
+                    .arg(self.dedup_ttl_ms)
+                    .arg(&encoded)
+                    .arg(now);
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(if new == 1 {
+            Recorded::New
+        } else {
+            Recorded::Duplicate
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let cmd = redis::cmd("PING");
+        self.run("ping", || query::<()>(&self.conn, &cmd)).await
+    }
+
+    async fn claim(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        if max == 0 || self.accounts.is_empty() {
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
+        let own = self.read_group(consumer, max, "0", Duration::ZERO).await?;
+        if !own.is_empty() {
+            return Ok(own);
+        }
+        if self.takeover_due() {
+            let taken = self.take_over(consumer, max).await?;
+            if !taken.is_empty() {
+                return Ok(taken);
+            }
+        }
+        self.read_group(consumer, max, ">", wait).await
+    }
+
+    async fn ack(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        let ids = entries
+            .iter()
+            .map(|entry| {
+                let (account, id) = self.parse_handle(entry)?;
+                Ok((self.by_id[&account.id], id.to_owned()))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.remove(&ids, true).await
+    }
+
+    async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), StoreError> {
+        let (account, entry_id) = self.parse_handle(entry)?;
+        let now = unix_millis() / 1000;
+        // Safe to retry: a second run finds the entry gone and does nothing.
+        let _moved: i64 = self
+            .run("dead letter", || {
+                let mut invocation = self.dead_letter_script.key(&account.outbox);
+                invocation
+                    .key(&account.dead)
+                    .key(&account.dead_ids)
+                    .arg(entry_id)
+                    .arg(GROUP)
+                    .arg(&entry.event.id)
+                    .arg(reason)
+                    .arg(now);
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        if limit == 0 || self.accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for account in &self.accounts {
+            pipe.cmd("XRANGE")
+                .arg(&account.dead)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit);
+        }
+        let replies: Vec<Value> = self
+            .run("dead letters", || query_pipe(&self.conn, &pipe))
+            .await?;
+        // Each account's list is oldest first; merged by entry id (Redis's clock, in ms).
+        let mut letters = Vec::new();
+        for reply in replies {
+            for entry in entries(reply)? {
+                let letter = DeadLetter {
+                    event: entry.decode_event("dead letter")?,
+                    reason: String::from_utf8_lossy(entry.field("reason").unwrap_or_default())
+                        .into_owned(),
+                    failed_at: entry.number("at").unwrap_or(0),
+                };
+                letters.push((entry_order(&entry.id), letter));
+            }
+        }
+        letters.sort_by_key(|(order, _)| *order);
+        let mut letters: Vec<_> = letters.into_iter().map(|(_, letter)| letter).collect();
+        letters.truncate(limit);
+        Ok(letters)
+    }
+
+    async fn replay_dead_letter(&self, event_id: &str) -> Result<bool, StoreError> {
+        let now = unix_millis();
+        // The event id does not name its account: ask every account's keys, all at once. Not
+        // retried: a lost answer of a replay that ran would turn into "not found".
+        let replays = self.accounts.iter().map(|account| {
+            let mut invocation = self.replay_script.key(&account.dead_ids);
+            invocation
+                .key(&account.dead)
+                .key(&account.outbox)
+                .arg(event_id)
+                .arg(now);
+            let mut conn = self.conn.clone();
+            async move {
+                invocation
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .map_err(|e| redis_error("replay dead letter", e))
+            }
+        });
+        let replayed = futures::future::try_join_all(replays).await?;
+        Ok(replayed.contains(&1))
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        if self.accounts.is_empty() {
+            return Ok(OutboxStats::default());
+        }
+        let mut pipe = redis::pipe();
+        for account in &self.accounts {
+            pipe.cmd("XLEN").arg(&account.outbox);
+            pipe.cmd("XRANGE")
+                .arg(&account.outbox)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let replies: Vec<Value> = self
+            .run("outbox stats", || query_pipe(&self.conn, &pipe))
+            .await?;
+        let mut stats = OutboxStats::default();
+        let mut oldest_ms: Option<u64> = None;
+        let mut replies = replies.into_iter();
+        while let (Some(len), Some(first)) = (replies.next(), replies.next()) {
+            stats.depth += u64::from_redis_value(len).map_err(|_| unexpected("XLEN"))?;
+            if let Some(at) = entries(first)?.first().and_then(|e| e.number("at")) {
+                oldest_ms = Some(oldest_ms.map_or(at, |o| o.min(at)));
+            }
+        }
+        stats.oldest_age =
+            oldest_ms.map(|at| Duration::from_millis(unix_millis().saturating_sub(at)));
+        Ok(stats)
+    }
+}
+
+/// The [`OutboxEntry::handle`] of a stream entry: the account and the entry id.
+fn handle(account: &str, entry_id: &str) -> String {
+    format!("{account}\n{entry_id}")
+}
+
+async fn query<T: FromRedisValue>(conn: &ConnectionManager, cmd: &Cmd) -> RedisResult<T> {
+    cmd.query_async(&mut conn.clone()).await
+}
+
+async fn query_pipe<T: FromRedisValue>(
+    conn: &ConnectionManager,
+    pipe: &Pipeline,
+) -> RedisResult<T> {
+    pipe.query_async(&mut conn.clone()).await
+}
+
+/// [`RedisStore::run`] without a store, for the setup done inside `connect`.
+async fn retrying<T, F, Fut>(what: &str, op: F) -> Result<T, StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = RedisResult<T>>,
+{
+    match op().await {
+        Err(e) if e.is_connection_dropped() => op().await.map_err(|e| redis_error(what, e)),
+        result => result.map_err(|e| redis_error(what, e)),
+    }
+}
+
+fn redis_error(what: &str, e: RedisError) -> StoreError {
+    StoreError::Unavailable(format!("Redis {what} failed: {e}"))
+}
+
+fn unexpected(command: &str) -> StoreError {
+    StoreError::Corrupt(format!("unexpected reply shape from Redis {command}"))
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sort key of a stream entry id `<ms>-<seq>`: the order in which Redis appended them.
+fn entry_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (
+        ms.parse().unwrap_or(u64::MAX),
+        seq.parse().unwrap_or(u64::MAX),
+    )
+}
+
+/// One stream entry as Redis returned it; `fields` is `None` when the entry was deleted while
+/// pending (a pending-list read then returns only its id).
+#[derive(Debug)]
+struct StreamEntry {
+    id: String,
+    fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl StreamEntry {
+    fn exists(&self) -> bool {
+        self.fields.is_some()
+    }
+
+    fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .as_ref()?
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn number(&self, name: &str) -> Option<u64> {
+        std::str::from_utf8(self.field(name)?).ok()?.parse().ok()
+    }
+
+    fn decode_event(&self, what: &str) -> Result<pb::Event, StoreError> {
+        let bytes = self
+            .field("ev")
+            .ok_or_else(|| StoreError::Corrupt(format!("{what} {} has no event", self.id)))?;
+        pb::Event::decode(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("{what} {}: {e}", self.id)))
+    }
+}
+
+fn array(v: Value) -> Result<Vec<Value>, StoreError> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        _ => Err(unexpected("stream read")),
+    }
+}
+
+fn bytes(v: Value) -> Result<Vec<u8>, StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        Value::Int(i) => Ok(i.to_string().into_bytes()),
+        _ => Err(unexpected("stream read")),
+    }
+}
+
+/// `[[id, [field, value, ...] | nil], ...]` (XRANGE, and each stream of XREADGROUP).
+fn entries(v: Value) -> Result<Vec<StreamEntry>, StoreError> {
+    array(v)?
+        .into_iter()
+        .map(|entry| {
+            let mut parts = array(entry)?.into_iter();
+            let id = bytes(parts.next().ok_or_else(|| unexpected("stream read"))?)?;
+            let id = String::from_utf8(id).map_err(|_| unexpected("stream read"))?;
+            let fields = match parts.next() {
+                None | Some(Value::Nil) => None,
+                Some(Value::Map(pairs)) => Some(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| Ok((bytes(k)?, bytes(v)?)))
+                        .collect::<Result<Vec<_>, StoreError>>()?,
+                ),
+                Some(flat) => {
+                    let mut flat = array(flat)?.into_iter();
+                    let mut pairs = Vec::new();
+                    while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                        pairs.push((bytes(k)?, bytes(v)?));
+                    }
+                    Some(pairs)
+                }
+            };
+            Ok(StreamEntry { id, fields })
+        })
+        .collect()
+}
+
+/// The streams of an XREADGROUP reply: `[[key, entries], ...]` in RESP2, a map in RESP3, nil
+/// when nothing arrived.
+fn streams(v: Value) -> Result<Vec<(String, Vec<StreamEntry>)>, StoreError> {
+    let pairs = match v {
+        Value::Map(pairs) => pairs,
+        other => array(other)?
+            .into_iter()
+            .map(|stream| {
+                let mut parts = array(stream)?.into_iter();
+                match (parts.next(), parts.next()) {
+                    (Some(key), Some(entries)) => Ok((key, entries)),
+                    _ => Err(unexpected("XREADGROUP")),
+                }
+            })
+            .collect::<Result<_, StoreError>>()?,
+    };
+    pairs
+        .into_iter()
+        .map(|(key, list)| {
+            let key = String::from_utf8(bytes(key)?).map_err(|_| unexpected("XREADGROUP"))?;
+            Ok((key, entries(list)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// The slot-defining part of a key: between the first `{` and the next `}`.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').unwrap();
+        let close = open + key[open..].find('}').unwrap();
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn every_key_of_an_account_shares_its_hash_tag() {
+        let keys = AccountKeys::new("acme-mp".into());
+        for key in [&keys.seen("abc"), &keys.outbox, &keys.dead, &keys.dead_ids] {
+            assert_eq!(hash_tag(key), "acme-mp", "{key}");
+        }
+    }
+
+    #[test]
+    fn a_read_reply_gives_entries_and_marks_deleted_ones() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("wgw:{a}:outbox"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("ev"), bulk("x"), bulk("at"), bulk("5")]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let read = streams(reply).unwrap();
+        assert_eq!(read.len(), 1);
+        let (key, entries) = &read[0];
+        assert_eq!(key, "wgw:{a}:outbox");
+        assert_eq!(entries[0].field("ev"), Some(&b"x"[..]));
+        assert_eq!(entries[0].number("at"), Some(5));
+        assert!(!entries[1].exists());
+        assert!(streams(Value::Nil).unwrap().is_empty(), "nothing arrived");
+    }
+
+    #[test]
+    fn entry_ids_order_numerically() {
+        let mut ids = vec!["10-0", "9-1", "9-0", "100-0"];
+        ids.sort_by_key(|id| entry_order(id));
+        assert_eq!(ids, ["9-0", "9-1", "10-0", "100-0"]);
+    }
+}

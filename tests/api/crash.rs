@@ -1,0 +1,222 @@
+//! The real binary, killed with SIGKILL under load and restarted: every callback it answered
+//! with 200 reaches the CRM (by id), on both backends. Assertions are about ids, not timing.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wechat_gateway::pb::event::Kind;
+use wechat_gateway::wechat::crypto::{self, MsgCrypto};
+
+use crate::support::app::{config_toml, now, AppOptions, MP_APP_ID, MP_KEY, MP_TOKEN};
+use crate::support::crm::FakeCrm;
+
+/// A gateway process started from the built binary; its HTTP address is read from its log.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Gateway {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wechat-gateway"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the gateway binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("http_addr=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the gateway logs its address");
+        Self {
+            child,
+            addr: addr.parse().expect("a socket address"),
+        }
+    }
+
+    fn kill(mut self) {
+        // SIGKILL: no graceful shutdown, no flush.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `total` distinct safe-mode callbacks from 16 tasks; returns the MsgIds answered 200.
+/// The gateway is killed after `kill_after` acknowledgements, so the rest fail or race the kill.
+async fn load_and_kill(
+    gateway: Gateway,
+    total: u64,
+    kill_after: usize,
+    base_id: u64,
+) -> HashSet<u64> {
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    wechat_gateway::startup::install_tls_provider();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("http://{}/wechat/mp/acme-mp", gateway.addr);
+    let key = MsgCrypto::new(MP_KEY).unwrap();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gateway = Arc::new(Mutex::new(Some(gateway)));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (client, url, key, next, acked, gateway) = (
+            client.clone(),
+            url.clone(),
+            key.clone(),
+            next.clone(),
+            acked.clone(),
+            gateway.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let msg_id = base_id + i;
+                let xml = format!(
+                    "<xml><ToUserName>gh_t</ToUserName><FromUserName>oCrash{}</FromUserName><CreateTime>{}</CreateTime>\
+                     <MsgType>text</MsgType><Content>n{i}</Content><MsgId>{msg_id}</MsgId></xml>",
+                    i % 7,
+                    now()
+                );
+                let enc = key.encrypt(xml.as_bytes(), MP_APP_ID);
+                let ts = now().to_string();
+                let sig = crypto::msg_signature(MP_TOKEN, &ts, "nn", &enc);
+                let resp = client
+                    .post(&url)
+                    .query(&[("msg_signature", sig.as_str()), ("timestamp", &ts), ("nonce", "nn"), ("encrypt_type", "aes")])
+                    .body(format!("<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"))
+                    .send()
+                    .await;
+                if let Ok(r) = resp {
+                    if r.status() == 200 {
+                        let n = {
+                            let mut a = acked.lock().unwrap();
+                            a.insert(msg_id);
+                            a.len()
+                        };
+                        if n == kill_after {
+                            if let Some(g) = gateway.lock().unwrap().take() {
+                                g.kill();
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    if let Some(g) = gateway.lock().unwrap().take() {
+        g.kill();
+    }
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
+
+async fn sigkill_loses_no_acknowledged_event(
+    opts: AppOptions,
+    dir: &Path,
+    crm: &FakeCrm,
+    base_id: u64,
+) {
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, config_toml(&opts)).unwrap();
+    // The CRM is down during the load, so acknowledged events sit in the outbox when the
+    // process dies.
+    crm.set_down(true);
+    let gateway = Gateway::start(&config);
+    let acked = load_and_kill(gateway, 3000, 1000, base_id).await;
+    assert!(acked.len() >= 1000, "the load reached the kill point");
+
+    crm.set_down(false);
+    let restarted = Gateway::start(&config);
+    let events = crm
+        .wait_for(
+            |evs| {
+                let got: HashSet<u64> = evs
+                    .iter()
+                    .filter_map(|e| match &e.kind {
+                        Some(Kind::Text(t)) => Some(t.msg_id as u64),
+                        _ => None,
+                    })
+                    .collect();
+                acked.iter().all(|id| got.contains(id))
+            },
+            Duration::from_secs(120),
+        )
+        .await;
+    let delivered: HashSet<u64> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::Text(t)) => Some(t.msg_id as u64),
+            _ => None,
+        })
+        .collect();
+    let missing: Vec<_> = acked.difference(&delivered).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    // At least once, never beyond the same id: every duplicate delivery carries one id per MsgId.
+    let mut ids_per_msg = std::collections::HashMap::<u64, HashSet<String>>::new();
+    for e in &events {
+        if let Some(Kind::Text(t)) = &e.kind {
+            ids_per_msg
+                .entry(t.msg_id as u64)
+                .or_default()
+                .insert(e.id.clone());
+        }
+    }
+    assert!(ids_per_msg.values().all(|ids| ids.len() == 1));
+    restarted.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_sigkill_loses_no_acknowledged_event_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let crm = FakeCrm::start().await;
+    let opts = AppOptions::embedded(&dir.path().join("data")).crm(&crm.endpoint());
+    sigkill_loses_no_acknowledged_event(opts, dir.path(), &crm, 7_000_000_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_sigkill_loses_no_acknowledged_event_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let crm = FakeCrm::start().await;
+    let url = crate::support::redis::fresh_db_url().await;
+    let opts = AppOptions::redis(&url).crm(&crm.endpoint());
+    sigkill_loses_no_acknowledged_event(opts, dir.path(), &crm, 8_000_000_000).await;
+}

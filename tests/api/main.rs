@@ -1,0 +1,9 @@
+//! Black-box integration tests: one test binary (so only one executable is linked), real
+//! servers on random loopback ports, a real `redis-server`, a real tonic `EventSink`.
+
+mod admin;
+mod callbacks;
+mod cli;
+mod crash;
+mod store;
+mod support;

@@ -1,0 +1,584 @@
+//! The store contract, checked the same way on both backends (`store::embedded::*` and
+//! `store::redis::*`), then what only one backend has: the embedded file lock; Redis consumers
+//! taking over each other's work, one round trip per record, and a Redis restart.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use wechat_gateway::pb;
+use wechat_gateway::store::embedded::EmbeddedStore;
+use wechat_gateway::store::redis::RedisStore;
+use wechat_gateway::store::{OutboxEntry, Recorded, Store, StoreError};
+
+use crate::support::redis::{fresh_db_url, shared_url, RedisServer};
+
+const TTL: Duration = Duration::from_secs(3600);
+const NO_WAIT: Duration = Duration::ZERO;
+const CONSUMER: &str = "gateway-1";
+
+/// A backend under test: two accounts of its own, and stores opened over the same data.
+trait Backend {
+    fn accounts(&self) -> [&str; 2];
+    /// A new store over this backend's data; the embedded one needs the previous one dropped.
+    async fn open(&self) -> Arc<dyn Store>;
+}
+
+struct Embedded {
+    dir: tempfile::TempDir,
+}
+
+impl Embedded {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+impl Backend for Embedded {
+    fn accounts(&self) -> [&str; 2] {
+        ["acme", "beta"]
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        Arc::new(EmbeddedStore::open(&self.dir.path().join("data"), TTL).unwrap())
+    }
+}
+
+/// The shared `redis-server`, with account ids no other test uses.
+struct Redis {
+    url: String,
+    accounts: [String; 2],
+}
+
+impl Redis {
+    fn new() -> Self {
+        let [a, b] = unique_accounts();
+        Self {
+            url: shared_url(),
+            accounts: [a, b],
+        }
+    }
+}
+
+impl Backend for Redis {
+    fn accounts(&self) -> [&str; 2] {
+        [&self.accounts[0], &self.accounts[1]]
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        Arc::new(
+            RedisStore::connect(&self.url, self.accounts.to_vec(), TTL)
+                .await
+                .unwrap(),
+        )
+    }
+}
+
+fn unique_accounts<const N: usize>() -> [String; N] {
+    let run: u32 = rand::random();
+    std::array::from_fn(|i| format!("t{run:08x}-{i}"))
+}
+
+fn event(account: &str, id: &str) -> pb::Event {
+    pb::Event {
+        id: id.into(),
+        account_id: account.into(),
+        open_id: format!("o-{id}"),
+        ..Default::default()
+    }
+}
+
+fn ids(entries: &[OutboxEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.event.id.as_str()).collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims and acknowledges until the outbox is empty; returns the events in claim order.
+async fn drain(store: &dyn Store) -> Vec<pb::Event> {
+    let mut events = Vec::new();
+    loop {
+        let batch = store.claim(CONSUMER, 50, NO_WAIT).await.unwrap();
+        if batch.is_empty() {
+            return events;
+        }
+        store.ack(&batch).await.unwrap();
+        events.extend(batch.into_iter().map(|e| e.event));
+    }
+}
+
+// The contract, one function per rule; `conformance!` runs each on both backends.
+
+async fn a_new_event_is_recorded_once_and_its_retry_is_a_duplicate(b: impl Backend) {
+    let store = b.open().await;
+    let [a, _] = b.accounts();
+    assert_eq!(store.record(&event(a, "e1")).await.unwrap(), Recorded::New);
+    assert_eq!(
+        store.record(&event(a, "e1")).await.unwrap(),
+        Recorded::Duplicate
+    );
+    assert_eq!(store.record(&event(a, "e2")).await.unwrap(), Recorded::New);
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 2);
+    store.ping().await.unwrap();
+}
+
+async fn a_claimed_event_is_delivered_intact_and_gone_once_acknowledged(b: impl Backend) {
+    let store = b.open().await;
+    let [a, _] = b.accounts();
+    let recorded = event(a, "e1");
+    store.record(&recorded).await.unwrap();
+    let claimed = store.claim(CONSUMER, 10, NO_WAIT).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event, recorded);
+    store.ack(&claimed).await.unwrap();
+    assert!(store.claim(CONSUMER, 10, NO_WAIT).await.unwrap().is_empty());
+    assert_eq!(
+        store.outbox_stats().await.unwrap(),
+        Default::default(),
+        "empty outbox, no oldest event"
+    );
+}
+
+async fn events_claimed_but_not_acknowledged_are_claimed_again(b: impl Backend) {
+    let store = b.open().await;
+    let [a, _] = b.accounts();
+    for id in ["e1", "e2"] {
+        store.record(&event(a, id)).await.unwrap();
+    }
+    let first = store.claim(CONSUMER, 10, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&first), ["e1", "e2"]);
+    let again = store.claim(CONSUMER, 10, NO_WAIT).await.unwrap();
+    assert_eq!(
+        ids(&again),
+        ["e1", "e2"],
+        "a delivery that failed is not lost"
+    );
+    store.ack(&again).await.unwrap();
+    assert!(store.claim(CONSUMER, 10, NO_WAIT).await.unwrap().is_empty());
+}
+
+async fn claims_return_at_most_max_events_oldest_first_in_order_per_account(b: impl Backend) {
+    let store = b.open().await;
+    let [a, c] = b.accounts();
+    let mut recorded = Vec::new();
+    for i in 0..10 {
+        let account = if i % 3 == 0 { c } else { a };
+        let e = event(account, &format!("e{i}"));
+        store.record(&e).await.unwrap();
+        recorded.push(e);
+    }
+    let mut claimed = Vec::new();
+    loop {
+        let batch = store.claim(CONSUMER, 3, NO_WAIT).await.unwrap();
+        assert!(batch.len() <= 3, "{:?}", ids(&batch));
+        if batch.is_empty() {
+            break;
+        }
+        store.ack(&batch).await.unwrap();
+        claimed.extend(batch.into_iter().map(|e| e.event));
+    }
+    for account in [a, c] {
+        let of = |events: &[pb::Event]| -> Vec<String> {
+            events
+                .iter()
+                .filter(|e| e.account_id == account)
+                .map(|e| e.id.clone())
+                .collect()
+        };
+        assert_eq!(of(&claimed), of(&recorded), "account {account}");
+    }
+    assert_eq!(claimed.len(), recorded.len());
+}
+
+async fn a_claim_waits_for_an_event_recorded_meanwhile(b: impl Backend) {
+    let store = b.open().await;
+    let [a, _] = b.accounts();
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let claimed = store
+                .claim(CONSUMER, 10, Duration::from_secs(5))
+                .await
+                .unwrap();
+            (claimed, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store.record(&event(a, "late")).await.unwrap();
+    let (claimed, waited) = waiting.await.unwrap();
+    assert_eq!(ids(&claimed), ["late"]);
+    assert!(
+        waited < Duration::from_secs(4),
+        "woken by the record: {waited:?}"
+    );
+}
+
+async fn a_claim_with_nothing_to_deliver_returns_empty_after_its_wait(b: impl Backend) {
+    let store = b.open().await;
+    let started = Instant::now();
+    let claimed = store
+        .claim(CONSUMER, 10, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(claimed.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+async fn a_dead_letter_leaves_the_outbox_and_its_replay_puts_it_back(b: impl Backend) {
+    let store = b.open().await;
+    let [a, _] = b.accounts();
+    let rejected = event(a, "bad");
+    store.record(&rejected).await.unwrap();
+    store.record(&event(a, "good")).await.unwrap();
+    let before = unix_now();
+    let claimed = store.claim(CONSUMER, 10, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&claimed), ["bad", "good"]);
+    store
+        .dead_letter(&claimed[0], "open_id unknown to the CRM")
+        .await
+        .unwrap();
+    store.ack(&claimed[1..]).await.unwrap();
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 0);
+    assert!(store.claim(CONSUMER, 10, NO_WAIT).await.unwrap().is_empty());
+
+    let dead = store.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event, rejected);
+    assert_eq!(dead[0].reason, "open_id unknown to the CRM");
+    assert!((before..=unix_now()).contains(&dead[0].failed_at));
+
+    assert!(!store.replay_dead_letter("no-such-id").await.unwrap());
+    assert!(store.replay_dead_letter("bad").await.unwrap());
+    assert!(store.dead_letters(10).await.unwrap().is_empty());
+    assert!(
+        !store.replay_dead_letter("bad").await.unwrap(),
+        "replayed once"
+    );
+    let replayed = drain(&*store).await;
+    assert_eq!(replayed, [rejected], "the original event, id included");
+}
+
+async fn dead_letters_are_listed_oldest_first_up_to_the_limit(b: impl Backend) {
+    let store = b.open().await;
+    let [a, c] = b.accounts();
+    for (account, id) in [(a, "d1"), (c, "d2"), (a, "d3")] {
+        store.record(&event(account, id)).await.unwrap();
+        let claimed = store.claim(CONSUMER, 10, NO_WAIT).await.unwrap();
+        store.dead_letter(&claimed[0], id).await.unwrap();
+    }
+    let all: Vec<_> = store
+        .dead_letters(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    assert_eq!(all.len(), 3);
+    let position = |reason: &str| all.iter().position(|r| r == reason).unwrap();
+    // Across accounts, events of the same millisecond may come in either order.
+    assert!(position("d1") < position("d3"), "{all:?}");
+    let first_two = store.dead_letters(2).await.unwrap();
+    let first_two: Vec<_> = first_two.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(first_two, all[..2], "the limit keeps the oldest");
+}
+
+async fn outbox_stats_count_undelivered_events_and_age_the_oldest(b: impl Backend) {
+    let store = b.open().await;
+    let [a, c] = b.accounts();
+    assert_eq!(store.outbox_stats().await.unwrap(), Default::default());
+    for (account, id) in [(a, "e1"), (c, "e2"), (a, "e3")] {
+        store.record(&event(account, id)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let stats = store.outbox_stats().await.unwrap();
+    assert_eq!(stats.depth, 3);
+    let age = stats.oldest_age.expect("an oldest event");
+    assert!(
+        age >= Duration::from_millis(10) && age < Duration::from_secs(60),
+        "{age:?}"
+    );
+    let claimed = store.claim(CONSUMER, 2, NO_WAIT).await.unwrap();
+    assert_eq!(
+        store.outbox_stats().await.unwrap().depth,
+        3,
+        "claimed is not delivered"
+    );
+    store.ack(&claimed).await.unwrap();
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 1);
+}
+
+async fn two_hundred_concurrent_records_are_all_durable_without_duplicates(b: impl Backend) {
+    let store = b.open().await;
+    let [a, c] = b.accounts();
+    // 100 events, each received twice at the same moment (WeChat's retry racing the original).
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            let e = event(if i % 2 == 0 { a } else { c }, &format!("e{}", i % 100));
+            tokio::spawn(async move { store.record(&e).await.unwrap() })
+        })
+        .collect();
+    let mut new = 0;
+    for task in tasks {
+        if task.await.unwrap() == Recorded::New {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 100, "one New per event id");
+    drop(store);
+    let store = b.open().await;
+    let delivered = drain(&*store).await;
+    let unique: HashSet<_> = delivered.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(delivered.len(), 100, "no duplicate in the outbox");
+    assert_eq!(unique.len(), 100);
+}
+
+async fn de_duplication_and_the_outbox_survive_reopening_the_store(b: impl Backend) {
+    let [a, _] = b.accounts();
+    let store = b.open().await;
+    store.record(&event(a, "e1")).await.unwrap();
+    store.record(&event(a, "e2")).await.unwrap();
+    let claimed = store.claim(CONSUMER, 1, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&claimed), ["e1"]);
+    drop(store);
+
+    let store = b.open().await;
+    assert_eq!(
+        store.record(&event(a, "e1")).await.unwrap(),
+        Recorded::Duplicate
+    );
+    let delivered = drain(&*store).await;
+    let delivered: Vec<_> = delivered.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        delivered,
+        ["e1", "e2"],
+        "the unacknowledged claim comes back first"
+    );
+}
+
+macro_rules! conformance {
+    ($($check:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::Embedded::new()).await;
+                }
+            )+
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::Redis::new()).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    a_new_event_is_recorded_once_and_its_retry_is_a_duplicate,
+    a_claimed_event_is_delivered_intact_and_gone_once_acknowledged,
+    events_claimed_but_not_acknowledged_are_claimed_again,
+    claims_return_at_most_max_events_oldest_first_in_order_per_account,
+    a_claim_waits_for_an_event_recorded_meanwhile,
+    a_claim_with_nothing_to_deliver_returns_empty_after_its_wait,
+    a_dead_letter_leaves_the_outbox_and_its_replay_puts_it_back,
+    dead_letters_are_listed_oldest_first_up_to_the_limit,
+    outbox_stats_count_undelivered_events_and_age_the_oldest,
+    two_hundred_concurrent_records_are_all_durable_without_duplicates,
+    de_duplication_and_the_outbox_survive_reopening_the_store,
+);
+
+// Embedded only.
+
+#[tokio::test]
+async fn an_embedded_store_open_elsewhere_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = EmbeddedStore::open(dir.path(), TTL).unwrap();
+    let Err(StoreError::Unavailable(message)) = EmbeddedStore::open(dir.path(), TTL) else {
+        panic!("a second open of the same file must fail");
+    };
+    assert!(message.contains("locked by another process"), "{message}");
+}
+
+// Redis only.
+
+async fn redis_store(url: &str, accounts: &[String]) -> RedisStore {
+    RedisStore::connect(url, accounts.to_vec(), TTL)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_redis_consumer_takes_over_what_a_stopped_one_left_unacknowledged() {
+    let accounts = unique_accounts::<2>();
+    let lease = Duration::from_millis(300);
+    let first = redis_store(&shared_url(), &accounts)
+        .await
+        .with_lease(lease);
+    for (account, id) in [(&accounts[0], "e1"), (&accounts[1], "e2")] {
+        first.record(&event(account, id)).await.unwrap();
+    }
+    let claimed = first.claim("gateway-a", 10, NO_WAIT).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    drop(first); // stopped before acknowledging
+
+    let second = redis_store(&shared_url(), &accounts)
+        .await
+        .with_lease(lease);
+    assert!(
+        second
+            .claim("gateway-b", 10, NO_WAIT)
+            .await
+            .unwrap()
+            .is_empty(),
+        "within the lease the entries stay with their consumer"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let taken = loop {
+        let taken = second
+            .claim("gateway-b", 10, Duration::from_millis(100))
+            .await
+            .unwrap();
+        if !taken.is_empty() || Instant::now() > deadline {
+            break taken;
+        }
+    };
+    let mut taken_ids = ids(&taken);
+    taken_ids.sort();
+    assert_eq!(taken_ids, ["e1", "e2"]);
+    second.ack(&taken).await.unwrap();
+    assert_eq!(second.outbox_stats().await.unwrap().depth, 0);
+}
+
+#[tokio::test]
+async fn a_restarted_redis_consumer_resumes_its_own_pending_entries_at_once() {
+    let accounts = unique_accounts::<1>();
+    let url = fresh_db_url().await;
+    let store = redis_store(&url, &accounts).await;
+    store.record(&event(&accounts[0], "e1")).await.unwrap();
+    assert_eq!(
+        ids(&store.claim("gateway-a", 10, NO_WAIT).await.unwrap()),
+        ["e1"]
+    );
+    drop(store);
+    // The default lease is 30 s: only its own pending list gives the entry back now.
+    let store = redis_store(&url, &accounts).await;
+    let resumed = store.claim("gateway-a", 10, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&resumed), ["e1"]);
+    assert!(store
+        .claim("gateway-b", 10, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+    store.ack(&resumed).await.unwrap();
+}
+
+/// Calls per command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+async fn command_calls(conn: &mut ::redis::aio::MultiplexedConnection) -> Vec<(String, u64)> {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| name != "info" && name != "config|resetstat")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_is_one_redis_round_trip_even_with_a_thousand_accounts() {
+    let server = RedisServer::start();
+    let accounts = unique_accounts::<1000>();
+    let store = redis_store(&server.url(), &accounts).await;
+    let mut admin = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let account = &accounts[i * 37 % accounts.len()];
+        store
+            .record(&event(account, &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    // Redis counts the commands the script runs too: those are not round trips.
+    let round_trips: Vec<_> = command_calls(&mut admin)
+        .await
+        .into_iter()
+        .filter(|(name, _)| !["exists", "xadd", "set"].contains(&name.as_str()))
+        .collect();
+    assert_eq!(
+        round_trips,
+        [("evalsha".to_owned(), 20)],
+        "one EVALSHA per record, nothing else"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_rides_out_a_redis_restart_without_losing_an_answered_record() {
+    let mut server = RedisServer::start();
+    let accounts = unique_accounts::<1>();
+    let a = &accounts[0];
+    let store = redis_store(&server.url(), &accounts).await;
+    assert_eq!(store.record(&event(a, "e1")).await.unwrap(), Recorded::New);
+    assert_eq!(
+        ids(&store.claim(CONSUMER, 10, NO_WAIT).await.unwrap()),
+        ["e1"]
+    );
+
+    server.restart(); // SIGKILL, then the append-only file is replayed
+                      // The connections dropped: the first command of each fails and is retried once.
+    assert_eq!(
+        store.record(&event(a, "e1")).await.unwrap(),
+        Recorded::Duplicate,
+        "the de-duplication mark survived"
+    );
+    assert_eq!(store.record(&event(a, "e2")).await.unwrap(), Recorded::New);
+    let resumed = store.claim(CONSUMER, 10, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&resumed), ["e1"], "the pending claim survived");
+    store.ack(&resumed).await.unwrap();
+    let next = store
+        .claim(CONSUMER, 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(ids(&next), ["e2"]);
+    store.ack(&next).await.unwrap();
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn connecting_to_an_unreachable_redis_fails_with_a_clear_error() {
+    let Err(StoreError::Unavailable(message)) =
+        RedisStore::connect("redis://127.0.0.1:1", vec!["acme".into()], TTL).await
+    else {
+        panic!("nothing listens on port 1");
+    };
+    assert!(message.contains("Redis connect failed"), "{message}");
+}

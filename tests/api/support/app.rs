@@ -1,0 +1,291 @@
+//! `spawn_app`: the real application (same wiring as `main`) on random loopback ports, with a
+//! configuration written as TOML and loaded through `config::load`, plus one helper per endpoint
+//! that signs and encrypts like the WeChat platform.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wechat_gateway::config::{self, Account, Config};
+use wechat_gateway::startup::Application;
+use wechat_gateway::wechat::crypto;
+
+/// Tencent's Official Account sample values (WXBizMsgCrypt sample: appid, Token,
+/// EncodingAESKey), so a callback our tests build is one the real platform could send.
+pub const MP_APP_ID: &str = "wxb11529c136998cb6";
+pub const MP_TOKEN: &str = "pamtest";
+pub const MP_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+/// Tencent's WeCom sample values (WXBizMsgCrypt for 企业微信: corpid, Token, EncodingAESKey).
+pub const WORK_CORP_ID: &str = "wx5823bf96d3bd56c7";
+pub const WORK_TOKEN: &str = "QDG6eK";
+pub const WORK_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+/// A second key, for the rotation account.
+pub const NEW_KEY: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+
+/// Where the app keeps its state.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Embedded(PathBuf),
+    Redis(String),
+}
+
+pub struct AppOptions {
+    pub backend: Backend,
+    pub crm_endpoint: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+impl AppOptions {
+    pub fn embedded(dir: &Path) -> Self {
+        Self {
+            backend: Backend::Embedded(dir.to_path_buf()),
+            crm_endpoint: None,
+            max_body_bytes: 65536,
+        }
+    }
+
+    pub fn redis(url: &str) -> Self {
+        Self {
+            backend: Backend::Redis(url.to_owned()),
+            crm_endpoint: None,
+            max_body_bytes: 65536,
+        }
+    }
+
+    pub fn crm(mut self, endpoint: &str) -> Self {
+        self.crm_endpoint = Some(endpoint.to_owned());
+        self
+    }
+}
+
+/// The configuration every test app runs with: one account per callback mode and platform.
+pub fn config_toml(opts: &AppOptions) -> String {
+    let store = match &opts.backend {
+        Backend::Embedded(path) => format!(
+            "backend = \"embedded\"\npath = {:?}",
+            path.to_string_lossy()
+        ),
+        Backend::Redis(url) => format!("backend = \"redis\"\nredis_url = {url:?}"),
+    };
+    let crm = match &opts.crm_endpoint {
+        Some(e) => format!("[crm]\nendpoint = {e:?}\ntimeout_ms = 2000\n"),
+        None => String::new(),
+    };
+    format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+max_body_bytes = {max_body}
+
+[grpc]
+listen = "127.0.0.1:0"
+
+[store]
+{store}
+
+{crm}
+
+[callbacks]
+max_clock_skew_seconds = 300
+
+[log]
+level = "warn"
+
+[[admin.tokens]]
+name = "ops"
+token = "test-admin-token-0123456789"
+
+[[accounts]]
+id = "acme-mp"
+platform = "mp"
+app_id = "{MP_APP_ID}"
+app_secret = "mp-secret"
+token = "{MP_TOKEN}"
+encoding_aes_key = "{MP_KEY}"
+
+[[accounts]]
+id = "acme-plain"
+platform = "mp"
+app_id = "{MP_APP_ID}"
+app_secret = "mp-secret"
+token = "{MP_TOKEN}"
+
+[[accounts]]
+id = "acme-compat"
+platform = "mp"
+app_id = "{MP_APP_ID}"
+app_secret = "mp-secret"
+token = "{MP_TOKEN}"
+encoding_aes_key = "{MP_KEY}"
+mode = "compatible"
+
+[[accounts]]
+id = "acme-rotated"
+platform = "mp"
+app_id = "{MP_APP_ID}"
+app_secret = "mp-secret"
+token = "{MP_TOKEN}"
+encoding_aes_key = "{NEW_KEY}"
+previous_encoding_aes_key = "{MP_KEY}"
+
+[[accounts]]
+id = "acme-work"
+platform = "work"
+corp_id = "{WORK_CORP_ID}"
+agent_id = 1000002
+secret = "work-secret"
+token = "{WORK_TOKEN}"
+encoding_aes_key = "{WORK_KEY}"
+"#,
+        max_body = opts.max_body_bytes,
+    )
+}
+
+/// Writes the TOML to `dir/gateway.toml` and loads it like `main` does.
+pub fn load_config(dir: &Path, opts: &AppOptions) -> (PathBuf, Config) {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config_toml(opts)).unwrap();
+    let cfg = config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    (path, cfg)
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub config: Config,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app(opts: AppOptions, config_dir: &Path) -> TestApp {
+    let (_, config) = load_config(config_dir, &opts);
+    let app = Application::build(config.clone())
+        .await
+        .expect("application builds");
+    let addr = app.http_addr();
+    let grpc_addr = app.grpc_addr();
+    let shutdown = app.shutdown_token();
+    let handle = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        addr,
+        grpc_addr,
+        http: reqwest::Client::new(),
+        config,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn account(&self, id: &str) -> &Account {
+        self.config
+            .accounts
+            .iter()
+            .find(|a| a.id.as_str() == id)
+            .expect("test account exists")
+    }
+
+    /// Stops the app gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+
+    /// A plain-mode POST (signature over token, timestamp, nonce), as WeChat sends it.
+    pub async fn post_plain(&self, account: &str, xml: &str) -> reqwest::Response {
+        self.post_plain_at(account, xml, now()).await
+    }
+
+    pub async fn post_plain_at(&self, account: &str, xml: &str, ts: u64) -> reqwest::Response {
+        let ts = ts.to_string();
+        let sig = crypto::signature(MP_TOKEN, &ts, "nonce1");
+        self.http
+            .post(self.url(&format!("/wechat/mp/{account}")))
+            .query(&[
+                ("signature", sig.as_str()),
+                ("timestamp", &ts),
+                ("nonce", "nonce1"),
+            ])
+            .body(xml.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Encrypts `xml` with the account's key (or `key`) as WeChat does; returns the Encrypt value.
+    pub fn encrypt_for(&self, account: &str, xml: &str, key: Option<&str>) -> String {
+        let a = self.account(account);
+        let crypto = match key {
+            Some(k) => crypto::MsgCrypto::new(k).unwrap(),
+            None => a.keys[0].clone(),
+        };
+        crypto.encrypt(xml.as_bytes(), &a.receiver_id)
+    }
+
+    /// A safe-mode POST: `<xml><Encrypt>` envelope with `msg_signature`.
+    pub async fn post_safe(&self, account: &str, xml: &str) -> reqwest::Response {
+        let encrypt = self.encrypt_for(account, xml, None);
+        self.post_encrypted(account, &encrypt, now()).await
+    }
+
+    /// POSTs an already encrypted value, correctly signed, to the account's endpoint.
+    pub async fn post_encrypted(&self, account: &str, encrypt: &str, ts: u64) -> reqwest::Response {
+        let a = self.account(account);
+        let ts = ts.to_string();
+        let token = a.token.expose();
+        let msg_sig = crypto::msg_signature(token, &ts, "nonce2", encrypt);
+        let envelope = format!(
+            "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        );
+        self.post_envelope(account, &envelope, &msg_sig, &ts).await
+    }
+
+    /// POSTs an envelope with the given `msg_signature` and timestamp.
+    pub async fn post_envelope(
+        &self,
+        account: &str,
+        body: &str,
+        msg_signature: &str,
+        ts: &str,
+    ) -> reqwest::Response {
+        let a = self.account(account);
+        let platform = a.platform.as_str();
+        let sig = crypto::signature(a.token.expose(), ts, "nonce2");
+        let mut q = vec![
+            ("timestamp", ts.to_owned()),
+            ("nonce", "nonce2".to_owned()),
+            ("msg_signature", msg_signature.to_owned()),
+        ];
+        if platform == "mp" {
+            q.push(("signature", sig));
+            q.push(("encrypt_type", "aes".to_owned()));
+        }
+        self.http
+            .post(self.url(&format!("/wechat/{platform}/{account}")))
+            .query(&q)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+}

@@ -1,0 +1,129 @@
+//! A fake CRM: a real tonic `EventSink` server on a random loopback port that records what it
+//! accepts, and can be told to be down (answers UNAVAILABLE) or to reject the events of given users.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+use wechat_gateway::pb::event_sink_server::{EventSink, EventSinkServer};
+use wechat_gateway::pb::{DeliverRequest, DeliverResponse, Event, Rejection};
+
+#[derive(Default)]
+struct Shared {
+    accepted: Mutex<Vec<Event>>,
+    down: AtomicBool,
+    reject: Mutex<HashSet<String>>,
+    calls: AtomicU64,
+}
+
+struct Service(Arc<Shared>);
+
+#[tonic::async_trait]
+impl EventSink for Service {
+    async fn deliver(
+        &self,
+        request: Request<DeliverRequest>,
+    ) -> Result<Response<DeliverResponse>, Status> {
+        self.0.calls.fetch_add(1, Ordering::Relaxed);
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("fake CRM is down"));
+        }
+        let reject = self.0.reject.lock().unwrap().clone();
+        let mut rejected = Vec::new();
+        let mut accepted = self.0.accepted.lock().unwrap();
+        for event in request.into_inner().events {
+            if reject.contains(&event.open_id) {
+                rejected.push(Rejection {
+                    event_id: event.id,
+                    reason: "fake CRM refuses this event".into(),
+                });
+            } else {
+                accepted.push(event);
+            }
+        }
+        Ok(Response::new(DeliverResponse { rejected }))
+    }
+}
+
+pub struct FakeCrm {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeCrm {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = EventSinkServer::new(Service(shared.clone()));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+        Self {
+            addr,
+            shared,
+            _stop: stop,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// While down, every Deliver answers UNAVAILABLE (the gateway must keep and retry).
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Rejects the events of this openid as invalid from now on (or accepts them again).
+    pub fn reject_user(&self, open_id: &str, reject: bool) {
+        let mut set = self.shared.reject.lock().unwrap();
+        if reject {
+            set.insert(open_id.to_owned());
+        } else {
+            set.remove(open_id);
+        }
+    }
+
+    /// Number of Deliver calls received (accepted or not).
+    pub fn calls(&self) -> u64 {
+        self.shared.calls.load(Ordering::Relaxed)
+    }
+
+    /// Every event accepted so far, in arrival order (duplicates included).
+    pub fn accepted(&self) -> Vec<Event> {
+        self.shared.accepted.lock().unwrap().clone()
+    }
+
+    /// Polls until `done(accepted)` holds; panics with what arrived after `timeout`.
+    pub async fn wait_for(&self, done: impl Fn(&[Event]) -> bool, timeout: Duration) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let events = self.accepted();
+            if done(&events) {
+                return events;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "the fake CRM did not get the expected events within {timeout:?}; got {} event(s): {:?}",
+                    events.len(),
+                    events.iter().map(|e| (&e.id, &e.kind)).collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

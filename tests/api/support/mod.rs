@@ -1,0 +1,5 @@
+//! Test helpers shared by every suite: a `redis-server` per test run, a fake CRM, the app.
+
+pub mod app;
+pub mod crm;
+pub mod redis;
