@@ -38,7 +38,8 @@ impl ForwarderConfig {
             batch_size: 100,
             claim_wait: Duration::from_millis(200),
             backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
+            // Well under the Redis store's 30 s lease, which each retry renews.
+            backoff_max: Duration::from_secs(10),
         }
     }
 }
@@ -111,6 +112,17 @@ impl Forwarder {
                         "delivery failed; the batch will be retried");
                     if !sleep_or_stop(wait, &shutdown).await {
                         break;
+                    }
+                    match store.keep_claimed(&self.cfg.consumer, &pending).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(
+                                events = pending.len(),
+                                "the claim on a batch lapsed; another instance delivers it"
+                            );
+                            pending.clear();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot renew the claim on a batch"),
                     }
                 }
             }

@@ -77,6 +77,18 @@ pub trait Store: Send + Sync + 'static {
         wait: Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
+    /// Called before a claimed batch is retried: keeps it this consumer's (renews whatever
+    /// lease the backend holds for it). `false` means the claim was lost (this instance stalled
+    /// past its lease and another took the entries over): drop the batch, the other delivers it.
+    async fn keep_claimed(
+        &self,
+        consumer: &str,
+        entries: &[OutboxEntry],
+    ) -> Result<bool, StoreError> {
+        let _ = (consumer, entries);
+        Ok(true)
+    }
+
     /// Removes delivered entries from the outbox.
     async fn ack(&self, entries: &[OutboxEntry]) -> Result<(), StoreError>;
 

@@ -10,12 +10,17 @@
 //!
 //! `record` is one round trip whatever the number of accounts: one `EVALSHA` of the `RECORD`
 //! script (mark and append, atomically; it is loaded at connect, and again on `NOSCRIPT`).
-//! `claim` returns, in this order, the consumer's own pending entries (so a restarted instance
-//! resumes its own at once), entries another consumer has held unacknowledged for longer than
-//! the lease (a dead instance's work), and new entries, waited for with a blocking
+//! `claim` delivers each account's outbox from one instance at a time, so that events of one
+//! user are never delivered out of order by two instances racing: an instance holds a lease
+//! per account (`wgw:{<account>}:lease`, its consumer name, expiring after the lease time,
+//! renewed by every claim and by [`Store::keep_claimed`] while a batch is being retried). The
+//! instance that takes a lapsed lease first takes over every entry the previous holder left
+//! pending (`XAUTOCLAIM`, oldest first), then reads as the holder: its own pending entries (so
+//! a restarted instance resumes its own at once), then new entries, waited for with a blocking
 //! `XREADGROUP` on a connection of its own (a blocked read holds up every command behind it on
-//! a multiplexed connection). The claim reads name every account's stream in one command;
-//! on a Redis Cluster they would have to be split per node.
+//! a multiplexed connection). Accounts go to whichever instance claims them first; the others
+//! stand by and take over when a holder dies. The claim reads name every held account's stream
+//! in one command; on a Redis Cluster they would have to be split per node.
 //!
 //! Durability is Redis's own: an answered record survives a Redis restart only with
 //! `appendonly yes` (and a power loss only with `appendfsync always`); `connect` warns when the
@@ -87,9 +92,25 @@ redis.call('XDEL', KEYS[2], dead)
 return 1
 ";
 
+/// KEYS: lease. ARGV: consumer, lease (ms). Returns 1 when renewed, 2 when newly taken (the
+/// caller must then take over the previous holder's pending entries), 0 when another holds it.
+const LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+";
+
 /// The keys of one account.
 struct AccountKeys {
     id: String,
+    lease: String,
     outbox: String,
     dead: String,
     dead_ids: String,
@@ -98,6 +119,7 @@ struct AccountKeys {
 impl AccountKeys {
     fn new(id: String) -> Self {
         Self {
+            lease: format!("wgw:{{{id}}}:lease"),
             outbox: format!("wgw:{{{id}}}:outbox"),
             dead: format!("wgw:{{{id}}}:dead"),
             dead_ids: format!("wgw:{{{id}}}:dead:ids"),
@@ -108,6 +130,12 @@ impl AccountKeys {
     fn seen(&self, event_id: &str) -> String {
         format!("wgw:{{{}}}:seen:{event_id}", self.id)
     }
+}
+
+#[derive(Default)]
+struct Leases {
+    held: Vec<usize>,
+    renewed_at: Option<Instant>,
 }
 
 pub struct RedisStore {
@@ -122,8 +150,9 @@ pub struct RedisStore {
     by_outbox: HashMap<String, usize>,
     dedup_ttl_ms: u64,
     lease: Duration,
-    /// When claim last looked for entries to take over; it looks at most every quarter lease.
-    last_takeover: Mutex<Option<Instant>>,
+    /// The accounts whose lease this instance holds, and when the leases were last renewed
+    /// (claim renews them at most every quarter lease).
+    leases: Mutex<Leases>,
     record_script: Script,
     dead_letter_script: Script,
     replay_script: Script,
@@ -175,7 +204,7 @@ impl RedisStore {
             by_outbox,
             dedup_ttl_ms: dedup_ttl.as_millis().max(1) as u64,
             lease: DEFAULT_LEASE,
-            last_takeover: Mutex::new(None),
+            leases: Mutex::new(Leases::default()),
             record_script: Script::new(RECORD),
             dead_letter_script: Script::new(DEAD_LETTER),
             replay_script: Script::new(REPLAY),
@@ -309,6 +338,7 @@ impl RedisStore {
     async fn read_group(
         &self,
         consumer: &str,
+        held: &[usize],
         max: usize,
         from: &str,
         block: Duration,
@@ -328,10 +358,10 @@ impl RedisStore {
             &self.blocking
         };
         cmd.arg("STREAMS");
-        for account in &self.accounts {
-            cmd.arg(&account.outbox);
+        for &account in held {
+            cmd.arg(&self.accounts[account].outbox);
         }
-        for _ in &self.accounts {
+        for _ in held {
             cmd.arg(from);
         }
         let reply: Value = self.run("claim", || query(conn, &cmd)).await?;
@@ -345,37 +375,93 @@ impl RedisStore {
         self.settle(found, max).await
     }
 
-    /// `XAUTOCLAIM` on every account: entries idle longer than the lease become this
-    /// consumer's. Pipelined: one round trip.
-    async fn take_over(&self, consumer: &str, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    /// Takes or renews the lease of each account in `accounts` (one pipelined round trip);
+    /// returns (index, 0 | 1 | 2) as the `LEASE` script answers.
+    async fn lease(
+        &self,
+        consumer: &str,
+        accounts: &[usize],
+    ) -> Result<Vec<(usize, i64)>, StoreError> {
         let mut pipe = redis::pipe();
-        for account in &self.accounts {
-            pipe.cmd("XAUTOCLAIM")
-                .arg(&account.outbox)
+        for &account in accounts {
+            // EVAL rather than EVALSHA: a pipeline cannot reload a script lost with a restart.
+            pipe.cmd("EVAL")
+                .arg(LEASE)
+                .arg(1)
+                .arg(&self.accounts[account].lease)
+                .arg(consumer)
+                .arg(self.lease.as_millis().max(1) as u64);
+        }
+        let answers: Vec<i64> = self.run("lease", || query_pipe(&self.conn, &pipe)).await?;
+        Ok(accounts.iter().copied().zip(answers).collect())
+    }
+
+    /// The accounts this instance delivers, renewing and taking leases when a quarter lease has
+    /// passed. A newly taken account first gets every entry its previous holder left pending.
+    async fn held_accounts(&self, consumer: &str) -> Result<Vec<usize>, StoreError> {
+        {
+            let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            if leases
+                .renewed_at
+                .is_some_and(|at| at.elapsed() < self.lease / 4)
+            {
+                return Ok(leases.held.clone());
+            }
+        }
+        let all: Vec<usize> = (0..self.accounts.len()).collect();
+        let answers = self.lease(consumer, &all).await?;
+        let mut held = Vec::new();
+        for (account, answer) in answers {
+            if answer == 2 {
+                self.take_over(consumer, account).await?;
+            }
+            if answer != 0 {
+                held.push(account);
+            }
+        }
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.held = held.clone();
+        leases.renewed_at = Some(Instant::now());
+        Ok(held)
+    }
+
+    /// `XAUTOCLAIM ... 0` until the cursor wraps: every entry pending on another consumer of
+    /// this account becomes this consumer's (the lease says the other is gone), so that the
+    /// own-pending read that follows delivers them before anything newer.
+    async fn take_over(&self, consumer: &str, account: usize) -> Result<(), StoreError> {
+        let outbox = &self.accounts[account].outbox;
+        let mut cursor = "0-0".to_owned();
+        let mut taken = 0usize;
+        loop {
+            let mut cmd = redis::cmd("XAUTOCLAIM");
+            cmd.arg(outbox)
                 .arg(GROUP)
                 .arg(consumer)
-                .arg(self.lease.as_millis() as u64)
-                .arg("0-0")
+                .arg(0)
+                .arg(&cursor)
                 .arg("COUNT")
-                .arg(max);
-        }
-        let replies: Vec<Value> = self.run("claim", || query_pipe(&self.conn, &pipe)).await?;
-        let mut found = Vec::new();
-        for (account, reply) in replies.into_iter().enumerate() {
-            // [next cursor, claimed entries, deleted ids]
-            let Some(claimed) = array(reply)?.into_iter().nth(1) else {
+                .arg(1000)
+                .arg("JUSTID");
+            let reply: Value = self.run("claim", || query(&self.conn, &cmd)).await?;
+            let mut parts = array(reply)?.into_iter();
+            let (Some(next), Some(ids)) = (parts.next(), parts.next()) else {
                 return Err(unexpected("XAUTOCLAIM"));
             };
-            found.extend(entries(claimed)?.into_iter().map(|e| (account, e)));
+            taken += array(ids)?.len();
+            cursor = String::from_utf8(bytes(next)?).map_err(|_| unexpected("XAUTOCLAIM"))?;
+            if cursor == "0-0" {
+                break;
+            }
         }
-        if !found.is_empty() {
+        if taken > 0 {
             tracing::info!(
-                entries = found.len(),
+                account = %self.accounts[account].id,
+                entries = taken,
                 consumer,
-                "took over outbox entries left unacknowledged for longer than the lease"
+                "took over the outbox entries of an instance whose lease lapsed"
             );
         }
-        self.settle(found, max).await
+        Ok(())
     }
 
     /// Orders claimed entries oldest first and keeps `max` (the rest stay pending on this
@@ -431,16 +517,6 @@ impl RedisStore {
         futures::future::try_join_all(transactions).await?;
         Ok(())
     }
-
-    /// Whether claim should look for entries to take over now (at most every quarter lease).
-    fn takeover_due(&self) -> bool {
-        let mut last = self.last_takeover.lock().unwrap_or_else(|e| e.into_inner());
-        let due = last.is_none_or(|at| at.elapsed() >= self.lease / 4);
-        if due {
-            *last = Some(Instant::now());
-        }
-        due
-    }
 }
 
 #[async_trait]
@@ -486,17 +562,45 @@ impl Store for RedisStore {
             tokio::time::sleep(wait).await;
             return Ok(Vec::new());
         }
-        let own = self.read_group(consumer, max, "0", Duration::ZERO).await?;
+        let held = self.held_accounts(consumer).await?;
+        if held.is_empty() {
+            // Another instance delivers every account: stand by to take over.
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
+        let own = self
+            .read_group(consumer, &held, max, "0", Duration::ZERO)
+            .await?;
         if !own.is_empty() {
             return Ok(own);
         }
-        if self.takeover_due() {
-            let taken = self.take_over(consumer, max).await?;
-            if !taken.is_empty() {
-                return Ok(taken);
+        self.read_group(consumer, &held, max, ">", wait).await
+    }
+
+    async fn keep_claimed(
+        &self,
+        consumer: &str,
+        entries: &[OutboxEntry],
+    ) -> Result<bool, StoreError> {
+        let mut accounts = Vec::new();
+        for entry in entries {
+            let (account, _) = self.parse_handle(entry)?;
+            let index = self.by_id[&account.id];
+            if !accounts.contains(&index) {
+                accounts.push(index);
             }
         }
-        self.read_group(consumer, max, ">", wait).await
+        let answers = self.lease(consumer, &accounts).await?;
+        // A lease taken anew (2) means it had lapsed: another instance may hold the entries now.
+        let kept = answers.iter().all(|&(_, answer)| answer == 1);
+        if !kept {
+            // Look again at the next claim instead of trusting the cached set.
+            self.leases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .renewed_at = None;
+        }
+        Ok(kept)
     }
 
     async fn ack(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {

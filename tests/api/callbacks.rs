@@ -124,7 +124,10 @@ async fn wecom_url_verification_answers_the_decrypted_echostr() {
 }
 
 /// One sample of every Official Account message and event, with a check of its event.
-fn mp_samples(user: &str) -> Vec<(String, Box<dyn Fn(&pb::Event) -> bool>)> {
+/// A callback body and the check its forwarded event must pass.
+type Sample = (String, Box<dyn Fn(&pb::Event) -> bool>);
+
+fn mp_samples(user: &str) -> Vec<Sample> {
     let m = |t: &str, body: &str| {
         format!(
             "<xml><ToUserName>gh_test</ToUserName><FromUserName>{user}</FromUserName><CreateTime>{}</CreateTime>\
@@ -201,7 +204,7 @@ async fn wecom_messages_and_events_arrive_as_the_right_event() {
             now()
         )
     };
-    let samples: Vec<(String, Box<dyn Fn(&pb::Event) -> bool>)> = vec![
+    let samples: Vec<Sample> = vec![
         (w(&format!("<MsgType>text</MsgType><Content>hi</Content><MsgId>{}</MsgId>", unique_msg_id()), "zhangsan"), Box::new(|e: &pb::Event| e.user_id == "zhangsan" && matches!(&e.kind, Some(Kind::Text(t)) if t.content == "hi"))),
         (w("<MsgType>event</MsgType><Event>enter_agent</Event><EventKey></EventKey>", "zhangsan"), Box::new(|e: &pb::Event| matches!(&e.kind, Some(Kind::EnterAgent(_))))),
         (w("<MsgType>event</MsgType><Event>click</Event><EventKey>K2</EventKey>", "zhangsan"), Box::new(|e: &pb::Event| matches!(&e.kind, Some(Kind::MenuClick(c)) if c.key == "K2"))),

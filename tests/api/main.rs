@@ -5,5 +5,6 @@ mod admin;
 mod callbacks;
 mod cli;
 mod crash;
+mod ops;
 mod store;
 mod support;

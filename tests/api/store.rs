@@ -461,6 +461,42 @@ async fn a_second_redis_consumer_takes_over_what_a_stopped_one_left_unacknowledg
     assert_eq!(second.outbox_stats().await.unwrap().depth, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_redis_consumer_at_a_time_delivers_an_account_so_order_holds_and_a_lapsed_claim_is_reported(
+) {
+    let accounts = unique_accounts::<1>();
+    let lease = Duration::from_millis(300);
+    let a = redis_store(&shared_url(), &accounts)
+        .await
+        .with_lease(lease);
+    let b = redis_store(&shared_url(), &accounts)
+        .await
+        .with_lease(lease);
+    for id in ["o1", "o2", "o3"] {
+        a.record(&event(&accounts[0], id)).await.unwrap();
+    }
+    let first = a.claim("gateway-a", 1, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&first), ["o1"]);
+    // While a holds the account, b gets nothing, not even the newer o2 and o3.
+    assert!(b.claim("gateway-b", 10, NO_WAIT).await.unwrap().is_empty());
+    assert!(a.keep_claimed("gateway-a", &first).await.unwrap());
+
+    // a stalls past its lease: b takes the account over, o1 first, and a learns it lost it.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let taken = b.claim("gateway-b", 10, NO_WAIT).await.unwrap();
+    assert_eq!(
+        ids(&taken),
+        ["o1"],
+        "the taken-over entry goes before anything newer"
+    );
+    assert!(!a.keep_claimed("gateway-a", &first).await.unwrap());
+    assert!(a.claim("gateway-a", 10, NO_WAIT).await.unwrap().is_empty());
+    b.ack(&taken).await.unwrap();
+    let rest = b.claim("gateway-b", 10, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&rest), ["o2", "o3"]);
+    b.ack(&rest).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_restarted_redis_consumer_resumes_its_own_pending_entries_at_once() {
     let accounts = unique_accounts::<1>();

@@ -1,0 +1,113 @@
+//! What the platform team sees: health, readiness that follows the store, metrics, gRPC health.
+
+use std::time::Duration;
+
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::support::app::{now, spawn_app, AppOptions};
+use crate::support::redis::RedisServer;
+
+fn text_xml(from: &str, msg_id: u64) -> String {
+    format!(
+        "<xml><ToUserName>gh_test</ToUserName><FromUserName>{from}</FromUserName><CreateTime>{}</CreateTime>\
+         <MsgType>text</MsgType><Content>hi</Content><MsgId>{msg_id}</MsgId></xml>",
+        now()
+    )
+}
+
+#[tokio::test]
+async fn health_metrics_and_grpc_health_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions::embedded(&dir.path().join("data")), dir.path()).await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    assert_eq!(
+        app.post_plain("acme-plain", &text_xml("oMetrics", now() << 20))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post_plain("no-such-account", &text_xml("oMetrics", 1))
+            .await
+            .status(),
+        404
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let ok_line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("wgw_callbacks_total")
+                && l.contains("account=\"acme-plain\"")
+                && l.contains("kind=\"text\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .unwrap_or_else(|| panic!("no callback counter in:\n{metrics}"));
+    assert!(!ok_line.ends_with(" 0"), "{ok_line}");
+    // An unknown account from the URL never becomes a label value.
+    assert!(!metrics.contains("no-such-account"));
+    assert!(metrics.contains("wgw_callback_seconds"));
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_redis_down_callbacks_get_503_and_readyz_follows_until_it_is_back() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions::redis(&redis.url()), dir.path()).await;
+    let base = now() << 20;
+    assert_eq!(
+        app.post_safe("acme-mp", &text_xml("oOutage", base))
+            .await
+            .status(),
+        200
+    );
+
+    redis.kill();
+    let resp = app
+        .post_safe("acme-mp", &text_xml("oOutage", base + 1))
+        .await;
+    assert_eq!(resp.status(), 503, "never a 200 without a stored event");
+    assert!(resp.text().await.unwrap().contains("WeChat will retry"));
+    assert_eq!(app.get("/readyz").await.status(), 503);
+
+    redis.restart();
+    // The gateway reconnects by itself; WeChat's retry of the refused callback then succeeds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = app
+            .post_safe("acme-mp", &text_xml("oOutage", base + 1))
+            .await
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.stop().await;
+}
