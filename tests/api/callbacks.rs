@@ -435,6 +435,16 @@ async fn callbacks_succeed_while_the_crm_is_down_and_arrive_once_it_is_back() {
             .await;
         assert_eq!(resp.status(), 200);
     }
+    // The forwarder keeps trying while the CRM is down, and nothing is accepted meanwhile.
+    let deadline = std::time::Instant::now() + WAIT;
+    while crm.calls() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forwarder never retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(crm.accepted().is_empty());
     crm.set_down(false);
     let events = crm
         .wait_for(|evs| evs.len() >= 30, Duration::from_secs(60))
