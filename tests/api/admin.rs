@@ -138,3 +138,48 @@ async fn an_event_the_crm_rejects_is_dead_lettered_and_can_be_replayed() {
     assert_eq!(list().await["dead_letters"].as_array().unwrap().len(), 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_refused_whole_as_invalid_dead_letters_only_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let crm = FakeCrm::start().await;
+    crm.reject_user("oPoison", true);
+    crm.refuse_whole_requests(true);
+    // The CRM is down while the callbacks arrive, so the poisoned event shares a batch with
+    // at least one other once it is back.
+    crm.set_down(true);
+    let app = spawn_app(
+        AppOptions::embedded(&dir.path().join("data")).crm(&crm.endpoint()),
+        dir.path(),
+    )
+    .await;
+    let base = now() << 20;
+    for (i, user) in ["oBefore", "oPoison", "oAfter"].iter().enumerate() {
+        let resp = app
+            .post_plain("acme-plain", &text_xml(user, base + i as u64))
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
+    crm.set_down(false);
+    let events = crm
+        .wait_for(|evs| evs.len() >= 2, Duration::from_secs(20))
+        .await;
+    let users: Vec<_> = events.iter().map(|e| e.open_id.as_str()).collect();
+    assert_eq!(
+        users,
+        ["oBefore", "oAfter"],
+        "the others still arrive, in order"
+    );
+    let resp = app
+        .http
+        .get(app.url("/admin/v1/dead-letters"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let letters = body["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{body}");
+    assert_eq!(letters[0]["event"]["open_id"], "oPoison");
+    app.stop().await;
+}

@@ -17,6 +17,9 @@ struct Shared {
     accepted: Mutex<Vec<Event>>,
     down: AtomicBool,
     reject: Mutex<HashSet<String>>,
+    /// Refuse a whole request that holds a rejected user's event with INVALID_ARGUMENT,
+    /// instead of listing it in `rejected`.
+    invalid_status: AtomicBool,
     calls: AtomicU64,
 }
 
@@ -33,9 +36,15 @@ impl EventSink for Service {
             return Err(Status::unavailable("fake CRM is down"));
         }
         let reject = self.0.reject.lock().unwrap().clone();
+        let request = request.into_inner();
+        if self.0.invalid_status.load(Ordering::SeqCst)
+            && request.events.iter().any(|e| reject.contains(&e.open_id))
+        {
+            return Err(Status::invalid_argument("fake CRM refuses this request"));
+        }
         let mut rejected = Vec::new();
         let mut accepted = self.0.accepted.lock().unwrap();
-        for event in request.into_inner().events {
+        for event in request.events {
             if reject.contains(&event.open_id) {
                 rejected.push(Rejection {
                     event_id: event.id,
@@ -96,6 +105,11 @@ impl FakeCrm {
         } else {
             set.remove(open_id);
         }
+    }
+
+    /// Refuse requests holding a rejected user's event as a whole, with INVALID_ARGUMENT.
+    pub fn refuse_whole_requests(&self, on: bool) {
+        self.shared.invalid_status.store(on, Ordering::SeqCst);
     }
 
     /// Number of Deliver calls received (accepted or not).
