@@ -240,7 +240,8 @@ impl Checker {
                 );
             }
             let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-            if !url.is_empty() && !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            let http = lower.starts_with("http://") || lower.starts_with("https://");
+            if !url.is_empty() && !http {
                 self.problem(
                     format!("{path}.url"),
                     format!("url must start with http:// or https://, not {url:?}"),
