@@ -1,0 +1,307 @@
+//! Broadcast (mass-send) requests, checked once at the edge: the audience, the message, and the
+//! plan of batches that a job sends. No I/O here.
+//!
+//! WeChat's rules (群发接口: `mass/sendall`, `mass/send`): an openid list takes 2 to 10,000
+//! openids a call; `clientmsgid` is at most 64 bytes and de-duplicates a send for 24 hours; the
+//! message types of a mass send are mpnews, text, voice, image, mpvideo and wxcard;
+//! `send_ignore_reprint` is 0 or 1.
+
+use serde_json::{json, Value};
+
+/// Most openids one `mass/send` call takes.
+pub const MAX_BATCH: usize = 10_000;
+/// Fewest openids one `mass/send` call takes.
+pub const MIN_BATCH: usize = 2;
+/// Longest `clientmsgid` WeChat accepts.
+pub const MAX_CLIENT_MSG_ID: usize = 64;
+
+/// Who receives a broadcast on an Official Account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every follower with this tag (`mass/sendall` with `filter.tag_id`).
+    Tag(u64),
+    /// Every follower (`mass/sendall` with `is_to_all`).
+    All,
+    /// An explicit list, de-duplicated, in batches (`mass/send`).
+    OpenIds(Vec<String>),
+}
+
+impl Audience {
+    /// Parses `{"tag_id": 2}`, `{"all": true}` or `{"open_ids": [...]}`.
+    pub fn parse(v: &Value) -> Result<Self, String> {
+        let Some(obj) = v.as_object() else {
+            return Err(
+                "audience must be an object: {\"tag_id\": N}, {\"all\": true} or \
+                        {\"open_ids\": [...]}"
+                    .into(),
+            );
+        };
+        let present: Vec<&str> = ["tag_id", "all", "open_ids"]
+            .into_iter()
+            .filter(|k| obj.contains_key(*k))
+            .collect();
+        if present.len() != 1 {
+            return Err(format!(
+                "audience needs exactly one of tag_id, all and open_ids; got {}",
+                if present.is_empty() {
+                    "none".to_owned()
+                } else {
+                    present.join(", ")
+                }
+            ));
+        }
+        match present[0] {
+            "tag_id" => obj["tag_id"]
+                .as_u64()
+                .map(Self::Tag)
+                .ok_or_else(|| "audience.tag_id must be a non-negative integer".to_owned()),
+            "all" => match obj["all"].as_bool() {
+                Some(true) => Ok(Self::All),
+                _ => Err("audience.all must be true (leave it out otherwise)".into()),
+            },
+            _ => {
+                let list = obj["open_ids"]
+                    .as_array()
+                    .ok_or("audience.open_ids must be an array of openids")?;
+                let mut ids = Vec::with_capacity(list.len());
+                for (i, id) in list.iter().enumerate() {
+                    let id = id
+                        .as_str()
+                        .ok_or_else(|| format!("audience.open_ids[{i}] must be a string"))?;
+                    if !is_open_id(id) {
+                        return Err(format!(
+                            "audience.open_ids[{i}] {id:?} is not an openid (1 to 64 characters \
+                             of letters, digits, '-' and '_')"
+                        ));
+                    }
+                    ids.push(id.to_owned());
+                }
+                Ok(Self::OpenIds(ids))
+            }
+        }
+    }
+}
+
+/// An openid as WeChat issues them: 28 characters of base64url in practice; accepted here as
+/// 1 to 64 characters of `[A-Za-z0-9_-]`.
+fn is_open_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// De-duplicates the list (first occurrence wins, order kept) and splits it into batches of
+/// 2 to 10,000. A remainder of one borrows an openid from the batch before it, since WeChat
+/// refuses a one-person mass send.
+pub fn plan_batches(open_ids: &[String]) -> Result<Vec<Vec<String>>, String> {
+    let mut seen = std::collections::HashSet::with_capacity(open_ids.len());
+    let unique: Vec<String> = open_ids
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect();
+    if unique.len() < MIN_BATCH {
+        return Err(format!(
+            "a mass send by openid needs at least {MIN_BATCH} distinct openids, got {}; to reach \
+             one person use broadcasts/preview or SendMessage",
+            unique.len()
+        ));
+    }
+    let mut batches: Vec<Vec<String>> = unique.chunks(MAX_BATCH).map(<[String]>::to_vec).collect();
+    let n = batches.len();
+    if n > 1 && batches[n - 1].len() < MIN_BATCH {
+        let moved = batches[n - 2]
+            .pop()
+            .expect("a full batch before the remainder");
+        batches[n - 1].insert(0, moved);
+    }
+    Ok(batches)
+}
+
+/// The `clientmsgid` of one batch: derived from the job and the batch number, so that a batch
+/// sent again after a crash or a timeout is recognised by WeChat (45065) and not sent twice.
+pub fn batch_client_msg_id(job_id: &str, batch: usize) -> String {
+    let id = format!("{job_id}-{batch}");
+    debug_assert!(id.len() <= MAX_CLIENT_MSG_ID, "job ids are short");
+    id
+}
+
+/// A mass-send message: its `msgtype` and the JSON WeChat expects under that name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MassMessage {
+    pub msgtype: &'static str,
+    pub body: Value,
+    /// `send_ignore_reprint`: send an mpnews even when WeChat judges it a reprint.
+    pub ignore_reprint: bool,
+}
+
+impl MassMessage {
+    /// Parses `{"text": {"content": ".."}}`, `{"mpnews": {"media_id": ".."}}`, `{"image": ..}`,
+    /// `{"voice": ..}`, `{"mpvideo": ..}` or `{"wxcard": {"card_id": ".."}}`, with an optional
+    /// `"send_ignore_reprint": 0 | 1 | bool` beside it.
+    pub fn parse(v: &Value) -> Result<Self, String> {
+        const TYPES: [(&str, &str); 6] = [
+            ("text", "content"),
+            ("mpnews", "media_id"),
+            ("image", "media_id"),
+            ("voice", "media_id"),
+            ("mpvideo", "media_id"),
+            ("wxcard", "card_id"),
+        ];
+        let Some(obj) = v.as_object() else {
+            return Err(
+                "message must be an object such as {\"text\": {\"content\": \"...\"}}".into(),
+            );
+        };
+        let mut found = None;
+        for (name, value) in obj {
+            if name == "send_ignore_reprint" {
+                continue;
+            }
+            let Some(&(msgtype, field)) = TYPES.iter().find(|(t, _)| t == name) else {
+                return Err(format!(
+                    "message type {name:?} cannot be mass-sent; the types are text, mpnews, \
+                     image, voice, mpvideo and wxcard"
+                ));
+            };
+            if found.is_some() {
+                return Err("message carries more than one type".into());
+            }
+            match value.get(field).and_then(Value::as_str) {
+                Some(s) if !s.is_empty() => {}
+                _ => {
+                    return Err(format!(
+                        "message.{msgtype}.{field} must be a non-empty string"
+                    ))
+                }
+            }
+            if msgtype == "text" && value[field].as_str().map_or(0, str::len) > 2048 * 3 {
+                return Err("message.text.content is longer than WeChat accepts".into());
+            }
+            found = Some((msgtype, json!({ field: value[field] })));
+        }
+        let Some((msgtype, body)) = found else {
+            return Err(
+                "message needs a type: text, mpnews, image, voice, mpvideo or wxcard".into(),
+            );
+        };
+        let ignore_reprint = match obj.get("send_ignore_reprint") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(n) if n.as_u64() == Some(0) => false,
+            Some(n) if n.as_u64() == Some(1) => true,
+            Some(other) => {
+                return Err(format!("send_ignore_reprint must be 0 or 1, not {other}"));
+            }
+        };
+        Ok(Self {
+            msgtype,
+            body,
+            ignore_reprint,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("oUser{i:08}")).collect()
+    }
+
+    #[test]
+    fn an_openid_list_is_deduplicated_and_split_into_batches_of_at_most_ten_thousand() {
+        let mut list = ids(25_000);
+        list.extend(ids(100)); // repeats
+        let batches = plan_batches(&list).unwrap();
+        let sizes: Vec<_> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10_000, 10_000, 5_000]);
+        assert_eq!(batches[0][0], "oUser00000000");
+        assert_eq!(batches[2][4_999], "oUser00024999");
+    }
+
+    #[test]
+    fn a_remainder_of_one_borrows_from_the_batch_before_it() {
+        let batches = plan_batches(&ids(10_001)).unwrap();
+        let sizes: Vec<_> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [9_999, 2]);
+        let all: Vec<_> = batches.concat();
+        assert_eq!(all, ids(10_001), "order and membership kept");
+    }
+
+    #[test]
+    fn a_one_person_audience_is_refused_with_a_pointer_to_preview() {
+        let err = plan_batches(&["oA".into(), "oA".into()]).unwrap_err();
+        assert!(err.contains("preview"), "{err}");
+        assert_eq!(plan_batches(&ids(2)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn batch_client_msg_ids_are_distinct_and_fit_wechats_limit() {
+        let job = "0123456789abcdef0123456789abcdef";
+        let a = batch_client_msg_id(job, 0);
+        let b = batch_client_msg_id(job, 12);
+        assert_ne!(a, b);
+        assert!(b.len() <= MAX_CLIENT_MSG_ID);
+    }
+
+    #[test]
+    fn audiences_parse_and_bad_ones_name_the_rule() {
+        assert_eq!(Audience::parse(&json!({"tag_id": 2})), Ok(Audience::Tag(2)));
+        assert_eq!(Audience::parse(&json!({"all": true})), Ok(Audience::All));
+        assert_eq!(
+            Audience::parse(&json!({"open_ids": ["oA", "oB"]})),
+            Ok(Audience::OpenIds(vec!["oA".into(), "oB".into()]))
+        );
+        for (bad, needle) in [
+            (json!({}), "exactly one"),
+            (json!({"tag_id": 2, "all": true}), "tag_id, all"),
+            (json!({"tag_id": -1}), "tag_id"),
+            (json!({"all": false}), "all must be true"),
+            (json!({"open_ids": ["oA", "o B"]}), "open_ids[1]"),
+            (json!({"open_ids": "oA"}), "array"),
+            (json!("everyone"), "object"),
+        ] {
+            let err = Audience::parse(&bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn mass_messages_parse_per_type_and_refuse_the_rest() {
+        let m = MassMessage::parse(&json!({"text": {"content": "你好"}})).unwrap();
+        assert_eq!(
+            (m.msgtype, m.body.clone()),
+            ("text", json!({"content": "你好"}))
+        );
+        let m =
+            MassMessage::parse(&json!({"mpnews": {"media_id": "M1"}, "send_ignore_reprint": 1}))
+                .unwrap();
+        assert_eq!(m.msgtype, "mpnews");
+        assert!(m.ignore_reprint);
+        assert_eq!(
+            MassMessage::parse(&json!({"wxcard": {"card_id": "C"}}))
+                .unwrap()
+                .msgtype,
+            "wxcard"
+        );
+        for (bad, needle) in [
+            (json!({"news": {"articles": []}}), "cannot be mass-sent"),
+            (json!({"text": {}}), "text.content"),
+            (
+                json!({"text": {"content": "a"}, "image": {"media_id": "m"}}),
+                "more than one",
+            ),
+            (json!({}), "needs a type"),
+            (
+                json!({"text": {"content": "a"}, "send_ignore_reprint": 2}),
+                "0 or 1",
+            ),
+        ] {
+            let err = MassMessage::parse(&bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+}
