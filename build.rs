@@ -1,6 +1,9 @@
 //! Compiles `proto/` with protox (pure Rust: no system protoc needed) and tonic-prost-build.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/wechat_gateway/v1/events.proto"];
+    let protos = [
+        "proto/wechat_gateway/v1/events.proto",
+        "proto/wechat_gateway/v1/gateway.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -13,6 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .field_attribute(
             ".wechat_gateway.v1.Event.received_at",
+            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
+        )
+        .field_attribute(
+            ".wechat_gateway.v1.CreateQrCodeResponse.expire_at",
             "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
         )
         .compile_fds(fds)?;

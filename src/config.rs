@@ -24,6 +24,8 @@ pub struct Config {
     /// `None` when `callbacks.max_clock_skew_seconds = 0` (check off).
     pub max_clock_skew: Option<Duration>,
     pub admin_tokens: Vec<AdminToken>,
+    /// Bearer tokens the gRPC `Gateway` service demands (`[[grpc.tokens]]`); none: no check.
+    pub grpc_tokens: Vec<AdminToken>,
     pub log: LogConfig,
     pub accounts: Vec<Account>,
 }
@@ -60,6 +62,8 @@ pub struct CrmConfig {
 pub struct WechatConfig {
     pub mp_api_base: String,
     pub work_api_base: String,
+    /// Deadline of one HTTP call to WeChat (each retry gets its own).
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -148,12 +152,14 @@ impl Default for RawHttp {
 #[serde(default, deny_unknown_fields)]
 struct RawGrpc {
     listen: String,
+    tokens: Vec<RawAdminToken>,
 }
 
 impl Default for RawGrpc {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50051".into(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -201,6 +207,7 @@ impl Default for RawCrm {
 struct RawWechat {
     mp_api_base: String,
     work_api_base: String,
+    timeout_ms: u64,
 }
 
 impl Default for RawWechat {
@@ -208,6 +215,7 @@ impl Default for RawWechat {
         Self {
             mp_api_base: "https://api.weixin.qq.com".into(),
             work_api_base: "https://qyapi.weixin.qq.com".into(),
+            timeout_ms: 5_000,
         }
     }
 }
@@ -409,6 +417,27 @@ fn check_url(s: &str, at: &str, schemes: &[&str], problems: &mut Vec<String>) {
     }
 }
 
+/// Bearer tokens (`[[admin.tokens]]`, `[[grpc.tokens]]`): named uniquely, long enough.
+fn check_tokens(raw: Vec<RawAdminToken>, at: &str, problems: &mut Vec<String>) -> Vec<AdminToken> {
+    let mut tokens = Vec::new();
+    let mut names = HashSet::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        if t.name.is_empty() {
+            problems.push(format!("{at}[{i}].name: must not be empty"));
+        } else if !names.insert(t.name.clone()) {
+            problems.push(format!("{at}[{i}].name: {:?} is used twice", t.name));
+        }
+        if t.token.expose().len() < 16 {
+            problems.push(format!("{at}[{i}].token: must be at least 16 characters"));
+        }
+        tokens.push(AdminToken {
+            name: t.name,
+            token: t.token,
+        });
+    }
+    tokens
+}
+
 fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
     let http_listen = parse_addr(&raw.http.listen, "http.listen", problems);
     if raw.http.max_body_bytes < 1024 {
@@ -479,27 +508,15 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         problems,
     );
 
-    let mut admin_tokens = Vec::new();
-    let mut token_names = HashSet::new();
-    for (i, t) in raw.admin.tokens.into_iter().enumerate() {
-        if t.name.is_empty() {
-            problems.push(format!("admin.tokens[{i}].name: must not be empty"));
-        } else if !token_names.insert(t.name.clone()) {
-            problems.push(format!(
-                "admin.tokens[{i}].name: {:?} is used twice",
-                t.name
-            ));
-        }
-        if t.token.expose().len() < 16 {
-            problems.push(format!(
-                "admin.tokens[{i}].token: must be at least 16 characters"
-            ));
-        }
-        admin_tokens.push(AdminToken {
-            name: t.name,
-            token: t.token,
-        });
+    if !(100..=60_000).contains(&raw.wechat.timeout_ms) {
+        problems.push(format!(
+            "wechat.timeout_ms: {} must be between 100 and 60000",
+            raw.wechat.timeout_ms
+        ));
     }
+
+    let admin_tokens = check_tokens(raw.admin.tokens, "admin.tokens", problems);
+    let grpc_tokens = check_tokens(raw.grpc.tokens, "grpc.tokens", problems);
 
     let format = match raw.log.format.as_str() {
         "text" => Some(LogFormat::Text),
@@ -545,12 +562,14 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         wechat: WechatConfig {
             mp_api_base: raw.wechat.mp_api_base.trim_end_matches('/').to_owned(),
             work_api_base: raw.wechat.work_api_base.trim_end_matches('/').to_owned(),
+            timeout: Duration::from_millis(raw.wechat.timeout_ms),
         },
         max_clock_skew: match raw.callbacks.max_clock_skew_seconds {
             0 => None,
             s => Some(Duration::from_secs(s)),
         },
         admin_tokens,
+        grpc_tokens,
         log: LogConfig {
             format: format?,
             level: raw.log.level,
@@ -812,6 +831,31 @@ token = "x"
             ),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn grpc_tokens_are_checked_like_admin_tokens_and_the_wechat_timeout_is_bounded() {
+        let toml = format!(
+            "[wechat]\ntimeout_ms = 10\n[[grpc.tokens]]\nname = \"crm\"\ntoken = \"short\"\n\
+             [[grpc.tokens]]\nname = \"crm\"\ntoken = \"long-enough-token-123\"\n{GOOD_MP}"
+        );
+        let problems = load_str(&toml).unwrap_err().0.join("\n");
+        for expected in [
+            "grpc.tokens[0].token: must be at least 16 characters",
+            "grpc.tokens[1].name: \"crm\" is used twice",
+            "wechat.timeout_ms: 10 must be between 100 and 60000",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "missing {expected:?} in:\n{problems}"
+            );
+        }
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert!(
+            cfg.grpc_tokens.is_empty(),
+            "no gRPC tokens: the service is open"
+        );
+        assert_eq!(cfg.wechat.timeout, Duration::from_secs(5));
     }
 
     #[test]

@@ -2,13 +2,18 @@
 //! reply rules need: forged or stale → 401; unreadable → 400; unknown account → 404;
 //! not stored → 503 so WeChat retries. The match is exhaustive on purpose: a new variant does
 //! not build until its status is decided.
+//!
+//! The actions' error type ([`AdminError`], shared by the admin API and the gRPC `Gateway`
+//! service) and its two maps, to HTTP and to `tonic::Status`, side by side and exhaustive.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use thiserror::Error;
 
 use crate::store::StoreError;
+use crate::wechat::api::ApiError;
 use crate::wechat::crypto::CryptoError;
+use crate::wechat::tokens::TokenError;
 use crate::wechat::xml::XmlError;
 
 #[derive(Debug, Error)]
@@ -76,9 +81,11 @@ impl CallbackError {
     }
 }
 
-/// The admin API's error type. Every answer is `{"error": {"code", "message"}}` with the status
-/// the contract fixes (400 validation, 401 token, 404 unknown, 409 conflict, 502 WeChat, 503
-/// store). Exhaustive, like the callback map, so a new variant must pick its status here.
+/// The actions' error type, for the admin API and the gRPC `Gateway` service alike. Every HTTP
+/// answer is `{"error": {"code", "message"}}` with the status the contract fixes (400
+/// validation, 401 token, 404 unknown, 409 conflict, 502 WeChat refused, 503 store); WeChat
+/// being away is 503 (busy) or 504 (unreachable). Exhaustive, like the callback map, so a new
+/// variant must pick its HTTP status and its gRPC code here.
 #[derive(Debug, Error)]
 pub enum AdminError {
     #[error("missing or malformed Authorization header: expected \"Bearer <token>\"")]
@@ -91,10 +98,24 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("WeChat refused: errcode {errcode}: {errmsg}")]
-    WeChat { errcode: i64, errmsg: String },
+    /// A WeChat API call failed; the variant says how.
+    #[error("{0}")]
+    WeChat(#[from] ApiError),
+    /// Another instance is refreshing the access token and did not finish in time.
+    #[error("{0}")]
+    TokenUnavailable(String),
     #[error("the store is unavailable: {0}")]
     Store(#[from] StoreError),
+}
+
+impl From<TokenError> for AdminError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Api(e) => Self::WeChat(e),
+            TokenError::Store(e) => Self::Store(e),
+            e @ TokenError::Wait(_) => Self::TokenUnavailable(e.to_string()),
+        }
+    }
 }
 
 impl AdminError {
@@ -106,9 +127,48 @@ impl AdminError {
             Self::Validation(_) => "invalid_request",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
-            Self::WeChat { .. } => "wechat_error",
+            Self::WeChat(e) => match e {
+                ApiError::TokenRejected { .. } => "wechat_token_rejected",
+                ApiError::QuotaExceeded { .. } => "wechat_quota_exceeded",
+                ApiError::IpNotWhitelisted { .. } => "wechat_ip_not_whitelisted",
+                ApiError::Busy { .. } => "wechat_busy",
+                ApiError::Refused { .. } => "wechat_error",
+                ApiError::Unreachable { .. } => "wechat_unreachable",
+                ApiError::BadResponse(_) => "wechat_bad_response",
+            },
+            Self::TokenUnavailable(_) => "token_unavailable",
             Self::Store(_) => "store_unavailable",
         }
+    }
+}
+
+/// The gRPC map: the same decisions as [`ResponseError`] below, in `tonic::Code`s. The
+/// machine-readable code travels in the `wgw-error-code` metadata.
+impl From<AdminError> for tonic::Status {
+    fn from(e: AdminError) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            AdminError::MissingToken | AdminError::BadToken => Code::Unauthenticated,
+            AdminError::Validation(_) => Code::InvalidArgument,
+            AdminError::NotFound(_) => Code::NotFound,
+            AdminError::Conflict(_) => Code::AlreadyExists,
+            AdminError::WeChat(api) => match api {
+                // Already retried once with a fresh token.
+                ApiError::TokenRejected { .. } => Code::Unavailable,
+                ApiError::QuotaExceeded { .. } => Code::ResourceExhausted,
+                ApiError::IpNotWhitelisted { .. } | ApiError::Refused { .. } => {
+                    Code::FailedPrecondition
+                }
+                ApiError::Busy { .. } | ApiError::Unreachable { .. } => Code::Unavailable,
+                ApiError::BadResponse(_) => Code::Internal,
+            },
+            AdminError::TokenUnavailable(_) | AdminError::Store(_) => Code::Unavailable,
+        };
+        let mut status = tonic::Status::new(code, e.to_string());
+        if let Ok(value) = e.code().parse() {
+            status.metadata_mut().insert("wgw-error-code", value);
+        }
+        status
     }
 }
 
@@ -119,8 +179,16 @@ impl ResponseError for AdminError {
             Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::WeChat { .. } => StatusCode::BAD_GATEWAY,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::WeChat(e) => match e {
+                ApiError::TokenRejected { .. }
+                | ApiError::QuotaExceeded { .. }
+                | ApiError::IpNotWhitelisted { .. }
+                | ApiError::Refused { .. }
+                | ApiError::BadResponse(_) => StatusCode::BAD_GATEWAY,
+                ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::Unreachable { .. } => StatusCode::GATEWAY_TIMEOUT,
+            },
+            Self::TokenUnavailable(_) | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -8,10 +8,13 @@
 //!
 //! - [`config`]: TOML + `WGW_` environment + `${NAME}` secrets, checked into domain types once.
 //! - [`domain`]: validated identifiers and secrets; no I/O.
-//! - [`wechat`]: WeChat's wire protocol (signatures, AES, XML, event names); no actix, no tonic.
+//! - [`wechat`]: WeChat's wire protocol (signatures, AES, XML, event names), its HTTP API
+//!   client and the access-token authority; no actix, no tonic.
 //! - [`store`]: the storage interface and its embedded (redb) and Redis backends.
 //! - [`outbox`]: the forwarder and the sinks it delivers to (gRPC `EventSink`, or JSON lines).
-//! - [`http`]: actix-web adapters: callbacks, health, metrics.
+//! - [`services`]: the use cases (QR codes, messages) that the admin API and gRPC share.
+//! - [`http`]: actix-web adapters: callbacks, the admin API, health, metrics.
+//! - [`grpc`]: tonic adapters: the `Gateway` service.
 //! - [`startup`]: binds listeners, wires state, spawns workers, one shutdown path.
 //! - [`simulate`]: the `simulate` command, a stand-in for the WeChat platform.
 
@@ -19,9 +22,11 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod outbox;
 pub mod pb;
+pub mod services;
 pub mod simulate;
 pub mod startup;
 pub mod store;

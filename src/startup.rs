@@ -1,6 +1,7 @@
 //! Builds the application: opens the store, binds the HTTP and gRPC listeners (port 0 works, and
-//! the real ports are reported), spawns the forwarder, and runs everything until one shutdown
-//! token is cancelled (SIGTERM, Ctrl-C, or a test).
+//! the real ports are reported), builds the WeChat API client, the token authority and the use
+//! cases that the admin API and the gRPC `Gateway` service share, spawns the forwarder, and
+//! runs everything until one shutdown token is cancelled (SIGTERM, Ctrl-C, or a test).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,13 +14,18 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreBackend};
+use crate::grpc::gateway::GatewayService;
 use crate::http::{self, AppState};
 use crate::outbox::sink::{GrpcSink, Sink, StdoutSink};
 use crate::outbox::{Forwarder, ForwarderConfig};
+use crate::pb::gateway_server::GatewayServer;
+use crate::services::Services;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::Store;
 use crate::telemetry;
+use crate::wechat::api::WeChatApi;
+use crate::wechat::tokens::TokenAuthority;
 
 /// How long in-flight HTTP requests may take to finish after shutdown starts.
 const HTTP_SHUTDOWN_GRACE: u64 = 10;
@@ -57,21 +63,32 @@ impl Application {
         let store = open_store(&cfg).await?;
         let shutdown = CancellationToken::new();
 
+        let http_listener = std::net::TcpListener::bind(cfg.http.listen)
+            .with_context(|| format!("cannot listen on http.listen {}", cfg.http.listen))?;
+        let http_addr = http_listener.local_addr()?;
+
+        let accounts = cfg
+            .accounts
+            .iter()
+            .map(|a| (a.id.to_string(), Arc::new(a.clone())))
+            .collect::<HashMap<_, _>>();
+        let api = WeChatApi::new(&cfg.wechat).context("cannot build the WeChat API client")?;
+        // Unique per process, so that a restarted instance never mistakes a lease of its
+        // previous life for its own.
+        let lease_owner = format!("{}-{:08x}", consumer_name(http_addr), rand::random::<u32>());
+        let services = Arc::new(Services {
+            accounts: accounts.clone(),
+            store: store.clone(),
+            tokens: TokenAuthority::new(api, store.clone(), lease_owner),
+        });
         let state = web::Data::new(AppState {
-            accounts: cfg
-                .accounts
-                .iter()
-                .map(|a| (a.id.to_string(), Arc::new(a.clone())))
-                .collect::<HashMap<_, _>>(),
+            accounts,
             store: store.clone(),
             max_clock_skew: cfg.max_clock_skew,
             metrics: telemetry::metrics_handle(),
             admin_tokens: cfg.admin_tokens.clone(),
+            services: services.clone(),
         });
-
-        let http_listener = std::net::TcpListener::bind(cfg.http.listen)
-            .with_context(|| format!("cannot listen on http.listen {}", cfg.http.listen))?;
-        let http_addr = http_listener.local_addr()?;
         let max_body = cfg.http.max_body_bytes;
         let server = HttpServer::new(move || {
             App::new()
@@ -88,10 +105,17 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on grpc.listen {}", cfg.grpc_listen))?;
         let grpc_addr = grpc_listener.local_addr()?;
-        let (_health_reporter, health_service) = tonic_health::server::health_reporter();
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<GatewayServer<GatewayService>>()
+            .await;
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health_service)
+                .add_service(GatewayServer::new(GatewayService::new(
+                    services,
+                    cfg.grpc_tokens.clone(),
+                )))
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc_listener),
                     shutdown.clone().cancelled_owned(),

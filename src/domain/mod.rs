@@ -1,6 +1,11 @@
 //! Validated domain types. Each is parsed once at the edge (configuration, HTTP path) and is
 //! valid wherever it appears afterwards. No I/O here.
 
+pub mod autoreply;
+pub mod broadcast;
+pub mod menu;
+pub mod scene;
+
 use std::fmt;
 
 /// The gateway's own name for a configured account (`[[accounts]].id`), used in URLs and keys.
@@ -82,6 +87,28 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether `presented` is this secret, compared in constant time (the length is not
+    /// secret).
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0.len() == presented.len()
+            && subtle::ConstantTimeEq::ct_eq(self.0.as_bytes(), presented.as_bytes()).into()
+    }
+}
+
+/// The name of the token in `tokens` that `presented` is, if any. Every token is compared (in
+/// constant time each), so timing does not tell which one matched.
+pub fn match_token<'t>(
+    tokens: impl IntoIterator<Item = (&'t str, &'t Secret)>,
+    presented: &str,
+) -> Option<&'t str> {
+    let mut found = None;
+    for (name, token) in tokens {
+        if token.matches(presented) && found.is_none() {
+            found = Some(name);
+        }
+    }
+    found
 }
 
 impl fmt::Debug for Secret {
@@ -112,6 +139,19 @@ mod tests {
         assert!(AccountId::parse("").is_err());
         assert!(AccountId::parse("a/b").is_err());
         assert!(AccountId::parse(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn token_comparison_is_exact() {
+        let s = Secret::new("abc");
+        assert!(s.matches("abc"));
+        assert!(!s.matches("abd"));
+        assert!(!s.matches("abcd"));
+        assert!(!Secret::new("").matches("a"));
+        let (a, b) = (Secret::new("token-a"), Secret::new("token-b"));
+        let tokens = [("ops", &a), ("crm", &b)];
+        assert_eq!(match_token(tokens, "token-b"), Some("crm"));
+        assert_eq!(match_token(tokens, "token-c"), None);
     }
 
     #[test]

@@ -1,23 +1,26 @@
 //! The admin API under `/admin/v1`, for operators. Every route requires a bearer token from
 //! `admin.tokens`; the token's name is the actor recorded in logs.
 //!
-//! Issue 2 brings the dead-letter routes: events the CRM refused, to inspect and replay.
+//! Issue 2 brings the dead-letter routes: events the CRM refused, to inspect and replay;
+//! issue 3 the QR codes ([`super::admin_qrcodes`]).
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::AppState;
+use crate::domain::match_token;
 use crate::error::AdminError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    let scope = web::scope("/admin/v1")
+        .route("/dead-letters", web::get().to(list_dead_letters))
+        .route(
+            "/dead-letters/{event_id}/replay",
+            web::post().to(replay_dead_letter),
+        );
     cfg.service(
-        web::scope("/admin/v1")
-            .route("/dead-letters", web::get().to(list_dead_letters))
-            .route(
-                "/dead-letters/{event_id}/replay",
-                web::post().to(replay_dead_letter),
-            )
+        super::admin_qrcodes::routes(scope)
             // Unknown admin paths still demand a token first, so they reveal nothing.
             .default_service(web::to(not_found)),
     );
@@ -50,19 +53,13 @@ fn authenticate(req: &HttpRequest) -> Result<Actor, AdminError> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(AdminError::MissingToken)?;
-    // Compare against every token (constant time each) so timing does not tell which matched.
-    let mut actor = None;
-    for t in &state.admin_tokens {
-        if signatures_match_exact(t.token.expose(), presented) && actor.is_none() {
-            actor = Some(t.name.clone());
-        }
-    }
-    actor.map(Actor).ok_or(AdminError::BadToken)
-}
-
-/// Constant-time equality of two byte strings (length is not secret).
-fn signatures_match_exact(a: &str, b: &str) -> bool {
-    a.len() == b.len() && subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into()
+    let tokens = state
+        .admin_tokens
+        .iter()
+        .map(|t| (t.name.as_str(), &t.token));
+    match_token(tokens, presented)
+        .map(|name| Actor(name.to_owned()))
+        .ok_or(AdminError::BadToken)
 }
 
 async fn not_found(_actor: Actor, req: HttpRequest) -> Result<HttpResponse, AdminError> {
@@ -121,15 +118,4 @@ async fn replay_dead_letter(
     }
     tracing::info!(actor = %actor.0, event_id = %id, "dead letter replayed");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "event_id": id, "replayed": true })))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn token_comparison_is_exact() {
-        assert!(super::signatures_match_exact("abc", "abc"));
-        assert!(!super::signatures_match_exact("abc", "abd"));
-        assert!(!super::signatures_match_exact("abc", "abcd"));
-        assert!(!super::signatures_match_exact("", "a"));
-    }
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
@@ -19,11 +20,20 @@ use crate::wechat::crypto::{self, CryptoError};
 use crate::wechat::normalize::normalize;
 use crate::wechat::xml::{Document, XmlError};
 
+/// One resource per path, both methods on it: actix matches a dynamic path with a regex, and
+/// two resources of the same path would run it twice for every POST (the GET resource first,
+/// whose method guard then fails). Another method gets 405.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/wechat/mp/{account}", web::get().to(mp_verify))
-        .route("/wechat/mp/{account}", web::post().to(mp_callback))
-        .route("/wechat/work/{account}", web::get().to(work_verify))
-        .route("/wechat/work/{account}", web::post().to(work_callback));
+    cfg.service(
+        web::resource("/wechat/mp/{account}")
+            .route(web::get().to(mp_verify))
+            .route(web::post().to(mp_callback)),
+    )
+    .service(
+        web::resource("/wechat/work/{account}")
+            .route(web::get().to(work_verify))
+            .route(web::post().to(work_callback)),
+    );
 }
 
 /// The query string WeChat appends to the callback URL (every mode, both platforms).
@@ -194,8 +204,12 @@ fn observe(
 }
 
 fn success() -> HttpResponse {
+    // A static header value: no parsing or copying per answer.
     HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
+        .insert_header((
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ))
         .body("success")
 }
 

@@ -1,7 +1,9 @@
-//! actix-web adapters: WeChat callbacks ([`callbacks`]) and operations ([`health`]). Each
+//! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`],
+//! [`admin_qrcodes`]) and operations ([`health`]). Each
 //! handler extracts, calls the layer below, and maps errors in `crate::error`.
 
 pub mod admin;
+pub mod admin_qrcodes;
 pub mod callbacks;
 pub mod health;
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::{Account, AdminToken};
+use crate::services::Services;
 use crate::store::Store;
 
 /// Shared by every actix worker.
@@ -21,6 +24,8 @@ pub struct AppState {
     pub max_clock_skew: Option<Duration>,
     pub metrics: PrometheusHandle,
     pub admin_tokens: Vec<AdminToken>,
+    /// The use cases behind the admin routes (shared with the gRPC `Gateway` service).
+    pub services: Arc<Services>,
 }
 
 /// Registers every route of the gateway on an actix `App`.

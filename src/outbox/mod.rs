@@ -5,6 +5,12 @@
 //! so a crash between the CRM's answer and the ack delivers that batch again after the restart
 //! (at least once; the CRM de-duplicates on `Event.id`). A failed batch is kept in memory and
 //! retried as it is, in the same order, so events of one user are never reordered by a retry.
+//!
+//! Attribution: before a batch is delivered, every event that carries a QR scene (subscribe
+//! through a code, SCAN) or a contact-me `state` (WeCom `add_external_contact`) gets the label
+//! of that scene from the store's scene registry (also `add_half_external_contact`). This happens here, off the callback path, so
+//! a callback never waits for it; a lookup that fails only leaves the label empty (and is
+//! logged): delivery never waits or fails because of it.
 
 pub mod sink;
 
@@ -14,6 +20,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use crate::pb::{self, event::Kind};
 use crate::store::{OutboxEntry, Store};
 use sink::{Delivered, Sink, SinkError};
 
@@ -138,7 +145,8 @@ impl Forwarder {
         sink: &dyn Sink,
         batch: &[OutboxEntry],
     ) -> anyhow::Result<()> {
-        let events: Vec<_> = batch.iter().map(|e| e.event.clone()).collect();
+        let mut events: Vec<_> = batch.iter().map(|e| e.event.clone()).collect();
+        attribute(store, &mut events).await;
         let delivered = match sink.deliver(&events).await {
             Ok(d) => d,
             // One event poisons the request: find it by delivering one at a time, in order.
@@ -174,6 +182,44 @@ impl Forwarder {
         store.ack(&accepted).await?;
         metrics::counter!("wgw_events_delivered_total").increment(accepted.len() as u64);
         Ok(())
+    }
+}
+
+/// The scene an event was brought by, if any: the registry key of [`attribute`].
+fn scene_of(event: &pb::Event) -> Option<&str> {
+    let scene = match event.kind.as_ref()? {
+        Kind::Subscribe(s) => &s.scene,
+        Kind::Scan(s) => &s.scene,
+        // A half-added customer (add_half_external_contact) came through the code as well.
+        Kind::ExternalContactChange(c)
+            if c.change_type == "add_external_contact"
+                || c.change_type == "add_half_external_contact" =>
+        {
+            &c.state
+        }
+        _ => return None,
+    };
+    (!scene.is_empty()).then_some(scene.as_str())
+}
+
+/// Sets the label of every event whose scene the gateway created (see the module comment).
+async fn attribute(store: &dyn Store, events: &mut [pb::Event]) {
+    for event in events.iter_mut() {
+        if !event.label.is_empty() {
+            continue;
+        }
+        let Some(scene) = scene_of(event) else {
+            continue;
+        };
+        match store.scene(&event.account_id, scene).await {
+            Ok(Some(record)) => event.label = record.label,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(event_id = %event.id, error = %e,
+                    "cannot look up the scene's label; delivering without it");
+                metrics::counter!("wgw_attribution_failures_total").increment(1);
+            }
+        }
     }
 }
 

@@ -8,10 +8,15 @@
 //! commit fails every request of its batch. Reads (claim, stats, dead letters) are read
 //! transactions on tokio's blocking pool, which redb runs beside the writer. No tokio worker
 //! ever waits on redb, except [`Drop`], which waits for the writer's last batch.
+//!
+//! The scene registry is a redb table, written through the same writer. Access tokens and
+//! their refresh leases live in memory: one node has no one to share them with, and after a
+//! restart a token is simply fetched again (`stable_token` does not invalidate the old one).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +29,10 @@ use redb::{
 };
 use tokio::sync::{oneshot, Notify};
 
-use super::{DeadLetter, OutboxEntry, OutboxStats, Recorded, Store, StoreError};
+use super::{
+    decode_scene, encode_scene, CachedToken, DeadLetter, OutboxEntry, OutboxStats, Recorded,
+    SceneRecord, Store, StoreError,
+};
 use crate::pb;
 
 /// The database file inside `store.path`.
@@ -43,6 +51,8 @@ const DEAD: TableDefinition<u64, (u64, &str, &[u8])> = TableDefinition::new("dea
 /// id can be dead-lettered twice when it was recorded again after its mark expired.
 const DEAD_BY_ID: MultimapTableDefinition<&str, u64> =
     MultimapTableDefinition::new("dead_letters_by_id");
+/// `<account> 0x1f <scene>` → the JSON of its [`SceneRecord`].
+const SCENES: TableDefinition<&str, &[u8]> = TableDefinition::new("scenes");
 /// Counters; [`NEXT_SEQ`] is the only one.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The next sequence number for [`OUTBOX`] and [`DEAD`]. Never reused, so a stale handle
@@ -64,9 +74,23 @@ pub struct EmbeddedStore {
     writer_thread: Option<JoinHandle<()>>,
     /// Signalled by the writer after a commit that appended to the outbox; waited on by claim.
     appended: Arc<Notify>,
+    /// Token key → the cached access token.
+    tokens: Mutex<HashMap<String, CachedToken>>,
+    /// Token key → (holder, lapses at).
+    leases: Mutex<HashMap<String, (String, Instant)>>,
     /// Successful commits, so a test can see that concurrent records shared them.
     #[cfg(test)]
     commits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Locks a mutex, going on after a panic elsewhere (the maps stay consistent: every update is
+/// one insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn scene_key(account: &str, scene: &str) -> String {
+    format!("{account}\u{1f}{scene}")
 }
 
 impl EmbeddedStore {
@@ -113,6 +137,8 @@ impl EmbeddedStore {
             writer: Some(writer),
             writer_thread: Some(writer_thread),
             appended,
+            tokens: Mutex::default(),
+            leases: Mutex::default(),
             #[cfg(test)]
             commits,
         })
@@ -270,6 +296,73 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    async fn cached_token(&self, key: &str) -> Result<Option<CachedToken>, StoreError> {
+        Ok(lock(&self.tokens).get(key).cloned())
+    }
+
+    async fn put_token(&self, key: &str, token: &CachedToken) -> Result<(), StoreError> {
+        lock(&self.tokens).insert(key.to_owned(), token.clone());
+        Ok(())
+    }
+
+    async fn evict_token(&self, key: &str, rejected: &str) -> Result<bool, StoreError> {
+        let mut tokens = lock(&self.tokens);
+        match tokens.get_mut(key) {
+            Some(cached) if !rejected.is_empty() && cached.token.expose() == rejected => {
+                cached.token = Default::default();
+                cached.expires_at_ms = 0;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut leases = lock(&self.leases);
+        let now = Instant::now();
+        match leases.get(key) {
+            Some((holder, lapses)) if holder != owner && *lapses > now => Ok(false),
+            _ => {
+                leases.insert(key.to_owned(), (owner.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let mut leases = lock(&self.leases);
+        if leases.get(key).is_some_and(|(holder, _)| holder == owner) {
+            leases.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn put_scene(
+        &self,
+        account: &str,
+        scene: &str,
+        record: &SceneRecord,
+    ) -> Result<(), StoreError> {
+        self.write(Op::PutScene {
+            key: scene_key(account, scene),
+            record: encode_scene(record),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn scene(&self, account: &str, scene: &str) -> Result<Option<SceneRecord>, StoreError> {
+        let key = scene_key(account, scene);
+        self.read(move |txn| {
+            let scenes = txn.open_table(SCENES).map_err(unavailable)?;
+            let found = scenes.get(key.as_str()).map_err(unavailable)?;
+            found
+                .map(|v| decode_scene(v.value(), &format!("scene {key:?}")))
+                .transpose()
+        })
+        .await
+    }
 }
 
 /// The oldest `max` outbox entries.
@@ -318,6 +411,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(DEAD)?;
     txn.open_multimap_table(DEAD_BY_ID)?;
     txn.open_table(META)?;
+    txn.open_table(SCENES)?;
     txn.commit()?;
     Ok(())
 }
@@ -338,6 +432,10 @@ enum Op {
     },
     Replay {
         id: String,
+    },
+    PutScene {
+        key: String,
+        record: Vec<u8>,
     },
 }
 
@@ -456,6 +554,7 @@ struct Tables<'txn> {
     dead: Table<'txn, u64, (u64, &'static str, &'static [u8])>,
     dead_by_id: MultimapTable<'txn, &'static str, u64>,
     meta: Table<'txn, &'static str, u64>,
+    scenes: Table<'txn, &'static str, &'static [u8]>,
     next_seq: u64,
     dedup_ttl_secs: u64,
     /// Whether this transaction added to the outbox (claims waiting should look again).
@@ -473,6 +572,7 @@ impl<'txn> Tables<'txn> {
             dead: txn.open_table(DEAD)?,
             dead_by_id: txn.open_multimap_table(DEAD_BY_ID)?,
             meta,
+            scenes: txn.open_table(SCENES)?,
             next_seq,
             dedup_ttl_secs,
             appended: false,
@@ -501,6 +601,10 @@ impl<'txn> Tables<'txn> {
             }
             Op::DeadLetter { seq, id, reason } => self.dead_letter(*seq, id, reason, now),
             Op::Replay { id } => self.replay(id, now),
+            Op::PutScene { key, record } => {
+                self.scenes.insert(key.as_str(), record.as_slice())?;
+                Ok(true)
+            }
         }
     }
 

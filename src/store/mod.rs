@@ -1,5 +1,7 @@
 //! The storage interface: de-duplication and the outbox, written atomically on the callback
-//! path, and the claim/ack/dead-letter operations of the forwarder.
+//! path, and the claim/ack/dead-letter operations of the forwarder; the WeChat access tokens
+//! every instance shares, with the lease that lets one instance at a time refresh them; and the
+//! registry of QR scenes created through the gateway.
 //!
 //! Two backends implement it and pass the same test suite: [`embedded`] (redb, one node, the
 //! default) and [`redis`] (several instances side by side). Nothing outside this module names
@@ -13,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::domain::Secret;
 use crate::pb;
 
 #[derive(Debug, Error)]
@@ -54,6 +57,34 @@ pub struct DeadLetter {
 pub struct OutboxStats {
     pub depth: u64,
     pub oldest_age: Option<Duration>,
+}
+
+/// A WeChat access token shared by every instance, under a token key (see
+/// [`crate::wechat::tokens`]), with WeChat's `force_refresh` budget spent on it so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CachedToken {
+    /// Empty once evicted (the budget fields survive the eviction).
+    pub token: Secret,
+    /// Unix ms at which WeChat said it expires.
+    pub expires_at_ms: u64,
+    /// Unix ms of the last `force_refresh`, 0 if none.
+    pub forced_at_ms: u64,
+    /// The UTC day (unix days) that `forced_today` counts.
+    pub forced_day: u64,
+    pub forced_today: u32,
+}
+
+/// A QR scene (or WeCom contact-me `state`) created through the gateway: what the forwarder
+/// attaches to the events it brings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SceneRecord {
+    pub label: String,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The admin token name or gRPC caller that created it.
+    pub actor: String,
+    /// Unix seconds.
+    pub created_at: u64,
 }
 
 #[async_trait]
@@ -103,4 +134,43 @@ pub trait Store: Send + Sync + 'static {
     async fn replay_dead_letter(&self, event_id: &str) -> Result<bool, StoreError>;
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+
+    /// The token cached under `key`, evicted or not; `None` if there never was one.
+    async fn cached_token(&self, key: &str) -> Result<Option<CachedToken>, StoreError>;
+
+    /// Replaces the token (and its budget fields) under `key`. Only the holder of the token's
+    /// lease calls this.
+    async fn put_token(&self, key: &str, token: &CachedToken) -> Result<(), StoreError>;
+
+    /// Compare-and-evict: empties the token under `key` only if it is still `rejected`, keeping
+    /// the budget fields. `true` when this call evicted it; `false` when it had already been
+    /// replaced or evicted (by another instance, or another request of this one).
+    async fn evict_token(&self, key: &str, rejected: &str) -> Result<bool, StoreError>;
+
+    /// Takes the refresh lease of `key` for `owner` unless someone else holds it (it lapses
+    /// after `ttl`). `true` when taken.
+    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Releases the lease of `key` if `owner` still holds it.
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Registers (or replaces) a scene of an account.
+    async fn put_scene(
+        &self,
+        account: &str,
+        scene: &str,
+        record: &SceneRecord,
+    ) -> Result<(), StoreError>;
+
+    /// The registered scene, if the gateway created it.
+    async fn scene(&self, account: &str, scene: &str) -> Result<Option<SceneRecord>, StoreError>;
+}
+
+/// The scene registry's encoding, shared by both backends.
+pub(crate) fn encode_scene(record: &SceneRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a scene record serializes")
+}
+
+pub(crate) fn decode_scene(bytes: &[u8], what: &str) -> Result<SceneRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

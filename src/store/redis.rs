@@ -6,7 +6,12 @@
 //! - `wgw:{<account>}:outbox`: a stream of `ev` (the encoded `pb::Event`) and `at` (unix ms
 //!   when enqueued), read by the consumer group `forwarders`;
 //! - `wgw:{<account>}:dead`: a stream of dead letters (`id`, `ev`, `reason`, `at` in unix s);
-//! - `wgw:{<account>}:dead:ids`: a hash from event id to its entry in `dead`, for replay.
+//! - `wgw:{<account>}:dead:ids`: a hash from event id to its entry in `dead`, for replay;
+//! - `wgw:{<account>}:scenes`: a hash from scene (or contact-me state) to its JSON record;
+//! - `wgw:{<token key>}:token`: a hash (`t` token, `exp` expiry in unix ms, `fat`/`fday`/`fcnt`
+//!   the force-refresh budget) shared by every instance, and `wgw:{<token key>}:token:lease`,
+//!   taken with `SET NX PX` by the one instance that refreshes it. The token key names the
+//!   WeChat credential (appid, or corp and secret), see [`crate::wechat::tokens`].
 //!
 //! `record` is one round trip whatever the number of accounts: one `EVALSHA` of the `RECORD`
 //! script (mark and append, atomically; it is loaded at connect, and again on `NOSCRIPT`).
@@ -36,7 +41,11 @@ use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script, Value};
 
-use super::{DeadLetter, OutboxEntry, OutboxStats, Recorded, Store, StoreError};
+use super::{
+    decode_scene, encode_scene, CachedToken, DeadLetter, OutboxEntry, OutboxStats, Recorded,
+    SceneRecord, Store, StoreError,
+};
+use crate::domain::Secret;
 use crate::pb;
 
 /// The consumer group of every outbox stream.
@@ -107,6 +116,37 @@ end
 return 0
 ";
 
+/// KEYS: token hash. ARGV: the rejected token. Empties it only if it is still that one.
+const EVICT_TOKEN: &str = r"
+if redis.call('HGET', KEYS[1], 't') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 't', '', 'exp', '0')
+  return 1
+end
+return 0
+";
+
+/// KEYS: lease. ARGV: owner. Deletes the lease only if that owner holds it.
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// A cached token (and its budget) is kept this long after its last write, so that the day's
+/// force-refresh count outlives the token itself.
+const TOKEN_KEY_TTL: Duration = Duration::from_secs(2 * 86_400);
+
+fn token_hash(key: &str) -> String {
+    format!("wgw:{{{key}}}:token")
+}
+
+fn token_lease(key: &str) -> String {
+    format!("wgw:{{{key}}}:token:lease")
+}
+
+fn scenes_hash(account: &str) -> String {
+    format!("wgw:{{{account}}}:scenes")
+}
+
 /// The keys of one account.
 struct AccountKeys {
     id: String,
@@ -156,6 +196,8 @@ pub struct RedisStore {
     record_script: Script,
     dead_letter_script: Script,
     replay_script: Script,
+    evict_token_script: Script,
+    release_lease_script: Script,
 }
 
 impl RedisStore {
@@ -208,11 +250,15 @@ impl RedisStore {
             record_script: Script::new(RECORD),
             dead_letter_script: Script::new(DEAD_LETTER),
             replay_script: Script::new(REPLAY),
+            evict_token_script: Script::new(EVICT_TOKEN),
+            release_lease_script: Script::new(RELEASE_LEASE),
         };
         for script in [
             &store.record_script,
             &store.dead_letter_script,
             &store.replay_script,
+            &store.evict_token_script,
+            &store.release_lease_script,
         ] {
             script
                 .load_async(&mut store.conn.clone())
@@ -724,6 +770,125 @@ impl Store for RedisStore {
             oldest_ms.map(|at| Duration::from_millis(unix_millis().saturating_sub(at)));
         Ok(stats)
     }
+
+    async fn cached_token(&self, key: &str) -> Result<Option<CachedToken>, StoreError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(token_hash(key));
+        let fields: HashMap<String, String> =
+            self.run("read token", || query(&self.conn, &cmd)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let number = |name: &str| {
+            fields
+                .get(name)
+                .map_or(Ok(0), |v| v.parse::<u64>())
+                .map_err(|_| {
+                    StoreError::Corrupt(format!("token {key:?}: field {name} is not a number"))
+                })
+        };
+        Ok(Some(CachedToken {
+            token: Secret::new(fields.get("t").cloned().unwrap_or_default()),
+            expires_at_ms: number("exp")?,
+            forced_at_ms: number("fat")?,
+            forced_day: number("fday")?,
+            forced_today: number("fcnt")? as u32,
+        }))
+    }
+
+    async fn put_token(&self, key: &str, token: &CachedToken) -> Result<(), StoreError> {
+        let hash = token_hash(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(&hash)
+            .arg("t")
+            .arg(token.token.expose())
+            .arg("exp")
+            .arg(token.expires_at_ms)
+            .arg("fat")
+            .arg(token.forced_at_ms)
+            .arg("fday")
+            .arg(token.forced_day)
+            .arg("fcnt")
+            .arg(token.forced_today)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&hash)
+            .arg(TOKEN_KEY_TTL.as_millis() as u64)
+            .ignore();
+        self.run("write token", || query_pipe::<()>(&self.conn, &pipe))
+            .await
+    }
+
+    async fn evict_token(&self, key: &str, rejected: &str) -> Result<bool, StoreError> {
+        if rejected.is_empty() {
+            return Ok(false);
+        }
+        let hash = token_hash(key);
+        // Safe to retry: a second run finds the token already emptied and answers 0; the first
+        // run's caller then waits for the refresh like any other.
+        let evicted: i64 = self
+            .run("evict token", || {
+                let mut invocation = self.evict_token_script.key(&hash);
+                invocation.arg(rejected);
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(evicted == 1)
+    }
+
+    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(token_lease(key))
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        // Not retried: had a lost answer taken the lease, a retry would see it held (by us)
+        // and wait for a refresh that never comes until the lease lapses.
+        let reply: Value = query(&self.conn, &cmd)
+            .await
+            .map_err(|e| redis_error("take token lease", e))?;
+        Ok(!matches!(reply, Value::Nil))
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let lease = token_lease(key);
+        let _released: i64 = self
+            .run("release token lease", || {
+                let mut invocation = self.release_lease_script.key(&lease);
+                invocation.arg(owner);
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn put_scene(
+        &self,
+        account: &str,
+        scene: &str,
+        record: &SceneRecord,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(scenes_hash(account))
+            .arg(scene)
+            .arg(encode_scene(record));
+        self.run("register scene", || query::<()>(&self.conn, &cmd))
+            .await
+    }
+
+    async fn scene(&self, account: &str, scene: &str) -> Result<Option<SceneRecord>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(scenes_hash(account)).arg(scene);
+        let found: Option<Vec<u8>> = self.run("read scene", || query(&self.conn, &cmd)).await?;
+        found
+            .map(|bytes| decode_scene(&bytes, &format!("scene {scene:?} of {account:?}")))
+            .transpose()
+    }
 }
 
 /// The [`OutboxEntry::handle`] of a stream entry: the account and the entry id.
@@ -901,9 +1066,17 @@ mod tests {
     #[test]
     fn every_key_of_an_account_shares_its_hash_tag() {
         let keys = AccountKeys::new("acme-mp".into());
-        for key in [&keys.seen("abc"), &keys.outbox, &keys.dead, &keys.dead_ids] {
+        for key in [
+            &keys.seen("abc"),
+            &keys.outbox,
+            &keys.dead,
+            &keys.dead_ids,
+            &scenes_hash("acme-mp"),
+        ] {
             assert_eq!(hash_tag(key), "acme-mp", "{key}");
         }
+        assert_eq!(hash_tag(&token_hash("mp-wx1")), "mp-wx1");
+        assert_eq!(hash_tag(&token_lease("mp-wx1")), "mp-wx1");
     }
 
     #[test]

@@ -1217,3 +1217,193 @@ mod tests {
         assert!(!signatures_match(&huge, &huge[1..]));
     }
 }
+
+/// Property tests (issue 7): nothing here panics on any input, every envelope `encrypt` makes
+/// decrypts to its message for its receiver only, and `decrypt` agrees with an independent
+/// reading of the frame on arbitrary plaintexts under the right key.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Tencent's WeCom sample EncodingAESKey.
+    const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+    const CORPID: &str = "wx5823bf96d3bd56c7";
+
+    fn crypto() -> MsgCrypto {
+        MsgCrypto::new(KEY).unwrap()
+    }
+
+    /// Raw AES-256-CBC of whole blocks, without WXBizMsgCrypt's framing or padding.
+    fn raw_encrypt(c: &MsgCrypto, plain: &[u8]) -> String {
+        let mut buf = plain.to_vec();
+        let (blocks, tail) = AesBlock::slice_as_chunks_mut(&mut buf);
+        assert!(tail.is_empty(), "test bug: whole blocks only");
+        cbc::Encryptor::<Aes256>::inner_iv_init(Aes256::new(&c.key.into()), &c.iv())
+            .encrypt_blocks(blocks);
+        STANDARD.encode(&buf)
+    }
+
+    /// The frame read as WXBizMsgCrypt's documentation describes it, independently of
+    /// `unpadded_len` and `split_message`: `random16 ‖ be32(len) ‖ msg ‖ receiver ‖ pad`, the
+    /// pad being 1..=32 bytes each equal to its length.
+    fn reference(plain: &[u8], receiver: &str) -> Option<Vec<u8>> {
+        let pad = usize::from(*plain.last()?);
+        if pad == 0 || pad > PAD_BLOCK || pad > plain.len() {
+            return None;
+        }
+        let (content, padding) = plain.split_at(plain.len() - pad);
+        if padding.iter().any(|&b| usize::from(b) != pad) || content.len() < HEADER_LEN {
+            return None;
+        }
+        let declared = u32::from_be_bytes(content[16..20].try_into().unwrap()) as usize;
+        let rest = &content[HEADER_LEN..];
+        if declared > rest.len() || &rest[declared..] != receiver.as_bytes() {
+            return None;
+        }
+        Some(rest[..declared].to_vec())
+    }
+
+    /// Plaintexts near the valid ones: a frame whose length field, receiver and padding are each
+    /// either right or arbitrary, zero-filled to whole blocks.
+    fn near_frames() -> impl Strategy<Value = (Vec<u8>, String)> {
+        (
+            any::<[u8; 16]>(),
+            prop::collection::vec(any::<u8>(), 0..80),
+            prop_oneof![Just(CORPID.to_owned()), ".{0,20}"],
+            prop::option::of(any::<u32>()),
+            prop::option::of((0u8..=40, any::<u8>())),
+            prop_oneof![Just(CORPID.to_owned()), ".{0,20}"],
+        )
+            .prop_map(|(prefix, msg, sealed_for, declared, pad, receiver)| {
+                let mut plain = prefix.to_vec();
+                let declared = declared.unwrap_or(msg.len() as u32);
+                plain.extend_from_slice(&declared.to_be_bytes());
+                plain.extend_from_slice(&msg);
+                plain.extend_from_slice(sealed_for.as_bytes());
+                let right = PAD_BLOCK - plain.len() % PAD_BLOCK;
+                match pad {
+                    None => plain.extend(std::iter::repeat_n(right as u8, right)),
+                    Some((len, byte)) => plain.extend(std::iter::repeat_n(byte, len.into())),
+                }
+                plain.resize(plain.len().div_ceil(AES_BLOCK).max(1) * AES_BLOCK, 0);
+                (plain, receiver)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn decrypt_never_panics_on_arbitrary_strings(s in any::<String>(), receiver in any::<String>()) {
+            let result = crypto().decrypt(&s, &receiver);
+            if s.chars().any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))) {
+                prop_assert_eq!(result, Err(CryptoError::Base64));
+            }
+        }
+
+        #[test]
+        fn decrypt_never_panics_on_base64_alphabet_strings(
+            s in "[A-Za-z0-9+/=]{0,200}",
+            receiver in prop_oneof![Just(CORPID.to_owned()), any::<String>()],
+        ) {
+            let _ = crypto().decrypt(&s, &receiver);
+        }
+
+        #[test]
+        fn decrypt_never_panics_on_arbitrary_ciphertexts(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let result = crypto().decrypt(&STANDARD.encode(&bytes), CORPID);
+            if bytes.is_empty() || bytes.len() % AES_BLOCK != 0 {
+                prop_assert_eq!(result, Err(CryptoError::BlockLength(bytes.len())));
+            }
+        }
+
+        #[test]
+        fn decrypt_agrees_with_a_reference_reading_of_the_frame(
+            (plain, receiver) in near_frames(),
+        ) {
+            let c = crypto();
+            prop_assert_eq!(
+                c.decrypt(&raw_encrypt(&c, &plain), &receiver).ok(),
+                reference(&plain, &receiver)
+            );
+        }
+
+        #[test]
+        fn encrypt_then_decrypt_round_trips_for_its_receiver_only(
+            msg in prop::collection::vec(any::<u8>(), 0..2048),
+            receiver in any::<String>(),
+            other in any::<String>(),
+        ) {
+            let c = crypto();
+            let sealed = c.encrypt(&msg, &receiver);
+            prop_assert_eq!(c.decrypt(&sealed, &receiver), Ok(msg));
+            if other != receiver {
+                let is_mismatch = matches!(
+                    c.decrypt(&sealed, &other),
+                    Err(CryptoError::ReceiverMismatch { .. })
+                );
+                prop_assert!(is_mismatch);
+            }
+        }
+
+        #[test]
+        fn any_43_characters_of_base64_are_a_key_and_nothing_panics_on_other_strings(
+            key in "[A-Za-z0-9+/]{43}",
+            other in any::<String>(),
+        ) {
+            prop_assert!(MsgCrypto::new(&key).is_ok());
+            if other.chars().count() != KEY_CHARS {
+                prop_assert_eq!(
+                    MsgCrypto::new(&other).err(),
+                    Some(CryptoError::KeyLength(other.chars().count()))
+                );
+            }
+        }
+
+        #[test]
+        fn signatures_are_lowercase_hex_and_independent_of_the_order_of_the_parts(
+            token in any::<String>(),
+            timestamp in any::<String>(),
+            nonce in any::<String>(),
+            encrypt in any::<String>(),
+        ) {
+            let sig = signature(&token, &timestamp, &nonce);
+            prop_assert_eq!(sig.len(), 40);
+            prop_assert!(sig.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            // Sorted before hashing: the same parts in another order sign alike.
+            prop_assert_eq!(&sig, &signature(&nonce, &token, &timestamp));
+            let msg_sig = msg_signature(&token, &timestamp, &nonce, &encrypt);
+            prop_assert_eq!(&msg_sig, &msg_signature(&encrypt, &nonce, &timestamp, &token));
+            prop_assert_eq!(msg_sig.len(), 40);
+        }
+
+        #[test]
+        fn signatures_match_accepts_the_signature_in_any_case_and_nothing_else(
+            token in any::<String>(),
+            provided in any::<String>(),
+            flip in 0usize..40,
+        ) {
+            let sig = signature(&token, "1409304348", "nonce");
+            prop_assert!(signatures_match(&sig, &sig));
+            prop_assert!(signatures_match(&sig, &sig.to_ascii_uppercase()));
+            // One hex digit changed (to another digit, whatever its case): refused.
+            let mut forged = sig.clone().into_bytes();
+            forged[flip] = if forged[flip] == b'0' { b'1' } else { b'0' };
+            prop_assert!(!signatures_match(&sig, std::str::from_utf8(&forged).unwrap()));
+            // Arbitrary input: no panic, and a match only when equal ignoring ASCII case.
+            prop_assert_eq!(
+                signatures_match(&sig, &provided),
+                provided.eq_ignore_ascii_case(&sig)
+            );
+            prop_assert!(!signatures_match("", &provided));
+            prop_assert_eq!(
+                signatures_match(&provided, &provided),
+                !provided.is_empty()
+            );
+        }
+    }
+}

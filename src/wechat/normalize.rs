@@ -1811,3 +1811,123 @@ mod tests {
         assert_eq!(b.account_id, "other");
     }
 }
+
+/// Property tests (issue 7): `normalize` never panics on any document the reader accepts, and
+/// an event's id depends only on the callback, never on when it was received.
+#[cfg(test)]
+mod proptests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every element name `normalize` reads, and one it does not.
+    const NAMES: &str = "ToUserName FromUserName CreateTime MsgType Event EventKey Ticket MsgId \
+        MsgID Content PicUrl MediaId Format Recognition ThumbMediaId Location_X Location_Y Scale \
+        Label Title Description Url Latitude Longitude Precision MenuId ScanType ScanResult \
+        PicMd5Sum Poiname Status TotalCount FilterCount SentCount ErrorCount AgentID ChangeType \
+        UserID NewUserID Name Department Id ParentId TagId AddUserItems DelUserItems \
+        AddPartyItems DelPartyItems ExternalUserID State WelcomeCode FailReason ChatId \
+        UpdateDetail JoinScene QuitScene MemChangeCnt Other";
+
+    /// Values that matter to some branch (`|`-separated): message types, event names, change
+    /// types, numbers at and past their limits, non-finite floats, lists.
+    const VALUES: &str = "|0|-1| 42 |1348831860|23.134521|9223372036854775807|\
+        9223372036854775808|-9223372036854775808|18446744073709551616|1e309|inf|NaN|-0|text|\
+        image|voice|video|shortvideo|location|link|event|EVENT|subscribe|unsubscribe|SCAN|\
+        LOCATION|CLICK|click|VIEW|view|scancode_push|scancode_waitmsg|pic_sysphoto|\
+        pic_photo_or_album|pic_weixin|location_select|MASSSENDJOBFINISH|TEMPLATESENDJOBFINISH|\
+        enter_agent|change_contact|change_external_contact|change_external_chat|create_user|\
+        update_user|delete_user|create_party|update_party|delete_party|update_tag|\
+        add_external_contact|edit_external_contact|del_external_contact|\
+        add_half_external_contact|del_follow_user|transfer_fail|create|update|dismiss|qrscene_|\
+        qrscene_spring-expo|sys|a,b,,c| , |你好";
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(VALUES.split('|').collect::<Vec<_>>()).prop_map(str::to_owned),
+            1 => ".{0,16}",
+        ]
+    }
+
+    fn field() -> impl Strategy<Value = (String, String)> {
+        let names: Vec<_> = NAMES.split_whitespace().collect();
+        (prop::sample::select(names).prop_map(str::to_owned), value())
+    }
+
+    /// A callback document: the three required fields (each usually present), other fields,
+    /// and a container of nested ones (as ScanCodeInfo and SendLocationInfo are).
+    fn document() -> impl Strategy<Value = String> {
+        (
+            prop::option::weighted(0.9, value()),
+            prop::option::weighted(0.9, prop_oneof![Just("1700000000".to_owned()), value()]),
+            prop::option::weighted(0.9, value()),
+            prop::collection::vec(field(), 0..10),
+            prop::collection::vec(field(), 0..4),
+        )
+            .prop_map(|(from, create_time, msg_type, fields, nested)| {
+                let mut xml = String::from("<xml>");
+                let leaf = |xml: &mut String, name: &str, value: &str| {
+                    // Escaped text; what XML cannot carry is left out (the reader refuses it).
+                    let value: String = value
+                        .chars()
+                        .filter(|&c| c >= ' ' || matches!(c, '\t' | '\n' | '\r'))
+                        .collect();
+                    xml.push_str(&format!(
+                        "<{name}>{}</{name}>",
+                        quick_xml::escape::escape(value.as_str())
+                    ));
+                };
+                for (name, value) in [
+                    ("FromUserName", from),
+                    ("CreateTime", create_time),
+                    ("MsgType", msg_type),
+                ] {
+                    if let Some(value) = value {
+                        leaf(&mut xml, name, &value);
+                    }
+                }
+                for (name, value) in &fields {
+                    leaf(&mut xml, name, value);
+                }
+                xml.push_str("<SendLocationInfo>");
+                for (name, value) in &nested {
+                    leaf(&mut xml, name, value);
+                }
+                xml.push_str("</SendLocationInfo></xml>");
+                xml
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn normalize_never_panics_and_ids_depend_only_on_the_callback(xml in document()) {
+            let Ok(doc) = Document::parse(xml.as_bytes()) else {
+                // Only characters XML refuses (U+FFFE, U+FFFF) are left for the reader to refuse.
+                return Ok(());
+            };
+            let account = AccountId::parse("acme").unwrap();
+            for platform in [Platform::Mp, Platform::Work] {
+                let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+                let first = normalize(&account, platform, &doc, &xml, at(1_700_000_000));
+                let later = normalize(&account, platform, &doc, &xml, at(1_800_000_000));
+                match (first, later) {
+                    (Ok(first), Ok(later)) => {
+                        prop_assert_eq!(first.id.len(), 40);
+                        prop_assert!(first.id.bytes().all(|b| b.is_ascii_hexdigit()));
+                        prop_assert_eq!(&first.id, &later.id);
+                        prop_assert_eq!(first.account_id.as_str(), "acme");
+                        if let Some(Kind::Unknown(u)) = &first.kind {
+                            prop_assert_eq!(&u.raw_xml, &xml);
+                        }
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    (a, b) => prop_assert!(false, "not deterministic: {:?} vs {:?}", a, b),
+                }
+            }
+        }
+    }
+}

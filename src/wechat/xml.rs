@@ -407,16 +407,25 @@ fn resolve(r: &BytesRef<'_>) -> Result<char, XmlError> {
 /// Appends `<![CDATA[s]]>`, splitting every `]]>` of `s` across two sections
 /// (`]]` ends one, `>` starts the next) so that the section cannot be closed early. Characters
 /// that XML 1.0 cannot carry at all (most C0 controls, U+FFFE, U+FFFF) are left out: they would
-/// make the whole reply ill-formed, and WeChat would drop it.
+/// make the whole reply ill-formed, and WeChat would drop it. They are left out *before* the
+/// split: dropping the `\0` of `]]\0>` afterwards would join a terminator that ends the section
+/// early and lets the rest of the value be read as markup (found by the property tests).
 fn push_cdata(out: &mut String, s: &str) {
+    let mut clean = String::new();
+    let s = if s.chars().all(is_xml_char) {
+        s
+    } else {
+        push_xml_chars(&mut clean, s);
+        clean.as_str()
+    };
     out.push_str("<![CDATA[");
     let mut rest = s;
     while let Some(i) = rest.find("]]>") {
-        push_xml_chars(out, &rest[..i + 2]);
+        out.push_str(&rest[..i + 2]);
         out.push_str("]]><![CDATA[");
         rest = &rest[i + 2..];
     }
-    push_xml_chars(out, rest);
+    out.push_str(rest);
     out.push_str("]]>");
 }
 
@@ -810,5 +819,224 @@ mod tests {
         let b = parse("<xml>\n  <A><![CDATA[1]]></A>\n</xml>").unwrap();
         assert_eq!(a, b);
         assert_eq!(format!("{a:?}"), "{\"A\": \"1\"}");
+    }
+}
+
+/// Property tests (issue 7): the reader never panics on any input, and what the writers produce
+/// always reads back as the values written.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pieces of XML, well-formed and not, that the generated documents are assembled from.
+    fn xml_piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("<xml>".to_owned()),
+            Just("</xml>".to_owned()),
+            Just("<xml/>".to_owned()),
+            Just("<A>".to_owned()),
+            Just("</A>".to_owned()),
+            Just("<B/>".to_owned()),
+            Just("<C x=\"1\">".to_owned()),
+            Just("</C>".to_owned()),
+            Just("<![CDATA[".to_owned()),
+            Just("]]>".to_owned()),
+            Just("&lt;".to_owned()),
+            Just("&amp;".to_owned()),
+            Just("&#x41;".to_owned()),
+            Just("&#0;".to_owned()),
+            Just("&#xD800;".to_owned()),
+            Just("&lol;".to_owned()),
+            Just("&".to_owned()),
+            Just("<".to_owned()),
+            Just(">".to_owned()),
+            Just("<!DOCTYPE xml [<!ENTITY lol \"lol\">]>".to_owned()),
+            Just("<?xml version=\"1.0\"?>".to_owned()),
+            Just("<!-- c -->".to_owned()),
+            Just("<?pi x?>".to_owned()),
+            Just(" \n\t\r".to_owned()),
+            Just("\u{feff}".to_owned()),
+            Just("中文".to_owned()),
+            "[a-zA-Z0-9 ]{0,8}",
+            ".{0,8}",
+        ]
+    }
+
+    fn xml_ish() -> impl Strategy<Value = String> {
+        prop::collection::vec(xml_piece(), 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    /// A value XML can carry (the writers drop anything else, so expected values are these).
+    fn xml_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,24}",
+            // The characters the writers have to treat specially, densely.
+            prop::collection::vec(
+                prop_oneof![
+                    Just("]]>"),
+                    Just("]]"),
+                    Just("]"),
+                    Just(">"),
+                    Just("<"),
+                    Just("&"),
+                    Just("<![CDATA["),
+                    Just("\u{0}"),
+                    Just("\u{1b}"),
+                    Just("\u{fffe}"),
+                    Just(" "),
+                    Just("\r\n"),
+                    Just("x"),
+                    Just("你"),
+                ],
+                0..24
+            )
+            .prop_map(|v| v.concat()),
+        ]
+    }
+
+    fn xml_chars(s: &str) -> String {
+        s.chars().filter(|&c| is_xml_char(c)).collect()
+    }
+
+    /// The whitespace the writers leave as it is (CR becomes `&#13;`).
+    fn is_literal_ws(c: char) -> bool {
+        matches!(c, ' ' | '\t' | '\n')
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[A-Za-z_][A-Za-z0-9_]{0,12}"
+    }
+
+    #[test]
+    fn a_control_character_inside_a_cdata_terminator_cannot_end_the_section() {
+        // Regression: `]]\0>` became `]]>` after the split, so the section ended early and the
+        // rest of the value was read as markup: here, a second MsgType injected into the reply.
+        let content = "]]\u{0}></Content><MsgType>news</MsgType><Content><![CDATA[x";
+        let reply = text_reply("oUser", "gh_account", 1, content);
+        let doc = Document::parse(reply.as_bytes()).unwrap();
+        assert_eq!(doc.get_all("MsgType").collect::<Vec<_>>(), ["text"]);
+        assert_eq!(
+            doc.child("Content"),
+            Some("]]></Content><MsgType>news</MsgType><Content><![CDATA[x")
+        );
+        let envelope = encrypted_reply("e", "s]]\u{1}>", "1", "n");
+        assert_eq!(
+            Document::parse(envelope.as_bytes())
+                .unwrap()
+                .child("MsgSignature"),
+            Some("s]]>")
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Document::parse(&bytes);
+        }
+
+        #[test]
+        fn parse_never_panics_on_xml_ish_strings(s in xml_ish()) {
+            if let Ok(doc) = Document::parse(s.as_bytes()) {
+                // Whatever was accepted reads back, and no value carries a control character
+                // (normalize builds event ids with 0x1f as the separator).
+                for (n, v) in doc.iter() {
+                    prop_assert!(doc.get(n).is_some());
+                    prop_assert!(
+                        !v.bytes().any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')),
+                        "{:?}", v
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn documents_of_cdata_and_escaped_text_read_back_as_written(
+            fields in prop::collection::vec((name(), xml_value(), any::<bool>()), 0..12),
+            container in any::<bool>(),
+        ) {
+            let mut xml = String::from("<xml>");
+            if container {
+                xml.push_str("<Box>");
+            }
+            let mut expected = Vec::new();
+            for (name, value, cdata) in &fields {
+                if *cdata {
+                    element_cdata(&mut xml, name, value);
+                    expected.push((name.clone(), xml_chars(value)));
+                } else {
+                    element_text(&mut xml, name, value);
+                    // Escaped text loses its leading and trailing whitespace (indentation),
+                    // except CR, which the writer escapes as `&#13;`: a reference is content.
+                    let trimmed = xml_chars(value).trim_matches(is_literal_ws).to_owned();
+                    expected.push((name.clone(), trimmed));
+                }
+            }
+            if container {
+                xml.push_str("</Box>");
+                if fields.is_empty() {
+                    // An empty container is a leaf itself.
+                    expected.push(("Box".to_owned(), String::new()));
+                }
+            }
+            xml.push_str("</xml>");
+            let doc = Document::parse(xml.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}: {xml}")))?;
+            let got: Vec<(String, String)> =
+                doc.iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
+            prop_assert_eq!(got, expected, "{}", xml);
+        }
+
+        #[test]
+        fn a_text_reply_reads_back_as_its_values(
+            to in xml_value(),
+            from in xml_value(),
+            create_time in any::<u64>(),
+            content in xml_value(),
+        ) {
+            let reply = text_reply(&to, &from, create_time, &content);
+            let doc = Document::parse(reply.as_bytes())
+                .map_err(|e| TestCaseError::fail(format!("{e}: {reply}")))?;
+            let create_time = create_time.to_string();
+            let (to, from, content) = (xml_chars(&to), xml_chars(&from), xml_chars(&content));
+            prop_assert_eq!(
+                doc.iter().collect::<Vec<_>>(),
+                vec![
+                    ("ToUserName", to.as_str()),
+                    ("FromUserName", from.as_str()),
+                    ("CreateTime", create_time.as_str()),
+                    ("MsgType", "text"),
+                    ("Content", content.as_str()),
+                ],
+                "{}", reply
+            );
+        }
+
+        #[test]
+        fn an_encrypted_reply_reads_back_as_its_values(
+            encrypt in xml_value(),
+            signature in xml_value(),
+            timestamp in xml_value(),
+            nonce in xml_value(),
+        ) {
+            let reply = encrypted_reply(&encrypt, &signature, &timestamp, &nonce);
+            let doc = Document::parse(reply.as_bytes())
+                .map_err(|e| TestCaseError::fail(format!("{e}: {reply}")))?;
+            let timestamp = xml_chars(&timestamp).trim_matches(is_literal_ws).to_owned();
+            let (encrypt, signature, nonce) =
+                (xml_chars(&encrypt), xml_chars(&signature), xml_chars(&nonce));
+            prop_assert_eq!(
+                doc.iter().collect::<Vec<_>>(),
+                vec![
+                    ("Encrypt", encrypt.as_str()),
+                    ("MsgSignature", signature.as_str()),
+                    ("TimeStamp", timestamp.as_str()),
+                    ("Nonce", nonce.as_str()),
+                ],
+                "{}", reply
+            );
+        }
     }
 }

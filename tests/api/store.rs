@@ -6,10 +6,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use wechat_gateway::domain::Secret;
 use wechat_gateway::pb;
 use wechat_gateway::store::embedded::EmbeddedStore;
 use wechat_gateway::store::redis::RedisStore;
-use wechat_gateway::store::{OutboxEntry, Recorded, Store, StoreError};
+use wechat_gateway::store::{CachedToken, OutboxEntry, Recorded, SceneRecord, Store, StoreError};
 
 use crate::support::redis::{fresh_db_url, shared_url, RedisServer};
 
@@ -364,6 +365,100 @@ async fn de_duplication_and_the_outbox_survive_reopening_the_store(b: impl Backe
     );
 }
 
+async fn a_cached_token_is_evicted_only_while_it_is_still_the_rejected_one(b: impl Backend) {
+    let store = b.open().await;
+    let key = format!("mp-{}", b.accounts()[0]);
+    assert_eq!(store.cached_token(&key).await.unwrap(), None);
+    let t1 = CachedToken {
+        token: Secret::new("t1"),
+        expires_at_ms: 1_000,
+        forced_at_ms: 7,
+        forced_day: 3,
+        forced_today: 2,
+    };
+    store.put_token(&key, &t1).await.unwrap();
+    assert_eq!(store.cached_token(&key).await.unwrap().as_ref(), Some(&t1));
+    assert!(
+        !store.evict_token(&key, "t0").await.unwrap(),
+        "not the cached one"
+    );
+    assert!(!store.evict_token(&key, "").await.unwrap());
+    assert!(store.evict_token(&key, "t1").await.unwrap());
+    assert!(
+        !store.evict_token(&key, "t1").await.unwrap(),
+        "already evicted"
+    );
+    let evicted = store.cached_token(&key).await.unwrap().unwrap();
+    assert!(evicted.token.is_empty());
+    assert_eq!(
+        (
+            evicted.forced_at_ms,
+            evicted.forced_day,
+            evicted.forced_today
+        ),
+        (7, 3, 2),
+        "the force-refresh budget outlives the eviction"
+    );
+    let t2 = CachedToken {
+        token: Secret::new("t2"),
+        ..t1
+    };
+    store.put_token(&key, &t2).await.unwrap();
+    assert!(
+        !store.evict_token(&key, "t1").await.unwrap(),
+        "replaced meanwhile"
+    );
+    assert_eq!(
+        store.cached_token(&key).await.unwrap().unwrap().token,
+        Secret::new("t2")
+    );
+}
+
+async fn one_owner_at_a_time_holds_a_token_lease_until_it_releases_or_it_lapses(b: impl Backend) {
+    let store = b.open().await;
+    let key = format!("mp-{}", b.accounts()[1]);
+    let long = Duration::from_secs(30);
+    assert!(store.try_lease(&key, "a", long).await.unwrap());
+    assert!(!store.try_lease(&key, "b", long).await.unwrap());
+    store.release_lease(&key, "b").await.unwrap();
+    assert!(
+        !store.try_lease(&key, "b", long).await.unwrap(),
+        "only its holder releases it"
+    );
+    store.release_lease(&key, "a").await.unwrap();
+    assert!(store
+        .try_lease(&key, "b", Duration::from_millis(100))
+        .await
+        .unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !store.try_lease(&key, "c", long).await.unwrap() {
+        assert!(Instant::now() < deadline, "the lease never lapsed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn registered_scenes_are_found_per_account_and_survive_reopening(b: impl Backend) {
+    let [a, other] = b.accounts();
+    let record = SceneRecord {
+        label: "Spring Expo".into(),
+        metadata: [("campaign".to_owned(), "expo".to_owned())].into(),
+        actor: "ops".into(),
+        created_at: 1_700_000_000,
+    };
+    {
+        let store = b.open().await;
+        assert_eq!(store.scene(a, "spring-expo").await.unwrap(), None);
+        store.put_scene(a, "spring-expo", &record).await.unwrap();
+        assert_eq!(
+            store.scene(a, "spring-expo").await.unwrap().as_ref(),
+            Some(&record)
+        );
+        assert_eq!(store.scene(other, "spring-expo").await.unwrap(), None);
+    }
+    let store = b.open().await;
+    assert_eq!(store.scene(a, "spring-expo").await.unwrap(), Some(record));
+}
+
 macro_rules! conformance {
     ($($check:ident),+ $(,)?) => {
         mod embedded {
@@ -397,6 +492,9 @@ conformance!(
     outbox_stats_count_undelivered_events_and_age_the_oldest,
     two_hundred_concurrent_records_are_all_durable_without_duplicates,
     de_duplication_and_the_outbox_survive_reopening_the_store,
+    a_cached_token_is_evicted_only_while_it_is_still_the_rejected_one,
+    one_owner_at_a_time_holds_a_token_lease_until_it_releases_or_it_lapses,
+    registered_scenes_are_found_per_account_and_survive_reopening,
 );
 
 // Embedded only.

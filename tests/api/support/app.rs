@@ -35,7 +35,16 @@ pub struct AppOptions {
     pub backend: Backend,
     pub crm_endpoint: Option<String>,
     pub max_body_bytes: usize,
+    /// `wechat.mp_api_base` and `wechat.work_api_base` (a fake WeChat); WeChat's own if `None`.
+    pub wechat_base: Option<String>,
+    /// `wechat.timeout_ms` when `wechat_base` is set.
+    pub wechat_timeout_ms: u64,
+    /// Require [`GRPC_TOKEN`] (name `crm`) on gRPC `Gateway` calls.
+    pub grpc_auth: bool,
 }
+
+/// The gRPC bearer token of apps spawned with `grpc_auth`.
+pub const GRPC_TOKEN: &str = "test-grpc-token-0123456789";
 
 impl AppOptions {
     pub fn embedded(dir: &Path) -> Self {
@@ -43,6 +52,9 @@ impl AppOptions {
             backend: Backend::Embedded(dir.to_path_buf()),
             crm_endpoint: None,
             max_body_bytes: 65536,
+            wechat_base: None,
+            wechat_timeout_ms: 2000,
+            grpc_auth: false,
         }
     }
 
@@ -51,11 +63,19 @@ impl AppOptions {
             backend: Backend::Redis(url.to_owned()),
             crm_endpoint: None,
             max_body_bytes: 65536,
+            wechat_base: None,
+            wechat_timeout_ms: 2000,
+            grpc_auth: false,
         }
     }
 
     pub fn crm(mut self, endpoint: &str) -> Self {
         self.crm_endpoint = Some(endpoint.to_owned());
+        self
+    }
+
+    pub fn wechat(mut self, base: &str) -> Self {
+        self.wechat_base = Some(base.to_owned());
         self
     }
 }
@@ -73,6 +93,18 @@ pub fn config_toml(opts: &AppOptions) -> String {
         Some(e) => format!("[crm]\nendpoint = {e:?}\ntimeout_ms = 2000\n"),
         None => String::new(),
     };
+    let wechat = match &opts.wechat_base {
+        Some(base) => format!(
+            "[wechat]\nmp_api_base = {base:?}\nwork_api_base = {base:?}\ntimeout_ms = {}\n",
+            opts.wechat_timeout_ms
+        ),
+        None => String::new(),
+    };
+    let grpc_tokens = if opts.grpc_auth {
+        format!("[[grpc.tokens]]\nname = \"crm\"\ntoken = \"{GRPC_TOKEN}\"\n")
+    } else {
+        String::new()
+    };
     format!(
         r#"
 [http]
@@ -81,11 +113,14 @@ max_body_bytes = {max_body}
 
 [grpc]
 listen = "127.0.0.1:0"
+{grpc_tokens}
 
 [store]
 {store}
 
 {crm}
+
+{wechat}
 
 [callbacks]
 max_clock_skew_seconds = 300

@@ -2,4 +2,5 @@
 
 pub mod app;
 pub mod crm;
+pub mod fake_wechat;
 pub mod redis;

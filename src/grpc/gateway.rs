@@ -1,0 +1,118 @@
+//! `wechat_gateway.v1.Gateway`: thin, like the admin routes. Each rpc converts its request at
+//! the door, calls the same use case as the admin API (`crate::services`), and maps errors
+//! through the one `AdminError` → `Status` map in `crate::error`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::config::AdminToken;
+use crate::domain::match_token;
+use crate::domain::scene::SceneInput;
+use crate::error::AdminError;
+use crate::pb::gateway_server::Gateway;
+use crate::pb::{
+    create_qr_code_request, send_message_request, CreateQrCodeRequest, CreateQrCodeResponse,
+    SendMessageRequest, SendMessageResponse,
+};
+use crate::services::message::{send_message, Outgoing};
+use crate::services::qrcode::{create_qr_code, CreateQrCode};
+use crate::services::Services;
+
+/// The actor recorded for changes made over gRPC when no `[[grpc.tokens]]` are configured.
+const ANONYMOUS: &str = "grpc";
+
+pub struct GatewayService {
+    services: Arc<Services>,
+    /// `[[grpc.tokens]]`; empty: every caller is let in as [`ANONYMOUS`].
+    tokens: Vec<AdminToken>,
+}
+
+impl GatewayService {
+    pub fn new(services: Arc<Services>, tokens: Vec<AdminToken>) -> Self {
+        Self { services, tokens }
+    }
+
+    /// The caller's token name, from `authorization: Bearer <token>` metadata.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<String, AdminError> {
+        if self.tokens.is_empty() {
+            return Ok(ANONYMOUS.to_owned());
+        }
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AdminError::MissingToken)?;
+        let tokens = self.tokens.iter().map(|t| (t.name.as_str(), &t.token));
+        match_token(tokens, presented)
+            .map(str::to_owned)
+            .ok_or(AdminError::BadToken)
+    }
+}
+
+impl TryFrom<CreateQrCodeRequest> for CreateQrCode {
+    type Error = AdminError;
+
+    fn try_from(r: CreateQrCodeRequest) -> Result<Self, AdminError> {
+        let scene = match r.scene {
+            Some(create_qr_code_request::Scene::SceneId(id)) => SceneInput::Id(id.into()),
+            Some(create_qr_code_request::Scene::SceneStr(s)) => SceneInput::Str(s),
+            None => {
+                return Err(AdminError::Validation(
+                    "scene: set scene_id or scene_str".into(),
+                ))
+            }
+        };
+        Ok(Self {
+            scene,
+            permanent: r.permanent,
+            expire_seconds: (r.expire_seconds != 0).then_some(r.expire_seconds.into()),
+            label: r.label,
+            metadata: r.metadata.into_iter().collect(),
+            users: r.users,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Gateway for GatewayService {
+    async fn create_qr_code(
+        &self,
+        request: Request<CreateQrCodeRequest>,
+    ) -> Result<Response<CreateQrCodeResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let request = request.into_inner();
+        let account = request.account_id.clone();
+        let code = create_qr_code(&self.services, &account, &actor, request.try_into()?).await?;
+        Ok(Response::new(CreateQrCodeResponse {
+            scene: code.scene,
+            ticket: code.ticket,
+            url: code.url,
+            image_url: code.image_url,
+            expire_at: code
+                .expire_at
+                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+        }))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        tracing::info!(actor = %actor, account = %r.account_id, "SendMessage");
+        let message = match r.message {
+            Some(send_message_request::Message::Text(t)) => Outgoing::Text(t.content),
+            Some(send_message_request::Message::Image(i)) => Outgoing::Image {
+                media_id: i.media_id,
+            },
+            None => return Err(AdminError::Validation("message: set text or image".into()).into()),
+        };
+        let msg_id = send_message(&self.services, &r.account_id, &r.to_user, message).await?;
+        Ok(Response::new(SendMessageResponse { msg_id }))
+    }
+}

@@ -1,0 +1,4 @@
+//! tonic adapters: the `Gateway` service the CRM calls ([`gateway`]). The `EventSink` client
+//! lives with the forwarder (`crate::outbox::sink`).
+
+pub mod gateway;

@@ -1,0 +1,79 @@
+//! `POST /admin/v1/accounts/{account}/qrcodes`: a parametric QR code (Official Account) or a
+//! contact-me code (WeCom), through [`crate::services::qrcode`].
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::admin::Actor;
+use super::AppState;
+use crate::domain::scene::SceneInput;
+use crate::error::AdminError;
+use crate::services::qrcode::{create_qr_code, CreateQrCode};
+
+pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+    scope.route("/accounts/{account}/qrcodes", web::post().to(create))
+}
+
+/// The JSON body, as the contract shows it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    scene: serde_json::Value,
+    #[serde(default)]
+    permanent: bool,
+    expire_seconds: Option<i64>,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    users: Vec<String>,
+}
+
+async fn create(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body: Body = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::Validation(format!("invalid JSON body: {e}")))?;
+    let scene = match &body.scene {
+        serde_json::Value::String(s) => SceneInput::Str(s.clone()),
+        serde_json::Value::Number(n) => SceneInput::Id(n.as_i64().ok_or_else(|| {
+            AdminError::Validation(format!("scene: {n} is not an integer scene_id"))
+        })?),
+        other => {
+            return Err(AdminError::Validation(format!(
+                "scene: must be a string (scene_str) or an integer (scene_id), got {other}"
+            )))
+        }
+    };
+    let code = create_qr_code(
+        &state.services,
+        &path.into_inner(),
+        &actor.0,
+        CreateQrCode {
+            scene,
+            permanent: body.permanent,
+            expire_seconds: body.expire_seconds,
+            label: body.label,
+            metadata: body.metadata,
+            users: body.users,
+        },
+    )
+    .await?;
+    let expire_at = code
+        .expire_at
+        .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }.to_string());
+    // The scene is answered as it was sent: a number stays a number.
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "scene": body.scene,
+        "ticket": code.ticket,
+        "url": code.url,
+        "image_url": code.image_url,
+        "expire_at": expire_at,
+    })))
+}

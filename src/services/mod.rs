@@ -1,0 +1,29 @@
+//! Use cases shared by the admin HTTP API and the gRPC `Gateway` service: each is written once
+//! here, takes validated inputs (or validates them before any call to WeChat) and answers with
+//! an [`AdminError`] that both transports map in `crate::error`.
+
+pub mod message;
+pub mod qrcode;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Account;
+use crate::error::AdminError;
+use crate::store::Store;
+use crate::wechat::tokens::TokenAuthority;
+
+/// What the use cases need; one per process, shared by actix workers and the tonic server.
+pub struct Services {
+    pub accounts: HashMap<String, Arc<Account>>,
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenAuthority,
+}
+
+impl Services {
+    pub fn account(&self, id: &str) -> Result<&Arc<Account>, AdminError> {
+        self.accounts
+            .get(id)
+            .ok_or_else(|| AdminError::NotFound(format!("unknown account {id:?}")))
+    }
+}

@@ -1,0 +1,469 @@
+//! The WeChat HTTP API client, for Official Accounts (`wechat.mp_api_base`) and WeCom
+//! (`wechat.work_api_base`).
+//!
+//! Every call has a deadline (`wechat.timeout_ms`), is counted in
+//! `wgw_wechat_api_calls_total{account,api,errcode}` (one count per attempt; `errcode` is WeChat's
+//! code, `0` on success, or `network`/`timeout`/`http_<status>`/`bad_response` when no code came
+//! back), and is retried with capped, jittered backoff when the failure is transient: the network,
+//! a 5xx, or errcode -1 ("系统繁忙"). WeChat's other codes become typed [`ApiError`]s and are not
+//! retried here: a rejected token is the token authority's to handle
+//! ([`crate::wechat::tokens`]), a quota is reported, never looped on.
+//!
+//! Secrets travel in query strings (`access_token`, `corpsecret`) and request bodies (`secret`):
+//! no URL, query or body is ever logged, and reqwest's errors are stripped of their URL.
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::config::WechatConfig;
+use crate::domain::{Platform, Secret};
+
+/// A WeChat API failure, classified as the callers need it.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ApiError {
+    /// 40001 (invalid credential), 40014 (invalid access_token), 42001 (access_token expired):
+    /// the token must be replaced, and the call may be tried once more with the new one.
+    #[error("WeChat refused the access token: errcode {errcode}: {errmsg}")]
+    TokenRejected { errcode: i64, errmsg: String },
+    /// 45009 (daily API quota reached), 45011 (API minute quota): retrying only burns more.
+    #[error("WeChat quota exhausted: errcode {errcode}: {errmsg}")]
+    QuotaExceeded { errcode: i64, errmsg: String },
+    /// 40164: the gateway's egress IP is not in the account's API IP whitelist (IP白名单).
+    #[error(
+        "WeChat refused this server's IP (errcode 40164): add it to the account's API IP \
+         whitelist: {errmsg}"
+    )]
+    IpNotWhitelisted { errmsg: String },
+    /// errcode -1, still after every retry.
+    #[error("WeChat is busy (errcode -1) after {attempts} attempts: {errmsg}")]
+    Busy { attempts: u32, errmsg: String },
+    /// Any other errcode: the request itself was refused (bad openid, bad media id, ...).
+    #[error("WeChat refused: errcode {errcode}: {errmsg}")]
+    Refused { errcode: i64, errmsg: String },
+    /// No usable answer (network, deadline, 5xx), still after every retry.
+    #[error("WeChat API unreachable after {attempts} attempts: {reason}")]
+    Unreachable { attempts: u32, reason: String },
+    /// An answer that is not what WeChat documents (not JSON, missing fields, a 4xx).
+    #[error("unexpected answer from WeChat: {0}")]
+    BadResponse(String),
+}
+
+impl ApiError {
+    /// Classifies a non-zero errcode.
+    pub fn from_errcode(errcode: i64, errmsg: String) -> Self {
+        match errcode {
+            40001 | 40014 | 42001 => Self::TokenRejected { errcode, errmsg },
+            45009 | 45011 => Self::QuotaExceeded { errcode, errmsg },
+            40164 => Self::IpNotWhitelisted { errmsg },
+            -1 => Self::Busy {
+                attempts: 1,
+                errmsg,
+            },
+            _ => Self::Refused { errcode, errmsg },
+        }
+    }
+}
+
+/// Timeouts and retries of every call.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Deadline of one attempt.
+    pub timeout: Duration,
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// First backoff; doubles per failed attempt up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            attempts: 3,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+
+    /// The longest a call can take with all its retries: what a token lease must outlast.
+    pub fn worst_case(&self) -> Duration {
+        self.timeout * self.attempts + self.backoff_max * self.attempts.saturating_sub(1)
+    }
+
+    /// Wait before attempt `n + 1` (n ≥ 1 failures so far): random in [d/2, d].
+    fn backoff(&self, failures: u32) -> Duration {
+        let d = self
+            .backoff_min
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(self.backoff_max);
+        let half = d / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+}
+
+/// An access token as WeChat issued it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessToken {
+    pub access_token: Secret,
+    /// Seconds from now (7200 as WeChat documents it).
+    pub expires_in: u64,
+}
+
+/// The answer of `cgi-bin/qrcode/create`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QrTicket {
+    pub ticket: String,
+    /// Absent for permanent codes.
+    #[serde(default)]
+    pub expire_seconds: Option<u64>,
+    /// The URL the QR image encodes.
+    pub url: String,
+}
+
+/// The answer of `externalcontact/add_contact_way`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContactWay {
+    pub config_id: String,
+    /// The URL of the QR code image (scene 2).
+    #[serde(default)]
+    pub qr_code: String,
+}
+
+/// The answer of WeCom's `message/send`: the recipients it could not reach.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WorkSent {
+    #[serde(default)]
+    pub invaliduser: String,
+    #[serde(default)]
+    pub msgid: String,
+}
+
+/// An answer with nothing but errcode/errmsg (checked before this is decoded).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Empty {}
+
+/// One request to WeChat. `query` and `body` may hold secrets: never logged.
+struct Request<'a> {
+    account: &'a str,
+    platform: Platform,
+    /// Metric label and log field, e.g. `qrcode/create`.
+    api: &'static str,
+    path: &'static str,
+    query: Vec<(&'static str, &'a str)>,
+    body: Option<&'a serde_json::Value>,
+}
+
+/// Cheap to clone: the HTTP client shares one connection pool.
+#[derive(Clone)]
+pub struct WeChatApi {
+    http: reqwest::Client,
+    mp_base: String,
+    work_base: String,
+    policy: RetryPolicy,
+}
+
+impl WeChatApi {
+    /// Needs the rustls provider installed (`startup::install_tls_provider`).
+    pub fn new(cfg: &WechatConfig) -> anyhow::Result<Self> {
+        let policy = RetryPolicy::new(cfg.timeout);
+        let http = reqwest::Client::builder()
+            .timeout(policy.timeout)
+            .connect_timeout(policy.timeout)
+            .build()?;
+        Ok(Self {
+            http,
+            mp_base: cfg.mp_api_base.clone(),
+            work_base: cfg.work_api_base.clone(),
+            policy,
+        })
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// `cgi-bin/stable_token`: the Official Account token that other holders of the same appid
+    /// share; `force_refresh` invalidates the previous one (WeChat allows 20 a day, 30 s apart).
+    pub async fn stable_token(
+        &self,
+        account: &str,
+        app_id: &str,
+        secret: &Secret,
+        force_refresh: bool,
+    ) -> Result<AccessToken, ApiError> {
+        let body = serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": app_id,
+            "secret": secret.expose(),
+            "force_refresh": force_refresh,
+        });
+        self.call(Request {
+            account,
+            platform: Platform::Mp,
+            api: "stable_token",
+            path: "/cgi-bin/stable_token",
+            query: Vec::new(),
+            body: Some(&body),
+        })
+        .await
+    }
+
+    /// WeCom `cgi-bin/gettoken`: one token per corp and application secret.
+    pub async fn work_token(
+        &self,
+        account: &str,
+        corp_id: &str,
+        secret: &Secret,
+    ) -> Result<AccessToken, ApiError> {
+        self.call(Request {
+            account,
+            platform: Platform::Work,
+            api: "gettoken",
+            path: "/cgi-bin/gettoken",
+            query: vec![("corpid", corp_id), ("corpsecret", secret.expose())],
+            body: None,
+        })
+        .await
+    }
+
+    /// A POST of JSON with `?access_token=`, as every action API of both platforms takes it.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        account: &str,
+        platform: Platform,
+        api: &'static str,
+        path: &'static str,
+        token: &Secret,
+        body: &serde_json::Value,
+    ) -> Result<T, ApiError> {
+        self.call(Request {
+            account,
+            platform,
+            api,
+            path,
+            query: vec![("access_token", token.expose())],
+            body: Some(body),
+        })
+        .await
+    }
+
+    async fn call<T: DeserializeOwned>(&self, req: Request<'_>) -> Result<T, ApiError> {
+        let base = match req.platform {
+            Platform::Mp => &self.mp_base,
+            Platform::Work => &self.work_base,
+        };
+        let url = format!("{base}{}", req.path);
+        let mut failures = 0;
+        loop {
+            let (label, outcome) = self.attempt::<T>(&url, &req).await;
+            metrics::counter!("wgw_wechat_api_calls_total",
+                "account" => req.account.to_owned(), "api" => req.api, "errcode" => label.clone())
+            .increment(1);
+            let transient = match outcome {
+                Ok(value) => return Ok(value),
+                Err(Attempt::Final(e)) => {
+                    tracing::warn!(account = req.account, api = req.api, errcode = %label,
+                        error = %e, "WeChat API call failed");
+                    return Err(e);
+                }
+                Err(Attempt::Transient(e)) => e,
+            };
+            failures += 1;
+            if failures >= self.policy.attempts {
+                let e = match transient {
+                    ApiError::Busy { errmsg, .. } => ApiError::Busy {
+                        attempts: failures,
+                        errmsg,
+                    },
+                    ApiError::Unreachable { reason, .. } => ApiError::Unreachable {
+                        attempts: failures,
+                        reason,
+                    },
+                    other => other,
+                };
+                tracing::warn!(account = req.account, api = req.api, errcode = %label,
+                    error = %e, "WeChat API call failed; no retries left");
+                return Err(e);
+            }
+            let wait = self.policy.backoff(failures);
+            tracing::info!(account = req.account, api = req.api, errcode = %label,
+                retry_in_ms = wait.as_millis() as u64, "transient WeChat API failure; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt: its metric label and its outcome.
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        req: &Request<'_>,
+    ) -> (String, Result<T, Attempt>) {
+        let builder = match req.body {
+            Some(body) => self.http.post(url).json(body),
+            None => self.http.get(url),
+        };
+        let response = match builder.query(&req.query).send().await {
+            Ok(r) => r,
+            Err(e) => return network(e),
+        };
+        let status = response.status();
+        if status.is_server_error() {
+            return (
+                format!("http_{}", status.as_u16()),
+                Err(Attempt::Transient(ApiError::Unreachable {
+                    attempts: 1,
+                    reason: format!("HTTP {status}"),
+                })),
+            );
+        }
+        if !status.is_success() {
+            return (
+                format!("http_{}", status.as_u16()),
+                Err(Attempt::Final(ApiError::BadResponse(format!(
+                    "HTTP {status}"
+                )))),
+            );
+        }
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return network(e),
+        };
+        let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return (
+                    "bad_response".into(),
+                    Err(Attempt::Final(ApiError::BadResponse(format!(
+                        "not JSON: {e}"
+                    )))),
+                )
+            }
+        };
+        let errcode = value.get("errcode").and_then(|c| c.as_i64()).unwrap_or(0);
+        if errcode != 0 {
+            let errmsg = value
+                .get("errmsg")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let e = ApiError::from_errcode(errcode, errmsg);
+            let outcome = if errcode == -1 {
+                Attempt::Transient(e)
+            } else {
+                Attempt::Final(e)
+            };
+            return (errcode.to_string(), Err(outcome));
+        }
+        match serde_json::from_value(value) {
+            Ok(v) => ("0".into(), Ok(v)),
+            Err(e) => (
+                "bad_response".into(),
+                Err(Attempt::Final(ApiError::BadResponse(format!(
+                    "{} answer: {e}",
+                    req.api
+                )))),
+            ),
+        }
+    }
+}
+
+enum Attempt {
+    /// Worth another attempt.
+    Transient(ApiError),
+    Final(ApiError),
+}
+
+fn network<T>(e: reqwest::Error) -> (String, Result<T, Attempt>) {
+    let label = if e.is_timeout() { "timeout" } else { "network" };
+    // The URL may carry `access_token` or `corpsecret`.
+    let reason = e.without_url().to_string();
+    (
+        label.into(),
+        Err(Attempt::Transient(ApiError::Unreachable {
+            attempts: 1,
+            reason,
+        })),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errcodes_are_classified_as_documented() {
+        let c = |code| ApiError::from_errcode(code, "m".into());
+        for code in [40001, 40014, 42001] {
+            assert!(matches!(c(code), ApiError::TokenRejected { .. }), "{code}");
+        }
+        for code in [45009, 45011] {
+            assert!(matches!(c(code), ApiError::QuotaExceeded { .. }), "{code}");
+        }
+        assert!(matches!(c(40164), ApiError::IpNotWhitelisted { .. }));
+        assert!(matches!(c(-1), ApiError::Busy { .. }));
+        assert!(matches!(c(40003), ApiError::Refused { errcode: 40003, .. }));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_api_is_retried_and_its_error_never_shows_the_token_or_secret() {
+        crate::startup::install_tls_provider();
+        // A port nothing listens on: every attempt is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let api = WeChatApi::new(&WechatConfig {
+            mp_api_base: base.clone(),
+            work_api_base: base,
+            timeout: Duration::from_millis(500),
+        })
+        .unwrap();
+        let token = Secret::new("ACCESS-TOKEN-VALUE-1");
+        let e = api
+            .post::<Empty>(
+                "acme",
+                Platform::Mp,
+                "x",
+                "/x",
+                &token,
+                &serde_json::json!({}),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ApiError::Unreachable { attempts: 3, .. }),
+            "{e:?}"
+        );
+        let secret = Secret::new("APP-SECRET-VALUE-2");
+        let e2 = api.work_token("acme", "ww1", &secret).await.unwrap_err();
+        for shown in [
+            e.to_string(),
+            format!("{e:?}"),
+            e2.to_string(),
+            format!("{e2:?}"),
+        ] {
+            assert!(
+                !shown.contains("ACCESS-TOKEN") && !shown.contains("APP-SECRET"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let p = RetryPolicy::new(Duration::from_secs(1));
+        for n in 1..30 {
+            let d = p.backoff(n);
+            assert!(d <= p.backoff_max, "{n}: {d:?}");
+            assert!(d >= p.backoff_min / 2, "{n}: {d:?}");
+        }
+        assert!(p.worst_case() >= Duration::from_secs(3));
+    }
+}

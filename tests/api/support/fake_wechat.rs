@@ -1,0 +1,244 @@
+//! A fake WeChat HTTP API (Official Accounts and WeCom on one server): a real actix-web server on
+//! a random loopback port that behaves as WeChat documents for the APIs the gateway calls.
+//!
+//! - It records every request (path, query, JSON body) in arrival order.
+//! - It issues a new access token on every token fetch (`stable_token`, `gettoken`), and only
+//!   the newest token of a credential is valid: any other answers 40001, as a token replaced by
+//!   a `force_refresh` or by another system would.
+//! - Errors can be injected per path (an errcode, or an HTTP status, for the next N calls, before
+//!   the token is looked at), and every answer of a path can be delayed.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub query: HashMap<String, String>,
+    pub body: Value,
+}
+
+impl Recorded {
+    pub fn token(&self) -> &str {
+        self.query.get("access_token").map_or("", String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Injected {
+    /// `{"errcode": N, "errmsg": "injected"}` with HTTP 200, as WeChat answers errors.
+    Errcode(i64),
+    /// An HTTP status with an empty body.
+    Status(u16),
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    /// Credential (appid or corpid) → its one valid token.
+    current: HashMap<String, String>,
+    issued: u64,
+    injected: HashMap<String, VecDeque<Injected>>,
+    delays: HashMap<String, Duration>,
+    /// `expires_in` of the tokens issued (WeChat's 7200 unless set).
+    expires_in: Option<u64>,
+}
+
+pub struct FakeWeChat {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl FakeWeChat {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(shared.clone())
+                .default_service(web::to(handle))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            addr,
+            state,
+            server: handle,
+        }
+    }
+
+    /// The base URL for `wechat.mp_api_base` and `wechat.work_api_base`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state().requests.clone()
+    }
+
+    /// The requests to one path (e.g. `/cgi-bin/qrcode/create`).
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.requests_to(path).len()
+    }
+
+    /// The next `times` calls to `path` answer `what`, whatever their token.
+    pub fn inject(&self, path: &str, what: Injected, times: usize) {
+        let mut state = self.state();
+        let queue = state.injected.entry(path.to_owned()).or_default();
+        queue.extend(std::iter::repeat_n(what, times));
+    }
+
+    /// Every answer of `path` waits `delay` first.
+    pub fn delay(&self, path: &str, delay: Duration) {
+        self.state().delays.insert(path.to_owned(), delay);
+    }
+
+    /// Every token handed out so far stops working, as when another system holding the same
+    /// credential forced a refresh.
+    pub fn invalidate_tokens(&self) {
+        let mut state = self.state();
+        for token in state.current.values_mut() {
+            *token = format!("{token}-invalidated");
+        }
+    }
+
+    /// Tokens issued from now on say they expire after `seconds`.
+    pub fn set_expires_in(&self, seconds: u64) {
+        self.state().expires_in = Some(seconds);
+    }
+
+    /// The newest token of a credential.
+    pub fn current_token(&self, credential: &str) -> Option<String> {
+        self.state().current.get(credential).cloned()
+    }
+}
+
+impl Drop for FakeWeChat {
+    fn drop(&mut self) {
+        // Not awaited: the runtime of the test ends right after.
+        drop(self.server.stop(false));
+    }
+}
+
+async fn handle(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Mutex<State>>,
+) -> HttpResponse {
+    let path = req.path().to_owned();
+    let query: HashMap<String, String> =
+        web::Query::<HashMap<String, String>>::from_query(req.query_string())
+            .map(|q| q.into_inner())
+            .unwrap_or_default();
+    let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (delay, injected) = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(Recorded {
+            path: path.clone(),
+            query: query.clone(),
+            body: json_body.clone(),
+        });
+        let injected = s.injected.get_mut(&path).and_then(VecDeque::pop_front);
+        (s.delays.get(&path).copied(), injected)
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    match injected {
+        Some(Injected::Errcode(code)) => {
+            return HttpResponse::Ok().json(json!({"errcode": code, "errmsg": "injected"}))
+        }
+        Some(Injected::Status(status)) => {
+            return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                .finish()
+        }
+        None => {}
+    }
+    let mut s = state.lock().unwrap();
+    let answer = match path.as_str() {
+        "/cgi-bin/stable_token" => {
+            let appid = json_body["appid"].as_str().unwrap_or_default();
+            if appid.is_empty() || json_body["secret"].as_str().unwrap_or_default().is_empty() {
+                json!({"errcode": 40013, "errmsg": "invalid appid"})
+            } else {
+                issue(&mut s, appid)
+            }
+        }
+        "/cgi-bin/gettoken" => match (query.get("corpid"), query.get("corpsecret")) {
+            (Some(corp), Some(secret)) if !secret.is_empty() => {
+                let corp = corp.clone();
+                issue(&mut s, &corp)
+            }
+            _ => json!({"errcode": 40013, "errmsg": "invalid corpid"}),
+        },
+        _ => {
+            let token = query.get("access_token").map_or("", String::as_str);
+            if token.is_empty() || !s.current.values().any(|t| t == token) {
+                json!({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"})
+            } else {
+                s.issued += 1;
+                let n = s.issued;
+                match path.as_str() {
+                    "/cgi-bin/qrcode/create" => {
+                        let mut answer = json!({
+                            // Base64-like, so that URL encoding shows.
+                            "ticket": format!("gQH{n}8DwAAAAAAAAAASxo+dHRw/Oi8v=="),
+                            "url": format!("http://weixin.qq.com/q/fake{n}"),
+                        });
+                        if let Some(e) = json_body.get("expire_seconds") {
+                            answer["expire_seconds"] = e.clone();
+                        }
+                        answer
+                    }
+                    "/cgi-bin/externalcontact/add_contact_way" => json!({
+                        "errcode": 0, "errmsg": "ok",
+                        "config_id": format!("cfg{n}"),
+                        "qr_code": format!("https://wework.qpic.cn/wwpic/fake{n}/0"),
+                    }),
+                    "/cgi-bin/message/custom/send" => json!({"errcode": 0, "errmsg": "ok"}),
+                    "/cgi-bin/message/send" => json!({
+                        "errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": format!("msg{n}")
+                    }),
+                    _ => json!({"errcode": 48001, "errmsg": "api unauthorized"}),
+                }
+            }
+        }
+    };
+    HttpResponse::Ok().json(answer)
+}
+
+/// A new token for the credential; the previous one stops working.
+fn issue(s: &mut State, credential: &str) -> Value {
+    s.issued += 1;
+    let token = format!("token-{credential}-{}", s.issued);
+    s.current.insert(credential.to_owned(), token.clone());
+    json!({"access_token": token, "expires_in": s.expires_in.unwrap_or(7200)})
+}
