@@ -8,6 +8,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["proto"])?;
+    // The descriptor set also feeds gRPC server reflection (grpcurl, Postman, evans).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("wechat_gateway_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure()
         .type_attribute(".wechat_gateway.v1", "#[derive(serde::Serialize)]")
         .field_attribute(

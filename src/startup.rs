@@ -109,9 +109,15 @@ impl Application {
         health_reporter
             .set_serving::<GatewayServer<GatewayService>>()
             .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("cannot build the gRPC reflection service")?;
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health_service)
+                .add_service(reflection)
                 .add_service(GatewayServer::new(GatewayService::new(
                     services,
                     cfg.grpc_tokens.clone(),

@@ -111,3 +111,37 @@ async fn with_redis_down_callbacks_get_503_and_readyz_follows_until_it_is_back()
     assert_eq!(app.get("/readyz").await.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn grpc_reflection_lists_the_gateway_and_health_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions::embedded(&dir.path().join("data")), dir.path()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for expected in ["wechat_gateway.v1.Gateway", "grpc.health.v1.Health"] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    app.stop().await;
+}
