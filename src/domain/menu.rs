@@ -514,3 +514,74 @@ mod tests {
         assert_eq!(paths(&validate_conditional_menu(&menu)), ["matchrule"]);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// Arbitrary JSON, biased towards the keys a menu has so that the checker goes deep.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("button".to_owned()),
+            Just("sub_button".to_owned()),
+            Just("name".to_owned()),
+            Just("type".to_owned()),
+            Just("key".to_owned()),
+            Just("url".to_owned()),
+            Just("appid".to_owned()),
+            Just("pagepath".to_owned()),
+            Just("matchrule".to_owned()),
+            Just("tag_id".to_owned()),
+            Just("client_platform_type".to_owned()),
+            Just("sex".to_owned()),
+            "\\PC{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            prop_oneof![
+                Just("click".to_owned()),
+                Just("view".to_owned()),
+                Just("miniprogram".to_owned()),
+                Just("https://example.com".to_owned()),
+                "\\PC{0,70}",
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..7).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn validation_never_panics_and_every_problem_has_a_message(v in json_value()) {
+            for problems in [
+                validate_menu(&v, MenuFlavor::Mp),
+                validate_menu(&v, MenuFlavor::Work),
+                validate_conditional_menu(&v),
+            ] {
+                for p in problems {
+                    prop_assert!(!p.message.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn a_valid_menu_stays_valid_inside_a_button_array(name in "[a-z0-9\u{4e00}-\u{9fa5}]{1,5}", key in "[A-Za-z0-9_]{1,128}") {
+            let menu = json!({"button": [{"type": "click", "name": name, "key": key}]});
+            prop_assert_eq!(validate_menu(&menu, MenuFlavor::Mp), vec![]);
+        }
+    }
+}
