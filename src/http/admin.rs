@@ -4,7 +4,10 @@
 //! Issue 2 brings the dead-letter routes: events the CRM refused, to inspect and replay;
 //! issue 3 the QR codes ([`super::admin_qrcodes`]).
 
-use actix_web::dev::Payload;
+use actix_web::body::EitherBody;
+use actix_web::dev::{Payload, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -22,8 +25,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::admin_qrcodes::routes(scope)
             // Unknown admin paths still demand a token first, so they reveal nothing.
-            .default_service(web::to(not_found)),
+            .default_service(web::to(not_found))
+            .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, too_large_as_json)),
     );
+}
+
+/// actix answers an oversize body itself, in plain text; the admin API answers JSON everywhere.
+fn too_large_as_json<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (req, _) = res.into_parts();
+    let body = HttpResponse::PayloadTooLarge().json(serde_json::json!({
+        "error": {
+            "code": "payload_too_large",
+            "message": "the request body is larger than http.max_body_bytes",
+        }
+    }));
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, body).map_body(|_, b| EitherBody::right(b)),
+    ))
 }
 
 /// The authenticated operator: the `name` of the admin token presented.

@@ -183,3 +183,23 @@ async fn a_batch_refused_whole_as_invalid_dead_letters_only_the_culprit() {
     assert_eq!(letters[0]["event"]["open_id"], "oPoison");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversize_admin_body_gets_a_json_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions::embedded(&dir.path().join("data")), dir.path()).await;
+    let body = format!("{{\"scene\": \"{}\"}}", "a".repeat(70_000));
+    let resp = app
+        .http
+        .post(app.url("/admin/v1/accounts/acme-mp/qrcodes"))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    app.stop().await;
+}
