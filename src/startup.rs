@@ -80,6 +80,7 @@ impl Application {
             accounts: accounts.clone(),
             store: store.clone(),
             tokens: TokenAuthority::new(api, store.clone(), lease_owner),
+            menu_locks: Default::default(),
         });
         let state = web::Data::new(AppState {
             accounts,

@@ -13,8 +13,10 @@ use crate::error::AdminError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
     create_qr_code_request, send_message_request, CreateQrCodeRequest, CreateQrCodeResponse,
-    SendMessageRequest, SendMessageResponse,
+    DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse, SendMessageRequest,
+    SendMessageResponse, SetMenuRequest, SetMenuResponse,
 };
+use crate::services::menu;
 use crate::services::message::{send_message, Outgoing};
 use crate::services::qrcode::{create_qr_code, CreateQrCode};
 use crate::services::Services;
@@ -114,5 +116,55 @@ impl Gateway for GatewayService {
         };
         let msg_id = send_message(&self.services, &r.account_id, &r.to_user, message).await?;
         Ok(Response::new(SendMessageResponse { msg_id }))
+    }
+
+    async fn get_menu(
+        &self,
+        request: Request<GetMenuRequest>,
+    ) -> Result<Response<GetMenuResponse>, Status> {
+        self.authenticate(&request)?;
+        let r = request.into_inner();
+        let live = menu::live_menu(&self.services, &r.account_id).await?;
+        Ok(Response::new(GetMenuResponse {
+            menu_json: live.menu.to_string(),
+            version: live.version.unwrap_or(0),
+            drift: live.drift,
+        }))
+    }
+
+    async fn set_menu(
+        &self,
+        request: Request<SetMenuRequest>,
+    ) -> Result<Response<SetMenuResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        let body: serde_json::Value = serde_json::from_str(&r.menu_json)
+            .map_err(|e| AdminError::Validation(format!("menu_json: not JSON: {e}")))?;
+        let answer = if r.conditional {
+            let menuid = menu::add_conditional(&self.services, &r.account_id, &actor, body).await?;
+            SetMenuResponse { version: 0, menuid }
+        } else {
+            let version = menu::publish(&self.services, &r.account_id, &actor, body).await?;
+            SetMenuResponse {
+                version,
+                menuid: String::new(),
+            }
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn delete_menu(
+        &self,
+        request: Request<DeleteMenuRequest>,
+    ) -> Result<Response<DeleteMenuResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        let version = if r.menuid.is_empty() {
+            menu::delete(&self.services, &r.account_id, &actor).await?
+        } else {
+            menu::delete_conditional(&self.services, &r.account_id, &actor, &r.menuid).await?;
+            0
+        };
+        Ok(Response::new(DeleteMenuResponse { version }))
     }
 }

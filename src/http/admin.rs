@@ -2,7 +2,7 @@
 //! `admin.tokens`; the token's name is the actor recorded in logs.
 //!
 //! Issue 2 brings the dead-letter routes: events the CRM refused, to inspect and replay;
-//! issue 3 the QR codes ([`super::admin_qrcodes`]).
+//! issue 3 the QR codes ([`super::admin_qrcodes`]); issue 4 the menus ([`super::admin_menu`]).
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{Payload, ServiceResponse};
@@ -23,7 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(replay_dead_letter),
         );
     cfg.service(
-        super::admin_qrcodes::routes(scope)
+        super::admin_menu::routes(super::admin_qrcodes::routes(scope))
             // Unknown admin paths still demand a token first, so they reveal nothing.
             .default_service(web::to(not_found))
             .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, too_large_as_json)),

@@ -1,8 +1,9 @@
 //! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`],
-//! [`admin_qrcodes`]) and operations ([`health`]). Each
+//! [`admin_qrcodes`], [`admin_menu`]) and operations ([`health`]). Each
 //! handler extracts, calls the layer below, and maps errors in `crate::error`.
 
 pub mod admin;
+pub mod admin_menu;
 pub mod admin_qrcodes;
 pub mod callbacks;
 pub mod health;

@@ -2,6 +2,7 @@
 //! here, takes validated inputs (or validates them before any call to WeChat) and answers with
 //! an [`AdminError`] that both transports map in `crate::error`.
 
+pub mod menu;
 pub mod message;
 pub mod qrcode;
 
@@ -18,6 +19,8 @@ pub struct Services {
     pub accounts: HashMap<String, Arc<Account>>,
     pub store: Arc<dyn Store>,
     pub tokens: TokenAuthority,
+    /// Serializes each account's menu changes.
+    pub menu_locks: menu::MenuLocks,
 }
 
 impl Services {

@@ -9,8 +9,8 @@
 //! transactions on tokio's blocking pool, which redb runs beside the writer. No tokio worker
 //! ever waits on redb, except [`Drop`], which waits for the writer's last batch.
 //!
-//! The scene registry is a redb table, written through the same writer. Access tokens and
-//! their refresh leases live in memory: one node has no one to share them with, and after a
+//! The scene registry and the menu versions are redb tables, written through the same writer.
+//! Access tokens, their refresh leases and the menu leases live in memory: one node has no one to share them with, and after a
 //! restart a token is simply fetched again (`stable_token` does not invalidate the old one).
 
 use std::collections::HashMap;
@@ -30,8 +30,8 @@ use redb::{
 use tokio::sync::{oneshot, Notify};
 
 use super::{
-    decode_scene, encode_scene, CachedToken, DeadLetter, OutboxEntry, OutboxStats, Recorded,
-    SceneRecord, Store, StoreError,
+    decode_menu_version, decode_scene, encode_menu_version, encode_scene, CachedToken, DeadLetter,
+    MenuVersion, OutboxEntry, OutboxStats, Recorded, SceneRecord, Store, StoreError,
 };
 use crate::pb;
 
@@ -53,6 +53,9 @@ const DEAD_BY_ID: MultimapTableDefinition<&str, u64> =
     MultimapTableDefinition::new("dead_letters_by_id");
 /// `<account> 0x1f <scene>` → the JSON of its [`SceneRecord`].
 const SCENES: TableDefinition<&str, &[u8]> = TableDefinition::new("scenes");
+/// (account, version number) → the JSON of its [`MenuVersion`], so one account's versions are
+/// one range, in order.
+const MENU_VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("menu_versions");
 /// Counters; [`NEXT_SEQ`] is the only one.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The next sequence number for [`OUTBOX`] and [`DEAD`]. Never reused, so a stale handle
@@ -76,7 +79,7 @@ pub struct EmbeddedStore {
     appended: Arc<Notify>,
     /// Token key → the cached access token.
     tokens: Mutex<HashMap<String, CachedToken>>,
-    /// Token key → (holder, lapses at).
+    /// Token key (or [`menu_lease_key`]) → (holder, lapses at).
     leases: Mutex<HashMap<String, (String, Instant)>>,
     /// Successful commits, so a test can see that concurrent records shared them.
     #[cfg(test)]
@@ -91,6 +94,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn scene_key(account: &str, scene: &str) -> String {
     format!("{account}\u{1f}{scene}")
+}
+
+/// The lease map's key of an account's menu lease (token keys never start with `menu`).
+fn menu_lease_key(account: &str) -> String {
+    format!("menu\u{1f}{account}")
 }
 
 impl EmbeddedStore {
@@ -153,6 +161,26 @@ impl EmbeddedStore {
             .send(Request { op, reply })
             .map_err(|_| writer_stopped())?;
         answer.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Takes the in-memory lease `key` unless another owner holds it.
+    fn take_lease(&self, key: &str, owner: &str, ttl: Duration) -> bool {
+        let mut leases = lock(&self.leases);
+        let now = Instant::now();
+        match leases.get(key) {
+            Some((holder, lapses)) if holder != owner && *lapses > now => false,
+            _ => {
+                leases.insert(key.to_owned(), (owner.to_owned(), now + ttl));
+                true
+            }
+        }
+    }
+
+    fn drop_lease(&self, key: &str, owner: &str) {
+        let mut leases = lock(&self.leases);
+        if leases.get(key).is_some_and(|(holder, _)| holder == owner) {
+            leases.remove(key);
+        }
     }
 
     /// Runs `f` in a read transaction on the blocking pool.
@@ -319,22 +347,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut leases = lock(&self.leases);
-        let now = Instant::now();
-        match leases.get(key) {
-            Some((holder, lapses)) if holder != owner && *lapses > now => Ok(false),
-            _ => {
-                leases.insert(key.to_owned(), (owner.to_owned(), now + ttl));
-                Ok(true)
-            }
-        }
+        Ok(self.take_lease(key, owner, ttl))
     }
 
     async fn release_lease(&self, key: &str, owner: &str) -> Result<(), StoreError> {
-        let mut leases = lock(&self.leases);
-        if leases.get(key).is_some_and(|(holder, _)| holder == owner) {
-            leases.remove(key);
-        }
+        self.drop_lease(key, owner);
         Ok(())
     }
 
@@ -362,6 +379,50 @@ impl Store for EmbeddedStore {
                 .transpose()
         })
         .await
+    }
+
+    async fn put_menu_version(
+        &self,
+        account: &str,
+        version: &MenuVersion,
+    ) -> Result<bool, StoreError> {
+        self.write(Op::PutMenuVersion {
+            account: account.to_owned(),
+            version: version.version,
+            record: encode_menu_version(version),
+        })
+        .await
+    }
+
+    async fn menu_versions(&self, account: &str) -> Result<Vec<MenuVersion>, StoreError> {
+        let account = account.to_owned();
+        self.read(move |txn| {
+            let versions = txn.open_table(MENU_VERSIONS).map_err(unavailable)?;
+            let rows = versions
+                .range((account.as_str(), 0)..=(account.as_str(), u64::MAX))
+                .map_err(unavailable)?;
+            rows.map(|row| {
+                let (key, value) = row.map_err(unavailable)?;
+                let (_, n) = key.value();
+                decode_menu_version(value.value(), &format!("menu version {n} of {account:?}"))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn try_menu_lease(
+        &self,
+        account: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.take_lease(&menu_lease_key(account), owner, ttl))
+    }
+
+    async fn release_menu_lease(&self, account: &str, owner: &str) -> Result<(), StoreError> {
+        self.drop_lease(&menu_lease_key(account), owner);
+        Ok(())
     }
 }
 
@@ -412,6 +473,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_multimap_table(DEAD_BY_ID)?;
     txn.open_table(META)?;
     txn.open_table(SCENES)?;
+    txn.open_table(MENU_VERSIONS)?;
     txn.commit()?;
     Ok(())
 }
@@ -435,6 +497,12 @@ enum Op {
     },
     PutScene {
         key: String,
+        record: Vec<u8>,
+    },
+    /// Answers false, writing nothing, when the version number is taken.
+    PutMenuVersion {
+        account: String,
+        version: u64,
         record: Vec<u8>,
     },
 }
@@ -555,6 +623,7 @@ struct Tables<'txn> {
     dead_by_id: MultimapTable<'txn, &'static str, u64>,
     meta: Table<'txn, &'static str, u64>,
     scenes: Table<'txn, &'static str, &'static [u8]>,
+    menu_versions: Table<'txn, (&'static str, u64), &'static [u8]>,
     next_seq: u64,
     dedup_ttl_secs: u64,
     /// Whether this transaction added to the outbox (claims waiting should look again).
@@ -573,6 +642,7 @@ impl<'txn> Tables<'txn> {
             dead_by_id: txn.open_multimap_table(DEAD_BY_ID)?,
             meta,
             scenes: txn.open_table(SCENES)?,
+            menu_versions: txn.open_table(MENU_VERSIONS)?,
             next_seq,
             dedup_ttl_secs,
             appended: false,
@@ -603,6 +673,18 @@ impl<'txn> Tables<'txn> {
             Op::Replay { id } => self.replay(id, now),
             Op::PutScene { key, record } => {
                 self.scenes.insert(key.as_str(), record.as_slice())?;
+                Ok(true)
+            }
+            Op::PutMenuVersion {
+                account,
+                version,
+                record,
+            } => {
+                let key = (account.as_str(), *version);
+                if self.menu_versions.get(key)?.is_some() {
+                    return Ok(false);
+                }
+                self.menu_versions.insert(key, record.as_slice())?;
                 Ok(true)
             }
         }

@@ -1,7 +1,8 @@
 //! The storage interface: de-duplication and the outbox, written atomically on the callback
 //! path, and the claim/ack/dead-letter operations of the forwarder; the WeChat access tokens
-//! every instance shares, with the lease that lets one instance at a time refresh them; and the
-//! registry of QR scenes created through the gateway.
+//! every instance shares, with the lease that lets one instance at a time refresh them; the
+//! registry of QR scenes created through the gateway; and the numbered versions of each account's
+//! menu, with the lease that lets one instance at a time change it.
 //!
 //! Two backends implement it and pass the same test suite: [`embedded`] (redb, one node, the
 //! default) and [`redis`] (several instances side by side). Nothing outside this module names
@@ -164,6 +165,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// The registered scene, if the gateway created it.
     async fn scene(&self, account: &str, scene: &str) -> Result<Option<SceneRecord>, StoreError>;
+
+    // ---- Menu versions (issue 4): each account's menu history, and its change lease. ----
+
+    /// Stores `version` under its number unless that number is taken; `false` then (another
+    /// instance recorded one meanwhile: the caller takes the next number).
+    async fn put_menu_version(
+        &self,
+        account: &str,
+        version: &MenuVersion,
+    ) -> Result<bool, StoreError>;
+
+    /// Every version of the account's menu, oldest first.
+    async fn menu_versions(&self, account: &str) -> Result<Vec<MenuVersion>, StoreError>;
+
+    /// Takes (or renews) the account's menu lease for `owner` unless another owner holds it; it
+    /// lapses after `ttl`. `true` when held.
+    async fn try_menu_lease(
+        &self,
+        account: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Releases the account's menu lease if `owner` still holds it.
+    async fn release_menu_lease(&self, account: &str, owner: &str) -> Result<(), StoreError>;
+}
+
+/// One version of an account's default menu: what a publish, a delete or a restore made live
+/// (issue 4). Numbered from 1 per account, never reused.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MenuVersion {
+    pub version: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// The admin token name or gRPC caller that made the change.
+    pub actor: String,
+    /// The menu published, in WeChat's JSON shape (`{"button": [...]}`); `None` when this
+    /// version deleted the menu.
+    pub menu: Option<serde_json::Value>,
+    /// The version this one published again, when it is a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<u64>,
+}
+
+/// The menu versions' encoding, shared by both backends.
+pub(crate) fn encode_menu_version(version: &MenuVersion) -> Vec<u8> {
+    serde_json::to_vec(version).expect("a menu version serializes")
+}
+
+pub(crate) fn decode_menu_version(bytes: &[u8], what: &str) -> Result<MenuVersion, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 /// The scene registry's encoding, shared by both backends.

@@ -8,6 +8,9 @@
 //! - `wgw:{<account>}:dead`: a stream of dead letters (`id`, `ev`, `reason`, `at` in unix s);
 //! - `wgw:{<account>}:dead:ids`: a hash from event id to its entry in `dead`, for replay;
 //! - `wgw:{<account>}:scenes`: a hash from scene (or contact-me state) to its JSON record;
+//! - `wgw:{<account>}:menu:versions`: a hash from version number to the JSON of that menu
+//!   version (written with `HSETNX`, so a number is never taken twice), and
+//!   `wgw:{<account>}:menu:lease`: the owner changing the account's menu, with a short expiry;
 //! - `wgw:{<token key>}:token`: a hash (`t` token, `exp` expiry in unix ms, `fat`/`fday`/`fcnt`
 //!   the force-refresh budget) shared by every instance, and `wgw:{<token key>}:token:lease`,
 //!   taken with `SET NX PX` by the one instance that refreshes it. The token key names the
@@ -42,8 +45,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script, Value};
 
 use super::{
-    decode_scene, encode_scene, CachedToken, DeadLetter, OutboxEntry, OutboxStats, Recorded,
-    SceneRecord, Store, StoreError,
+    decode_menu_version, decode_scene, encode_menu_version, encode_scene, CachedToken, DeadLetter,
+    MenuVersion, OutboxEntry, OutboxStats, Recorded, SceneRecord, Store, StoreError,
 };
 use crate::domain::Secret;
 use crate::pb;
@@ -145,6 +148,14 @@ fn token_lease(key: &str) -> String {
 
 fn scenes_hash(account: &str) -> String {
     format!("wgw:{{{account}}}:scenes")
+}
+
+fn menu_versions_hash(account: &str) -> String {
+    format!("wgw:{{{account}}}:menu:versions")
+}
+
+fn menu_lease(account: &str) -> String {
+    format!("wgw:{{{account}}}:menu:lease")
 }
 
 /// The keys of one account.
@@ -889,6 +900,71 @@ impl Store for RedisStore {
             .map(|bytes| decode_scene(&bytes, &format!("scene {scene:?} of {account:?}")))
             .transpose()
     }
+
+    async fn put_menu_version(
+        &self,
+        account: &str,
+        version: &MenuVersion,
+    ) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("HSETNX");
+        cmd.arg(menu_versions_hash(account))
+            .arg(version.version)
+            .arg(encode_menu_version(version));
+        // Not retried: had a lost answer stored it, a retry would answer "taken" and the caller
+        // would store the same change again under the next number.
+        let stored: i64 = query(&self.conn, &cmd)
+            .await
+            .map_err(|e| redis_error("store menu version", e))?;
+        Ok(stored == 1)
+    }
+
+    async fn menu_versions(&self, account: &str) -> Result<Vec<MenuVersion>, StoreError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(menu_versions_hash(account));
+        let fields: HashMap<u64, Vec<u8>> = self
+            .run("read menu versions", || query(&self.conn, &cmd))
+            .await?;
+        let mut versions = fields
+            .into_iter()
+            .map(|(n, bytes)| {
+                decode_menu_version(&bytes, &format!("menu version {n} of {account:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        versions.sort_by_key(|v| v.version);
+        Ok(versions)
+    }
+
+    async fn try_menu_lease(
+        &self,
+        account: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        // The outbox's LEASE script: renews the owner's own lease, takes a free one.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(LEASE)
+            .arg(1)
+            .arg(menu_lease(account))
+            .arg(owner)
+            .arg(ttl.as_millis().max(1) as u64);
+        let answer: i64 = self
+            .run("take menu lease", || query(&self.conn, &cmd))
+            .await?;
+        Ok(answer != 0)
+    }
+
+    async fn release_menu_lease(&self, account: &str, owner: &str) -> Result<(), StoreError> {
+        let lease = menu_lease(account);
+        let _released: i64 = self
+            .run("release menu lease", || {
+                let mut invocation = self.release_lease_script.key(&lease);
+                invocation.arg(owner);
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(())
+    }
 }
 
 /// The [`OutboxEntry::handle`] of a stream entry: the account and the entry id.
@@ -1072,6 +1148,8 @@ mod tests {
             &keys.dead,
             &keys.dead_ids,
             &scenes_hash("acme-mp"),
+            &menu_versions_hash("acme-mp"),
+            &menu_lease("acme-mp"),
         ] {
             assert_eq!(hash_tag(key), "acme-mp", "{key}");
         }

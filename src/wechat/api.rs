@@ -241,13 +241,32 @@ impl WeChatApi {
         token: &Secret,
         body: &serde_json::Value,
     ) -> Result<T, ApiError> {
+        self.with_token(account, platform, api, path, token, &[], Some(body))
+            .await
+    }
+
+    /// A call with `?access_token=` and `extra` query parameters (WeCom's `agentid`): a POST of
+    /// `body`, or a GET without one (the read and delete APIs of menus are GETs).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn with_token<T: DeserializeOwned>(
+        &self,
+        account: &str,
+        platform: Platform,
+        api: &'static str,
+        path: &'static str,
+        token: &Secret,
+        extra: &[(&'static str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ApiError> {
+        let mut query = vec![("access_token", token.expose())];
+        query.extend_from_slice(extra);
         self.call(Request {
             account,
             platform,
             api,
             path,
-            query: vec![("access_token", token.expose())],
-            body: Some(body),
+            query,
+            body,
         })
         .await
     }

@@ -123,11 +123,24 @@ impl TokenAuthority {
         path: &'static str,
         body: &serde_json::Value,
     ) -> Result<T, TokenError> {
+        self.call(account, api, path, &[], Some(body)).await
+    }
+
+    /// [`Self::post`] with `extra` query parameters, and a GET when there is no body.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        account: &Account,
+        api: &'static str,
+        path: &'static str,
+        extra: &[(&'static str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, TokenError> {
         let id = account.id.as_str();
+        let platform = account.platform;
         let token = self.token(account).await?;
         match self
             .api
-            .post(id, account.platform, api, path, &token, body)
+            .with_token(id, platform, api, path, &token, extra, body)
             .await
         {
             Err(ApiError::TokenRejected { errcode, .. }) => {
@@ -153,7 +166,7 @@ impl TokenAuthority {
                     .await?;
                 Ok(self
                     .api
-                    .post(id, account.platform, api, path, &fresh, body)
+                    .with_token(id, platform, api, path, &fresh, extra, body)
                     .await?)
             }
             other => Ok(other?),

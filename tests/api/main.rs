@@ -6,6 +6,7 @@ mod admin;
 mod callbacks;
 mod cli;
 mod crash;
+mod menus;
 mod ops;
 mod qrcodes;
 mod store;

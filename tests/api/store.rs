@@ -10,7 +10,9 @@ use wechat_gateway::domain::Secret;
 use wechat_gateway::pb;
 use wechat_gateway::store::embedded::EmbeddedStore;
 use wechat_gateway::store::redis::RedisStore;
-use wechat_gateway::store::{CachedToken, OutboxEntry, Recorded, SceneRecord, Store, StoreError};
+use wechat_gateway::store::{
+    CachedToken, MenuVersion, OutboxEntry, Recorded, SceneRecord, Store, StoreError,
+};
 
 use crate::support::redis::{fresh_db_url, shared_url, RedisServer};
 
@@ -459,6 +461,73 @@ async fn registered_scenes_are_found_per_account_and_survive_reopening(b: impl B
     assert_eq!(store.scene(a, "spring-expo").await.unwrap(), Some(record));
 }
 
+async fn menu_versions_are_kept_in_order_per_account_and_a_number_is_taken_once(b: impl Backend) {
+    let [a, other] = b.accounts();
+    let version = |n: u64, menu: Option<serde_json::Value>| MenuVersion {
+        version: n,
+        created_at: 1_700_000_000 + n,
+        actor: "ops".into(),
+        menu,
+        restored_from: None,
+    };
+    let first = version(
+        1,
+        Some(serde_json::json!({"button": [{"type": "click", "name": "a", "key": "k"}]})),
+    );
+    let deleted = version(2, None);
+    let mut restored = version(3, first.menu.clone());
+    restored.restored_from = Some(1);
+    {
+        let store = b.open().await;
+        assert_eq!(store.menu_versions(a).await.unwrap(), []);
+        // Stored out of order, listed in order.
+        for v in [&restored, &first, &deleted] {
+            assert!(store.put_menu_version(a, v).await.unwrap());
+        }
+        let mut taken = version(2, None);
+        taken.actor = "someone else".into();
+        assert!(
+            !store.put_menu_version(a, &taken).await.unwrap(),
+            "2 is taken"
+        );
+        assert_eq!(store.menu_versions(other).await.unwrap(), []);
+    }
+    let store = b.open().await;
+    assert_eq!(
+        store.menu_versions(a).await.unwrap(),
+        [first, deleted, restored],
+        "kept across reopening, the first writer of a number wins"
+    );
+}
+
+async fn one_owner_at_a_time_holds_a_menu_lease_until_it_releases_or_it_lapses(b: impl Backend) {
+    let [a, other] = b.accounts();
+    let store = b.open().await;
+    let ttl = Duration::from_millis(300);
+    assert!(store.try_menu_lease(a, "one", ttl).await.unwrap());
+    assert!(
+        store.try_menu_lease(a, "one", ttl).await.unwrap(),
+        "renewed"
+    );
+    assert!(!store.try_menu_lease(a, "two", ttl).await.unwrap());
+    assert!(
+        store.try_menu_lease(other, "two", ttl).await.unwrap(),
+        "per account"
+    );
+    store.release_menu_lease(a, "two").await.unwrap();
+    assert!(
+        !store.try_menu_lease(a, "two", ttl).await.unwrap(),
+        "not two's to release"
+    );
+    store.release_menu_lease(a, "one").await.unwrap();
+    assert!(store.try_menu_lease(a, "two", ttl).await.unwrap());
+    let lapsed = Instant::now() + ttl + Duration::from_millis(100);
+    while Instant::now() < lapsed {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.try_menu_lease(a, "one", ttl).await.unwrap(), "lapsed");
+}
+
 macro_rules! conformance {
     ($($check:ident),+ $(,)?) => {
         mod embedded {
@@ -495,6 +564,8 @@ conformance!(
     a_cached_token_is_evicted_only_while_it_is_still_the_rejected_one,
     one_owner_at_a_time_holds_a_token_lease_until_it_releases_or_it_lapses,
     registered_scenes_are_found_per_account_and_survive_reopening,
+    menu_versions_are_kept_in_order_per_account_and_a_number_is_taken_once,
+    one_owner_at_a_time_holds_a_menu_lease_until_it_releases_or_it_lapses,
 );
 
 // Embedded only.

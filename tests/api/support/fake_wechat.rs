@@ -7,6 +7,10 @@
 //!   a `force_refresh` or by another system would.
 //! - Errors can be injected per path (an errcode, or an HTTP status, for the next N calls, before
 //!   the token is looked at), and every answer of a path can be delayed.
+//! - It keeps each account's menu as WeChat does ([`menu`]), and counts the calls of each path
+//!   in flight at once.
+
+mod menu;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -48,6 +52,9 @@ struct State {
     delays: HashMap<String, Duration>,
     /// `expires_in` of the tokens issued (WeChat's 7200 unless set).
     expires_in: Option<u64>,
+    /// Path → calls being answered now, and the most ever at once.
+    in_flight: HashMap<String, (usize, usize)>,
+    menus: menu::Menus,
 }
 
 pub struct FakeWeChat {
@@ -135,6 +142,11 @@ impl FakeWeChat {
         self.state().expires_in = Some(seconds);
     }
 
+    /// The most calls of `path` ever answered at the same time.
+    pub fn max_in_flight(&self, path: &str) -> usize {
+        self.state().in_flight.get(path).map_or(0, |&(_, max)| max)
+    }
+
     /// The newest token of a credential.
     pub fn current_token(&self, credential: &str) -> Option<String> {
         self.state().current.get(credential).cloned()
@@ -153,6 +165,21 @@ async fn handle(
     body: web::Bytes,
     state: web::Data<Mutex<State>>,
 ) -> HttpResponse {
+    let path = req.path().to_owned();
+    {
+        let mut s = state.lock().unwrap();
+        let (now, max) = s.in_flight.entry(path.clone()).or_default();
+        *now += 1;
+        *max = (*max).max(*now);
+    }
+    let response = respond(req, body, &state).await;
+    if let Some((now, _)) = state.lock().unwrap().in_flight.get_mut(&path) {
+        *now -= 1;
+    }
+    response
+}
+
+async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> HttpResponse {
     let path = req.path().to_owned();
     let query: HashMap<String, String> =
         web::Query::<HashMap<String, String>>::from_query(req.query_string())
@@ -201,6 +228,15 @@ async fn handle(
         },
         _ => {
             let token = query.get("access_token").map_or("", String::as_str);
+            let credential = s
+                .current
+                .iter()
+                .find(|(_, t)| !token.is_empty() && *t == token)
+                .map(|(credential, _)| credential.clone());
+            if let Some(credential) = credential.filter(|_| menu::handles(&path)) {
+                let answer = menu::answer(&mut s.menus, &credential, &path, &query, &json_body);
+                return HttpResponse::Ok().json(answer);
+            }
             if token.is_empty() || !s.current.values().any(|t| t == token) {
                 json!({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"})
             } else {

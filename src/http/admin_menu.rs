@@ -1,0 +1,178 @@
+//! The menu routes of the admin API (issue 4), under `/admin/v1/accounts/{account}/menu`: read
+//! (with drift), publish, delete, validate, versions and restore, conditional menus, through
+//! [`crate::services::menu`]. Bodies are WeChat's own menu JSON.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::admin::Actor;
+use super::AppState;
+use crate::error::AdminError;
+use crate::services::menu;
+use crate::store::MenuVersion;
+
+pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+    scope
+        .route("/accounts/{account}/menu", web::get().to(get))
+        .route("/accounts/{account}/menu", web::put().to(put))
+        .route("/accounts/{account}/menu", web::delete().to(delete))
+        .route(
+            "/accounts/{account}/menu/validate",
+            web::post().to(validate),
+        )
+        .route("/accounts/{account}/menu/versions", web::get().to(versions))
+        .route(
+            "/accounts/{account}/menu/versions/{version}/restore",
+            web::post().to(restore),
+        )
+        .route(
+            "/accounts/{account}/menu/conditional",
+            web::post().to(add_conditional),
+        )
+        .route(
+            "/accounts/{account}/menu/conditional/{menuid}",
+            web::delete().to(delete_conditional),
+        )
+        .route(
+            "/accounts/{account}/menu/trymatch",
+            web::post().to(try_match),
+        )
+}
+
+fn json_body(body: &[u8]) -> Result<Value, AdminError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AdminError::Validation(format!("invalid JSON body: {e}")))
+}
+
+/// `GET .../menu`: the live menu in WeChat's shape, with `version` (the latest recorded) and
+/// `drift` (the live menu is not that version).
+async fn get(
+    _actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let live = menu::live_menu(&state.services, &path.into_inner()).await?;
+    let mut answer = live.menu;
+    answer["version"] = json!(live.version);
+    answer["drift"] = json!(live.drift);
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// `PUT .../menu`: validated, published, recorded: `{"version": N}`.
+async fn put(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body = json_body(&body)?;
+    let version = menu::publish(&state.services, &path.into_inner(), &actor.0, body).await?;
+    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+}
+
+/// `DELETE .../menu`: the deletion is recorded as a version too.
+async fn delete(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let version = menu::delete(&state.services, &path.into_inner(), &actor.0).await?;
+    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+}
+
+/// `POST .../menu/validate`: the verdict a publish would give, publishing nothing.
+async fn validate(
+    _actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body = json_body(&body)?;
+    let problems = menu::validate(&state.services, &path.into_inner(), &body)?;
+    Ok(HttpResponse::Ok().json(json!({ "valid": problems.is_empty(), "problems": problems })))
+}
+
+fn version_json(v: &MenuVersion) -> Value {
+    let created_at = prost_types::Timestamp {
+        seconds: v.created_at as i64,
+        nanos: 0,
+    };
+    let mut answer = json!({
+        "version": v.version,
+        "created_at": created_at.to_string(),
+        "actor": v.actor,
+        "menu": v.menu,
+    });
+    if let Some(n) = v.restored_from {
+        answer["restored_from"] = json!(n);
+    }
+    answer
+}
+
+/// `GET .../menu/versions`, oldest first.
+async fn versions(
+    _actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let versions = menu::versions(&state.services, &path.into_inner()).await?;
+    let versions: Vec<_> = versions.iter().map(version_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "versions": versions })))
+}
+
+/// `POST .../menu/versions/{version}/restore`: `{"version": <new>, "restored_from": n}`.
+async fn restore(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    let (account, n) = path.into_inner();
+    let n: u64 = n
+        .parse()
+        .map_err(|_| AdminError::Validation(format!("version: {n:?} is not a version number")))?;
+    let version = menu::restore(&state.services, &account, &actor.0, n).await?;
+    Ok(HttpResponse::Ok().json(json!({ "version": version, "restored_from": n })))
+}
+
+/// `POST .../menu/conditional`: `{"button": [...], "matchrule": {...}}` → `{"menuid"}`.
+async fn add_conditional(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body = json_body(&body)?;
+    let menuid = menu::add_conditional(&state.services, &path.into_inner(), &actor.0, body).await?;
+    Ok(HttpResponse::Ok().json(json!({ "menuid": menuid })))
+}
+
+/// `DELETE .../menu/conditional/{menuid}`.
+async fn delete_conditional(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    let (account, menuid) = path.into_inner();
+    menu::delete_conditional(&state.services, &account, &actor.0, &menuid).await?;
+    Ok(HttpResponse::Ok().json(json!({ "menuid": menuid, "deleted": true })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TryMatch {
+    user_id: String,
+}
+
+/// `POST .../menu/trymatch`: `{"user_id"}` → the menu that user sees, `{"button": [...]}`.
+async fn try_match(
+    _actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body: TryMatch = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::Validation(format!("invalid JSON body: {e}")))?;
+    let answer = menu::try_match(&state.services, &path.into_inner(), &body.user_id).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
