@@ -10,13 +10,16 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
+use super::openapi::ErrorBody;
 use super::AppState;
 use crate::domain::match_token;
 use crate::error::AdminError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let scope = web::scope("/admin/v1")
+        .route("/openapi.json", web::get().to(super::openapi::openapi_json))
         .route("/dead-letters", web::get().to(list_dead_letters))
         .route(
             "/dead-letters/{event_id}/replay",
@@ -88,13 +91,27 @@ async fn not_found(_actor: Actor, req: HttpRequest) -> Result<HttpResponse, Admi
     )))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// How many, 1 to 1000 (default 100).
     limit: Option<usize>,
 }
 
 /// `GET /admin/v1/dead-letters?limit=N`: events the CRM refused, oldest first.
-async fn list_dead_letters(
+#[utoipa::path(
+    get,
+    path = "/admin/v1/dead-letters",
+    tag = "admin",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "`{\"dead_letters\": [{\"event_id\", \"account_id\", \"reason\", \"failed_at\", \"event\"}]}`", body = Object),
+        (status = 400, description = "limit out of range", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_dead_letters(
     actor: Actor,
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
@@ -123,7 +140,19 @@ async fn list_dead_letters(
 }
 
 /// `POST /admin/v1/dead-letters/{event_id}/replay`: back into the outbox, same id.
-async fn replay_dead_letter(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/dead-letters/{event_id}/replay",
+    tag = "admin",
+    params(("event_id" = String, Path, description = "the dead letter's event id")),
+    responses(
+        (status = 200, description = "`{\"event_id\", \"replayed\": true}`", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "no such dead letter", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn replay_dead_letter(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,

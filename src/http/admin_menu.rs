@@ -5,8 +5,10 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::admin::Actor;
+use super::openapi::ErrorBody;
 use super::AppState;
 use crate::error::AdminError;
 use crate::services::menu;
@@ -47,7 +49,20 @@ fn json_body(body: &[u8]) -> Result<Value, AdminError> {
 
 /// `GET .../menu`: the live menu in WeChat's shape, with `version` (the latest recorded) and
 /// `drift` (the live menu is not that version).
-async fn get(
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{account}/menu",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    responses(
+        (status = 200, description = "the live menu in WeChat's shape, with `version` and `drift`", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -60,7 +75,23 @@ async fn get(
 }
 
 /// `PUT .../menu`: validated, published, recorded: `{"version": N}`.
-async fn put(
+#[utoipa::path(
+    put,
+    path = "/admin/v1/accounts/{account}/menu",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = Object, description = "WeChat's menu JSON: `{\"button\": [...]}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"version\": N}`", body = Object),
+        (status = 400, description = "invalid request", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn put(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -72,7 +103,21 @@ async fn put(
 }
 
 /// `DELETE .../menu`: the deletion is recorded as a version too.
-async fn delete(
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/accounts/{account}/menu",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    responses(
+        (status = 200, description = "`{\"version\": N}`", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -82,7 +127,21 @@ async fn delete(
 }
 
 /// `POST .../menu/validate`: the verdict a publish would give, publishing nothing.
-async fn validate(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/menu/validate",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = Object, description = "WeChat's menu JSON: `{\"button\": [...]}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"valid\": bool, \"problems\": [{\"path\", \"message\"}]}`", body = Object),
+        (status = 400, description = "invalid request", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn validate(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -111,7 +170,19 @@ fn version_json(v: &MenuVersion) -> Value {
 }
 
 /// `GET .../menu/versions`, oldest first.
-async fn versions(
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{account}/menu/versions",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    responses(
+        (status = 200, description = "`{\"versions\": [{\"version\", \"created_at\", \"actor\", \"menu\", \"restored_from\"?}]}`", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn versions(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -122,7 +193,22 @@ async fn versions(
 }
 
 /// `POST .../menu/versions/{version}/restore`: `{"version": <new>, "restored_from": n}`.
-async fn restore(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/menu/versions/{version}/restore",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration"), ("version" = u64, Path, description = "the version to publish again")),
+    responses(
+        (status = 200, description = "`{\"version\": <new>, \"restored_from\": n}`", body = Object),
+        (status = 400, description = "invalid request", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn restore(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -136,7 +222,23 @@ async fn restore(
 }
 
 /// `POST .../menu/conditional`: `{"button": [...], "matchrule": {...}}` → `{"menuid"}`.
-async fn add_conditional(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/menu/conditional",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = Object, description = "`{\"button\": [...], \"matchrule\": {...}}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"menuid\"}`", body = Object),
+        (status = 400, description = "invalid request", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn add_conditional(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -148,7 +250,22 @@ async fn add_conditional(
 }
 
 /// `DELETE .../menu/conditional/{menuid}`.
-async fn delete_conditional(
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/accounts/{account}/menu/conditional/{menuid}",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration"), ("menuid" = String, Path, description = "WeChat's menuid")),
+    responses(
+        (status = 200, description = "`{\"menuid\", \"deleted\": true}`", body = Object),
+        (status = 400, description = "invalid request", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete_conditional(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -158,14 +275,29 @@ async fn delete_conditional(
     Ok(HttpResponse::Ok().json(json!({ "menuid": menuid, "deleted": true })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TryMatch {
+pub(crate) struct TryMatch {
     user_id: String,
 }
 
 /// `POST .../menu/trymatch`: `{"user_id"}` → the menu that user sees, `{"button": [...]}`.
-async fn try_match(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/menu/trymatch",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = TryMatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the menu that user sees, `{\"button\": [...]}`", body = Object),
+        (status = 400, description = "invalid request", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn try_match(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,

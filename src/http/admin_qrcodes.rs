@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::admin::Actor;
+use super::openapi::ErrorBody;
 use super::AppState;
 use crate::domain::scene::SceneInput;
 use crate::error::AdminError;
@@ -17,9 +19,12 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
 }
 
 /// The JSON body, as the contract shows it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Body {
+#[schema(as = CreateQrCodeBody)]
+pub(crate) struct Body {
+    /// A string (`scene_str`) or an integer (`scene_id`).
+    #[schema(schema_with = scene_schema)]
     scene: serde_json::Value,
     #[serde(default)]
     permanent: bool,
@@ -28,11 +33,40 @@ struct Body {
     label: String,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    /// WeCom only: the members the contact-me code reaches.
     #[serde(default)]
     users: Vec<String>,
 }
 
-async fn create(
+/// `scene` in the document: `oneOf` string or integer.
+fn scene_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Integer).format(Some(
+            utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
+        )))
+        .description(Some("A string (`scene_str`) or an integer (`scene_id`)."))
+        .build()
+        .into()
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/qrcodes",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = Body, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"scene\", \"ticket\", \"url\", \"image_url\", \"expire_at\"}`", body = Object),
+        (status = 400, description = "invalid body", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -1,5 +1,5 @@
 //! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`],
-//! [`admin_qrcodes`], [`admin_menu`]) and operations ([`health`]). Each
+//! [`admin_qrcodes`], [`admin_menu`], its [`openapi`] document) and operations ([`health`]). Each
 //! handler extracts, calls the layer below, and maps errors in `crate::error`.
 
 pub mod admin;
@@ -7,6 +7,7 @@ pub mod admin_menu;
 pub mod admin_qrcodes;
 pub mod callbacks;
 pub mod health;
+pub mod openapi;
 
 use std::collections::HashMap;
 use std::sync::Arc;

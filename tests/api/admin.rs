@@ -203,3 +203,77 @@ async fn an_oversize_admin_body_gets_a_json_413() {
     assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_admin_route_behind_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions::embedded(&dir.path().join("data")), dir.path()).await;
+    let resp = app
+        .http
+        .get(app.url("/admin/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_token", "{body}");
+
+    let resp = app
+        .http
+        .get(app.url("/admin/v1/openapi.json"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let acc = "/admin/v1/accounts/{account}";
+    let expected: &[(String, &[&str])] = &[
+        (format!("{acc}/qrcodes"), &["post"]),
+        (format!("{acc}/menu"), &["get", "put", "delete"]),
+        (format!("{acc}/menu/validate"), &["post"]),
+        (format!("{acc}/menu/versions"), &["get"]),
+        (
+            format!("{acc}/menu/versions/{{version}}/restore"),
+            &["post"],
+        ),
+        (format!("{acc}/menu/conditional"), &["post"]),
+        (format!("{acc}/menu/conditional/{{menuid}}"), &["delete"]),
+        ("/admin/v1/dead-letters".to_owned(), &["get"]),
+        (
+            "/admin/v1/dead-letters/{event_id}/replay".to_owned(),
+            &["post"],
+        ),
+    ];
+    for (path, methods) in expected {
+        let item = &doc["paths"][path.as_str()];
+        assert!(item.is_object(), "{path} is missing from the document");
+        for method in *methods {
+            let op = &item[*method];
+            assert!(op.is_object(), "{method} {path} is missing");
+            assert!(
+                op["responses"]["401"].is_object(),
+                "{method} {path} documents no 401"
+            );
+            assert!(
+                op["security"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some())),
+                "{method} {path} demands no bearer token: {op}"
+            );
+        }
+    }
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "http", "{scheme}");
+    assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorBody"]["properties"]["error"]["$ref"],
+        "#/components/schemas/ErrorDetail"
+    );
+    app.stop().await;
+}

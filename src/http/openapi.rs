@@ -1,0 +1,76 @@
+//! `GET /admin/v1/openapi.json`: the OpenAPI 3.1 description of the admin API, generated from
+//! the handlers' `#[utoipa::path]` annotations, so it cannot drift from the routes silently.
+
+use actix_web::HttpResponse;
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::admin::Actor;
+
+/// Every admin error: `{"error": {"code", "message"}}` (see `crate::error::AdminError`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Machine-readable, e.g. `invalid_request`, `missing_token`, `not_found`, `wechat_error`.
+    code: String,
+    /// For people; on a WeChat refusal it carries WeChat's errcode and errmsg.
+    message: String,
+}
+
+/// The bearer scheme every admin route demands (`admin.tokens`).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wechat-gateway admin API"),
+    paths(
+        super::admin::list_dead_letters,
+        super::admin::replay_dead_letter,
+        super::admin_qrcodes::create,
+        super::admin_menu::get,
+        super::admin_menu::put,
+        super::admin_menu::delete,
+        super::admin_menu::validate,
+        super::admin_menu::versions,
+        super::admin_menu::restore,
+        super::admin_menu::add_conditional,
+        super::admin_menu::delete_conditional,
+        super::admin_menu::try_match,
+        openapi_json,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "admin", description = "operator routes under /admin/v1"))
+)]
+pub struct AdminApi;
+
+/// `GET /admin/v1/openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/openapi.json",
+    tag = "admin",
+    responses(
+        (status = 200, description = "the OpenAPI document of the admin API", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn openapi_json(_actor: Actor) -> HttpResponse {
+    HttpResponse::Ok().json(AdminApi::openapi())
+}
