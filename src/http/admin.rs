@@ -47,6 +47,12 @@ fn too_large_as_json<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
     ))
 }
 
+/// Parses an admin request body; every admin route answers a bad one the same way (400).
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AdminError::Validation(format!("invalid JSON body: {e}")))
+}
+
 /// The authenticated operator: the `name` of the admin token presented.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);

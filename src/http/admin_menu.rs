@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::admin::Actor;
+use super::admin::{json_body, Actor};
 use super::openapi::ErrorBody;
 use super::AppState;
 use crate::error::AdminError;
@@ -40,11 +40,6 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
             "/accounts/{account}/menu/trymatch",
             web::post().to(try_match),
         )
-}
-
-fn json_body(body: &[u8]) -> Result<Value, AdminError> {
-    serde_json::from_slice(body)
-        .map_err(|e| AdminError::Validation(format!("invalid JSON body: {e}")))
 }
 
 /// `GET .../menu`: the live menu in WeChat's shape, with `version` (the latest recorded) and
@@ -303,8 +298,7 @@ pub(crate) async fn try_match(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    let body: TryMatch = serde_json::from_slice(&body)
-        .map_err(|e| AdminError::Validation(format!("invalid JSON body: {e}")))?;
+    let body: TryMatch = json_body(&body)?;
     let answer = menu::try_match(&state.services, &path.into_inner(), &body.user_id).await?;
     Ok(HttpResponse::Ok().json(answer))
 }

@@ -72,8 +72,7 @@ pub(crate) async fn create(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    let body: Body = serde_json::from_slice(&body)
-        .map_err(|e| AdminError::Validation(format!("invalid JSON body: {e}")))?;
+    let body: Body = super::admin::json_body(&body)?;
     let scene = match &body.scene {
         serde_json::Value::String(s) => SceneInput::Str(s.clone()),
         serde_json::Value::Number(n) => SceneInput::Id(n.as_i64().ok_or_else(|| {
