@@ -25,6 +25,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
         )
         .field_attribute(
+            ".wechat_gateway.v1.UserProfile.subscribed_at",
+            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
+        )
+        .field_attribute(
+            ".wechat_gateway.v1.UserProfile.fetched_at",
+            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
+        )
+        .field_attribute(
             ".wechat_gateway.v1.CreateQrCodeResponse.expire_at",
             "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
         )

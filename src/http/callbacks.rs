@@ -173,6 +173,7 @@ fn kind_label(event: &crate::pb::Event) -> &'static str {
         Some(Kind::ExternalContactChange(_)) => "external_contact_change",
         Some(Kind::ExternalChatChange(_)) => "external_chat_change",
         Some(Kind::TagChange(_)) => "tag_change",
+        Some(Kind::LinkClick(_)) => "link_click",
         Some(Kind::Unknown(_)) | None => "unknown",
     }
 }

@@ -30,8 +30,9 @@ use redb::{
 use tokio::sync::{oneshot, Notify};
 
 use super::{
-    decode_menu_version, decode_scene, encode_menu_version, encode_scene, CachedToken, DeadLetter,
-    MenuVersion, OutboxEntry, OutboxStats, Recorded, SceneRecord, Store, StoreError,
+    decode_menu_version, decode_scene, encode_doc, encode_menu_version, encode_scene, live_doc,
+    CachedToken, DeadLetter, DocWrite, MenuVersion, OutboxEntry, OutboxStats, Recorded,
+    SceneRecord, Store, StoreError,
 };
 use crate::pb;
 
@@ -56,6 +57,8 @@ const SCENES: TableDefinition<&str, &[u8]> = TableDefinition::new("scenes");
 /// (account, version number) → the JSON of its [`MenuVersion`], so one account's versions are
 /// one range, in order.
 const MENU_VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("menu_versions");
+/// `(account, kind, id)` → a document as [`super::encode_doc`] lays it out.
+const DOCS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("docs");
 /// Counters; [`NEXT_SEQ`] is the only one.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The next sequence number for [`OUTBOX`] and [`DEAD`]. Never reused, so a stale handle
@@ -424,6 +427,74 @@ impl Store for EmbeddedStore {
         self.drop_lease(&menu_lease_key(account), owner);
         Ok(())
     }
+
+    async fn put_doc(
+        &self,
+        account: &str,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+        write: DocWrite,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        self.write(Op::PutDoc {
+            key: (account.to_owned(), kind.to_owned(), id.to_owned()),
+            stored: encode_doc(value, ttl, Now::get().millis),
+            write,
+        })
+        .await
+    }
+
+    async fn doc(
+        &self,
+        account: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = (account.to_owned(), kind.to_owned(), id.to_owned());
+        self.read(move |txn| {
+            let docs = txn.open_table(DOCS).map_err(unavailable)?;
+            let found = docs
+                .get((key.0.as_str(), key.1.as_str(), key.2.as_str()))
+                .map_err(unavailable)?;
+            match found {
+                Some(v) => Ok(live_doc(v.value(), Now::get().millis)?.map(<[u8]>::to_vec)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn docs(&self, account: &str, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let (account, kind) = (account.to_owned(), kind.to_owned());
+        self.read(move |txn| {
+            let docs = txn.open_table(DOCS).map_err(unavailable)?;
+            let now = Now::get().millis;
+            let mut out = Vec::new();
+            for row in docs
+                .range((account.as_str(), kind.as_str(), "")..)
+                .map_err(unavailable)?
+            {
+                let (key, value) = row.map_err(unavailable)?;
+                let (a, k, id) = key.value();
+                if a != account || k != kind {
+                    break;
+                }
+                if let Some(live) = live_doc(value.value(), now)? {
+                    out.push((id.to_owned(), live.to_vec()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_doc(&self, account: &str, kind: &str, id: &str) -> Result<bool, StoreError> {
+        self.write(Op::DeleteDoc {
+            key: (account.to_owned(), kind.to_owned(), id.to_owned()),
+        })
+        .await
+    }
 }
 
 /// The oldest `max` outbox entries.
@@ -474,6 +545,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(META)?;
     txn.open_table(SCENES)?;
     txn.open_table(MENU_VERSIONS)?;
+    txn.open_table(DOCS)?;
     txn.commit()?;
     Ok(())
 }
@@ -504,6 +576,15 @@ enum Op {
         account: String,
         version: u64,
         record: Vec<u8>,
+    },
+    /// Answers false, writing nothing, when `write`'s condition does not hold.
+    PutDoc {
+        key: (String, String, String),
+        stored: Vec<u8>,
+        write: DocWrite,
+    },
+    DeleteDoc {
+        key: (String, String, String),
     },
 }
 
@@ -624,6 +705,7 @@ struct Tables<'txn> {
     meta: Table<'txn, &'static str, u64>,
     scenes: Table<'txn, &'static str, &'static [u8]>,
     menu_versions: Table<'txn, (&'static str, u64), &'static [u8]>,
+    docs: Table<'txn, (&'static str, &'static str, &'static str), &'static [u8]>,
     next_seq: u64,
     dedup_ttl_secs: u64,
     /// Whether this transaction added to the outbox (claims waiting should look again).
@@ -643,6 +725,7 @@ impl<'txn> Tables<'txn> {
             meta,
             scenes: txn.open_table(SCENES)?,
             menu_versions: txn.open_table(MENU_VERSIONS)?,
+            docs: txn.open_table(DOCS)?,
             next_seq,
             dedup_ttl_secs,
             appended: false,
@@ -686,6 +769,35 @@ impl<'txn> Tables<'txn> {
                 }
                 self.menu_versions.insert(key, record.as_slice())?;
                 Ok(true)
+            }
+            Op::PutDoc { key, stored, write } => {
+                let key = (key.0.as_str(), key.1.as_str(), key.2.as_str());
+                let allowed = match write {
+                    DocWrite::Always => true,
+                    condition => {
+                        let current = self.docs.get(key)?;
+                        let live = match &current {
+                            Some(v) => live_doc(v.value(), now.millis)
+                                .map_err(|e| StorageError::Corrupted(e.to_string()))?,
+                            None => None,
+                        };
+                        match condition {
+                            DocWrite::IfAbsent => live.is_none(),
+                            DocWrite::IfEquals(expected) => live == Some(expected.as_slice()),
+                            DocWrite::Always => true,
+                        }
+                    }
+                };
+                if allowed {
+                    self.docs.insert(key, stored.as_slice())?;
+                }
+                Ok(allowed)
+            }
+            Op::DeleteDoc { key } => {
+                let key = (key.0.as_str(), key.1.as_str(), key.2.as_str());
+                let removed = self.docs.remove(key)?;
+                Ok(removed
+                    .is_some_and(|v| live_doc(v.value(), now.millis).ok().flatten().is_some()))
             }
         }
     }

@@ -190,6 +190,65 @@ pub trait Store: Send + Sync + 'static {
 
     /// Releases the account's menu lease if `owner` still holds it.
     async fn release_menu_lease(&self, account: &str, owner: &str) -> Result<(), StoreError>;
+
+    // ---- Documents: the small records of the use cases (broadcast jobs, reply rules, links,
+    // the user cache), opaque bytes under (account, kind, id). ----
+
+    /// Writes the document `(account, kind, id)` as `write` allows; `ttl` makes it lapse (it
+    /// then reads as absent). `true` when written, `false` when the condition did not hold.
+    async fn put_doc(
+        &self,
+        account: &str,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+        write: DocWrite,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError>;
+
+    /// The document, unless absent or lapsed.
+    async fn doc(&self, account: &str, kind: &str, id: &str)
+        -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every live document of one kind of an account, by id. Meant for kinds that stay small
+    /// (rules, jobs); a kind that grows without bound is read by id only.
+    async fn docs(&self, account: &str, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Deletes the document; `true` when there was one.
+    async fn delete_doc(&self, account: &str, kind: &str, id: &str) -> Result<bool, StoreError>;
+}
+
+/// The condition of a [`Store::put_doc`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocWrite {
+    /// Create or replace.
+    Always,
+    /// Create only: `false` when a live document is there (an idempotency key, a claimed code).
+    IfAbsent,
+    /// Compare-and-swap: replace only if the live document is exactly these bytes, so that two
+    /// writers of one record never lose each other's change.
+    IfEquals(Vec<u8>),
+}
+
+/// A stored document is its expiry (unix ms, big-endian; 0 = never) followed by its bytes, in
+/// both backends, so that a lapsed document reads as absent whatever the backend can expire.
+pub(crate) fn encode_doc(value: &[u8], ttl: Option<Duration>, now_ms: u64) -> Vec<u8> {
+    let expires = ttl.map_or(0, |t| now_ms.saturating_add(t.as_millis() as u64).max(1));
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&expires.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The live value of a stored document, `None` when it lapsed.
+pub(crate) fn live_doc(stored: &[u8], now_ms: u64) -> Result<Option<&[u8]>, StoreError> {
+    let Some((head, value)) = stored.split_first_chunk::<8>() else {
+        return Err(StoreError::Corrupt(
+            "a stored document is shorter than its header".into(),
+        ));
+    };
+    let expires = u64::from_be_bytes(*head);
+    Ok((expires == 0 || expires > now_ms).then_some(value))
 }
 
 /// One version of an account's default menu: what a publish, a delete or a restore made live

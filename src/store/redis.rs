@@ -45,8 +45,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script, Value};
 
 use super::{
-    decode_menu_version, decode_scene, encode_menu_version, encode_scene, CachedToken, DeadLetter,
-    MenuVersion, OutboxEntry, OutboxStats, Recorded, SceneRecord, Store, StoreError,
+    decode_menu_version, decode_scene, encode_doc, encode_menu_version, encode_scene, live_doc,
+    CachedToken, DeadLetter, DocWrite, MenuVersion, OutboxEntry, OutboxStats, Recorded,
+    SceneRecord, Store, StoreError,
 };
 use crate::domain::Secret;
 use crate::pb;
@@ -134,6 +135,26 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// KEYS: docs hash. ARGV: id, stored document, mode (`a` always, `n` if absent, `e` if equal),
+/// expected value (mode `e`), unix ms now. Returns 1 when written. The live test mirrors
+/// [`super::live_doc`]: the first 8 bytes are the big-endian expiry, 0 for never.
+const PUT_DOC: &str = r"
+local mode = ARGV[3]
+if mode ~= 'a' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[1])
+  local live = false
+  if cur and #cur >= 8 then
+    local exp = 0
+    for i = 1, 8 do exp = exp * 256 + string.byte(cur, i) end
+    live = (exp == 0 or exp > tonumber(ARGV[5]))
+  end
+  if mode == 'n' and live then return 0 end
+  if mode == 'e' and ((not live) or string.sub(cur, 9) ~= ARGV[4]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
 /// A cached token (and its budget) is kept this long after its last write, so that the day's
 /// force-refresh count outlives the token itself.
 const TOKEN_KEY_TTL: Duration = Duration::from_secs(2 * 86_400);
@@ -152,6 +173,13 @@ fn scenes_hash(account: &str) -> String {
 
 fn menu_versions_hash(account: &str) -> String {
     format!("wgw:{{{account}}}:menu:versions")
+}
+
+/// One hash per account and document kind: id → the document as [`super::encode_doc`] lays it
+/// out (Redis 7.0 cannot expire a hash field, so a lapsed document is skipped on read and
+/// removed when next written or deleted).
+fn docs_hash(account: &str, kind: &str) -> String {
+    format!("wgw:{{{account}}}:docs:{kind}")
 }
 
 fn menu_lease(account: &str) -> String {
@@ -209,6 +237,7 @@ pub struct RedisStore {
     replay_script: Script,
     evict_token_script: Script,
     release_lease_script: Script,
+    put_doc_script: Script,
 }
 
 impl RedisStore {
@@ -263,6 +292,7 @@ impl RedisStore {
             replay_script: Script::new(REPLAY),
             evict_token_script: Script::new(EVICT_TOKEN),
             release_lease_script: Script::new(RELEASE_LEASE),
+            put_doc_script: Script::new(PUT_DOC),
         };
         for script in [
             &store.record_script,
@@ -270,6 +300,7 @@ impl RedisStore {
             &store.replay_script,
             &store.evict_token_script,
             &store.release_lease_script,
+            &store.put_doc_script,
         ] {
             script
                 .load_async(&mut store.conn.clone())
@@ -964,6 +995,82 @@ impl Store for RedisStore {
             })
             .await?;
         Ok(())
+    }
+
+    async fn put_doc(
+        &self,
+        account: &str,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+        write: DocWrite,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let hash = docs_hash(account, kind);
+        let now = unix_millis();
+        let stored = encode_doc(value, ttl, now);
+        let (mode, expected): (&str, &[u8]) = match &write {
+            DocWrite::Always => ("a", b""),
+            DocWrite::IfAbsent => ("n", b""),
+            DocWrite::IfEquals(expected) => ("e", expected),
+        };
+        let written: i64 = self
+            .run("write document", || {
+                let mut invocation = self.put_doc_script.key(&hash);
+                invocation
+                    .arg(id)
+                    .arg(&stored)
+                    .arg(mode)
+                    .arg(expected)
+                    .arg(now);
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(written == 1)
+    }
+
+    async fn doc(
+        &self,
+        account: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(docs_hash(account, kind)).arg(id);
+        let found: Option<Vec<u8>> = self
+            .run("read document", || query(&self.conn, &cmd))
+            .await?;
+        match found {
+            Some(stored) => Ok(live_doc(&stored, unix_millis())?.map(<[u8]>::to_vec)),
+            None => Ok(None),
+        }
+    }
+
+    async fn docs(&self, account: &str, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(docs_hash(account, kind));
+        let all: Vec<(String, Vec<u8>)> = self
+            .run("list documents", || query(&self.conn, &cmd))
+            .await?;
+        let now = unix_millis();
+        let mut out = Vec::with_capacity(all.len());
+        for (id, stored) in all {
+            if let Some(live) = live_doc(&stored, now)? {
+                out.push((id, live.to_vec()));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn delete_doc(&self, account: &str, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(docs_hash(account, kind)).arg(id);
+        let removed: i64 = self
+            .run("delete document", || query(&self.conn, &cmd))
+            .await?;
+        Ok(removed == 1)
     }
 }
 

@@ -127,6 +127,8 @@ pub fn normalize(
         received_at: Some(received_at.into()),
         open_id: open_id.to_owned(),
         union_id: String::new(),
+        reply_rule_id: String::new(),
+        profile: None,
         user_id: user_id.to_owned(),
         external_user_id: external_user_id.to_owned(),
         to_user_name: text(doc, "ToUserName").to_owned(),
@@ -310,7 +312,7 @@ fn event_kind(
                 .to_owned(),
             ticket: owned(doc, "Ticket"),
         }),
-        EventName::Unsubscribe => Kind::Unsubscribe(pb::Unsubscribe {}),
+        EventName::Unsubscribe => Kind::Unsubscribe(pb::Unsubscribe::default()),
         EventName::Scan => Kind::Scan(pb::Scan {
             scene: key(),
             ticket: owned(doc, "Ticket"),
@@ -768,7 +770,7 @@ mod tests {
         let e = mp("<xml><ToUserName><![CDATA[toUser]]></ToUserName>\
             <FromUserName><![CDATA[FromUser]]></FromUserName><CreateTime>123456789</CreateTime>\
             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event></xml>");
-        assert_eq!(kind(&e), &Kind::Unsubscribe(pb::Unsubscribe {}));
+        assert_eq!(kind(&e), &Kind::Unsubscribe(pb::Unsubscribe::default()));
     }
 
     #[test]
@@ -1142,7 +1144,7 @@ mod tests {
         assert_eq!(kind(&e), &Kind::Subscribe(pb::Subscribe::default()));
         assert_eq!((e.user_id.as_str(), e.agent_id), ("UserID", 1));
         let e = work(&xml.replace("[subscribe]", "[unsubscribe]"));
-        assert_eq!(kind(&e), &Kind::Unsubscribe(pb::Unsubscribe {}));
+        assert_eq!(kind(&e), &Kind::Unsubscribe(pb::Unsubscribe::default()));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use wechat_gateway::pb;
 use wechat_gateway::store::embedded::EmbeddedStore;
 use wechat_gateway::store::redis::RedisStore;
 use wechat_gateway::store::{
-    CachedToken, MenuVersion, OutboxEntry, Recorded, SceneRecord, Store, StoreError,
+    CachedToken, DocWrite, MenuVersion, OutboxEntry, Recorded, SceneRecord, Store, StoreError,
 };
 
 use crate::support::redis::{fresh_db_url, shared_url, RedisServer};
@@ -528,6 +528,105 @@ async fn one_owner_at_a_time_holds_a_menu_lease_until_it_releases_or_it_lapses(b
     assert!(store.try_menu_lease(a, "one", ttl).await.unwrap(), "lapsed");
 }
 
+async fn documents_are_written_as_their_condition_allows_per_account_and_kind(b: impl Backend) {
+    let [a, other] = b.accounts();
+    {
+        let store = b.open().await;
+        assert_eq!(store.doc(a, "job", "j1").await.unwrap(), None);
+        assert!(store
+            .put_doc(a, "job", "j1", b"one", DocWrite::IfAbsent, None)
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .put_doc(a, "job", "j1", b"two", DocWrite::IfAbsent, None)
+                .await
+                .unwrap(),
+            "already there"
+        );
+        assert!(
+            !store
+                .put_doc(
+                    a,
+                    "job",
+                    "j1",
+                    b"three",
+                    DocWrite::IfEquals(b"two".to_vec()),
+                    None
+                )
+                .await
+                .unwrap(),
+            "a stale compare-and-swap is refused"
+        );
+        assert!(store
+            .put_doc(
+                a,
+                "job",
+                "j1",
+                b"three",
+                DocWrite::IfEquals(b"one".to_vec()),
+                None
+            )
+            .await
+            .unwrap());
+        assert!(store
+            .put_doc(a, "job", "j0", b"zero", DocWrite::Always, None)
+            .await
+            .unwrap());
+        assert!(store
+            .put_doc(a, "rule", "r", b"rule", DocWrite::Always, None)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.doc(other, "job", "j1").await.unwrap(),
+            None,
+            "per account"
+        );
+        assert_eq!(
+            store.docs(a, "job").await.unwrap(),
+            [
+                ("j0".to_owned(), b"zero".to_vec()),
+                ("j1".to_owned(), b"three".to_vec())
+            ],
+            "listed by id, one kind only"
+        );
+    }
+    let store = b.open().await;
+    assert_eq!(
+        store.doc(a, "job", "j1").await.unwrap().as_deref(),
+        Some(&b"three"[..]),
+        "kept across reopening"
+    );
+    assert!(store.delete_doc(a, "job", "j1").await.unwrap());
+    assert!(!store.delete_doc(a, "job", "j1").await.unwrap());
+    assert_eq!(store.doc(a, "job", "j1").await.unwrap(), None);
+    assert_eq!(store.docs(a, "rule").await.unwrap().len(), 1);
+}
+
+async fn a_document_with_a_ttl_lapses_and_can_then_be_created_again(b: impl Backend) {
+    let [a, _] = b.accounts();
+    let store = b.open().await;
+    let ttl = Some(Duration::from_millis(200));
+    assert!(store
+        .put_doc(a, "user", "o1", b"cached", DocWrite::IfAbsent, ttl)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.doc(a, "user", "o1").await.unwrap().as_deref(),
+        Some(&b"cached"[..])
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(store.doc(a, "user", "o1").await.unwrap(), None, "lapsed");
+    assert_eq!(store.docs(a, "user").await.unwrap(), []);
+    assert!(
+        store
+            .put_doc(a, "user", "o1", b"again", DocWrite::IfAbsent, None)
+            .await
+            .unwrap(),
+        "a lapsed document counts as absent"
+    );
+}
+
 macro_rules! conformance {
     ($($check:ident),+ $(,)?) => {
         mod embedded {
@@ -566,6 +665,8 @@ conformance!(
     registered_scenes_are_found_per_account_and_survive_reopening,
     menu_versions_are_kept_in_order_per_account_and_a_number_is_taken_once,
     one_owner_at_a_time_holds_a_menu_lease_until_it_releases_or_it_lapses,
+    documents_are_written_as_their_condition_allows_per_account_and_kind,
+    a_document_with_a_ttl_lapses_and_can_then_be_created_again,
 );
 
 // Embedded only.
