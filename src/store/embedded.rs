@@ -39,11 +39,16 @@ use crate::pb;
 /// The database file inside `store.path`.
 const FILE_NAME: &str = "gateway.redb";
 
-/// Event id → unix second at which its de-duplication mark expires.
-const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
-/// The same marks in expiry order (8 bytes big-endian expiry, then the event id), so that
-/// pruning reads only the expired ones.
-const SEEN_BY_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("seen_by_expiry");
+/// (the event's CreateTime in unix seconds, event id) → unix second at which its
+/// de-duplication mark expires. WeChat's retries repeat the CreateTime, so the exact key is
+/// known on lookup; leading with time keeps the inserts of a commit in the newest leaf pages
+/// instead of scattering them over the tree (a random-id key dirtied one page per callback,
+/// two `pwrite`s per callback in all), and lets pruning read the oldest keys first with no
+/// second index.
+const SEEN: TableDefinition<(u64, &str), u64> = TableDefinition::new("seen_by_time");
+/// The layout before `SEEN` (id → expiry, plus an expiry index): dropped on open.
+const LEGACY_SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
+const LEGACY_SEEN_BY_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("seen_by_expiry");
 /// Sequence number → (unix ms when enqueued, encoded `pb::Event`): the outbox, oldest first.
 const OUTBOX: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("outbox");
 /// Sequence number → (unix s when dead-lettered, reason, encoded `pb::Event`), oldest first.
@@ -215,6 +220,10 @@ impl Drop for EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn record(&self, event: &pb::Event) -> Result<Recorded, StoreError> {
         let op = Op::Record {
+            at: event
+                .occurred_at
+                .as_ref()
+                .map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0)),
             id: event.id.clone(),
             event: event.encode_to_vec(),
         };
@@ -538,7 +547,8 @@ fn writer_stopped() -> StoreError {
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(SEEN)?;
-    txn.open_table(SEEN_BY_EXPIRY)?;
+    txn.delete_table(LEGACY_SEEN)?;
+    txn.delete_table(LEGACY_SEEN_BY_EXPIRY)?;
     txn.open_table(OUTBOX)?;
     txn.open_table(DEAD)?;
     txn.open_multimap_table(DEAD_BY_ID)?;
@@ -553,6 +563,8 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
 /// One write, as the writer thread applies it.
 enum Op {
     Record {
+        /// The event's CreateTime (unix s): the first part of its de-duplication key.
+        at: u64,
         id: String,
         event: Vec<u8>,
     },
@@ -643,10 +655,11 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             if Instant::now() >= next_prune {
-                let more = prune(&self.db, Now::get().secs).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "embedded store: cannot prune expired ids");
-                    false
-                });
+                let more =
+                    prune(&self.db, Now::get().secs, self.dedup_ttl_secs).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "embedded store: cannot prune expired ids");
+                        false
+                    });
                 next_prune = Instant::now() + if more { Duration::ZERO } else { PRUNE_EVERY };
             }
         }
@@ -697,8 +710,7 @@ impl Writer {
 
 /// The tables of one write transaction.
 struct Tables<'txn> {
-    seen: Table<'txn, &'static str, u64>,
-    seen_by_expiry: Table<'txn, &'static [u8], ()>,
+    seen: Table<'txn, (u64, &'static str), u64>,
     outbox: Table<'txn, u64, (u64, &'static [u8])>,
     dead: Table<'txn, u64, (u64, &'static str, &'static [u8])>,
     dead_by_id: MultimapTable<'txn, &'static str, u64>,
@@ -718,7 +730,6 @@ impl<'txn> Tables<'txn> {
         let next_seq = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
         Ok(Self {
             seen: txn.open_table(SEEN)?,
-            seen_by_expiry: txn.open_table(SEEN_BY_EXPIRY)?,
             outbox: txn.open_table(OUTBOX)?,
             dead: txn.open_table(DEAD)?,
             dead_by_id: txn.open_multimap_table(DEAD_BY_ID)?,
@@ -745,7 +756,7 @@ impl<'txn> Tables<'txn> {
 
     fn apply(&mut self, op: &Op, now: Now) -> Result<bool, StorageError> {
         match op {
-            Op::Record { id, event } => self.record(id, event, now),
+            Op::Record { at, id, event } => self.record(*at, id, event, now),
             Op::Ack { seqs } => {
                 for seq in seqs {
                     self.outbox.remove(seq)?;
@@ -804,19 +815,12 @@ impl<'txn> Tables<'txn> {
 
     /// Marks `id` seen and appends the event, unless a live mark exists. An earlier record of the
     /// same id in this batch has already written its mark, so a batch de-duplicates itself.
-    fn record(&mut self, id: &str, event: &[u8], now: Now) -> Result<bool, StorageError> {
-        let mark = self.seen.get(id)?.map(|v| v.value());
-        if let Some(expires) = mark {
-            if expires > now.secs {
-                return Ok(false);
-            }
-            self.seen_by_expiry
-                .remove(expiry_key(expires, id).as_slice())?;
+    fn record(&mut self, at: u64, id: &str, event: &[u8], now: Now) -> Result<bool, StorageError> {
+        let mark = self.seen.get((at, id))?.map(|v| v.value());
+        if mark.is_some_and(|expires| expires > now.secs) {
+            return Ok(false);
         }
-        let expires = now.secs + self.dedup_ttl_secs;
-        self.seen.insert(id, expires)?;
-        self.seen_by_expiry
-            .insert(expiry_key(expires, id).as_slice(), ())?;
+        self.seen.insert((at, id), now.secs + self.dedup_ttl_secs)?;
         self.append(event, now)?;
         Ok(true)
     }
@@ -871,41 +875,28 @@ impl<'txn> Tables<'txn> {
     }
 }
 
-/// The [`SEEN_BY_EXPIRY`] key: big-endian, so byte order is expiry order.
-fn expiry_key(expires: u64, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + id.len());
-    key.extend_from_slice(&expires.to_be_bytes());
-    key.extend_from_slice(id.as_bytes());
-    key
-}
-
-/// Removes up to [`PRUNE_MAX`] marks expired at `now_secs` in one transaction; true when more
-/// remain.
-fn prune(db: &Database, now_secs: u64) -> Result<bool, redb::Error> {
+/// Removes up to [`PRUNE_MAX`] expired marks in one transaction; true when more may remain.
+/// A mark whose CreateTime is a whole window old has usually expired (it was received around its
+/// CreateTime); one received much later than its CreateTime is kept until its own expiry.
+fn prune(db: &Database, now_secs: u64, ttl_secs: u64) -> Result<bool, redb::Error> {
     let txn = db.begin_write()?;
     let more = {
         let mut seen = txn.open_table(SEEN)?;
-        let mut by_expiry = txn.open_table(SEEN_BY_EXPIRY)?;
-        // A mark is live while its expiry is after now: every key below `now + 1` is expired.
-        let bound = (now_secs + 1).to_be_bytes();
-        let expired = by_expiry
-            .range::<&[u8]>(..bound.as_slice())?
-            .take(PRUNE_MAX + 1)
-            .map(|row| row.map(|(key, _)| key.value().to_vec()))
-            .collect::<Result<Vec<_>, _>>()?;
-        for key in expired.iter().take(PRUNE_MAX) {
-            by_expiry.remove(key.as_slice())?;
-            let Some((expires, id)) = key
-                .split_first_chunk::<8>()
-                .and_then(|(e, id)| Some((u64::from_be_bytes(*e), std::str::from_utf8(id).ok()?)))
-            else {
-                continue;
-            };
-            if seen.get(id)?.map(|v| v.value()) == Some(expires) {
-                seen.remove(id)?;
+        let cutoff = now_secs.saturating_sub(ttl_secs);
+        let mut candidates = 0;
+        let mut expired = Vec::new();
+        for row in seen.range(..(cutoff, ""))?.take(PRUNE_MAX + 1) {
+            let (key, expires) = row?;
+            candidates += 1;
+            if expires.value() <= now_secs {
+                let (at, id) = key.value();
+                expired.push((at, id.to_owned()));
             }
         }
-        expired.len() > PRUNE_MAX
+        for (at, id) in expired.iter().take(PRUNE_MAX) {
+            seen.remove((*at, id.as_str()))?;
+        }
+        candidates > PRUNE_MAX && !expired.is_empty()
     };
     txn.commit()?;
     Ok(more)
@@ -957,6 +948,7 @@ mod tests {
             let outcomes = {
                 let mut tables = Tables::open(&txn, 60).unwrap();
                 let op = Op::Record {
+                    at: 990,
                     id: id.into(),
                     event: event(id).encode_to_vec(),
                 };
@@ -972,7 +964,7 @@ mod tests {
         };
         assert_eq!(record("a", at(1000)), [true, false]);
         assert_eq!(record("a", at(1059)), [false, false]);
-        assert!(!prune(&db, 1059).unwrap());
+        assert!(!prune(&db, 1059, 60).unwrap());
         let seen = |db: &Database| {
             db.begin_read()
                 .unwrap()
@@ -982,15 +974,58 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(seen(&db), 1, "the mark is live until its expiry");
-        prune(&db, 1060).unwrap();
+        prune(&db, 1060, 60).unwrap();
         assert_eq!(seen(&db), 0, "an expired mark is pruned");
-        let by_expiry = db.begin_read().unwrap().open_table(SEEN_BY_EXPIRY).unwrap();
-        assert_eq!(by_expiry.len().unwrap(), 0);
         assert_eq!(
             record("a", at(1060)),
             [true, false],
             "new again after expiry"
         );
+    }
+
+    #[test]
+    fn a_mark_received_long_after_its_create_time_is_kept_until_its_own_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        create_tables(&db).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tables = Tables::open(&txn, 60).unwrap();
+            let now = Now {
+                secs: 5000,
+                millis: 5_000_000,
+            };
+            let op = |id: &str, at| Op::Record {
+                at,
+                id: id.into(),
+                event: event(id).encode_to_vec(),
+            };
+            // CreateTime an hour before it arrived, and one stamped a little ahead.
+            assert!(tables.apply(&op("late", 1400), now).unwrap());
+            assert!(tables.apply(&op("ahead", 5010), now).unwrap());
+            tables.save_next_seq().unwrap();
+        }
+        txn.commit().unwrap();
+        let live = |db: &Database| {
+            let txn = db.begin_read().unwrap();
+            let seen = txn.open_table(SEEN).unwrap();
+            let ids: Vec<String> = seen
+                .iter()
+                .unwrap()
+                .map(|row| row.unwrap().0.value().1.to_owned())
+                .collect();
+            ids
+        };
+        prune(&db, 5059, 60).unwrap();
+        assert_eq!(live(&db), ["late", "ahead"], "both live until 5060");
+        prune(&db, 5060, 60).unwrap();
+        assert_eq!(
+            live(&db),
+            ["ahead"],
+            "late expired; ahead's CreateTime is not yet a window old, so it waits"
+        );
+        prune(&db, 5071, 60).unwrap();
+        assert!(live(&db).is_empty());
     }
 
     #[test]
