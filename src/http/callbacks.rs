@@ -3,6 +3,10 @@
 //! Each POST is verified, decrypted, normalized and recorded (de-duplicated and appended to the
 //! outbox, atomically) before it is answered: a 200 means the event is durable. The path never
 //! waits on the CRM, so the answer leaves well inside WeChat's 5-second window.
+//!
+//! When an auto-reply rule or a welcome answers the callback (issue 8,
+//! [`crate::services::autoreply`]), the 200 carries the passive reply instead of `success`,
+//! encrypted with the key that decrypted the request when it was encrypted.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
