@@ -67,5 +67,53 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Issue 8: choosing the passive reply in-process. 100 rules of every kind, the only match the
+/// lowest-priority one, so every rule is tried; then the reply XML is written.
+fn auto_reply(c: &mut Criterion) {
+    use wechat_gateway::domain::autoreply::{Matcher, Reply, Rule, RuleSet};
+    use wechat_gateway::wechat::xml::text_reply;
+    let account = AccountId::parse("bench").unwrap();
+    let xml = "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[oBenchUser000000000000000000]]></FromUserName>\
+               <CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[我想了解一下你们的产品报价]]></Content>\
+               <MsgId>23456789012345678</MsgId></xml>";
+    let doc = Document::parse(xml.as_bytes()).unwrap();
+    let event = normalize(&account, Platform::Mp, &doc, xml, SystemTime::now()).unwrap();
+    let mut rules: Vec<Rule> = (0..99)
+        .map(|i| Rule {
+            id: format!("r{i}"),
+            matcher: match i % 4 {
+                0 => Matcher::Exact(format!("关键词{i}")),
+                1 => Matcher::Prefix(format!("前缀{i}")),
+                2 => Matcher::Contains(format!("包含{i}")),
+                _ => Matcher::Regex(format!(r"^\d{{{}}}$", i % 20 + 1)),
+            },
+            reply: Reply::Text {
+                content: format!("reply {i}"),
+            },
+            priority: 100 - i,
+            enabled: true,
+        })
+        .collect();
+    rules.push(Rule {
+        id: "price".into(),
+        matcher: Matcher::Contains("报价".into()),
+        reply: Reply::Text {
+            content: "请留下电话，顾问会联系您".into(),
+        },
+        priority: -1,
+        enabled: true,
+    });
+    let set = RuleSet::new(rules);
+    c.bench_function("auto_reply: evaluate 100 rules + write the reply", |b| {
+        b.iter(|| {
+            let rule = set.evaluate(&event).unwrap();
+            let Reply::Text { content } = &rule.reply else {
+                unreachable!()
+            };
+            text_reply(&event.open_id, &event.to_user_name, 1_700_000_000, content)
+        })
+    });
+}
+
+criterion_group!(benches, bench, auto_reply);
 criterion_main!(benches);

@@ -81,7 +81,10 @@ impl Application {
             store: store.clone(),
             tokens: TokenAuthority::new(api, store.clone(), lease_owner),
             menu_locks: Default::default(),
+            replies: Default::default(),
         });
+        let account_ids: Vec<String> = services.accounts.keys().cloned().collect();
+        services.replies.refresh_all(&*store, &account_ids).await;
         let state = web::Data::new(AppState {
             accounts,
             store: store.clone(),
@@ -120,7 +123,7 @@ impl Application {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(GatewayServer::new(GatewayService::new(
-                    services,
+                    services.clone(),
                     cfg.grpc_tokens.clone(),
                 )))
                 .serve_with_incoming_shutdown(
@@ -140,10 +143,19 @@ impl Application {
             batch_size: cfg.crm.batch_size,
             ..ForwarderConfig::new(consumer_name(http_addr))
         });
-        let workers = vec![(
-            "forwarder",
-            tokio::spawn(forwarder.run(store.clone(), sink, shutdown.clone())),
-        )];
+        let workers = vec![
+            (
+                "forwarder",
+                tokio::spawn(forwarder.run(store.clone(), sink, shutdown.clone())),
+            ),
+            (
+                "reply-rules",
+                tokio::spawn(crate::services::autoreply::refresh_periodically(
+                    services.clone(),
+                    shutdown.clone(),
+                )),
+            ),
+        ];
 
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         tracing::info!(%http_addr, %grpc_addr, accounts = cfg.accounts.len(), "wechat-gateway started");

@@ -4,7 +4,8 @@
 //!
 //! A rule matches a text message (exact, prefix, contains or a regular expression) or a menu
 //! CLICK key, and answers with a text, an image or a news reply. The enabled rule with the
-//! highest priority wins; equal priorities go to the rule created first. Regular expressions use
+//! highest priority wins; equal priorities go to the rule given first (the service hands them
+//! over oldest first, so the rule created first). Regular expressions use
 //! the `regex` crate: linear time, so no rule can stall a callback, with a size limit on
 //! compilation.
 
@@ -17,16 +18,20 @@ use crate::pb::event::Kind;
 pub const MAX_TEXT_REPLY: usize = 2048;
 /// Longest pattern, in bytes.
 pub const MAX_PATTERN: usize = 512;
+/// Longest media_id WeChat issues is 64 characters; leave room.
+pub const MAX_MEDIA_ID: usize = 128;
+/// Longest rule id: it travels in `Event.reply_rule_id` and in the admin URL.
+pub const MAX_RULE_ID: usize = 64;
 
 /// How a rule matches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum Matcher {
-    /// The whole text, trimmed, equals the value (case-insensitive for ASCII).
+    /// The whole text, trimmed, equals the value (trimmed), ignoring case.
     Exact(String),
-    /// The trimmed text starts with the value (case-insensitive for ASCII).
+    /// The trimmed text starts with the value (trimmed), ignoring case.
     Prefix(String),
-    /// The text contains the value (case-insensitive for ASCII).
+    /// The text contains the value, ignoring case.
     Contains(String),
     /// The text matches this regular expression (`regex` syntax).
     Regex(String),
@@ -44,10 +49,12 @@ pub enum Reply {
     Image {
         media_id: String,
     },
-    /// One article (WeChat answers passive news replies with one article since 2018).
+    /// One article (WeChat shows one article for a passive news reply to a message since 2018).
     News {
         title: String,
+        #[serde(default)]
         description: String,
+        #[serde(default)]
         pic_url: String,
         url: String,
     },
@@ -74,8 +81,8 @@ impl Rule {
     /// Every problem with this rule, for the admin API's 400 answer.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.id.is_empty() || self.id.len() > 64 {
-            problems.push("id must be 1 to 64 characters".to_owned());
+        if let Err(e) = check_rule_id(&self.id) {
+            problems.push(e);
         }
         let pattern = match &self.matcher {
             Matcher::Exact(p) | Matcher::Prefix(p) | Matcher::Contains(p) | Matcher::Click(p) => p,
@@ -94,29 +101,71 @@ impl Rule {
         if pattern.len() > MAX_PATTERN {
             problems.push(format!("match.value is at most {MAX_PATTERN} bytes"));
         }
-        match &self.reply {
-            Reply::Text { content } if content.is_empty() => {
-                problems.push("reply.text.content must not be empty".to_owned())
+        problems.extend(self.reply.problems("reply"));
+        problems
+    }
+}
+
+/// A rule id: 1 to 64 of `[A-Za-z0-9_-]`, so that it is safe in a URL path and can never be
+/// mistaken for a welcome (`welcome:<scene>`) in `Event.reply_rule_id`.
+pub fn check_rule_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_RULE_ID {
+        return Err(format!("id must be 1 to {MAX_RULE_ID} characters"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "id {id:?} may contain only letters, digits, '-' and '_'"
+        ));
+    }
+    Ok(())
+}
+
+impl Reply {
+    /// Every problem with this reply; `at` names it in the messages (`reply`, `welcome`).
+    pub fn problems(&self, at: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self {
+            Self::Text { content } if content.trim().is_empty() => {
+                problems.push(format!("{at}.text.content must not be empty"))
             }
-            Reply::Text { content } if content.len() > MAX_TEXT_REPLY => problems.push(format!(
-                "reply.text.content is at most {MAX_TEXT_REPLY} bytes, not {}",
+            Self::Text { content } if content.len() > MAX_TEXT_REPLY => problems.push(format!(
+                "{at}.text.content is at most {MAX_TEXT_REPLY} bytes, not {}",
                 content.len()
             )),
-            Reply::Image { media_id } if media_id.is_empty() => {
-                problems.push("reply.image.media_id must not be empty".to_owned())
+            Self::Image { media_id } if media_id.is_empty() || media_id.len() > MAX_MEDIA_ID => {
+                problems.push(format!(
+                    "{at}.image.media_id must be 1 to {MAX_MEDIA_ID} characters"
+                ))
             }
-            Reply::News { title, url, .. } if title.is_empty() || url.is_empty() => {
-                problems.push("reply.news needs a title and a url".to_owned())
-            }
-            Reply::News { url, .. }
-                if !(url.starts_with("http://") || url.starts_with("https://")) =>
-            {
-                problems.push("reply.news.url must start with http:// or https://".to_owned())
+            Self::News {
+                title,
+                url,
+                pic_url,
+                ..
+            } => {
+                if title.is_empty() || url.is_empty() {
+                    problems.push(format!("{at}.news needs a title and a url"));
+                }
+                if !url.is_empty() && !is_web_url(url) {
+                    problems.push(format!("{at}.news.url must start with http:// or https://"));
+                }
+                if !pic_url.is_empty() && !is_web_url(pic_url) {
+                    problems.push(format!(
+                        "{at}.news.pic_url must start with http:// or https://"
+                    ));
+                }
             }
             _ => {}
         }
         problems
     }
+}
+
+fn is_web_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
@@ -146,7 +195,7 @@ impl RuleSet {
     /// store written by another version) is skipped with a warning: a broken rule never breaks
     /// the callback.
     pub fn new(mut rules: Vec<Rule>) -> Self {
-        // Stable sort: equal priorities keep their creation order.
+        // Stable sort: equal priorities keep the order given (oldest first).
         rules.sort_by_key(|r| std::cmp::Reverse(r.priority));
         let rules = rules
             .into_iter()
@@ -301,6 +350,22 @@ mod tests {
         assert_eq!(
             news.problems(),
             ["reply.news.url must start with http:// or https://"]
+        );
+        // An id never looks like a welcome's origin, and stays URL-safe.
+        let mut r = rule("welcome:spring", Matcher::Click("K".into()), 0);
+        assert!(
+            r.problems()[0].contains("only letters"),
+            "{:?}",
+            r.problems()
+        );
+        r.id = "spring-2026_a".into();
+        assert!(r.problems().is_empty());
+        r.reply = Reply::Image {
+            media_id: String::new(),
+        };
+        assert_eq!(
+            r.problems(),
+            ["reply.image.media_id must be 1 to 128 characters"]
         );
     }
 

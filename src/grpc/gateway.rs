@@ -16,10 +16,14 @@ use crate::pb::{
     DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse, SendMessageRequest,
     SendMessageResponse, SetMenuRequest, SetMenuResponse,
 };
-use crate::services::menu;
+use crate::pb::{
+    DeleteReplyRuleRequest, DeleteReplyRuleResponse, ListReplyRulesRequest, ListReplyRulesResponse,
+    PutReplyRuleRequest, PutReplyRuleResponse,
+};
 use crate::services::message::{send_message, Outgoing};
 use crate::services::qrcode::{create_qr_code, CreateQrCode};
 use crate::services::Services;
+use crate::services::{autoreply, menu};
 
 /// The actor recorded for changes made over gRPC when no `[[grpc.tokens]]` are configured.
 const ANONYMOUS: &str = "grpc";
@@ -75,6 +79,10 @@ impl TryFrom<CreateQrCodeRequest> for CreateQrCode {
             label: r.label,
             metadata: r.metadata.into_iter().collect(),
             users: r.users,
+            welcome: r
+                .welcome
+                .map(|w| super::replies::reply_from_pb(w, "welcome"))
+                .transpose()?,
         })
     }
 }
@@ -166,5 +174,45 @@ impl Gateway for GatewayService {
             0
         };
         Ok(Response::new(DeleteMenuResponse { version }))
+    }
+
+    async fn list_reply_rules(
+        &self,
+        request: Request<ListReplyRulesRequest>,
+    ) -> Result<Response<ListReplyRulesResponse>, Status> {
+        self.authenticate(&request)?;
+        let r = request.into_inner();
+        let rules = autoreply::list_rules(&self.services, &r.account_id).await?;
+        Ok(Response::new(ListReplyRulesResponse {
+            rules: rules.iter().map(super::replies::rule_to_pb).collect(),
+        }))
+    }
+
+    async fn put_reply_rule(
+        &self,
+        request: Request<PutReplyRuleRequest>,
+    ) -> Result<Response<PutReplyRuleResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        let rule = super::replies::rule_from_pb(
+            r.rule
+                .ok_or_else(|| AdminError::Validation("rule: required".into()))?,
+        )?;
+        let (stored, created) =
+            autoreply::put_rule(&self.services, &r.account_id, &actor, rule).await?;
+        Ok(Response::new(PutReplyRuleResponse {
+            rule: Some(super::replies::rule_to_pb(&stored)),
+            created,
+        }))
+    }
+
+    async fn delete_reply_rule(
+        &self,
+        request: Request<DeleteReplyRuleRequest>,
+    ) -> Result<Response<DeleteReplyRuleResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        autoreply::delete_rule(&self.services, &r.account_id, &actor, &r.rule_id).await?;
+        Ok(Response::new(DeleteReplyRuleResponse {}))
     }
 }

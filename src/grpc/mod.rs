@@ -2,3 +2,4 @@
 //! lives with the forwarder (`crate::outbox::sink`).
 
 pub mod gateway;
+mod replies;

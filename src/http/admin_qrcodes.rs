@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::admin::Actor;
 use super::openapi::ErrorBody;
 use super::AppState;
+use crate::domain::autoreply::Reply;
 use crate::domain::scene::SceneInput;
 use crate::error::AdminError;
 use crate::services::qrcode::{create_qr_code, CreateQrCode};
@@ -36,6 +37,11 @@ pub(crate) struct Body {
     /// WeCom only: the members the contact-me code reaches.
     #[serde(default)]
     users: Vec<String>,
+    /// The welcome reply of the followers this code brings (issue 8): `{"text": {"content"}}`,
+    /// `{"image": {"media_id"}}` or `{"news": {"title", "description", "pic_url", "url"}}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    welcome: Option<Reply>,
 }
 
 /// `scene` in the document: `oneOf` string or integer.
@@ -95,6 +101,7 @@ pub(crate) async fn create(
             label: body.label,
             metadata: body.metadata,
             users: body.users,
+            welcome: body.welcome,
         },
     )
     .await?;

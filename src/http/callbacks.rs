@@ -3,6 +3,10 @@
 //! Each POST is verified, decrypted, normalized and recorded (de-duplicated and appended to the
 //! outbox, atomically) before it is answered: a 200 means the event is durable. The path never
 //! waits on the CRM, so the answer leaves well inside WeChat's 5-second window.
+//!
+//! When an auto-reply rule or a welcome answers the callback (issue 8,
+//! [`crate::services::autoreply`]), the 200 carries the passive reply instead of `success`,
+//! encrypted with the key that decrypted the request when it was encrypted.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -15,6 +19,7 @@ use super::AppState;
 use crate::config::{Account, CallbackMode};
 use crate::domain::Platform;
 use crate::error::CallbackError;
+use crate::services::autoreply::{self, Answer};
 use crate::store::Recorded;
 use crate::wechat::crypto::{self, CryptoError};
 use crate::wechat::normalize::normalize;
@@ -126,17 +131,25 @@ fn verify_and_decrypt(
     Err(first_err.expect("at least one key was tried").into())
 }
 
-/// Parses, normalizes and durably records one decrypted callback body. Returns the kind label.
-async fn record(
-    state: &AppState,
-    account: &Account,
-    xml: &[u8],
-) -> Result<&'static str, CallbackError> {
+/// A recorded callback: its kind label, and the passive reply XML (not yet encrypted) if an
+/// auto-reply rule or a welcome answers it (issue 8).
+struct Handled {
+    kind: &'static str,
+    reply: Option<String>,
+}
+
+/// Parses, normalizes and durably records one decrypted callback body. The reply is chosen
+/// before the write, so that the recorded event names it (`reply_rule_id`) and a WeChat retry
+/// (a duplicate) gets the same reply again; it leaves only after the write.
+async fn record(state: &AppState, account: &Account, xml: &[u8]) -> Result<Handled, CallbackError> {
+    let received = Instant::now();
     let doc = Document::parse(xml)?;
     let raw = std::str::from_utf8(xml).map_err(|_| XmlError::Utf8)?;
-    let event = normalize(&account.id, account.platform, &doc, raw, SystemTime::now())?;
+    let mut event = normalize(&account.id, account.platform, &doc, raw, SystemTime::now())?;
     let kind = kind_label(&event);
-    match state.store.record(&event).await? {
+    let answer = autoreply::decide(&state.services, &mut event).await;
+    let recorded = state.store.record(&event).await?;
+    match recorded {
         Recorded::New => tracing::debug!(event_id = %event.id, kind, "event recorded"),
         Recorded::Duplicate => {
             metrics::counter!("wgw_callback_duplicates_total", "account" => account.id.to_string())
@@ -144,7 +157,42 @@ async fn record(
             tracing::debug!(event_id = %event.id, kind, "retry of a recorded event");
         }
     }
-    Ok(kind)
+    let reply = match answer {
+        Some(Answer::Passive(reply)) => Some(autoreply::passive_xml(&event, &reply)),
+        Some(Answer::WelcomeMsg {
+            welcome_code,
+            reply,
+        }) => {
+            // A WelcomeCode works once: a retry of the event sends nothing more.
+            if recorded == Recorded::New {
+                autoreply::send_welcome_soon(
+                    state.services.clone(),
+                    account.id.to_string(),
+                    welcome_code,
+                    reply,
+                    received,
+                );
+            }
+            None
+        }
+        None => None,
+    };
+    Ok(Handled { kind, reply })
+}
+
+/// Encrypts the reply of a decrypted callback with the key that decrypted it.
+fn sealed(
+    account: &Account,
+    key: usize,
+    q: &CallbackQuery,
+    mut handled: Handled,
+) -> Result<Handled, CallbackError> {
+    if let Some(reply) = handled.reply.take() {
+        let timestamp = required(&q.timestamp, "timestamp")?;
+        let nonce = required(&q.nonce, "nonce")?;
+        handled.reply = Some(autoreply::seal(account, key, timestamp, nonce, &reply));
+    }
+    Ok(handled)
 }
 
 /// The metrics label of an event's kind (bounded set: the oneof's names).
@@ -183,10 +231,10 @@ fn observe(
     platform: Platform,
     account: &str,
     started: Instant,
-    result: &Result<&'static str, CallbackError>,
+    result: Result<&'static str, &CallbackError>,
 ) {
     let (kind, outcome) = match result {
-        Ok(kind) => (*kind, "ok"),
+        Ok(kind) => (kind, "ok"),
         Err(e) => {
             tracing::warn!(account, platform = platform.as_str(), error = %e, "callback refused");
             ("unknown", e.outcome())
@@ -212,6 +260,19 @@ fn success() -> HttpResponse {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         ))
         .body("success")
+}
+
+/// `success`, or the passive reply.
+fn answer(handled: Handled) -> HttpResponse {
+    match handled.reply {
+        None => success(),
+        Some(xml) => HttpResponse::Ok()
+            .insert_header((
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/xml; charset=utf-8"),
+            ))
+            .body(xml),
+    }
 }
 
 /// `GET /wechat/mp/{account}`: WeChat's URL verification; echo `echostr` when `signature` holds.
@@ -246,8 +307,13 @@ async fn mp_callback(
 ) -> Result<HttpResponse, CallbackError> {
     let started = Instant::now();
     let result = mp_callback_inner(&state, &path, &q, &body).await;
-    observe(Platform::Mp, &path, started, &result);
-    result.map(|_| success())
+    observe(
+        Platform::Mp,
+        &path,
+        started,
+        result.as_ref().map(|h| h.kind),
+    );
+    result.map(answer)
 }
 
 async fn mp_callback_inner(
@@ -255,7 +321,7 @@ async fn mp_callback_inner(
     account_id: &str,
     q: &CallbackQuery,
     body: &[u8],
-) -> Result<&'static str, CallbackError> {
+) -> Result<Handled, CallbackError> {
     let account = state.account(account_id, Platform::Mp)?;
     let encrypted = q.encrypt_type.as_deref() == Some("aes");
     match (encrypted, account.mode) {
@@ -277,9 +343,12 @@ async fn mp_callback_inner(
         let encrypt = envelope
             .get("Encrypt")
             .ok_or(XmlError::Missing("Encrypt"))?;
-        let (plain, _key) = verify_and_decrypt(&account, q, encrypt)?;
+        let (plain, key) = verify_and_decrypt(&account, q, encrypt)?;
         state.check_timestamp(timestamp)?;
-        record(state, &account, &plain).await
+        // Compatible mode too: an encrypted request gets an encrypted reply, a plain one a
+        // plain reply (WeChat reads either there).
+        let handled = record(state, &account, &plain).await?;
+        sealed(&account, key, q, handled)
     } else {
         let signature = required(&q.signature, "signature")?;
         let timestamp = required(&q.timestamp, "timestamp")?;
@@ -322,8 +391,13 @@ async fn work_callback(
 ) -> Result<HttpResponse, CallbackError> {
     let started = Instant::now();
     let result = work_callback_inner(&state, &path, &q, &body).await;
-    observe(Platform::Work, &path, started, &result);
-    result.map(|_| success())
+    observe(
+        Platform::Work,
+        &path,
+        started,
+        result.as_ref().map(|h| h.kind),
+    );
+    result.map(answer)
 }
 
 async fn work_callback_inner(
@@ -331,14 +405,15 @@ async fn work_callback_inner(
     account_id: &str,
     q: &CallbackQuery,
     body: &[u8],
-) -> Result<&'static str, CallbackError> {
+) -> Result<Handled, CallbackError> {
     let account = state.account(account_id, Platform::Work)?;
     let timestamp = required(&q.timestamp, "timestamp")?;
     let envelope = Document::parse(body)?;
     let encrypt = envelope
         .get("Encrypt")
         .ok_or(XmlError::Missing("Encrypt"))?;
-    let (plain, _key) = verify_and_decrypt(&account, q, encrypt)?;
+    let (plain, key) = verify_and_decrypt(&account, q, encrypt)?;
     state.check_timestamp(timestamp)?;
-    record(state, &account, &plain).await
+    let handled = record(state, &account, &plain).await?;
+    sealed(&account, key, q, handled)
 }

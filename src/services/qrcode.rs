@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::domain::autoreply::Reply;
 use crate::domain::scene::{ContactWayState, Label, QrSpec, SceneInput};
 use crate::domain::Platform;
 use crate::error::AdminError;
@@ -35,6 +36,8 @@ pub struct CreateQrCode {
     pub label: String,
     pub metadata: BTreeMap<String, String>,
     pub users: Vec<String>,
+    /// The welcome reply of the followers (contacts) this code brings (issue 8).
+    pub welcome: Option<Reply>,
 }
 
 /// The answer, as both transports return it.
@@ -68,6 +71,12 @@ pub async fn create_qr_code(
     let account = svc.account(account_id)?.clone();
     let label = Label::parse(&req.label).map_err(AdminError::Validation)?;
     check_metadata(&req.metadata)?;
+    if let Some(welcome) = &req.welcome {
+        let problems = welcome.problems("welcome");
+        if !problems.is_empty() {
+            return Err(AdminError::Validation(problems.join("; ")));
+        }
+    }
     let code = match account.platform {
         Platform::Mp => {
             if !req.users.is_empty() {
@@ -113,6 +122,7 @@ pub async fn create_qr_code(
                 metadata: req.metadata,
                 actor: actor.to_owned(),
                 created_at: now,
+                welcome: req.welcome,
             },
         )
         .await?;

@@ -86,6 +86,10 @@ pub struct SceneRecord {
     pub actor: String,
     /// Unix seconds.
     pub created_at: u64,
+    /// The welcome of the followers this code brings (issue 8), instead of the account default.
+    /// Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<crate::domain::autoreply::Reply>,
 }
 
 #[async_trait]

@@ -481,18 +481,67 @@ pub fn encrypted_reply(encrypt: &str, msg_signature: &str, timestamp: &str, nonc
     out
 }
 
-/// A passive text reply (`MsgType text`) from the account to a user.
-pub fn text_reply(to_user: &str, from_user: &str, create_time: u64, content: &str) -> String {
-    let mut out = String::with_capacity(to_user.len() + from_user.len() + content.len() + 200);
+/// The header every passive reply starts with: who it goes to, from whom, when, and its type.
+fn reply_head(out: &mut String, to_user: &str, from_user: &str, create_time: u64, msg_type: &str) {
     out.push_str("<xml>");
-    element_cdata(&mut out, "ToUserName", to_user);
-    element_cdata(&mut out, "FromUserName", from_user);
+    element_cdata(out, "ToUserName", to_user);
+    element_cdata(out, "FromUserName", from_user);
     out.push_str("<CreateTime>");
     out.push_str(&create_time.to_string());
     out.push_str("</CreateTime>");
-    element_cdata(&mut out, "MsgType", "text");
+    element_cdata(out, "MsgType", msg_type);
+}
+
+/// A passive text reply (`MsgType text`) from the account to a user.
+pub fn text_reply(to_user: &str, from_user: &str, create_time: u64, content: &str) -> String {
+    let mut out = String::with_capacity(to_user.len() + from_user.len() + content.len() + 200);
+    reply_head(&mut out, to_user, from_user, create_time, "text");
     element_cdata(&mut out, "Content", content);
     out.push_str("</xml>");
+    out
+}
+
+/// A passive image reply (`MsgType image`): a media_id uploaded to WeChat.
+pub fn image_reply(to_user: &str, from_user: &str, create_time: u64, media_id: &str) -> String {
+    let mut out = String::with_capacity(to_user.len() + from_user.len() + media_id.len() + 220);
+    reply_head(&mut out, to_user, from_user, create_time, "image");
+    out.push_str("<Image>");
+    element_cdata(&mut out, "MediaId", media_id);
+    out.push_str("</Image></xml>");
+    out
+}
+
+/// One article of a passive news reply.
+#[derive(Debug, Clone, Copy)]
+pub struct Article<'a> {
+    pub title: &'a str,
+    pub description: &'a str,
+    pub pic_url: &'a str,
+    pub url: &'a str,
+}
+
+/// A passive news reply (`MsgType news`, `ArticleCount`, `Articles/item`), as WeChat's
+/// "被动回复用户消息" documents it (one article to a message, up to 8 to an event).
+pub fn news_reply(
+    to_user: &str,
+    from_user: &str,
+    create_time: u64,
+    articles: &[Article<'_>],
+) -> String {
+    let mut out = String::with_capacity(300 + articles.len() * 200);
+    reply_head(&mut out, to_user, from_user, create_time, "news");
+    out.push_str("<ArticleCount>");
+    out.push_str(&articles.len().to_string());
+    out.push_str("</ArticleCount><Articles>");
+    for a in articles {
+        out.push_str("<item>");
+        element_cdata(&mut out, "Title", a.title);
+        element_cdata(&mut out, "Description", a.description);
+        element_cdata(&mut out, "PicUrl", a.pic_url);
+        element_cdata(&mut out, "Url", a.url);
+        out.push_str("</item>");
+    }
+    out.push_str("</Articles></xml>");
     out
 }
 
@@ -819,6 +868,34 @@ mod tests {
         let b = parse("<xml>\n  <A><![CDATA[1]]></A>\n</xml>").unwrap();
         assert_eq!(a, b);
         assert_eq!(format!("{a:?}"), "{\"A\": \"1\"}");
+    }
+
+    #[test]
+    fn image_and_news_replies_have_wechats_shape_and_survive_hostile_values() {
+        let image = image_reply("oUser", "gh_1", 7, "MEDIA]]>x");
+        let doc = parse(&image).unwrap();
+        assert_eq!(doc.get("MsgType"), Some("image"));
+        assert_eq!(doc.get("MediaId"), Some("MEDIA]]>x"));
+        assert!(image.contains("<Image><MediaId>"), "{image}");
+
+        let news = news_reply(
+            "oUser",
+            "gh_1",
+            7,
+            &[Article {
+                title: "A ]]> B",
+                description: "<b>",
+                pic_url: "https://p/1.jpg",
+                url: "https://example.com/?a=1&b=2",
+            }],
+        );
+        let doc = parse(&news).unwrap();
+        assert_eq!(doc.get("MsgType"), Some("news"));
+        assert_eq!(doc.get("ArticleCount"), Some("1"));
+        assert_eq!(doc.get("Title"), Some("A ]]> B"));
+        assert_eq!(doc.get("Description"), Some("<b>"));
+        assert_eq!(doc.get("Url"), Some("https://example.com/?a=1&b=2"));
+        assert!(news.contains("<Articles><item><Title>"), "{news}");
     }
 }
 

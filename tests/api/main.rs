@@ -9,5 +9,6 @@ mod crash;
 mod menus;
 mod ops;
 mod qrcodes;
+mod replies;
 mod store;
 mod support;

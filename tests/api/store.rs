@@ -446,6 +446,7 @@ async fn registered_scenes_are_found_per_account_and_survive_reopening(b: impl B
         metadata: [("campaign".to_owned(), "expo".to_owned())].into(),
         actor: "ops".into(),
         created_at: 1_700_000_000,
+        ..Default::default()
     };
     {
         let store = b.open().await;

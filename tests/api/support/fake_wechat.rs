@@ -8,9 +8,10 @@
 //! - Errors can be injected per path (an errcode, or an HTTP status, for the next N calls, before
 //!   the token is looked at), and every answer of a path can be delayed.
 //! - It keeps each account's menu as WeChat does ([`menu`]), and counts the calls of each path
-//!   in flight at once.
+//!   in flight at once; WeCom's `send_welcome_msg` honours each welcome code once ([`welcome`]).
 
 mod menu;
+mod welcome;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -55,6 +56,7 @@ struct State {
     /// Path → calls being answered now, and the most ever at once.
     in_flight: HashMap<String, (usize, usize)>,
     menus: menu::Menus,
+    welcomes: welcome::Welcomes,
 }
 
 pub struct FakeWeChat {
@@ -260,6 +262,7 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                         "qr_code": format!("https://wework.qpic.cn/wwpic/fake{n}/0"),
                     }),
                     "/cgi-bin/message/custom/send" => json!({"errcode": 0, "errmsg": "ok"}),
+                    welcome::PATH => welcome::answer(&mut s.welcomes, &json_body),
                     "/cgi-bin/message/send" => json!({
                         "errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": format!("msg{n}")
                     }),

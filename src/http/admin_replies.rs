@@ -1,0 +1,273 @@
+//! Keyword auto-reply rules and the account's default welcome (issue 8), through
+//! [`crate::services::autoreply`]:
+//!
+//! - `GET /admin/v1/accounts/{account}/reply-rules` → `{"rules": [...]}` in evaluation order;
+//! - `POST .../reply-rules` creates one (`id` optional: generated), 409 when the id is taken;
+//! - `PUT .../reply-rules/{id}` creates or replaces one; `DELETE .../reply-rules/{id}`;
+//! - `GET | PUT | DELETE .../welcome`: the welcome of followers who came through no code with a
+//!   welcome of its own (the body of PUT is the reply itself).
+//!
+//! A rule is `{"id", "match": {"kind": "exact"|"prefix"|"contains"|"regex"|"click", "value"},
+//! "reply": {"text": {"content"}} | {"image": {"media_id"}} | {"news": {"title", "description",
+//! "pic_url", "url"}}, "priority", "enabled"}`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::admin::{json_body, Actor};
+use super::openapi::ErrorBody;
+use super::AppState;
+use crate::domain::autoreply::{Matcher, Reply, Rule};
+use crate::error::AdminError;
+use crate::services::autoreply;
+
+pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+    scope
+        .service(
+            web::resource("/accounts/{account}/reply-rules")
+                .route(web::get().to(list))
+                .route(web::post().to(create)),
+        )
+        .service(
+            web::resource("/accounts/{account}/reply-rules/{id}")
+                .route(web::put().to(put))
+                .route(web::delete().to(delete)),
+        )
+        .service(
+            web::resource("/accounts/{account}/welcome")
+                .route(web::get().to(get_welcome))
+                .route(web::put().to(put_welcome))
+                .route(web::delete().to(delete_welcome)),
+        )
+}
+
+/// A rule as the admin API receives it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ReplyRuleBody)]
+pub(crate) struct RuleBody {
+    /// 1 to 64 of `[A-Za-z0-9_-]`; generated when left out of a POST.
+    #[serde(default)]
+    id: String,
+    /// `{"kind": "exact" | "prefix" | "contains" | "regex" | "click", "value": "..."}`.
+    #[serde(rename = "match")]
+    #[schema(value_type = Object)]
+    matcher: Matcher,
+    /// `{"text": {"content"}}`, `{"image": {"media_id"}}` or
+    /// `{"news": {"title", "description", "pic_url", "url"}}`.
+    #[schema(value_type = Object)]
+    reply: Reply,
+    /// Highest first; equal priorities: the oldest rule first.
+    #[serde(default)]
+    priority: i32,
+    #[serde(default = "enabled")]
+    enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl RuleBody {
+    fn into_rule(self) -> Rule {
+        Rule {
+            id: self.id,
+            matcher: self.matcher,
+            reply: self.reply,
+            priority: self.priority,
+            enabled: self.enabled,
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{account}/reply-rules",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    responses(
+        (status = 200, description = "`{\"rules\": [{\"id\", \"match\", \"reply\", \"priority\", \"enabled\", \"created_at_ms\", \"updated_at_ms\", \"actor\"}]}` in evaluation order", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(
+    _actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let rules = autoreply::list_rules(&state.services, &path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "rules": rules })))
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/reply-rules",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = RuleBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "the rule as stored", body = Object),
+        (status = 400, description = "invalid rule (the message names the problem)", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 409, description = "a rule with this id exists", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body: RuleBody = json_body(&body)?;
+    let stored = autoreply::create_rule(
+        &state.services,
+        &path.into_inner(),
+        &actor.0,
+        body.into_rule(),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(stored))
+}
+
+#[utoipa::path(
+    put,
+    path = "/admin/v1/accounts/{account}/reply-rules/{id}",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration"), ("id" = String, Path, description = "the rule id")),
+    request_body(content = RuleBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the rule as stored (replaced)", body = Object),
+        (status = 201, description = "the rule as stored (created)", body = Object),
+        (status = 400, description = "invalid rule (the message names the problem)", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 409, description = "the rule kept changing under the request", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn put(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let (account, id) = path.into_inner();
+    let mut body: RuleBody = json_body(&body)?;
+    if body.id.is_empty() {
+        body.id = id.clone();
+    } else if body.id != id {
+        return Err(AdminError::Validation(format!(
+            "id: the body says {:?} but the path says {id:?}",
+            body.id
+        )));
+    }
+    let (stored, created) =
+        autoreply::put_rule(&state.services, &account, &actor.0, body.into_rule()).await?;
+    Ok(if created {
+        HttpResponse::Created().json(stored)
+    } else {
+        HttpResponse::Ok().json(stored)
+    })
+}
+
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/accounts/{account}/reply-rules/{id}",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration"), ("id" = String, Path, description = "the rule id")),
+    responses(
+        (status = 200, description = "`{\"id\", \"deleted\": true}`", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account or rule", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    let (account, id) = path.into_inner();
+    autoreply::delete_rule(&state.services, &account, &actor.0, &id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "id": id, "deleted": true })))
+}
+
+fn welcome_json(w: &autoreply::StoredWelcome) -> serde_json::Value {
+    json!({ "welcome": w.reply, "updated_at_ms": w.updated_at_ms, "actor": w.actor })
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{account}/welcome",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    responses(
+        (status = 200, description = "`{\"welcome\": <reply>, \"updated_at_ms\", \"actor\"}`", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account, or no default welcome", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get_welcome(
+    _actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    match autoreply::welcome(&state.services, &path.into_inner()).await? {
+        Some(w) => Ok(HttpResponse::Ok().json(welcome_json(&w))),
+        None => Err(AdminError::NotFound("no default welcome is set".into())),
+    }
+}
+
+#[utoipa::path(
+    put,
+    path = "/admin/v1/accounts/{account}/welcome",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = Object, description = "the reply: `{\"text\": {\"content\"}}`, `{\"image\": {\"media_id\"}}` or `{\"news\": {...}}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"welcome\": <reply>, \"updated_at_ms\", \"actor\"}`", body = Object),
+        (status = 400, description = "invalid reply (the message names the problem)", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn put_welcome(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let reply: Reply = json_body(&body)?;
+    let stored =
+        autoreply::put_welcome(&state.services, &path.into_inner(), &actor.0, reply).await?;
+    Ok(HttpResponse::Ok().json(welcome_json(&stored)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/accounts/{account}/welcome",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    responses(
+        (status = 200, description = "`{\"deleted\": true}`", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account, or no default welcome", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete_welcome(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    autoreply::delete_welcome(&state.services, &path.into_inner(), &actor.0).await?;
+    Ok(HttpResponse::Ok().json(json!({ "deleted": true })))
+}

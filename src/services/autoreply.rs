@@ -1,0 +1,666 @@
+//! Keyword auto-replies and campaign welcomes (issue 8): the rules and the default welcome of
+//! each account, kept as store documents (kinds [`RULE_KIND`] and [`WELCOME_KIND`]) and
+//! managed by the admin API and gRPC; an in-memory snapshot per account that the callback path
+//! reads without touching the store; and what the callback path does with them.
+//!
+//! The snapshot is rebuilt after every change made through this instance and every
+//! [`REFRESH_EVERY`] from the store, so that instances sharing a Redis store converge on the
+//! same rules within that period. Building it compiles the regular expressions once; a stored
+//! rule that does not decode or compile is skipped and logged, never fatal.
+//!
+//! On the callback path ([`decide`]), a text message or a menu CLICK is matched against the
+//! snapshot's rules (no I/O); a subscribe through a QR code looks up its scene's welcome (one
+//! store read, on subscribe events only: scenes are many, a snapshot of them would not stay
+//! small), else takes the account default from the snapshot. A WeCom customer added through a
+//! contact-me code gets the welcome of its `State` through `externalcontact/send_welcome_msg`,
+//! sent by a task spawned after the event is durable ([`send_welcome_soon`]): WeCom honours a
+//! `WelcomeCode` only within 20 seconds of its event, and only once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Account;
+use crate::domain::autoreply::{check_rule_id, Reply, Rule, RuleSet};
+use crate::error::AdminError;
+use crate::pb;
+use crate::pb::event::Kind;
+use crate::store::{DocWrite, Store, StoreError};
+use crate::wechat::api::Empty;
+use crate::wechat::crypto;
+use crate::wechat::xml::{self, Article};
+
+use super::Services;
+
+/// The store document kind of the rules (one document per rule, by id).
+pub const RULE_KIND: &str = "reply-rule";
+/// The store document kind of the account's default welcome (one document, [`DEFAULT_WELCOME`]).
+pub const WELCOME_KIND: &str = "reply-welcome";
+const DEFAULT_WELCOME: &str = "default";
+/// How often every instance re-reads the rules from the store.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// Most rules of one account: they are all read at every refresh and scanned on every message.
+pub const MAX_RULES: usize = 500;
+/// WeCom accepts a `WelcomeCode` for 20 seconds after its event ("发送新客户欢迎语": "企业仅可在
+/// 收到相关事件后20秒内调用，且只可调用一次").
+const WELCOME_CODE_VALIDITY: Duration = Duration::from_secs(20);
+/// Compare-and-swap attempts before a concurrent writer wins with a 409.
+const CAS_ATTEMPTS: usize = 5;
+
+/// A rule as stored and as the admin API answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRule {
+    #[serde(flatten)]
+    pub rule: Rule,
+    /// Unix ms; orders rules of equal priority (the first created wins).
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// The admin token name or gRPC caller of the last change.
+    pub actor: String,
+}
+
+/// The account's default welcome as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredWelcome {
+    pub reply: Reply,
+    pub updated_at_ms: u64,
+    pub actor: String,
+}
+
+/// What the callback path reads for one account.
+pub struct Snapshot {
+    rules: RuleSet,
+    welcome: Option<Reply>,
+}
+
+struct Installed {
+    /// The reload that built it: a slower, older reload never replaces a newer snapshot.
+    generation: u64,
+    snapshot: Arc<Snapshot>,
+}
+
+/// Every account's snapshot; one per process (in [`Services`]).
+#[derive(Default)]
+pub struct Replies {
+    accounts: RwLock<HashMap<String, Installed>>,
+    generation: AtomicU64,
+}
+
+impl Replies {
+    fn snapshot(&self, account: &str) -> Option<Arc<Snapshot>> {
+        let map = self.accounts.read().unwrap_or_else(|e| e.into_inner());
+        map.get(account).map(|i| i.snapshot.clone())
+    }
+
+    /// Rebuilds the account's snapshot from the store.
+    pub async fn reload(&self, store: &dyn Store, account: &str) -> Result<(), StoreError> {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut rules: Vec<StoredRule> = Vec::new();
+        for (id, bytes) in store.docs(account, RULE_KIND).await? {
+            match serde_json::from_slice::<StoredRule>(&bytes) {
+                Ok(r) => rules.push(r),
+                Err(e) => {
+                    tracing::warn!(account, rule = %id, error = %e, "auto-reply rule skipped: it does not decode");
+                }
+            }
+        }
+        rules.sort_by(|a, b| (a.created_at_ms, &a.rule.id).cmp(&(b.created_at_ms, &b.rule.id)));
+        let welcome = match store.doc(account, WELCOME_KIND, DEFAULT_WELCOME).await? {
+            Some(bytes) => match serde_json::from_slice::<StoredWelcome>(&bytes) {
+                Ok(w) if w.reply.problems("welcome").is_empty() => Some(w.reply),
+                Ok(_) => {
+                    tracing::warn!(account, "default welcome skipped: it is not a valid reply");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(account, error = %e, "default welcome skipped: it does not decode");
+                    None
+                }
+            },
+            None => None,
+        };
+        let snapshot = Arc::new(Snapshot {
+            rules: RuleSet::new(rules.into_iter().map(|r| r.rule).collect()),
+            welcome,
+        });
+        let mut map = self.accounts.write().unwrap_or_else(|e| e.into_inner());
+        match map.get(account) {
+            Some(installed) if installed.generation > generation => {}
+            _ => {
+                map.insert(
+                    account.to_owned(),
+                    Installed {
+                        generation,
+                        snapshot,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Reloads every account; a store failure keeps the previous snapshot (and is logged).
+    pub async fn refresh_all(&self, store: &dyn Store, accounts: &[String]) {
+        for account in accounts {
+            if let Err(e) = self.reload(store, account).await {
+                tracing::warn!(account = %account, error = %e, "auto-reply rules not refreshed; keeping the previous ones");
+            }
+        }
+    }
+}
+
+/// The refresher: every [`REFRESH_EVERY`], until shutdown.
+pub async fn refresh_periodically(svc: Arc<Services>, shutdown: CancellationToken) {
+    let accounts: Vec<String> = svc.accounts.keys().cloned().collect();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(REFRESH_EVERY) => {}
+        }
+        svc.replies.refresh_all(&*svc.store, &accounts).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn validated(rule: &Rule) -> Result<(), AdminError> {
+    let problems = rule.problems();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AdminError::Validation(format!(
+            "rule {:?}: {}",
+            rule.id,
+            problems.join("; ")
+        )))
+    }
+}
+
+fn decode_rule(bytes: &[u8], id: &str) -> Result<StoredRule, AdminError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| AdminError::Store(StoreError::Corrupt(format!("reply rule {id:?}: {e}"))))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a reply record serializes")
+}
+
+/// Applies a change to this instance's snapshot at once (the others follow within
+/// [`REFRESH_EVERY`]). The change is stored already: a failed reload is only logged.
+async fn after_change(svc: &Services, account: &str) {
+    if let Err(e) = svc.replies.reload(&*svc.store, account).await {
+        tracing::warn!(account, error = %e, "auto-reply rules changed but not reloaded yet");
+    }
+}
+
+/// Every rule of the account, in evaluation order (priority, highest first; then oldest first).
+pub async fn list_rules(svc: &Services, account: &str) -> Result<Vec<StoredRule>, AdminError> {
+    svc.account(account)?;
+    let mut rules = Vec::new();
+    for (id, bytes) in svc.store.docs(account, RULE_KIND).await? {
+        match decode_rule(&bytes, &id) {
+            Ok(r) => rules.push(r),
+            // Shown to no one, used by no one: the refresh skips it too.
+            Err(e) => tracing::warn!(account, rule = %id, error = %e, "unreadable rule not listed"),
+        }
+    }
+    rules.sort_by(|a, b| {
+        (
+            std::cmp::Reverse(a.rule.priority),
+            a.created_at_ms,
+            &a.rule.id,
+        )
+            .cmp(&(
+                std::cmp::Reverse(b.rule.priority),
+                b.created_at_ms,
+                &b.rule.id,
+            ))
+    });
+    Ok(rules)
+}
+
+async fn check_room(svc: &Services, account: &str) -> Result<(), AdminError> {
+    if svc.store.docs(account, RULE_KIND).await?.len() >= MAX_RULES {
+        return Err(AdminError::Validation(format!(
+            "an account has at most {MAX_RULES} reply rules; delete one first"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates a rule; an empty id gets a generated one. 409 when the id is taken.
+#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
+pub async fn create_rule(
+    svc: &Services,
+    account: &str,
+    actor: &str,
+    mut rule: Rule,
+) -> Result<StoredRule, AdminError> {
+    svc.account(account)?;
+    if rule.id.is_empty() {
+        rule.id = format!("r{:012x}", rand::random::<u64>() >> 16);
+    }
+    validated(&rule)?;
+    check_room(svc, account).await?;
+    let now = now_ms();
+    let stored = StoredRule {
+        rule,
+        created_at_ms: now,
+        updated_at_ms: now,
+        actor: actor.to_owned(),
+    };
+    let written = svc
+        .store
+        .put_doc(
+            account,
+            RULE_KIND,
+            &stored.rule.id,
+            &encode(&stored),
+            DocWrite::IfAbsent,
+            None,
+        )
+        .await?;
+    if !written {
+        return Err(AdminError::Conflict(format!(
+            "a reply rule with id {:?} exists; PUT it to replace it",
+            stored.rule.id
+        )));
+    }
+    tracing::info!(rule = %stored.rule.id, "reply rule created");
+    after_change(svc, account).await;
+    Ok(stored)
+}
+
+/// Creates or replaces the rule `rule.id`, keeping its creation time (and so its place among
+/// rules of equal priority). Answers the rule and whether it was created.
+#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
+pub async fn put_rule(
+    svc: &Services,
+    account: &str,
+    actor: &str,
+    rule: Rule,
+) -> Result<(StoredRule, bool), AdminError> {
+    svc.account(account)?;
+    validated(&rule)?;
+    for _ in 0..CAS_ATTEMPTS {
+        let now = now_ms();
+        let current = svc.store.doc(account, RULE_KIND, &rule.id).await?;
+        let (created_at_ms, write) = match &current {
+            Some(bytes) => {
+                // An unreadable record is replaced: that is how an operator repairs it.
+                let created = decode_rule(bytes, &rule.id).map_or(now, |r| r.created_at_ms);
+                (created, DocWrite::IfEquals(bytes.clone()))
+            }
+            None => {
+                check_room(svc, account).await?;
+                (now, DocWrite::IfAbsent)
+            }
+        };
+        let stored = StoredRule {
+            rule: rule.clone(),
+            created_at_ms,
+            updated_at_ms: now,
+            actor: actor.to_owned(),
+        };
+        if svc
+            .store
+            .put_doc(account, RULE_KIND, &rule.id, &encode(&stored), write, None)
+            .await?
+        {
+            tracing::info!(rule = %rule.id, created = current.is_none(), "reply rule stored");
+            after_change(svc, account).await;
+            return Ok((stored, current.is_none()));
+        }
+    }
+    Err(AdminError::Conflict(format!(
+        "reply rule {:?} kept changing under this request; try again",
+        rule.id
+    )))
+}
+
+#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
+pub async fn delete_rule(
+    svc: &Services,
+    account: &str,
+    actor: &str,
+    id: &str,
+) -> Result<(), AdminError> {
+    svc.account(account)?;
+    check_rule_id(id).map_err(AdminError::Validation)?;
+    if !svc.store.delete_doc(account, RULE_KIND, id).await? {
+        return Err(AdminError::NotFound(format!("no reply rule {id:?}")));
+    }
+    tracing::info!(rule = id, "reply rule deleted");
+    after_change(svc, account).await;
+    Ok(())
+}
+
+/// The account's default welcome, if set.
+pub async fn welcome(svc: &Services, account: &str) -> Result<Option<StoredWelcome>, AdminError> {
+    svc.account(account)?;
+    match svc
+        .store
+        .doc(account, WELCOME_KIND, DEFAULT_WELCOME)
+        .await?
+    {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| AdminError::Store(StoreError::Corrupt(format!("default welcome: {e}")))),
+        None => Ok(None),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
+pub async fn put_welcome(
+    svc: &Services,
+    account: &str,
+    actor: &str,
+    reply: Reply,
+) -> Result<StoredWelcome, AdminError> {
+    svc.account(account)?;
+    let problems = reply.problems("welcome");
+    if !problems.is_empty() {
+        return Err(AdminError::Validation(problems.join("; ")));
+    }
+    let stored = StoredWelcome {
+        reply,
+        updated_at_ms: now_ms(),
+        actor: actor.to_owned(),
+    };
+    svc.store
+        .put_doc(
+            account,
+            WELCOME_KIND,
+            DEFAULT_WELCOME,
+            &encode(&stored),
+            DocWrite::Always,
+            None,
+        )
+        .await?;
+    tracing::info!("default welcome stored");
+    after_change(svc, account).await;
+    Ok(stored)
+}
+
+#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
+pub async fn delete_welcome(svc: &Services, account: &str, actor: &str) -> Result<(), AdminError> {
+    svc.account(account)?;
+    if !svc
+        .store
+        .delete_doc(account, WELCOME_KIND, DEFAULT_WELCOME)
+        .await?
+    {
+        return Err(AdminError::NotFound("no default welcome is set".into()));
+    }
+    tracing::info!("default welcome deleted");
+    after_change(svc, account).await;
+    Ok(())
+}
+
+// ---- The callback path ----------------------------------------------------------------------
+
+/// What answers a callback, once [`decide`] chose.
+pub enum Answer {
+    /// Sent back in the callback's answer.
+    Passive(Reply),
+    /// A WeCom contact-me welcome, sent through `send_welcome_msg` once the event is durable.
+    WelcomeMsg { welcome_code: String, reply: Reply },
+}
+
+/// Chooses the answer of one callback and records its origin in `event.reply_rule_id` (a rule
+/// id, `welcome:<scene>` or `welcome:default`). Reads no store but on (WeCom contact) subscribe
+/// events through a code, to find the code's welcome; a failed read falls back to the default.
+pub async fn decide(svc: &Services, event: &mut pb::Event) -> Option<Answer> {
+    let snapshot = svc.replies.snapshot(&event.account_id);
+    let (origin, answer) = match &event.kind {
+        Some(Kind::Text(_) | Kind::MenuClick(_)) => {
+            let rule = snapshot.as_ref()?.rules.evaluate(event)?;
+            (rule.id.clone(), Answer::Passive(rule.reply.clone()))
+        }
+        Some(Kind::Subscribe(s)) => {
+            let (origin, reply) =
+                choose_welcome(svc, &event.account_id, &s.scene, snapshot).await?;
+            (origin, Answer::Passive(reply))
+        }
+        Some(Kind::ExternalContactChange(c))
+            if !c.welcome_code.is_empty()
+                && matches!(
+                    c.change_type.as_str(),
+                    "add_external_contact" | "add_half_external_contact"
+                ) =>
+        {
+            let (origin, reply) =
+                choose_welcome(svc, &event.account_id, &c.state, snapshot).await?;
+            (
+                origin,
+                Answer::WelcomeMsg {
+                    welcome_code: c.welcome_code.clone(),
+                    reply,
+                },
+            )
+        }
+        _ => return None,
+    };
+    metrics::counter!("wgw_auto_replies_total", "account" => event.account_id.clone(),
+        "origin" => if origin.starts_with("welcome:") { "welcome" } else { "rule" })
+    .increment(1);
+    event.reply_rule_id = origin;
+    Some(answer)
+}
+
+/// The welcome of `scene` if the gateway created that code with one, else the default.
+async fn choose_welcome(
+    svc: &Services,
+    account: &str,
+    scene: &str,
+    snapshot: Option<Arc<Snapshot>>,
+) -> Option<(String, Reply)> {
+    if !scene.is_empty() {
+        match svc.store.scene(account, scene).await {
+            Ok(Some(record)) => {
+                if let Some(reply) = record.welcome.filter(|r| r.problems("welcome").is_empty()) {
+                    return Some((format!("welcome:{scene}"), reply));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(account, scene, error = %e, "scene welcome unavailable; using the default");
+            }
+        }
+    }
+    let reply = snapshot?.welcome.clone()?;
+    Some(("welcome:default".to_owned(), reply))
+}
+
+/// The passive reply XML to the sender of `event` (ToUserName and FromUserName swapped).
+pub fn passive_xml(event: &pb::Event, reply: &Reply) -> String {
+    let to = if event.open_id.is_empty() {
+        &event.user_id
+    } else {
+        &event.open_id
+    };
+    let from = &event.to_user_name;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match reply {
+        Reply::Text { content } => xml::text_reply(to, from, now, content),
+        Reply::Image { media_id } => xml::image_reply(to, from, now, media_id),
+        Reply::News {
+            title,
+            description,
+            pic_url,
+            url,
+        } => xml::news_reply(
+            to,
+            from,
+            now,
+            &[Article {
+                title,
+                description,
+                pic_url,
+                url,
+            }],
+        ),
+    }
+}
+
+/// The encrypted envelope of a reply in safe (and encrypted compatible) mode and on WeCom:
+/// encrypted with the key that decrypted the request (`key`: its index in `account.keys`, the
+/// previous key during a rotation) and signed over token, timestamp, nonce and Encrypt.
+pub fn seal(
+    account: &Account,
+    key: usize,
+    timestamp: &str,
+    nonce: &str,
+    reply_xml: &str,
+) -> String {
+    let crypto = &account.keys[key];
+    let encrypt = crypto.encrypt(reply_xml.as_bytes(), &account.receiver_id);
+    let signature = crypto::msg_signature(account.token.expose(), timestamp, nonce, &encrypt);
+    xml::encrypted_reply(&encrypt, &signature, timestamp, nonce)
+}
+
+/// `send_welcome_msg`'s body: text as `text`, an image or an article as an attachment.
+fn welcome_body(welcome_code: &str, reply: &Reply) -> serde_json::Value {
+    match reply {
+        Reply::Text { content } => serde_json::json!({
+            "welcome_code": welcome_code, "text": {"content": content}
+        }),
+        Reply::Image { media_id } => serde_json::json!({
+            "welcome_code": welcome_code,
+            "attachments": [{"msgtype": "image", "image": {"media_id": media_id}}]
+        }),
+        Reply::News {
+            title,
+            description,
+            pic_url,
+            url,
+        } => serde_json::json!({
+            "welcome_code": welcome_code,
+            "attachments": [{"msgtype": "link", "link": {
+                "title": title, "picurl": pic_url, "desc": description, "url": url
+            }}]
+        }),
+    }
+}
+
+/// Sends a contact-me welcome off the callback path, within what is left of the code's 20
+/// seconds since `received`. A failure is logged and counted
+/// (`wgw_welcome_messages_total{outcome}`), never retried: the code is single-use, and WeCom
+/// answers 41051 once the customer has been greeted by someone else.
+pub fn send_welcome_soon(
+    svc: Arc<Services>,
+    account: String,
+    welcome_code: String,
+    reply: Reply,
+    received: Instant,
+) {
+    tokio::spawn(async move {
+        let outcome = send_welcome(&svc, &account, &welcome_code, &reply, received).await;
+        metrics::counter!("wgw_welcome_messages_total", "account" => account, "outcome" => outcome)
+            .increment(1);
+    });
+}
+
+async fn send_welcome(
+    svc: &Services,
+    account_id: &str,
+    welcome_code: &str,
+    reply: &Reply,
+    received: Instant,
+) -> &'static str {
+    let Ok(account) = svc.account(account_id) else {
+        return "failed";
+    };
+    let Some(left) = WELCOME_CODE_VALIDITY.checked_sub(received.elapsed()) else {
+        tracing::warn!(
+            account = account_id,
+            "welcome code expired before it could be used"
+        );
+        return "expired";
+    };
+    let body = welcome_body(welcome_code, reply);
+    let call = svc.tokens.post::<Empty>(
+        account,
+        "externalcontact/send_welcome_msg",
+        "/cgi-bin/externalcontact/send_welcome_msg",
+        &body,
+    );
+    match tokio::time::timeout(left, call).await {
+        Ok(Ok(_)) => {
+            tracing::info!(account = account_id, "contact-me welcome sent");
+            "sent"
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(account = account_id, error = %e, "contact-me welcome not sent");
+            "failed"
+        }
+        Err(_) => {
+            tracing::warn!(
+                account = account_id,
+                "contact-me welcome not sent within the code's 20 s"
+            );
+            "expired"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welcome_bodies_follow_send_welcome_msg() {
+        let text = welcome_body(
+            "WC",
+            &Reply::Text {
+                content: "hi".into(),
+            },
+        );
+        assert_eq!(
+            text,
+            serde_json::json!({"welcome_code": "WC", "text": {"content": "hi"}})
+        );
+        let news = welcome_body(
+            "WC",
+            &Reply::News {
+                title: "T".into(),
+                description: "D".into(),
+                pic_url: "https://p".into(),
+                url: "https://u".into(),
+            },
+        );
+        assert_eq!(news["attachments"][0]["msgtype"], "link");
+        assert_eq!(news["attachments"][0]["link"]["desc"], "D");
+        assert_eq!(news["attachments"][0]["link"]["picurl"], "https://p");
+    }
+
+    #[test]
+    fn stored_rules_keep_the_admin_shape_flat() {
+        let stored = StoredRule {
+            rule: serde_json::from_value(serde_json::json!({
+                "id": "r1", "match": {"kind": "exact", "value": "hi"},
+                "reply": {"image": {"media_id": "M"}}
+            }))
+            .unwrap(),
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            actor: "ops".into(),
+        };
+        let json = serde_json::to_value(&stored).unwrap();
+        assert_eq!(json["id"], "r1");
+        assert_eq!(json["match"]["kind"], "exact");
+        assert_eq!(json["enabled"], true);
+        let back: StoredRule = serde_json::from_value(json).unwrap();
+        assert_eq!(back, stored);
+    }
+}
