@@ -7,6 +7,7 @@ pub mod admin_menu;
 pub mod admin_qrcodes;
 pub mod callbacks;
 pub mod health;
+pub mod links;
 pub mod openapi;
 
 use std::collections::HashMap;
@@ -35,4 +36,5 @@ pub fn routes(cfg: &mut actix_web::web::ServiceConfig) {
     callbacks::routes(cfg);
     admin::routes(cfg);
     health::routes(cfg);
+    links::routes(cfg);
 }

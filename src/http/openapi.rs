@@ -51,6 +51,8 @@ impl Modify for BearerAuth {
         super::admin_menu::add_conditional,
         super::admin_menu::delete_conditional,
         super::admin_menu::try_match,
+        super::links::create,
+        super::links::list,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

@@ -2,6 +2,7 @@
 //! here, takes validated inputs (or validates them before any call to WeChat) and answers with
 //! an [`AdminError`] that both transports map in `crate::error`.
 
+pub mod links;
 pub mod menu;
 pub mod message;
 pub mod qrcode;
@@ -21,6 +22,8 @@ pub struct Services {
     pub tokens: TokenAuthority,
     /// Serializes each account's menu changes.
     pub menu_locks: menu::MenuLocks,
+    /// Tracked links: the public base URL, the allowed target domains, WeChat's OAuth base.
+    pub links: crate::config::LinksConfig,
 }
 
 impl Services {

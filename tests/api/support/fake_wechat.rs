@@ -9,8 +9,10 @@
 //!   the token is looked at), and every answer of a path can be delayed.
 //! - It keeps each account's menu as WeChat does ([`menu`]), and counts the calls of each path
 //!   in flight at once.
+//! - It serves web OAuth and the user lookups of identity enrichment ([`oauth`]).
 
 mod menu;
+mod oauth;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -55,6 +57,7 @@ struct State {
     /// Path → calls being answered now, and the most ever at once.
     in_flight: HashMap<String, (usize, usize)>,
     menus: menu::Menus,
+    identity: oauth::Identity,
 }
 
 pub struct FakeWeChat {
@@ -210,6 +213,9 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
         None => {}
     }
     let mut s = state.lock().unwrap();
+    if oauth::handles_public(&path) {
+        return oauth::answer_public(&mut s.identity, &path, &query);
+    }
     let answer = match path.as_str() {
         "/cgi-bin/stable_token" => {
             let appid = json_body["appid"].as_str().unwrap_or_default();
@@ -233,6 +239,14 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                 .iter()
                 .find(|(_, t)| !token.is_empty() && *t == token)
                 .map(|(credential, _)| credential.clone());
+            if credential.is_some() && oauth::handles(&path) {
+                return HttpResponse::Ok().json(oauth::answer(
+                    &s.identity,
+                    &path,
+                    &query,
+                    &json_body,
+                ));
+            }
             if let Some(credential) = credential.filter(|_| menu::handles(&path)) {
                 let answer = menu::answer(&mut s.menus, &credential, &path, &query, &json_body);
                 return HttpResponse::Ok().json(answer);
