@@ -661,7 +661,10 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
 fn check_links(raw: RawLinks, problems: &mut Vec<String>) -> LinksConfig {
     if let Some(base) = &raw.public_base_url {
         check_url(base, "links.public_base_url", &["http", "https"], problems);
-        let rest = base.split_once("://").map_or("", |(_, r)| r);
+        let rest = base
+            .split_once("://")
+            .map_or("", |(_, r)| r)
+            .trim_end_matches('/');
         if rest.contains(['/', '?', '#', '@']) {
             problems.push(format!(
                 "links.public_base_url: {base:?} must be an origin such as \"https://gw.example.com\" (no path, query or user)"
@@ -991,5 +994,40 @@ token = "x"
             problems.contains("required for compatible and safe mode"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn links_and_enrichment_keys_are_checked_and_defaulted() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert!(cfg.enrichment.enabled);
+        assert_eq!(cfg.enrichment.user_ttl, Duration::from_secs(86_400));
+        assert_eq!(cfg.links.public_base_url, None);
+        assert_eq!(cfg.links.oauth_base, "https://open.weixin.qq.com");
+        let toml = format!(
+            "[links]\npublic_base_url = \"https://gw.example.com/\"\nallowed_domains = [\"acme.com\"]\n{GOOD_MP}"
+        );
+        let cfg = load_str(&toml).unwrap();
+        assert_eq!(
+            cfg.links.public_base_url.as_deref(),
+            Some("https://gw.example.com")
+        );
+        let toml = format!(
+            "[links]\npublic_base_url = \"https://gw.example.com/l?x=1\"\n\
+             allowed_domains = [\"https://acme.com\", \"Acme.com\", \"acme\"]\n\
+             [enrichment]\nuser_ttl_seconds = 5\n{GOOD_MP}"
+        );
+        let problems = load_str(&toml).unwrap_err().0.join("\n");
+        for expected in [
+            "links.public_base_url: \"https://gw.example.com/l?x=1\" must be an origin",
+            "links.allowed_domains[0]",
+            "links.allowed_domains[1]",
+            "links.allowed_domains[2]",
+            "enrichment.user_ttl_seconds: 5 is too short",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "missing {expected:?} in:\n{problems}"
+            );
+        }
     }
 }

@@ -233,21 +233,21 @@ async fn an_unsubscribe_purges_the_cache_and_click_memory_says_so_and_the_next_e
 }
 
 #[tokio::test]
-async fn a_wecom_external_contact_gets_its_unionid_and_name_from_externalcontact_get() {
+async fn a_wecom_external_contact_gets_its_unionid_and_name_and_is_forgotten_when_it_leaves() {
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
     let (app, _dir) = app_with(&wechat, &crm).await;
-    let contact = |change: &str| {
+    let contact = |change: &str, at: u64| {
         format!(
             "<xml><ToUserName><![CDATA[{WORK_CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
              <CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
              <Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[{change}]]></ChangeType>\
              <UserID><![CDATA[zhangsan]]></UserID><ExternalUserID><![CDATA[wmCustomer1]]></ExternalUserID>\
              </xml>",
-            now()
+            at
         )
     };
-    let xml = contact("add_external_contact");
+    let xml = contact("add_external_contact", now());
     assert_eq!(app.post_safe("acme-work", &xml).await.status(), 200);
     let events = crm.wait_for(|evs| !evs.is_empty(), WAIT).await;
     assert_eq!(events[0].union_id, "union-wmCustomer1");
@@ -257,5 +257,37 @@ async fn a_wecom_external_contact_gets_its_unionid_and_name_from_externalcontact
     );
     let call = &wechat.requests_to("/cgi-bin/externalcontact/get")[0];
     assert_eq!(call.query["external_userid"], "wmCustomer1");
+
+    // The customer deletes the member: the cached contact is dropped, so when they are added
+    // again, externalcontact/get is asked again.
+    // (Later CreateTimes: the same change in the same second is the same callback.)
+    for (change, at) in [
+        ("del_follow_user", now() + 1),
+        ("add_external_contact", now() + 2),
+    ] {
+        assert_eq!(
+            app.post_safe("acme-work", &contact(change, at))
+                .await
+                .status(),
+            200
+        );
+        crm.wait_for(
+            |evs| {
+                evs.iter().any(|e| {
+                    matches!(&e.kind, Some(Kind::ExternalContactChange(c)) if c.change_type == change)
+                        && e.occurred_at.as_ref().is_some_and(|t| t.seconds == at as i64)
+                })
+            },
+            WAIT,
+        )
+        .await;
+    }
+    let events = crm.wait_for(|evs| evs.len() >= 3, WAIT).await;
+    assert_eq!(
+        wechat.count("/cgi-bin/externalcontact/get"),
+        2,
+        "looked up again after the purge"
+    );
+    assert_eq!(events[2].union_id, "union-wmCustomer1");
     app.stop().await;
 }
