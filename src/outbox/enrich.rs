@@ -3,8 +3,8 @@
 //!
 //! - **Enrichment.** An Official Account event with an `open_id` whose user the gateway has not
 //!   looked up within `enrichment.user_ttl_seconds` (the user cache: documents of kind
-//!   [`USER_KIND`], id = openid, with that TTL), or any `subscribe` (the subscribe scene and QR
-//!   scene change with each follow), gets its user looked up with `cgi-bin/user/info/batchget`,
+//!   [`USER_KIND`], id = openid, with that TTL), or whose cache entry predates a `subscribe` in
+//!   the batch (the subscribe scene and QR scene change with each follow), gets its user looked up with `cgi-bin/user/info/batchget`,
 //!   at most [`BATCHGET_MAX`] users per call as WeChat documents it, so a batch of n users to
 //!   look up costs ceil(n / 100) calls. The answer is cached and `union_id` and `profile` are set
 //!   on the event. A WeCom event with an `external_user_id` is looked up with
@@ -24,8 +24,10 @@
 //!   external contact as well (their events have no flag to set).
 //!
 //! Within a batch, a user whose last event is an unsubscribe is not looked up (their earlier
-//! events get what the cache had), and nothing is written to the cache for them.
-//! A batch that is retried (the CRM was away) is enriched again; the cache makes that cheap.
+//! events get what the cache had), and nothing is written to the cache for them. A cache entry
+//! fetched before the batch's latest follow or departure of the user is out of date: the user
+//! is looked up again. A batch that is retried (the CRM was away) is enriched again; the entry
+//! its first attempt cached is newer than its events, so a retry costs no call.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -129,7 +131,14 @@ struct UserPlan {
     cached: Option<CachedUser>,
     fresh: Option<CachedUser>,
     last_leaves: bool,
+    /// When the latest follow or departure of the batch happened (unix seconds, 0: none): a
+    /// cache entry fetched before it is out of date.
+    turned_at: i64,
     look_up: bool,
+}
+
+fn seconds(event: &pb::Event) -> i64 {
+    event.occurred_at.as_ref().map_or(0, |t| t.seconds)
 }
 
 impl Enricher {
@@ -188,11 +197,14 @@ impl Enricher {
                 cached: None,
                 fresh: None,
                 last_leaves: false,
+                turned_at: 0,
                 look_up: false,
             });
             plan.events.push(i);
             plan.last_leaves = leaves;
-            plan.look_up |= matches!(events[i].kind, Some(Kind::Subscribe(_)));
+            if leaves || matches!(events[i].kind, Some(Kind::Subscribe(_))) {
+                plan.turned_at = plan.turned_at.max(seconds(&events[i]));
+            }
         }
         if plans.is_empty() {
             return;
@@ -206,7 +218,11 @@ impl Enricher {
                     None
                 }
             };
-            plan.look_up = !plan.last_leaves && (plan.look_up || plan.cached.is_none());
+            plan.look_up = !plan.last_leaves
+                && plan
+                    .cached
+                    .as_ref()
+                    .is_none_or(|c| c.fetched_at < plan.turned_at);
         }
 
         let wanted: Vec<String> = plans
@@ -245,6 +261,7 @@ impl Enricher {
 
         for (user, plan) in &plans {
             let mut current = plan.fresh.clone().or_else(|| plan.cached.clone());
+            let mut purged_any = false;
             for &i in &plan.events {
                 let event = &mut events[i];
                 if leaves(event) {
@@ -253,12 +270,18 @@ impl Enricher {
                             event.union_id = u.union_id.clone();
                         }
                     }
+                    let left_at = seconds(event);
                     let purged = self.purge(account, user).await;
                     if let Some(Kind::Unsubscribe(u)) = &mut event.kind {
                         u.data_purged = purged;
                     }
-                    // Anything after this in the batch (a follow again) is WeChat's state now.
-                    current = plan.fresh.clone().filter(|_| !plan.last_leaves);
+                    purged_any = true;
+                    // After this (a follow again) only what was fetched since is true: a fresh
+                    // answer, or the cache entry an earlier attempt of this batch wrote.
+                    current = plan
+                        .fresh
+                        .clone()
+                        .or_else(|| plan.cached.clone().filter(|c| c.fetched_at >= left_at));
                     continue;
                 }
                 if let Some(u) = &current {
@@ -268,8 +291,14 @@ impl Enricher {
                     event.profile = Some(u.profile());
                 }
             }
-            if let (Some(fresh), false) = (&plan.fresh, plan.last_leaves) {
-                let bytes = serde_json::to_vec(fresh).expect("a cached user serializes");
+            let keep = match (&plan.fresh, &current) {
+                (Some(fresh), _) => Some(fresh),
+                // The purge removed an entry that is still true: put it back.
+                (None, Some(current)) if purged_any => Some(current),
+                _ => None,
+            };
+            if let (Some(keep), false) = (keep, plan.last_leaves) {
+                let bytes = serde_json::to_vec(keep).expect("a cached user serializes");
                 if let Err(e) = self
                     .store()
                     .put_doc(

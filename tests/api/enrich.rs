@@ -26,10 +26,14 @@ fn text_xml(from: &str, msg_id: u64) -> String {
 }
 
 fn event_xml(from: &str, event: &str) -> String {
+    event_xml_at(from, event, now())
+}
+
+fn event_xml_at(from: &str, event: &str, at: u64) -> String {
     format!(
         "<xml><ToUserName>gh_test</ToUserName><FromUserName>{from}</FromUserName><CreateTime>{}</CreateTime>\
          <MsgType>event</MsgType><Event>{event}</Event><EventKey></EventKey></xml>",
-        now()
+        at
     )
 }
 
@@ -289,5 +293,69 @@ async fn a_wecom_external_contact_gets_its_unionid_and_name_and_is_forgotten_whe
         "looked up again after the purge"
     );
     assert_eq!(events[2].union_id, "union-wmCustomer1");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unsubscribe_and_a_new_follow_in_one_batch_purge_then_enrich_afresh_even_when_retried() {
+    let wechat = FakeWeChat::start().await;
+    let crm = FakeCrm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let with_wechat = || {
+        AppOptions::embedded(&data)
+            .crm(&crm.endpoint())
+            .wechat(&wechat.base())
+    };
+    // The follower is known and cached.
+    let app = spawn_app(with_wechat(), dir.path()).await;
+    post(&app, &text_xml("oBack", 1)).await;
+    crm.wait_for(|evs| evs.len() == 1, WAIT).await;
+    assert_eq!(wechat.count(BATCHGET), 1);
+    app.stop().await;
+
+    // They leave and follow again while no forwarder runs, so both land in one batch.
+    let filling = spawn_app(
+        AppOptions::embedded(&data).crm("http://127.0.0.1:1"),
+        dir.path(),
+    )
+    .await;
+    // CreateTime has whole seconds: the new follow must come a second after the cached lookup
+    // for that entry to be out of date.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let at = now();
+    for event in ["unsubscribe", "subscribe"] {
+        post(&filling, &event_xml_at("oBack", event, at)).await;
+    }
+    filling.stop().await;
+
+    // The CRM refuses the batch a few times: each attempt is enriched again.
+    crm.set_down(true);
+    let app = spawn_app(with_wechat(), dir.path()).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while crm.calls() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "no retries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    crm.set_down(false);
+    let events = crm.wait_for(|evs| evs.len() == 3, WAIT).await;
+    match &events[1].kind {
+        Some(Kind::Unsubscribe(u)) => assert!(u.data_purged),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(events[2].kind, Some(Kind::Subscribe(_))));
+    assert_eq!(events[2].union_id, "union-oBack");
+    assert!(events[2].profile.is_some(), "{:?}", events[2]);
+    assert_eq!(
+        wechat.count(BATCHGET),
+        2,
+        "one lookup for the new follow, none for the retries"
+    );
+
+    // What the new follow cached stays: the next event costs no call.
+    post(&app, &text_xml("oBack", 2)).await;
+    let events = crm.wait_for(|evs| evs.len() == 4, WAIT).await;
+    assert_eq!(events[3].union_id, "union-oBack");
+    assert_eq!(wechat.count(BATCHGET), 2);
     app.stop().await;
 }
