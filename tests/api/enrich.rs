@@ -13,6 +13,7 @@ use crate::links::{app_with, create_link, open_in_wechat};
 use crate::support::app::{now, spawn_app, AppOptions, TestApp, WORK_CORP_ID};
 use crate::support::crm::FakeCrm;
 use crate::support::fake_wechat::{FakeWeChat, Injected};
+use crate::support::redis::fresh_db_url;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BATCHGET: &str = "/cgi-bin/user/info/batchget";
@@ -160,9 +161,20 @@ async fn a_failed_lookup_does_not_hold_the_event_back_and_a_later_event_is_enric
 #[tokio::test]
 async fn an_unsubscribe_purges_the_cache_and_click_memory_says_so_and_the_next_event_looks_up_again(
 ) {
+    let dir = tempfile::tempdir().unwrap();
+    purge_on_unsubscribe(AppOptions::embedded(&dir.path().join("data")), dir.path()).await;
+}
+
+#[tokio::test]
+async fn the_purge_on_unsubscribe_works_the_same_on_the_redis_store() {
+    let dir = tempfile::tempdir().unwrap();
+    purge_on_unsubscribe(AppOptions::redis(&fresh_db_url().await), dir.path()).await;
+}
+
+async fn purge_on_unsubscribe(opts: AppOptions, config_dir: &std::path::Path) {
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
-    let (app, _dir) = app_with(&wechat, &crm).await;
+    let app = spawn_app(opts.wechat(&wechat.base()).crm(&crm.endpoint()), config_dir).await;
     let (status, link) = create_link(
         &app,
         "acme-plain",
