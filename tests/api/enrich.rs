@@ -371,3 +371,52 @@ async fn an_unsubscribe_and_a_new_follow_in_one_batch_purge_then_enrich_afresh_e
     assert_eq!(wechat.count(BATCHGET), 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_openid_wechat_refuses_is_isolated_by_halving_and_the_others_are_still_enriched() {
+    let wechat = FakeWeChat::start().await;
+    let crm = FakeCrm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let filling = spawn_app(
+        AppOptions::embedded(&data).crm("http://127.0.0.1:1"),
+        dir.path(),
+    )
+    .await;
+    for (i, user) in ["bogus-user", "oP1", "oP2", "oP3", "oP4"]
+        .iter()
+        .enumerate()
+    {
+        post(&filling, &text_xml(user, 9_000 + i as u64)).await;
+    }
+    filling.stop().await;
+
+    let app = spawn_app(
+        AppOptions::embedded(&data)
+            .crm(&crm.endpoint())
+            .wechat(&wechat.base()),
+        dir.path(),
+    )
+    .await;
+    let events = crm.wait_for(|evs| evs.len() == 5, WAIT).await;
+    for e in &events {
+        let want = if e.open_id == "bogus-user" {
+            String::new()
+        } else {
+            format!("union-{}", e.open_id)
+        };
+        assert_eq!(e.union_id, want, "{e:?}");
+    }
+    // 40003 refuses the whole call: [5 users] → [bogus, oP1] + [oP2..oP4] → [bogus] + [oP1].
+    let sizes: Vec<usize> = wechat
+        .requests_to(BATCHGET)
+        .iter()
+        .map(|r| r.body["user_list"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, vec![5, 2, 1, 1, 3]);
+    // The account was not paused: a new follower right after is enriched.
+    post(&app, &text_xml("oP5", 9_100)).await;
+    let events = crm.wait_for(|evs| evs.len() == 6, WAIT).await;
+    assert_eq!(events[5].union_id, "union-oP5");
+    app.stop().await;
+}
