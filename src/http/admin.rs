@@ -25,13 +25,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/dead-letters/{event_id}/replay",
             web::post().to(replay_dead_letter),
         );
+    let scope = super::links::admin_routes(scope);
     cfg.service(
-        super::links::admin_routes(super::admin_menu::routes(super::admin_qrcodes::routes(
-            scope,
-        )))
-        // Unknown admin paths still demand a token first, so they reveal nothing.
-        .default_service(web::to(not_found))
-        .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, too_large_as_json)),
+        super::admin_menu::routes(super::admin_qrcodes::routes(scope))
+            // Unknown admin paths still demand a token first, so they reveal nothing.
+            .default_service(web::to(not_found))
+            .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, too_large_as_json)),
     );
 }
 
