@@ -9,7 +9,8 @@
 //!   for the follower's openid. A code is good once: an unknown code (or one issued for another
 //!   appid) is 40029 "invalid code", a second use 40163 "code been used".
 //! - `POST /cgi-bin/user/info/batchget` `{"user_list": [{"openid", "lang"}]}`: at most 100
-//!   users (more: 40032 "invalid openid list size"); an openid that is not one is 40003.
+//!   users (more: 40032, 不合法的openid列表长度 in WeChat's global return codes); an openid that is
+//!   not one is 40003 (不合法的OpenID).
 //!   Every openid of the form `o[A-Za-z0-9_-]+` is a follower whose unionid is `union-<openid>`,
 //!   followed through QR scene `spring-expo` with tag 2, unless [`FakeWeChat::set_unsubscribed`]
 //!   says they left (then `{"subscribe": 0, "openid"}`, as WeChat answers for them).
