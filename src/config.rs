@@ -28,6 +28,30 @@ pub struct Config {
     pub grpc_tokens: Vec<AdminToken>,
     pub log: LogConfig,
     pub accounts: Vec<Account>,
+    /// Tracked links (`[links]`, issue 8).
+    pub links: LinksConfig,
+    /// Identity enrichment in the forwarder (`[enrichment]`, issue 8).
+    pub enrichment: EnrichmentConfig,
+}
+
+/// `[links]`: where tracked links may lead, and the gateway's public address.
+#[derive(Debug, Clone, Default)]
+pub struct LinksConfig {
+    /// The gateway as followers reach it (`https://gw.example.com`, no trailing slash): the
+    /// short URLs and the OAuth `redirect_uri` start with it. `None`: links cannot be created.
+    pub public_base_url: Option<String>,
+    /// Hosts a link may lead to (exact host or a subdomain), lowercase ASCII (punycode).
+    pub allowed_domains: Vec<String>,
+    /// `wechat.oauth_base`, kept here for the redirect into WeChat's web OAuth.
+    pub oauth_base: String,
+}
+
+/// `[enrichment]`: the forwarder's user lookups.
+#[derive(Debug, Clone)]
+pub struct EnrichmentConfig {
+    pub enabled: bool,
+    /// How long a looked-up user is not looked up again.
+    pub user_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +88,9 @@ pub struct WechatConfig {
     pub work_api_base: String,
     /// Deadline of one HTTP call to WeChat (each retry gets its own).
     pub timeout: Duration,
+    /// Where followers are sent for web OAuth (`connect/oauth2/authorize`); overridable so
+    /// that tests can point it at a fake.
+    pub oauth_base: String,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +157,31 @@ struct Raw {
     admin: RawAdmin,
     log: RawLog,
     accounts: Vec<RawAccount>,
+    links: RawLinks,
+    enrichment: RawEnrichment,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawLinks {
+    public_base_url: Option<String>,
+    allowed_domains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawEnrichment {
+    enabled: bool,
+    user_ttl_seconds: u64,
+}
+
+impl Default for RawEnrichment {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            user_ttl_seconds: 86_400,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +260,7 @@ struct RawWechat {
     mp_api_base: String,
     work_api_base: String,
     timeout_ms: u64,
+    oauth_base: String,
 }
 
 impl Default for RawWechat {
@@ -216,6 +269,7 @@ impl Default for RawWechat {
             mp_api_base: "https://api.weixin.qq.com".into(),
             work_api_base: "https://qyapi.weixin.qq.com".into(),
             timeout_ms: 5_000,
+            oauth_base: "https://open.weixin.qq.com".into(),
         }
     }
 }
@@ -508,6 +562,20 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         problems,
     );
 
+    check_url(
+        &raw.wechat.oauth_base,
+        "wechat.oauth_base",
+        &["http", "https"],
+        problems,
+    );
+    let links = check_links(raw.links, problems);
+    if raw.enrichment.user_ttl_seconds < 60 {
+        problems.push(format!(
+            "enrichment.user_ttl_seconds: {} is too short (at least 60)",
+            raw.enrichment.user_ttl_seconds
+        ));
+    }
+
     if !(100..=60_000).contains(&raw.wechat.timeout_ms) {
         problems.push(format!(
             "wechat.timeout_ms: {} must be between 100 and 60000",
@@ -563,6 +631,7 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             mp_api_base: raw.wechat.mp_api_base.trim_end_matches('/').to_owned(),
             work_api_base: raw.wechat.work_api_base.trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(raw.wechat.timeout_ms),
+            oauth_base: raw.wechat.oauth_base.trim_end_matches('/').to_owned(),
         },
         max_clock_skew: match raw.callbacks.max_clock_skew_seconds {
             0 => None,
@@ -575,7 +644,47 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             level: raw.log.level,
         },
         accounts,
+        links: LinksConfig {
+            oauth_base: raw.wechat.oauth_base.trim_end_matches('/').to_owned(),
+            ..links
+        },
+        enrichment: EnrichmentConfig {
+            enabled: raw.enrichment.enabled,
+            user_ttl: Duration::from_secs(raw.enrichment.user_ttl_seconds),
+        },
     })
+}
+
+/// `[links]`: the base URL is an origin (no path, query or trailing slash) and every allowed
+/// domain a lowercase ASCII host name with at least one dot, so that matching a target's host
+/// against it is a plain string comparison (see `crate::domain::link`).
+fn check_links(raw: RawLinks, problems: &mut Vec<String>) -> LinksConfig {
+    if let Some(base) = &raw.public_base_url {
+        check_url(base, "links.public_base_url", &["http", "https"], problems);
+        let rest = base
+            .split_once("://")
+            .map_or("", |(_, r)| r)
+            .trim_end_matches('/');
+        if rest.contains(['/', '?', '#', '@']) {
+            problems.push(format!(
+                "links.public_base_url: {base:?} must be an origin such as \"https://gw.example.com\" (no path, query or user)"
+            ));
+        }
+    }
+    for (i, d) in raw.allowed_domains.iter().enumerate() {
+        if !crate::domain::link::is_host_name(d) {
+            problems.push(format!(
+                "links.allowed_domains[{i}]: {d:?} must be a lowercase host name such as \"acme.com\" (punycode for IDN, no scheme, port or path)"
+            ));
+        }
+    }
+    LinksConfig {
+        public_base_url: raw
+            .public_base_url
+            .map(|b| b.trim_end_matches('/').to_owned()),
+        allowed_domains: raw.allowed_domains,
+        oauth_base: String::new(),
+    }
 }
 
 /// WeChat's rule for the callback Token: 3 to 32 letters or digits.
@@ -885,5 +994,40 @@ token = "x"
             problems.contains("required for compatible and safe mode"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn links_and_enrichment_keys_are_checked_and_defaulted() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert!(cfg.enrichment.enabled);
+        assert_eq!(cfg.enrichment.user_ttl, Duration::from_secs(86_400));
+        assert_eq!(cfg.links.public_base_url, None);
+        assert_eq!(cfg.links.oauth_base, "https://open.weixin.qq.com");
+        let toml = format!(
+            "[links]\npublic_base_url = \"https://gw.example.com/\"\nallowed_domains = [\"acme.com\"]\n{GOOD_MP}"
+        );
+        let cfg = load_str(&toml).unwrap();
+        assert_eq!(
+            cfg.links.public_base_url.as_deref(),
+            Some("https://gw.example.com")
+        );
+        let toml = format!(
+            "[links]\npublic_base_url = \"https://gw.example.com/l?x=1\"\n\
+             allowed_domains = [\"https://acme.com\", \"Acme.com\", \"acme\"]\n\
+             [enrichment]\nuser_ttl_seconds = 5\n{GOOD_MP}"
+        );
+        let problems = load_str(&toml).unwrap_err().0.join("\n");
+        for expected in [
+            "links.public_base_url: \"https://gw.example.com/l?x=1\" must be an origin",
+            "links.allowed_domains[0]",
+            "links.allowed_domains[1]",
+            "links.allowed_domains[2]",
+            "enrichment.user_ttl_seconds: 5 is too short",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "missing {expected:?} in:\n{problems}"
+            );
+        }
     }
 }

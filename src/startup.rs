@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, StoreBackend};
 use crate::grpc::gateway::GatewayService;
 use crate::http::{self, AppState};
+use crate::outbox::enrich::Enricher;
 use crate::outbox::sink::{GrpcSink, Sink, StdoutSink};
 use crate::outbox::{Forwarder, ForwarderConfig};
 use crate::pb::gateway_server::GatewayServer;
@@ -82,9 +83,14 @@ impl Application {
             tokens: TokenAuthority::new(api, store.clone(), lease_owner),
             menu_locks: Default::default(),
             replies: Default::default(),
+            links: cfg.links.clone(),
         });
         let account_ids: Vec<String> = services.accounts.keys().cloned().collect();
         services.replies.refresh_all(&*store, &account_ids).await;
+        let enricher = cfg
+            .enrichment
+            .enabled
+            .then(|| Arc::new(Enricher::new(services.clone(), cfg.enrichment.user_ttl)));
         let state = web::Data::new(AppState {
             accounts,
             store: store.clone(),
@@ -139,10 +145,13 @@ impl Application {
             ),
             None => Arc::new(StdoutSink),
         };
-        let forwarder = Forwarder::new(ForwarderConfig {
+        let mut forwarder = Forwarder::new(ForwarderConfig {
             batch_size: cfg.crm.batch_size,
             ..ForwarderConfig::new(consumer_name(http_addr))
         });
+        if let Some(enricher) = enricher {
+            forwarder = forwarder.with_enricher(enricher);
+        }
         let workers = vec![
             (
                 "forwarder",

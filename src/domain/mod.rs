@@ -3,6 +3,7 @@
 
 pub mod autoreply;
 pub mod broadcast;
+pub mod link;
 pub mod menu;
 pub mod scene;
 

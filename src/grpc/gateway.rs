@@ -12,14 +12,16 @@ use crate::domain::scene::SceneInput;
 use crate::error::AdminError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
-    create_qr_code_request, send_message_request, CreateQrCodeRequest, CreateQrCodeResponse,
-    DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse, SendMessageRequest,
+    create_qr_code_request, send_message_request, CreateLinkRequest, CreateLinkResponse,
+    CreateQrCodeRequest, CreateQrCodeResponse, DeleteMenuRequest, DeleteMenuResponse,
+    GetMenuRequest, GetMenuResponse, ListLinksRequest, ListLinksResponse, SendMessageRequest,
     SendMessageResponse, SetMenuRequest, SetMenuResponse,
 };
 use crate::pb::{
     DeleteReplyRuleRequest, DeleteReplyRuleResponse, ListReplyRulesRequest, ListReplyRulesResponse,
     PutReplyRuleRequest, PutReplyRuleResponse,
 };
+use crate::services::links;
 use crate::services::message::{send_message, Outgoing};
 use crate::services::qrcode::{create_qr_code, CreateQrCode};
 use crate::services::Services;
@@ -214,5 +216,37 @@ impl Gateway for GatewayService {
         let r = request.into_inner();
         autoreply::delete_rule(&self.services, &r.account_id, &actor, &r.rule_id).await?;
         Ok(Response::new(DeleteReplyRuleResponse {}))
+    }
+
+    async fn create_link(
+        &self,
+        request: Request<CreateLinkRequest>,
+    ) -> Result<Response<CreateLinkResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        let link =
+            links::create_link(&self.services, &r.account_id, &actor, &r.target, &r.label).await?;
+        Ok(Response::new(link_response(link)))
+    }
+
+    async fn list_links(
+        &self,
+        request: Request<ListLinksRequest>,
+    ) -> Result<Response<ListLinksResponse>, Status> {
+        self.authenticate(&request)?;
+        let r = request.into_inner();
+        let all = links::list_links(&self.services, &r.account_id).await?;
+        Ok(Response::new(ListLinksResponse {
+            links: all.into_iter().map(link_response).collect(),
+        }))
+    }
+}
+
+fn link_response(l: links::CreatedLink) -> CreateLinkResponse {
+    CreateLinkResponse {
+        code: l.code,
+        url: l.url,
+        target: l.target,
+        label: l.label,
     }
 }

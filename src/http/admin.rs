@@ -25,6 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/dead-letters/{event_id}/replay",
             web::post().to(replay_dead_letter),
         );
+    let scope = super::links::admin_routes(scope);
     cfg.service(
         super::admin_replies::routes(super::admin_menu::routes(super::admin_qrcodes::routes(
             scope,

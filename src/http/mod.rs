@@ -9,6 +9,7 @@ pub mod admin_qrcodes;
 pub mod admin_replies;
 pub mod callbacks;
 pub mod health;
+pub mod links;
 pub mod openapi;
 
 use std::collections::HashMap;
@@ -37,4 +38,5 @@ pub fn routes(cfg: &mut actix_web::web::ServiceConfig) {
     callbacks::routes(cfg);
     admin::routes(cfg);
     health::routes(cfg);
+    links::routes(cfg);
 }

@@ -58,6 +58,8 @@ impl Modify for BearerAuth {
         super::admin_replies::get_welcome,
         super::admin_replies::put_welcome,
         super::admin_replies::delete_welcome,
+        super::links::create,
+        super::links::list,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

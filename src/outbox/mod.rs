@@ -11,7 +11,11 @@
 //! of that scene from the store's scene registry (also `add_half_external_contact`). This happens here, off the callback path, so
 //! a callback never waits for it; a lookup that fails only leaves the label empty (and is
 //! logged): delivery never waits or fails because of it.
+//!
+//! Enrichment and the privacy purge ([`enrich`], issue 8) run at the same point, after
+//! attribution.
 
+pub mod enrich;
 pub mod sink;
 
 use std::sync::Arc;
@@ -53,6 +57,8 @@ impl ForwarderConfig {
 
 pub struct Forwarder {
     cfg: ForwarderConfig,
+    /// `None` when `enrichment.enabled = false`.
+    enricher: Option<Arc<enrich::Enricher>>,
 }
 
 /// Capped exponential backoff with full jitter: the n-th consecutive failure waits a random
@@ -68,7 +74,16 @@ fn backoff(cfg: &ForwarderConfig, failures: u32) -> Duration {
 
 impl Forwarder {
     pub fn new(cfg: ForwarderConfig) -> Self {
-        Self { cfg }
+        Self {
+            cfg,
+            enricher: None,
+        }
+    }
+
+    /// Looks users up and purges departed users' data before each delivery ([`enrich`]).
+    pub fn with_enricher(mut self, enricher: Arc<enrich::Enricher>) -> Self {
+        self.enricher = Some(enricher);
+        self
     }
 
     /// Runs until `shutdown` is cancelled. Undelivered events stay in the store for the next
@@ -147,6 +162,9 @@ impl Forwarder {
     ) -> anyhow::Result<()> {
         let mut events: Vec<_> = batch.iter().map(|e| e.event.clone()).collect();
         attribute(store, &mut events).await;
+        if let Some(enricher) = &self.enricher {
+            enricher.enrich(&mut events).await;
+        }
         let delivered = match sink.deliver(&events).await {
             Ok(d) => d,
             // One event poisons the request: find it by delivering one at a time, in order.

@@ -3,6 +3,7 @@
 //! an [`AdminError`] that both transports map in `crate::error`.
 
 pub mod autoreply;
+pub mod links;
 pub mod menu;
 pub mod message;
 pub mod qrcode;
@@ -24,6 +25,8 @@ pub struct Services {
     pub menu_locks: menu::MenuLocks,
     /// Each account's auto-reply rules and default welcome, for the callback path (issue 8).
     pub replies: autoreply::Replies,
+    /// Tracked links: the public base URL, the allowed target domains, WeChat's OAuth base.
+    pub links: crate::config::LinksConfig,
 }
 
 impl Services {

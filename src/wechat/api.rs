@@ -143,6 +143,17 @@ pub struct WorkSent {
     pub msgid: String,
 }
 
+/// The answer of `sns/oauth2/access_token` (web OAuth, issue 8): who opened the page. Its
+/// `access_token` (a web token, unrelated to the account's) is not kept.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OAuthIdentity {
+    pub openid: String,
+    /// Only where the account is bound to an open platform (and, by WeChat's rule, mostly with
+    /// `snsapi_userinfo`); enrichment fills it otherwise.
+    #[serde(default)]
+    pub unionid: String,
+}
+
 /// An answer with nothing but errcode/errmsg (checked before this is decoded).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Empty {}
@@ -226,6 +237,32 @@ impl WeChatApi {
             api: "gettoken",
             path: "/cgi-bin/gettoken",
             query: vec![("corpid", corp_id), ("corpsecret", secret.expose())],
+            body: None,
+        })
+        .await
+    }
+
+    /// `sns/oauth2/access_token`: exchanges the `code` that WeChat's web OAuth handed to the
+    /// follower's browser for the follower's openid (40029 invalid code, 40163 code already
+    /// used: a code is good for one exchange, within 5 minutes).
+    pub async fn oauth_identity(
+        &self,
+        account: &str,
+        app_id: &str,
+        secret: &Secret,
+        code: &str,
+    ) -> Result<OAuthIdentity, ApiError> {
+        self.call(Request {
+            account,
+            platform: Platform::Mp,
+            api: "sns/oauth2/access_token",
+            path: "/sns/oauth2/access_token",
+            query: vec![
+                ("appid", app_id),
+                ("secret", secret.expose()),
+                ("code", code),
+                ("grant_type", "authorization_code"),
+            ],
             body: None,
         })
         .await
@@ -442,6 +479,7 @@ mod tests {
             mp_api_base: base.clone(),
             work_api_base: base,
             timeout: Duration::from_millis(500),
+            oauth_base: "http://127.0.0.1:1".into(),
         })
         .unwrap();
         let token = Secret::new("ACCESS-TOKEN-VALUE-1");

@@ -6,6 +6,8 @@ mod admin;
 mod callbacks;
 mod cli;
 mod crash;
+mod enrich;
+mod links;
 mod menus;
 mod ops;
 mod qrcodes;

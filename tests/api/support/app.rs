@@ -43,6 +43,9 @@ pub struct AppOptions {
     pub grpc_auth: bool,
 }
 
+/// `links.public_base_url` of every test app (tests map it to the app's real address).
+pub const LINKS_BASE: &str = "https://gw.example.com";
+
 /// The gRPC bearer token of apps spawned with `grpc_auth`.
 pub const GRPC_TOKEN: &str = "test-grpc-token-0123456789";
 
@@ -95,10 +98,11 @@ pub fn config_toml(opts: &AppOptions) -> String {
     };
     let wechat = match &opts.wechat_base {
         Some(base) => format!(
-            "[wechat]\nmp_api_base = {base:?}\nwork_api_base = {base:?}\ntimeout_ms = {}\n",
+            "[wechat]\nmp_api_base = {base:?}\nwork_api_base = {base:?}\noauth_base = {base:?}\ntimeout_ms = {}\n",
             opts.wechat_timeout_ms
         ),
-        None => String::new(),
+        // No fake WeChat to look users up in: the forwarder must not call the real one.
+        None => "[enrichment]\nenabled = false\n".into(),
     };
     let grpc_tokens = if opts.grpc_auth {
         format!("[[grpc.tokens]]\nname = \"crm\"\ntoken = \"{GRPC_TOKEN}\"\n")
@@ -124,6 +128,10 @@ listen = "127.0.0.1:0"
 
 [callbacks]
 max_clock_skew_seconds = 300
+
+[links]
+public_base_url = "{LINKS_BASE}"
+allowed_domains = ["acme.com", "shop.example.cn"]
 
 [log]
 level = "warn"

@@ -9,8 +9,10 @@
 //!   the token is looked at), and every answer of a path can be delayed.
 //! - It keeps each account's menu as WeChat does ([`menu`]), and counts the calls of each path
 //!   in flight at once; WeCom's `send_welcome_msg` honours each welcome code once ([`welcome`]).
+//! - It serves web OAuth and the user lookups of identity enrichment ([`oauth`]).
 
 mod menu;
+mod oauth;
 mod welcome;
 
 use std::collections::{HashMap, VecDeque};
@@ -57,6 +59,7 @@ struct State {
     in_flight: HashMap<String, (usize, usize)>,
     menus: menu::Menus,
     welcomes: welcome::Welcomes,
+    identity: oauth::Identity,
 }
 
 pub struct FakeWeChat {
@@ -212,6 +215,9 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
         None => {}
     }
     let mut s = state.lock().unwrap();
+    if oauth::handles_public(&path) {
+        return oauth::answer_public(&mut s.identity, &path, &query);
+    }
     let answer = match path.as_str() {
         "/cgi-bin/stable_token" => {
             let appid = json_body["appid"].as_str().unwrap_or_default();
@@ -235,6 +241,14 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                 .iter()
                 .find(|(_, t)| !token.is_empty() && *t == token)
                 .map(|(credential, _)| credential.clone());
+            if credential.is_some() && oauth::handles(&path) {
+                return HttpResponse::Ok().json(oauth::answer(
+                    &s.identity,
+                    &path,
+                    &query,
+                    &json_body,
+                ));
+            }
             if let Some(credential) = credential.filter(|_| menu::handles(&path)) {
                 let answer = menu::answer(&mut s.menus, &credential, &path, &query, &json_body);
                 return HttpResponse::Ok().json(answer);

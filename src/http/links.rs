@@ -1,0 +1,311 @@
+//! Tracked links (issue 8): the admin routes that create and list them
+//! (`POST`/`GET /admin/v1/accounts/{account}/links`) and the public routes a follower opens.
+//!
+//! - `GET /l/{account}/{code}`: inside WeChat (a `MicroMessenger` user agent) on an Official
+//!   Account, a 302 into WeChat's web OAuth (`snsapi_base`: silent, no consent screen) with a
+//!   signed `state`; anywhere else, an anonymous click is recorded and the answer is a 302 to
+//!   the link's target.
+//! - `GET /l/{account}/{code}/oauth?code=...&state=...`: where WeChat sends the browser back.
+//!   The state is checked, the `code` exchanged for the openid, the click recorded, and the
+//!   answer is a 302 to the target. A bad or expired state, a missing code, or an exchange that
+//!   WeChat refuses still redirects (the follower came for the page), as an anonymous click.
+//!
+//! The target always comes from the stored link, never from the request, so no query can turn
+//! these routes into an open redirect. Unknown accounts and codes get the same 404 page.
+//! Recording a click never stands between the follower and the page: a store that fails is
+//! logged and counted, and the redirect goes out.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::admin::Actor;
+use super::openapi::ErrorBody;
+use super::AppState;
+use crate::config::Account;
+use crate::domain::link::{new_nonce, sign_state, verify_state, LinkCode};
+use crate::domain::Platform;
+use crate::error::AdminError;
+use crate::services::links::{self, Click, Link};
+
+/// How long the follower has to come back from WeChat's OAuth page.
+const STATE_TTL: Duration = Duration::from_secs(600);
+
+/// The admin routes, added to the `/admin/v1` scope.
+pub fn admin_routes(scope: actix_web::Scope) -> actix_web::Scope {
+    scope.service(
+        web::resource("/accounts/{account}/links")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+}
+
+/// The public routes, outside the admin scope.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/l/{account}/{code}", web::get().to(open))
+        .route("/l/{account}/{code}/oauth", web::get().to(oauth_callback));
+}
+
+/// The JSON body of `POST .../links`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreateLinkBody)]
+pub(crate) struct Body {
+    /// An https URL on one of `links.allowed_domains` (or a subdomain of one).
+    target: String,
+    #[serde(default)]
+    label: String,
+}
+
+fn link_json(l: &links::CreatedLink) -> serde_json::Value {
+    serde_json::json!({"code": l.code, "url": l.url, "target": l.target, "label": l.label})
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/links",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = Body, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"code\", \"url\", \"target\", \"label\"}`", body = Object),
+        (status = 400, description = "a target off the allowed domains, not https, with userinfo or a port; a bad label", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body: Body = super::admin::json_body(&body)?;
+    let link = links::create_link(
+        &state.services,
+        &path.into_inner(),
+        &actor.0,
+        &body.target,
+        &body.label,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(link_json(&link)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{account}/links",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    responses(
+        (status = 200, description = "`{\"links\": [{\"code\", \"url\", \"target\", \"label\"}]}`, oldest first", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let all = links::list_links(&state.services, &path.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"links": all.iter().map(link_json).collect::<Vec<_>>()})))
+}
+
+fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(
+            "<!doctype html><meta charset=\"utf-8\"><title>Link not found</title>\
+             <p>This link does not exist.</p>",
+        )
+}
+
+fn unavailable() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(
+            "<!doctype html><meta charset=\"utf-8\"><title>Try again</title>\
+             <p>This link cannot be opened right now; please try again.</p>",
+        )
+}
+
+fn redirect(location: &str) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, location))
+        // Each open is a click: no cache may answer for the gateway.
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .finish()
+}
+
+/// The account and its link, or the answer to give instead.
+async fn resolve(
+    state: &AppState,
+    account: &str,
+    code: &str,
+) -> Result<(std::sync::Arc<Account>, Link), HttpResponse> {
+    let (Some(acct), Some(code)) = (state.accounts.get(account), LinkCode::parse(code)) else {
+        return Err(not_found());
+    };
+    match links::find(&*state.store, account, &code).await {
+        Ok(Some(link)) => Ok((acct.clone(), link)),
+        Ok(None) => Err(not_found()),
+        Err(e) => {
+            tracing::warn!(account, error = %e, "cannot read a tracked link");
+            Err(unavailable())
+        }
+    }
+}
+
+async fn record(state: &AppState, account: &Account, link: &Link, click: Click) {
+    if let Err(e) = links::record_click(&*state.store, account, link, click).await {
+        tracing::warn!(account = %account.id, code = %link.code, error = %e,
+            "cannot record a link click; redirecting anyway");
+        metrics::counter!("wgw_link_click_failures_total", "account" => account.id.to_string())
+            .increment(1);
+    }
+}
+
+#[tracing::instrument(skip_all, fields(account = %path.0))]
+async fn open(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (account_id, code) = path.into_inner();
+    let (account, link) = match resolve(&state, &account_id, &code).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let in_wechat = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.contains("MicroMessenger"));
+    let cfg = &state.services.links;
+    match (&cfg.public_base_url, account.platform) {
+        (Some(base), Platform::Mp) if in_wechat => {
+            let nonce = new_nonce();
+            let expires_at = unix_now() + STATE_TTL.as_secs();
+            let signed = sign_state(
+                account.secret.expose().as_bytes(),
+                &account_id,
+                &link.code,
+                &nonce,
+                expires_at,
+            );
+            let callback = format!("{base}/l/{account_id}/{}/oauth", link.code);
+            // WeChat's documented form; `#wechat_redirect` must end it.
+            let location = format!(
+                "{}/connect/oauth2/authorize?appid={}&redirect_uri={}&response_type=code&scope=snsapi_base&state={signed}#wechat_redirect",
+                cfg.oauth_base,
+                account.receiver_id,
+                url_encode(&callback),
+            );
+            redirect(&location)
+        }
+        _ => {
+            let click = Click {
+                open_id: None,
+                union_id: String::new(),
+                nonce: new_nonce(),
+            };
+            record(&state, &account, &link, click).await;
+            redirect(&link.target)
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(account = %path.0))]
+async fn oauth_callback(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (account_id, code) = path.into_inner();
+    let (account, link) = match resolve(&state, &account_id, &code).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let query: HashMap<String, String> =
+        web::Query::<HashMap<String, String>>::from_query(req.query_string())
+            .map(|q| q.into_inner())
+            .unwrap_or_default();
+    let verified = verify_state(
+        account.secret.expose().as_bytes(),
+        &account_id,
+        &link.code,
+        query.get("state").map_or("", String::as_str),
+        unix_now(),
+    );
+    let anonymous = |nonce: String| Click {
+        open_id: None,
+        union_id: String::new(),
+        nonce,
+    };
+    let click = match (verified, query.get("code").filter(|c| !c.is_empty())) {
+        (Err(why), _) => {
+            tracing::info!(
+                why,
+                "a link's OAuth callback with a state the gateway did not sign"
+            );
+            anonymous(new_nonce())
+        }
+        (Ok(nonce), None) => anonymous(nonce.to_owned()),
+        (Ok(nonce), Some(oauth_code)) => match state
+            .services
+            .tokens
+            .api()
+            .oauth_identity(
+                &account_id,
+                &account.receiver_id,
+                &account.secret,
+                oauth_code,
+            )
+            .await
+        {
+            Ok(identity) if !identity.openid.is_empty() => Click {
+                open_id: Some(identity.openid),
+                union_id: identity.unionid,
+                nonce: nonce.to_owned(),
+            },
+            Ok(_) => anonymous(nonce.to_owned()),
+            Err(e) => {
+                tracing::warn!(error = %e, "WeChat refused the OAuth code; an anonymous click");
+                metrics::counter!("wgw_link_oauth_failures_total", "account" => account_id.clone())
+                    .increment(1);
+                anonymous(nonce.to_owned())
+            }
+        },
+    };
+    record(&state, &account, &link, click).await;
+    redirect(&link.target)
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

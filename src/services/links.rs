@@ -1,0 +1,330 @@
+//! Tracked links (issue 8): short gateway URLs that record who opened them, then redirect.
+//!
+//! A link is a document (kind [`LINK_KIND`], id = its code) under its account: the target,
+//! checked against `links.allowed_domains` when it was created and never taken from a request
+//! afterwards, and a label. Opening it inside WeChat goes through web OAuth (`snsapi_base`, no
+//! consent screen) to learn the follower's openid; elsewhere the click is anonymous. Either
+//! way a `LinkClick` event is recorded through [`Store::record`], so it reaches the CRM through
+//! the outbox like any callback, with a stable id per click (a reload of the OAuth callback is
+//! the same click, de-duplicated by the store).
+//!
+//! What the gateway keeps about a follower's clicks is one document per openid (kind
+//! [`CLICKS_KIND`]): the codes and times of their last [`MAX_REMEMBERED`] identified clicks,
+//! lapsing 30 days after the last one. Its one use is to count a second open of the same link
+//! within [`CLICK_REPEAT_WINDOW`] (a double tap, the in-app browser loading the page again) as
+//! one click. It is deleted with the rest of the follower's data on unsubscribe
+//! ([`forget_follower`]).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+
+use crate::config::Account;
+use crate::domain::link::{LinkCode, LinkTarget, MAX_LABEL_CHARS};
+use crate::domain::Platform;
+use crate::error::AdminError;
+use crate::pb::{self, event::Kind};
+use crate::store::{DocWrite, Recorded, Store, StoreError};
+
+use super::Services;
+
+/// Document kind of a link (id: its code).
+pub const LINK_KIND: &str = "link";
+/// Document kind of a follower's recent clicks (id: the openid).
+pub const CLICKS_KIND: &str = "link_clicks";
+/// A second identified open of the same link by the same follower this soon is the same click.
+pub const CLICK_REPEAT_WINDOW: Duration = Duration::from_secs(30);
+/// Clicks remembered per follower.
+const MAX_REMEMBERED: usize = 20;
+/// How long a follower's click memory lasts after their last click.
+const CLICKS_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// Most links per account (the list is read whole).
+const MAX_LINKS: usize = 10_000;
+
+/// A stored link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub code: String,
+    pub target: String,
+    pub label: String,
+    pub actor: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// A link as both transports answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedLink {
+    pub code: String,
+    /// The short URL to hand out.
+    pub url: String,
+    pub target: String,
+    pub label: String,
+}
+
+/// The short URL of a link: `<links.public_base_url>/l/<account>/<code>`.
+pub fn short_url(base: &str, account: &str, code: &str) -> String {
+    format!("{base}/l/{account}/{code}")
+}
+
+#[tracing::instrument(skip_all, fields(account = account_id, actor = actor))]
+pub async fn create_link(
+    svc: &Services,
+    account_id: &str,
+    actor: &str,
+    target: &str,
+    label: &str,
+) -> Result<CreatedLink, AdminError> {
+    svc.account(account_id)?;
+    let Some(base) = svc.links.public_base_url.as_deref() else {
+        return Err(AdminError::Validation(
+            "links: set links.public_base_url (the gateway's public address) to create links"
+                .into(),
+        ));
+    };
+    let target =
+        LinkTarget::parse(target, &svc.links.allowed_domains).map_err(AdminError::Validation)?;
+    if label.chars().count() > MAX_LABEL_CHARS {
+        return Err(AdminError::Validation(format!(
+            "label: at most {MAX_LABEL_CHARS} characters, got {}",
+            label.chars().count()
+        )));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(AdminError::Validation(
+            "label: must not contain control characters".into(),
+        ));
+    }
+    if svc.store.docs(account_id, LINK_KIND).await?.len() >= MAX_LINKS {
+        return Err(AdminError::Conflict(format!(
+            "the account has {MAX_LINKS} links already"
+        )));
+    }
+    let link = loop {
+        let link = Link {
+            code: LinkCode::generate().as_str().to_owned(),
+            target: target.as_str().to_owned(),
+            label: label.to_owned(),
+            actor: actor.to_owned(),
+            created_at: unix_now(),
+        };
+        let bytes = serde_json::to_vec(&link).expect("a link serializes");
+        // Create-only: a collision of two 131-bit codes never happens, but must not overwrite.
+        if svc
+            .store
+            .put_doc(
+                account_id,
+                LINK_KIND,
+                &link.code,
+                &bytes,
+                DocWrite::IfAbsent,
+                None,
+            )
+            .await?
+        {
+            break link;
+        }
+    };
+    tracing::info!(code = %link.code, label = %link.label, "tracked link created");
+    Ok(CreatedLink {
+        url: short_url(base, account_id, &link.code),
+        code: link.code,
+        target: link.target,
+        label: link.label,
+    })
+}
+
+/// Every link of the account, oldest first.
+pub async fn list_links(svc: &Services, account_id: &str) -> Result<Vec<CreatedLink>, AdminError> {
+    svc.account(account_id)?;
+    let base = svc.links.public_base_url.as_deref().unwrap_or_default();
+    let mut links = Vec::new();
+    for (_, bytes) in svc.store.docs(account_id, LINK_KIND).await? {
+        let link: Link = decode(&bytes, "link")?;
+        links.push(link);
+    }
+    links.sort_by(|a, b| (a.created_at, &a.code).cmp(&(b.created_at, &b.code)));
+    Ok(links
+        .into_iter()
+        .map(|l| CreatedLink {
+            url: short_url(base, account_id, &l.code),
+            code: l.code,
+            target: l.target,
+            label: l.label,
+        })
+        .collect())
+}
+
+/// The stored link of a code, if there is one.
+pub async fn find(
+    store: &dyn Store,
+    account_id: &str,
+    code: &LinkCode,
+) -> Result<Option<Link>, StoreError> {
+    store
+        .doc(account_id, LINK_KIND, code.as_str())
+        .await?
+        .map(|bytes| decode(&bytes, "link"))
+        .transpose()
+}
+
+/// Who opened a link, as far as the gateway could tell.
+#[derive(Debug, Clone)]
+pub struct Click {
+    /// `None`: anonymous (outside WeChat, or OAuth failed).
+    pub open_id: Option<String>,
+    pub union_id: String,
+    /// This click's nonce (from the OAuth state, or fresh): its event id derives from it.
+    pub nonce: String,
+}
+
+/// Records the click as a `LinkClick` event (see the module comment); `true` when a new
+/// event was recorded.
+pub async fn record_click(
+    store: &dyn Store,
+    account: &Account,
+    link: &Link,
+    click: Click,
+) -> Result<bool, StoreError> {
+    let account_id = account.id.as_str();
+    if let Some(open_id) = &click.open_id {
+        if !remember_click(store, account_id, open_id, &link.code).await? {
+            tracing::debug!(code = %link.code, "a repeated open of the same link; one click");
+            return Ok(false);
+        }
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = prost_types::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    };
+    let event = pb::Event {
+        id: click_id(account_id, &link.code, &click.nonce),
+        account_id: account_id.to_owned(),
+        platform: match account.platform {
+            Platform::Mp => pb::Platform::Mp,
+            Platform::Work => pb::Platform::Work,
+        } as i32,
+        occurred_at: Some(at),
+        received_at: Some(at),
+        open_id: click.open_id.clone().unwrap_or_default(),
+        union_id: click.union_id,
+        kind: Some(Kind::LinkClick(pb::LinkClick {
+            code: link.code.clone(),
+            label: link.label.clone(),
+            target: link.target.clone(),
+            anonymous: click.open_id.is_none(),
+        })),
+        ..Default::default()
+    };
+    let recorded = store.record(&event).await? == Recorded::New;
+    metrics::counter!("wgw_link_clicks_total", "account" => account_id.to_owned(),
+        "identified" => if click.open_id.is_some() { "true" } else { "false" })
+    .increment(u64::from(recorded));
+    Ok(recorded)
+}
+
+/// The event id of one click: stable for its nonce, so that a reloaded callback is one click.
+fn click_id(account: &str, code: &str, nonce: &str) -> String {
+    let mut h = Sha1::new();
+    for part in [account, "link_click", code, nonce] {
+        h.update(part.as_bytes());
+        h.update([0x1f]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A follower's remembered clicks.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Clicks {
+    /// (code, unix ms), oldest first.
+    clicks: Vec<(String, u64)>,
+}
+
+/// Notes the click in the follower's click memory; `false` when the same link was opened by
+/// them within [`CLICK_REPEAT_WINDOW`]. Compare-and-swap, since two opens may race.
+async fn remember_click(
+    store: &dyn Store,
+    account: &str,
+    open_id: &str,
+    code: &str,
+) -> Result<bool, StoreError> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for _ in 0..8 {
+        let old = store.doc(account, CLICKS_KIND, open_id).await?;
+        let mut clicks: Clicks = match &old {
+            Some(bytes) => decode(bytes, "link clicks")?,
+            None => Clicks::default(),
+        };
+        let window = CLICK_REPEAT_WINDOW.as_millis() as u64;
+        if clicks
+            .clicks
+            .iter()
+            .any(|(c, at)| c == code && now_ms.saturating_sub(*at) < window)
+        {
+            return Ok(false);
+        }
+        clicks.clicks.push((code.to_owned(), now_ms));
+        let excess = clicks.clicks.len().saturating_sub(MAX_REMEMBERED);
+        clicks.clicks.drain(..excess);
+        let bytes = serde_json::to_vec(&clicks).expect("clicks serialize");
+        let write = match old {
+            Some(old) => DocWrite::IfEquals(old),
+            None => DocWrite::IfAbsent,
+        };
+        if store
+            .put_doc(
+                account,
+                CLICKS_KIND,
+                open_id,
+                &bytes,
+                write,
+                Some(CLICKS_TTL),
+            )
+            .await?
+        {
+            return Ok(true);
+        }
+    }
+    // Contended past reason: count the click rather than lose it.
+    Ok(true)
+}
+
+/// Deletes what the links feature holds about a follower (their click memory); `true` when
+/// there was something.
+pub async fn forget_follower(
+    store: &dyn Store,
+    account: &str,
+    open_id: &str,
+) -> Result<bool, StoreError> {
+    store.delete_doc(account, CLICKS_KIND, open_id).await
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn click_ids_are_stable_per_nonce_and_distinct_otherwise() {
+        let a = click_id("acme-mp", "CODE", "n1");
+        assert_eq!(a, click_id("acme-mp", "CODE", "n1"));
+        assert_ne!(a, click_id("acme-mp", "CODE", "n2"));
+        assert_ne!(a, click_id("acme-mp", "CODE2", "n1"));
+        assert_eq!(a.len(), 40);
+    }
+}
