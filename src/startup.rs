@@ -79,9 +79,15 @@ impl Application {
         let services = Arc::new(Services {
             accounts: accounts.clone(),
             store: store.clone(),
-            tokens: TokenAuthority::new(api, store.clone(), lease_owner),
+            tokens: TokenAuthority::new(api, store.clone(), lease_owner.clone()),
             menu_locks: Default::default(),
+            broadcasts: crate::services::broadcast::Broadcasts::new(cfg.broadcasts.clone()),
         });
+        let broadcast_runner = tokio::spawn(crate::services::broadcast::run(
+            services.clone(),
+            lease_owner,
+            shutdown.clone(),
+        ));
         let state = web::Data::new(AppState {
             accounts,
             store: store.clone(),
@@ -140,10 +146,13 @@ impl Application {
             batch_size: cfg.crm.batch_size,
             ..ForwarderConfig::new(consumer_name(http_addr))
         });
-        let workers = vec![(
-            "forwarder",
-            tokio::spawn(forwarder.run(store.clone(), sink, shutdown.clone())),
-        )];
+        let workers = vec![
+            (
+                "forwarder",
+                tokio::spawn(forwarder.run(store.clone(), sink, shutdown.clone())),
+            ),
+            ("broadcasts", broadcast_runner),
+        ];
 
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         tracing::info!(%http_addr, %grpc_addr, accounts = cfg.accounts.len(), "wechat-gateway started");

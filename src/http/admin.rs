@@ -26,10 +26,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(replay_dead_letter),
         );
     cfg.service(
-        super::admin_menu::routes(super::admin_qrcodes::routes(scope))
-            // Unknown admin paths still demand a token first, so they reveal nothing.
-            .default_service(web::to(not_found))
-            .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, too_large_as_json)),
+        super::admin_tags::routes(super::admin_broadcasts::routes(super::admin_menu::routes(
+            super::admin_qrcodes::routes(scope),
+        )))
+        // Unknown admin paths still demand a token first, so they reveal nothing.
+        .default_service(web::to(not_found))
+        .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, too_large_as_json)),
     );
 }
 

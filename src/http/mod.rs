@@ -3,8 +3,10 @@
 //! handler extracts, calls the layer below, and maps errors in `crate::error`.
 
 pub mod admin;
+pub mod admin_broadcasts;
 pub mod admin_menu;
 pub mod admin_qrcodes;
+pub mod admin_tags;
 pub mod callbacks;
 pub mod health;
 pub mod openapi;

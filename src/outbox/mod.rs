@@ -11,6 +11,10 @@
 //! of that scene from the store's scene registry (also `add_half_external_contact`). This happens here, off the callback path, so
 //! a callback never waits for it; a lookup that fails only leaves the label empty (and is
 //! logged): delivery never waits or fails because of it.
+//!
+//! Broadcasts: a MASSSENDJOBFINISH of a batch sent by a broadcast job gets the job's id, and
+//! its counts are recorded on the batch ([`crate::services::broadcast::attach_to_jobs`]), the
+//! same way.
 
 pub mod sink;
 
@@ -147,6 +151,7 @@ impl Forwarder {
     ) -> anyhow::Result<()> {
         let mut events: Vec<_> = batch.iter().map(|e| e.event.clone()).collect();
         attribute(store, &mut events).await;
+        crate::services::broadcast::attach_to_jobs(store, &mut events).await;
         let delivered = match sink.deliver(&events).await {
             Ok(d) => d,
             // One event poisons the request: find it by delivering one at a time, in order.

@@ -2,9 +2,11 @@
 //! here, takes validated inputs (or validates them before any call to WeChat) and answers with
 //! an [`AdminError`] that both transports map in `crate::error`.
 
+pub mod broadcast;
 pub mod menu;
 pub mod message;
 pub mod qrcode;
+pub mod tags;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ pub struct Services {
     pub tokens: TokenAuthority,
     /// Serializes each account's menu changes.
     pub menu_locks: menu::MenuLocks,
+    /// The broadcast runner's settings and wake-up call.
+    pub broadcasts: broadcast::Broadcasts,
 }
 
 impl Services {
