@@ -41,6 +41,8 @@ pub struct AppOptions {
     pub wechat_timeout_ms: u64,
     /// Require [`GRPC_TOKEN`] (name `crm`) on gRPC `Gateway` calls.
     pub grpc_auth: bool,
+    /// Appended to the configuration (whole sections, e.g. `[broadcasts]`).
+    pub extra_toml: String,
 }
 
 /// The gRPC bearer token of apps spawned with `grpc_auth`.
@@ -55,6 +57,7 @@ impl AppOptions {
             wechat_base: None,
             wechat_timeout_ms: 2000,
             grpc_auth: false,
+            extra_toml: String::new(),
         }
     }
 
@@ -66,6 +69,7 @@ impl AppOptions {
             wechat_base: None,
             wechat_timeout_ms: 2000,
             grpc_auth: false,
+            extra_toml: String::new(),
         }
     }
 
@@ -173,8 +177,11 @@ agent_id = 1000002
 secret = "work-secret"
 token = "{WORK_TOKEN}"
 encoding_aes_key = "{WORK_KEY}"
+
+{extra}
 "#,
         max_body = opts.max_body_bytes,
+        extra = opts.extra_toml,
     )
 }
 

@@ -9,7 +9,9 @@
 //!   the token is looked at), and every answer of a path can be delayed.
 //! - It keeps each account's menu as WeChat does ([`menu`]), and counts the calls of each path
 //!   in flight at once.
+//! - It sends broadcasts, keeps tags and WeCom group messages as WeChat does ([`mass`]).
 
+mod mass;
 mod menu;
 
 use std::collections::{HashMap, VecDeque};
@@ -55,6 +57,7 @@ struct State {
     /// Path → calls being answered now, and the most ever at once.
     in_flight: HashMap<String, (usize, usize)>,
     menus: menu::Menus,
+    mass: mass::Mass,
 }
 
 pub struct FakeWeChat {
@@ -208,6 +211,24 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                 .finish()
         }
         None => {}
+    }
+    if mass::handles(&path) {
+        let answer = {
+            let mut s = state.lock().unwrap();
+            let token = query.get("access_token").map_or("", String::as_str);
+            let credential = s
+                .current
+                .iter()
+                .find(|(_, t)| !token.is_empty() && *t == token)
+                .map(|(credential, _)| credential.clone());
+            credential.map(|c| mass::answer(&mut s.mass, &c, &path, &json_body))
+        };
+        if let Some((answer, delay)) = answer {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            return HttpResponse::Ok().json(answer);
+        }
     }
     let mut s = state.lock().unwrap();
     let answer = match path.as_str() {
