@@ -15,6 +15,7 @@ use wechat_gateway::pb::{self, send_broadcast_request};
 use crate::support::app::{config_toml, now, spawn_app, AppOptions, TestApp, MP_APP_ID};
 use crate::support::crm::FakeCrm;
 use crate::support::fake_wechat::{FakeWeChat, Injected};
+use crate::support::redis::fresh_db_url;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
@@ -713,15 +714,67 @@ async fn grpc_send_and_get_broadcast_follow_the_admin_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_job_interrupted_by_sigkill_finishes_after_restart_with_no_batch_sent_twice() {
-    use crate::crash::Gateway;
     let wechat = FakeWeChat::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = AppOptions::embedded(&dir.path().join("data")).wechat(&wechat.base());
+    let opts = AppOptions::embedded(&dir.path().join("data")).wechat(&wechat.base());
+    sigkill_mid_job(&wechat, opts, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_job_interrupted_by_sigkill_finishes_after_restart_with_no_batch_sent_twice_redis(
+) {
+    let wechat = FakeWeChat::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_db_url().await;
+    let opts = AppOptions::redis(&url).wechat(&wechat.base());
+    sigkill_mid_job(&wechat, opts, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_redis_run_a_job_once() {
+    let wechat = FakeWeChat::start().await;
+    let url = fresh_db_url().await;
+    let mut apps = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = AppOptions::redis(&url).wechat(&wechat.base());
+        // Slow enough (0.5 s a batch) that the other instance's runner looks at the job while
+        // it is being sent.
+        opts.extra_toml = "[broadcasts]\ncalls_per_minute = 120\nlease_seconds = 5\n".into();
+        apps.push(spawn_app(opts, dir.path()).await);
+        dirs.push(dir);
+    }
+    let (status, created) = send(
+        &apps[0],
+        "acme-plain",
+        &json!({"audience": {"open_ids": open_ids(30_000)}, "message": text("once")}),
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    // Both instances see the same job.
+    wait_job(&apps[1], "acme-plain", &job_id, |j| every_batch(j, "sent")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sends = wechat.mass_sends();
+    assert_eq!(
+        sends.len(),
+        3,
+        "one call per batch, by one instance: {sends:?}"
+    );
+    assert!(sends.iter().all(|s| s.accepted()));
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::path::Path) {
+    use crate::crash::Gateway;
     // A pace of 2 batches a second; the lease lapses 2 s after the process dies.
     opts.extra_toml = "[broadcasts]\ncalls_per_minute = 120\nbackoff_min_ms = 100\n\
                        backoff_max_seconds = 1\nlease_seconds = 2\n"
         .into();
-    let config = dir.path().join("gateway.toml");
+    let config = dir.join("gateway.toml");
     std::fs::write(&config, config_toml(&opts)).unwrap();
     // Batch 2 (of 5) is accepted by WeChat, but its answer is held back: the process dies
     // between WeChat sending it and the gateway recording it, the hardest point.
@@ -784,7 +837,7 @@ async fn a_broadcast_job_interrupted_by_sigkill_finishes_after_restart_with_no_b
     restarted.kill();
 
     let sends = wechat.mass_sends();
-    let per = accepted_per_cmid(&wechat);
+    let per = accepted_per_cmid(wechat);
     assert_eq!(per.len(), 5, "every batch accepted: {per:?}");
     assert!(
         per.values().all(|n| *n == 1),
