@@ -831,6 +831,26 @@ encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 "#;
 
     #[test]
+    fn broadcast_pacing_has_defaults_and_bounds() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert_eq!(cfg.broadcasts.calls_per_minute, 60);
+        assert_eq!(cfg.broadcasts.check_after, Duration::from_secs(1800));
+        assert_eq!(cfg.broadcasts.lease, Duration::from_secs(30));
+        let fast = load_str(&format!(
+            "[broadcasts]\ncalls_per_minute = 600\ncheck_after_seconds = 5\n{GOOD_MP}"
+        ))
+        .unwrap();
+        assert_eq!(fast.broadcasts.calls_per_minute, 600);
+        let err = load_str(&format!(
+            "[broadcasts]\ncalls_per_minute = 0\nlease_seconds = 1\n{GOOD_MP}"
+        ))
+        .unwrap_err();
+        let all = err.0.join("\n");
+        assert!(all.contains("broadcasts.calls_per_minute"), "{all}");
+        assert!(all.contains("lease_seconds"), "{all}");
+    }
+
+    #[test]
     fn a_minimal_configuration_gets_the_documented_defaults() {
         let cfg = load_str(GOOD_MP).unwrap();
         assert_eq!(cfg.http.listen.to_string(), "127.0.0.1:8080");

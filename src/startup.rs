@@ -125,10 +125,11 @@ impl Application {
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
-                .add_service(GatewayServer::new(GatewayService::new(
-                    services,
-                    cfg.grpc_tokens.clone(),
-                )))
+                .add_service(
+                    GatewayServer::new(GatewayService::new(services, cfg.grpc_tokens.clone()))
+                        // SendBroadcast carries openid lists as long as the admin route's.
+                        .max_decoding_message_size(cfg.broadcasts.max_body_bytes),
+                )
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc_listener),
                     shutdown.clone().cancelled_owned(),

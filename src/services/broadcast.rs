@@ -750,6 +750,17 @@ impl Runner {
                 o = self.send_batch(account, &job, i) => o,
                 _ = held.cancelled() => return Ok(Turn::Stopped),
             };
+            let label = match &outcome {
+                Outcome::Sent {
+                    already_sent: true, ..
+                } => "already_sent",
+                Outcome::Sent { .. } => "sent",
+                Outcome::Failed(_) => "failed",
+                Outcome::Retry(_) => "retry",
+            };
+            metrics::counter!("wgw_broadcast_batches_total",
+                "account" => id.to_owned(), "outcome" => label)
+            .increment(1);
             match outcome {
                 Outcome::Sent {
                     msg_id,
