@@ -1,6 +1,7 @@
 //! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`],
-//! [`admin_qrcodes`], [`admin_menu`], [`admin_broadcasts`], [`admin_tags`], its [`openapi`] document) and operations ([`health`]). Each
-//! handler extracts, calls the layer below, and maps errors in `crate::error`.
+//! [`admin_qrcodes`], [`admin_menu`], [`admin_broadcasts`], [`admin_tags`], its [`openapi`]
+//! document) and operations ([`health`]). Each handler extracts, calls the layer below, and maps
+//! errors in `crate::error`.
 
 pub mod admin;
 pub mod admin_broadcasts;
