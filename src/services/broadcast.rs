@@ -453,7 +453,8 @@ pub async fn preview(
 }
 
 /// `mass/delete` of every sent batch: WeChat then shows the articles as deleted (it deletes
-/// only mpnews and mpvideo mass sends, and only once they were sent).
+/// only mpnews and mpvideo mass sends, and only once they were sent). On WeCom, the group
+/// message of every batch is cancelled for the members who have not sent it.
 #[tracing::instrument(skip_all, fields(account = account_id, job_id = job_id))]
 pub async fn delete_job(
     svc: &Services,
@@ -461,12 +462,12 @@ pub async fn delete_job(
     job_id: &str,
 ) -> Result<JobView, AdminError> {
     let account = svc.account(account_id)?.clone();
-    mp_only(&account, "delete")?;
     let store = &*svc.store;
     let (job, _) = load_job(store, account_id, job_id)
         .await?
         .ok_or_else(|| not_found(job_id))?;
-    if !matches!(job.msgtype.as_str(), "mpnews" | "mpvideo") {
+    let mp = account.platform == Platform::Mp;
+    if mp && !matches!(job.msgtype.as_str(), "mpnews" | "mpvideo") {
         return Err(AdminError::Validation(format!(
             "WeChat deletes only mpnews and mpvideo mass sends (mass/delete); this job sent {}",
             job.msgtype
@@ -485,6 +486,10 @@ pub async fn delete_job(
         let Some(msg_id) = batch.msg_id.as_deref().filter(|_| !batch.deleted) else {
             continue;
         };
+        if !mp {
+            cancel_group_message(svc, &account, job_id, i, msg_id).await?;
+            continue;
+        }
         let msg_id: i64 = msg_id
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("batch {i} has msg_id {msg_id:?}")))?;
@@ -501,6 +506,50 @@ pub async fn delete_job(
     }
     tracing::info!("broadcast deleted");
     get_job(svc, account_id, job_id).await
+}
+
+/// WeCom's nearest to a delete: `externalcontact/cancel_groupmsg_send` stops the group
+/// message for the members who have not sent it yet. Its result is final ("cancelled"), so
+/// the job no longer waits for their confirmation.
+async fn cancel_group_message(
+    svc: &Services,
+    account: &Account,
+    job_id: &str,
+    batch: usize,
+    msgid: &str,
+) -> Result<(), AdminError> {
+    let account_id = account.id.as_str();
+    let _: crate::wechat::api::Empty = svc
+        .tokens
+        .post(
+            account,
+            "externalcontact/cancel_groupmsg_send",
+            "/cgi-bin/externalcontact/cancel_groupmsg_send",
+            &json!({ "msgid": msgid }),
+        )
+        .await?;
+    let result = BatchResult {
+        status: "cancelled".into(),
+        source: "cancel_groupmsg_send".into(),
+        at: unix_now(),
+        ..Default::default()
+    };
+    let bytes = serde_json::to_vec(&result).expect("a result serializes");
+    svc.store
+        .put_doc(
+            account_id,
+            RESULT,
+            &batch_key(job_id, batch),
+            &bytes,
+            DocWrite::Always,
+            None,
+        )
+        .await?;
+    update_job(&*svc.store, account_id, job_id, |j| {
+        j.batches[batch].deleted = true
+    })
+    .await?;
+    Ok(())
 }
 
 fn mp_only(account: &Account, what: &str) -> Result<(), AdminError> {
@@ -951,7 +1000,8 @@ impl Runner {
                 continue; // failed
             };
             let key = batch_key(job_id, i);
-            let result = read_result(self.store(), id, &key).await?;
+            let stored = self.store().doc(id, RESULT, &key).await?;
+            let result = stored.as_deref().map(decode_result).transpose()?;
             if result.as_ref().is_some_and(BatchResult::is_final) {
                 continue;
             }
@@ -975,10 +1025,11 @@ impl Runner {
                 Ok(Some(result)) => {
                     let bytes = serde_json::to_vec(&result).expect("a result serializes");
                     // The runner never replaces a result (the callback's is the full one),
-                    // except its own WeCom confirmation status.
-                    let write = match account.platform {
-                        Platform::Mp => DocWrite::IfAbsent,
-                        Platform::Work => DocWrite::Always,
+                    // except its own WeCom confirmation status, and that only if nobody
+                    // changed it meanwhile (a DELETE's "cancelled" stays).
+                    let write = match stored {
+                        Some(old) => DocWrite::IfEquals(old),
+                        None => DocWrite::IfAbsent,
                     };
                     self.store()
                         .put_doc(id, RESULT, &key, &bytes, write, None)
@@ -1238,11 +1289,14 @@ async fn read_result(
     store
         .doc(account, RESULT, key)
         .await?
-        .map(|b| {
-            serde_json::from_slice(&b)
-                .map_err(|e| StoreError::Corrupt(format!("broadcast result {key}: {e}")))
-        })
+        .as_deref()
+        .map(decode_result)
         .transpose()
+}
+
+fn decode_result(bytes: &[u8]) -> Result<BatchResult, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("a broadcast result: {e}")))
 }
 
 async fn view(
@@ -1288,7 +1342,7 @@ async fn view(
             pending_confirmation: match (&job.target, &result) {
                 (_, Some(r)) if r.source == "get_groupmsg_task" => r.pending_confirmation.clone(),
                 // Until checked, the sender has yet to confirm the group message.
-                (Target::External { sender }, _) if b.status == BatchStatus::Sent => {
+                (Target::External { sender }, None) if b.status == BatchStatus::Sent => {
                     vec![sender.clone()]
                 }
                 _ => Vec::new(),

@@ -291,6 +291,29 @@ async fn a_one_openid_audience_and_bad_requests_are_refused_before_anything_is_s
     app.stop().await;
 }
 
+#[tokio::test]
+async fn an_openid_list_may_exceed_the_callback_body_limit_up_to_the_broadcast_one() {
+    let wechat = FakeWeChat::start().await;
+    // http.max_body_bytes is 64 KiB in tests: 20,000 openids (~400 KB) pass, 2 MiB do not.
+    let (app, _dir) = app(&wechat, None, format!("{FAST}max_body_bytes = 1048576\n")).await;
+    let (status, ok) = send(
+        &app,
+        "acme-plain",
+        &json!({"audience": {"open_ids": open_ids(20_000)}, "message": text("big")}),
+    )
+    .await;
+    assert_eq!(status, 202, "{ok}");
+    let (status, too_large) = send(
+        &app,
+        "acme-plain",
+        &json!({"audience": {"open_ids": open_ids(100_000)}, "message": text("bigger")}),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(too_large["error"]["code"], "payload_too_large");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_is_retried_with_the_same_clientmsgid_and_45065_marks_the_batch_sent() {
     let wechat = FakeWeChat::start().await;
@@ -611,6 +634,35 @@ async fn a_wecom_broadcast_is_a_group_message_recording_fail_list_and_confirmati
     )
     .await;
     assert_eq!(status, 400, "{refused}");
+
+    // Deleting a WeCom job cancels its group messages for members who have not sent them.
+    let (_, second) = send(
+        &app,
+        "acme-work",
+        &json!({"audience": {"external_user_ids": ["wmOne"], "sender": "lisi"}, "message": {"image": {"media_id": "IMG"}}}),
+    )
+    .await;
+    let second_id = second["job_id"].as_str().unwrap().to_owned();
+    wait_job(&app, "acme-work", &second_id, |j| every_batch(j, "sent")).await;
+    assert_eq!(
+        wechat.group_messages()[2]["attachments"],
+        json!([{"msgtype": "image", "image": {"media_id": "IMG"}}])
+    );
+    let (status, cancelled) = admin(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("acme-work/broadcasts/{second_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(
+        wechat.count("/cgi-bin/externalcontact/cancel_groupmsg_send"),
+        1
+    );
+    assert_eq!(cancelled["status"], "finished");
+    assert_eq!(cancelled["batches"][0]["wechat_status"], "cancelled");
+    assert_eq!(cancelled["batches"][0]["pending_confirmation"], json!([]));
     app.stop().await;
 }
 

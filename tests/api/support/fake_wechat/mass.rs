@@ -10,7 +10,8 @@
 //!   45159).
 //! - WeCom `externalcontact/add_msg_template` (at most 10,000 `external_userid`; a `sender`;
 //!   contacts whose id starts with `wmFail` land in `fail_list`) and `get_groupmsg_task` (the
-//!   sender's task, status 0 until [`FakeWeChat::confirm_group_message`], then 2).
+//!   sender's task, status 0 until [`FakeWeChat::confirm_group_message`], then 2);
+//!   `cancel_groupmsg_send` stops a group message (41063 for an unknown msgid).
 //!
 //! Every mass-send answer is recorded ([`MassSend`]), accepted or not, so that a test can count
 //! the sends WeChat *accepted* per clientmsgid, which is what reaches followers. Answers can be
@@ -68,6 +69,7 @@ pub(super) fn handles(path: &str) -> bool {
         || path.starts_with("/cgi-bin/tags/")
         || path == "/cgi-bin/externalcontact/add_msg_template"
         || path == "/cgi-bin/externalcontact/get_groupmsg_task"
+        || path == "/cgi-bin/externalcontact/cancel_groupmsg_send"
 }
 
 fn ok() -> Value {
@@ -207,6 +209,14 @@ pub(super) fn answer(
                     None,
                 ),
                 None => (error(41063, "msgid not found"), None),
+            }
+        }
+        "/cgi-bin/externalcontact/cancel_groupmsg_send" => {
+            let msgid = body["msgid"].as_str().unwrap_or_default();
+            if m.templates.remove(msgid).is_some() {
+                (ok(), None)
+            } else {
+                (error(41063, "msgid not found"), None)
             }
         }
         _ => (error(48001, "api unauthorized"), None),
