@@ -822,6 +822,7 @@ async fn two_instances_on_one_redis_run_a_job_once() {
 
 async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::path::Path) {
     use crate::crash::Gateway;
+    wechat_gateway::startup::install_tls_provider();
     // A pace of 2 batches a second; the lease lapses 2 s after the process dies.
     opts.extra_toml = "[broadcasts]\ncalls_per_minute = 120\nbackoff_min_ms = 100\n\
                        backoff_max_seconds = 1\nlease_seconds = 2\n"
@@ -830,6 +831,8 @@ async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::p
     std::fs::write(&config, config_toml(&opts)).unwrap();
     // Batch 2 (of 5) is accepted by WeChat, but its answer is held back: the process dies
     // between WeChat sending it and the gateway recording it, the hardest point.
+    wechat.slow_mass_sends(1, Duration::ZERO);
+    wechat.slow_mass_sends(1, Duration::from_secs(30));
     let gateway = Gateway::start(&config);
     let client = reqwest::Client::new();
     let list = open_ids(45_000);
@@ -846,13 +849,7 @@ async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::p
     assert_eq!(resp.status(), 202);
     let created: Value = resp.json().await.unwrap();
     let job_id = created["job_id"].as_str().unwrap().to_owned();
-    // Slowness set after the first accepted send, so that batch 1 answers and batch 2 hangs.
     let start = Instant::now();
-    while wechat.mass_sends().iter().filter(|s| s.accepted()).count() < 1 {
-        assert!(start.elapsed() < WAIT, "no send started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    wechat.slow_mass_sends(1, Duration::from_secs(30));
     while wechat.mass_sends().iter().filter(|s| s.accepted()).count() < 2 {
         assert!(start.elapsed() < WAIT, "batch 2 never reached WeChat");
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -301,7 +301,8 @@ impl FakeWeChat {
         self.state().mass.sends.clone()
     }
 
-    /// The next `times` accepted mass sends answer only after `delay`.
+    /// The next `times` accepted mass sends answer only after `delay` (queued after earlier
+    /// calls: `Duration::ZERO` first leaves a send as it is and slows the one after).
     pub fn slow_mass_sends(&self, times: usize, delay: Duration) {
         self.state()
             .mass
