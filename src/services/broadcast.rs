@@ -741,8 +741,11 @@ impl Runner {
         match result {
             Ok(Turn::Done) => {
                 self.failures.remove(job_id);
-                if let Err(e) = self.store().delete_doc(id, ACTIVE, job_id).await {
-                    tracing::warn!(account = id, job_id, error = %e, "cannot retire a job");
+                // The lease document goes too: nothing runs a retired job any more.
+                for kind in [ACTIVE, LEASE] {
+                    if let Err(e) = self.store().delete_doc(id, kind, job_id).await {
+                        tracing::warn!(account = id, job_id, error = %e, "cannot retire a job");
+                    }
                 }
             }
             Ok(Turn::WaitUntil(at)) => {
