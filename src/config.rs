@@ -32,6 +32,8 @@ pub struct Config {
     pub links: LinksConfig,
     /// Identity enrichment in the forwarder (`[enrichment]`, issue 8).
     pub enrichment: EnrichmentConfig,
+    /// `[broadcasts]`: how broadcast jobs are paced and checked (issue 5).
+    pub broadcasts: BroadcastConfig,
 }
 
 /// `[links]`: where tracked links may lead, and the gateway's public address.
@@ -52,6 +54,26 @@ pub struct EnrichmentConfig {
     pub enabled: bool,
     /// How long a looked-up user is not looked up again.
     pub user_ttl: Duration,
+}
+
+/// `[broadcasts]`. WeChat allows about 60 mass-send calls a minute per account; tests run with
+/// a faster pace and shorter delays.
+#[derive(Debug, Clone)]
+pub struct BroadcastConfig {
+    /// Mass-send calls per minute (`calls_per_minute`, default 60).
+    pub calls_per_minute: u32,
+    /// First wait after a quota answer (45009/45011) or a transient failure; doubles up to
+    /// `backoff_max` (`backoff_min_ms`, default 1000; `backoff_max_seconds`, default 300).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// A sent batch with no MASSSENDJOBFINISH after this long is checked with `mass/get`, and
+    /// again every time this passes (`check_after_seconds`, default 1800).
+    pub check_after: Duration,
+    /// How long one instance's hold on a job lasts unless renewed (`lease_seconds`, default 30).
+    pub lease: Duration,
+    /// Largest admin request body of the broadcast routes, whose openid lists run into the
+    /// hundreds of thousands (`max_body_bytes`, default 16 MiB).
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +181,7 @@ struct Raw {
     accounts: Vec<RawAccount>,
     links: RawLinks,
     enrichment: RawEnrichment,
+    broadcasts: RawBroadcasts,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -180,6 +203,30 @@ impl Default for RawEnrichment {
         Self {
             enabled: true,
             user_ttl_seconds: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawBroadcasts {
+    calls_per_minute: u32,
+    backoff_min_ms: u64,
+    backoff_max_seconds: u64,
+    check_after_seconds: u64,
+    lease_seconds: u64,
+    max_body_bytes: u64,
+}
+
+impl Default for RawBroadcasts {
+    fn default() -> Self {
+        Self {
+            calls_per_minute: 60,
+            backoff_min_ms: 1000,
+            backoff_max_seconds: 300,
+            check_after_seconds: 1800,
+            lease_seconds: 30,
+            max_body_bytes: 16 << 20,
         }
     }
 }
@@ -583,6 +630,24 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         ));
     }
 
+    let b = &raw.broadcasts;
+    if !(1..=6000).contains(&b.calls_per_minute) {
+        problems.push(format!(
+            "broadcasts.calls_per_minute: {} must be between 1 and 6000",
+            b.calls_per_minute
+        ));
+    }
+    if b.backoff_min_ms == 0 || b.backoff_max_seconds * 1000 < b.backoff_min_ms {
+        problems.push(
+            "broadcasts.backoff_min_ms must be positive and at most backoff_max_seconds".into(),
+        );
+    }
+    if b.check_after_seconds == 0 || b.lease_seconds < 2 {
+        problems.push(
+            "broadcasts.check_after_seconds must be positive and lease_seconds at least 2".into(),
+        );
+    }
+
     let admin_tokens = check_tokens(raw.admin.tokens, "admin.tokens", problems);
     let grpc_tokens = check_tokens(raw.grpc.tokens, "grpc.tokens", problems);
 
@@ -651,6 +716,14 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         enrichment: EnrichmentConfig {
             enabled: raw.enrichment.enabled,
             user_ttl: Duration::from_secs(raw.enrichment.user_ttl_seconds),
+        },
+        broadcasts: BroadcastConfig {
+            calls_per_minute: raw.broadcasts.calls_per_minute,
+            backoff_min: Duration::from_millis(raw.broadcasts.backoff_min_ms),
+            backoff_max: Duration::from_secs(raw.broadcasts.backoff_max_seconds),
+            check_after: Duration::from_secs(raw.broadcasts.check_after_seconds),
+            lease: Duration::from_secs(raw.broadcasts.lease_seconds),
+            max_body_bytes: raw.broadcasts.max_body_bytes as usize,
         },
     })
 }
@@ -865,6 +938,26 @@ app_secret = "s"
 token = "pamtest"
 encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 "#;
+
+    #[test]
+    fn broadcast_pacing_has_defaults_and_bounds() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert_eq!(cfg.broadcasts.calls_per_minute, 60);
+        assert_eq!(cfg.broadcasts.check_after, Duration::from_secs(1800));
+        assert_eq!(cfg.broadcasts.lease, Duration::from_secs(30));
+        let fast = load_str(&format!(
+            "[broadcasts]\ncalls_per_minute = 600\ncheck_after_seconds = 5\n{GOOD_MP}"
+        ))
+        .unwrap();
+        assert_eq!(fast.broadcasts.calls_per_minute, 600);
+        let err = load_str(&format!(
+            "[broadcasts]\ncalls_per_minute = 0\nlease_seconds = 1\n{GOOD_MP}"
+        ))
+        .unwrap_err();
+        let all = err.0.join("\n");
+        assert!(all.contains("broadcasts.calls_per_minute"), "{all}");
+        assert!(all.contains("lease_seconds"), "{all}");
+    }
 
     #[test]
     fn a_minimal_configuration_gets_the_documented_defaults() {

@@ -12,7 +12,8 @@
 //!   client and the access-token authority; no actix, no tonic.
 //! - [`store`]: the storage interface and its embedded (redb) and Redis backends.
 //! - [`outbox`]: the forwarder and the sinks it delivers to (gRPC `EventSink`, or JSON lines).
-//! - [`services`]: the use cases (QR codes, messages, menus) that the admin API and gRPC share.
+//! - [`services`]: the use cases (QR codes, messages, menus, broadcast jobs and their runner,
+//!   tags) that the admin API and gRPC share.
 //! - [`http`]: actix-web adapters: callbacks, the admin API, health, metrics.
 //! - [`grpc`]: tonic adapters: the `Gateway` service.
 //! - [`startup`]: binds listeners, wires state, spawns workers, one shutdown path.

@@ -80,10 +80,11 @@ impl Application {
         let services = Arc::new(Services {
             accounts: accounts.clone(),
             store: store.clone(),
-            tokens: TokenAuthority::new(api, store.clone(), lease_owner),
+            tokens: TokenAuthority::new(api, store.clone(), lease_owner.clone()),
             menu_locks: Default::default(),
             replies: Default::default(),
             links: cfg.links.clone(),
+            broadcasts: crate::services::broadcast::Broadcasts::new(cfg.broadcasts.clone()),
         });
         let account_ids: Vec<String> = services.accounts.keys().cloned().collect();
         services.replies.refresh_all(&*store, &account_ids).await;
@@ -91,6 +92,11 @@ impl Application {
             .enrichment
             .enabled
             .then(|| Arc::new(Enricher::new(services.clone(), cfg.enrichment.user_ttl)));
+        let broadcast_runner = tokio::spawn(crate::services::broadcast::run(
+            services.clone(),
+            lease_owner,
+            shutdown.clone(),
+        ));
         let state = web::Data::new(AppState {
             accounts,
             store: store.clone(),
@@ -128,10 +134,14 @@ impl Application {
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
-                .add_service(GatewayServer::new(GatewayService::new(
-                    services.clone(),
-                    cfg.grpc_tokens.clone(),
-                )))
+                .add_service(
+                    GatewayServer::new(GatewayService::new(
+                        services.clone(),
+                        cfg.grpc_tokens.clone(),
+                    ))
+                    // SendBroadcast carries openid lists as long as the admin route's.
+                    .max_decoding_message_size(cfg.broadcasts.max_body_bytes),
+                )
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc_listener),
                     shutdown.clone().cancelled_owned(),
@@ -164,6 +174,7 @@ impl Application {
                     shutdown.clone(),
                 )),
             ),
+            ("broadcasts", broadcast_runner),
         ];
 
         tokio::spawn(cancel_on_signal(shutdown.clone()));

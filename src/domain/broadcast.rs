@@ -82,9 +82,63 @@ impl Audience {
     }
 }
 
+/// The audience of a broadcast on a WeCom account (客户群发, `externalcontact/add_msg_template`):
+/// external contacts, and the member in whose name the message goes out (who must confirm it
+/// in the WeCom client before it is sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalAudience {
+    pub external_user_ids: Vec<String>,
+    pub sender: String,
+}
+
+impl ExternalAudience {
+    /// Parses `{"external_user_ids": [...], "sender": "userid"}`.
+    pub fn parse(v: &Value) -> Result<Self, String> {
+        const SHAPE: &str = "on a WeCom account the audience is {\"external_user_ids\": [...], \
+                             \"sender\": \"userid\"}";
+        let Some(obj) = v.as_object() else {
+            return Err(SHAPE.into());
+        };
+        if let Some(k) = obj
+            .keys()
+            .find(|k| *k != "external_user_ids" && *k != "sender")
+        {
+            return Err(format!("audience.{k} is not allowed: {SHAPE}"));
+        }
+        let sender = match obj.get("sender").and_then(Value::as_str) {
+            Some(s) if !s.is_empty() && s.len() <= 64 && !s.chars().any(char::is_control) => s,
+            _ => {
+                return Err(format!(
+                    "audience.sender must be a WeCom userid (1 to 64 characters): {SHAPE}"
+                ))
+            }
+        };
+        let list = obj
+            .get("external_user_ids")
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("audience.external_user_ids must be an array: {SHAPE}"))?;
+        let mut ids = Vec::with_capacity(list.len());
+        for (i, id) in list.iter().enumerate() {
+            match id.as_str() {
+                Some(id) if is_open_id(id) => ids.push(id.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "audience.external_user_ids[{i}] is not an external_userid (1 to 64 \
+                         characters of letters, digits, '-' and '_')"
+                    ))
+                }
+            }
+        }
+        Ok(Self {
+            external_user_ids: ids,
+            sender: sender.to_owned(),
+        })
+    }
+}
+
 /// An openid as WeChat issues them: 28 characters of base64url in practice; accepted here as
-/// 1 to 64 characters of `[A-Za-z0-9_-]`.
-fn is_open_id(s: &str) -> bool {
+/// 1 to 64 characters of `[A-Za-z0-9_-]`. (WeCom's external_userid has the same alphabet.)
+pub fn is_open_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -95,12 +149,7 @@ fn is_open_id(s: &str) -> bool {
 /// 2 to 10,000. A remainder of one borrows an openid from the batch before it, since WeChat
 /// refuses a one-person mass send.
 pub fn plan_batches(open_ids: &[String]) -> Result<Vec<Vec<String>>, String> {
-    let mut seen = std::collections::HashSet::with_capacity(open_ids.len());
-    let unique: Vec<String> = open_ids
-        .iter()
-        .filter(|id| seen.insert(id.as_str()))
-        .cloned()
-        .collect();
+    let unique = dedup(open_ids);
     if unique.len() < MIN_BATCH {
         return Err(format!(
             "a mass send by openid needs at least {MIN_BATCH} distinct openids, got {}; to reach \
@@ -117,6 +166,24 @@ pub fn plan_batches(open_ids: &[String]) -> Result<Vec<Vec<String>>, String> {
         batches[n - 1].insert(0, moved);
     }
     Ok(batches)
+}
+
+/// De-duplicates WeCom external_userids (first occurrence wins) into batches of at most
+/// 10,000, WeCom's limit for one `add_msg_template`; one recipient is allowed there.
+pub fn plan_external_batches(ids: &[String]) -> Result<Vec<Vec<String>>, String> {
+    let unique = dedup(ids);
+    if unique.is_empty() {
+        return Err("audience.external_user_ids must name at least one external contact".into());
+    }
+    Ok(unique.chunks(MAX_BATCH).map(<[String]>::to_vec).collect())
+}
+
+fn dedup(ids: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// The `clientmsgid` of one batch: derived from the job and the batch number, so that a batch
@@ -245,6 +312,36 @@ mod tests {
         let b = batch_client_msg_id(job, 12);
         assert_ne!(a, b);
         assert!(b.len() <= MAX_CLIENT_MSG_ID);
+    }
+
+    #[test]
+    fn wecom_audiences_parse_and_batch_by_ten_thousand() {
+        let a = ExternalAudience::parse(
+            &json!({"external_user_ids": ["wmA", "wmB"], "sender": "zhangsan"}),
+        )
+        .unwrap();
+        assert_eq!(a.sender, "zhangsan");
+        for (bad, needle) in [
+            (json!({"external_user_ids": ["wmA"]}), "sender"),
+            (json!({"external_user_ids": "wmA", "sender": "u"}), "array"),
+            (
+                json!({"open_ids": ["o"], "sender": "u"}),
+                "open_ids is not allowed",
+            ),
+            (json!({"external_user_ids": ["a b"], "sender": "u"}), "[0]"),
+        ] {
+            let err = ExternalAudience::parse(&bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        let mut list = ids(20_001);
+        list.push("oUser00000000".into());
+        let sizes: Vec<_> = plan_external_batches(&list)
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [10_000, 10_000, 1]);
+        assert!(plan_external_batches(&[]).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use crate::config::AdminToken;
@@ -12,10 +13,10 @@ use crate::domain::scene::SceneInput;
 use crate::error::AdminError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
-    create_qr_code_request, send_message_request, CreateLinkRequest, CreateLinkResponse,
-    CreateQrCodeRequest, CreateQrCodeResponse, DeleteMenuRequest, DeleteMenuResponse,
-    GetMenuRequest, GetMenuResponse, ListLinksRequest, ListLinksResponse, SendMessageRequest,
-    SendMessageResponse, SetMenuRequest, SetMenuResponse,
+    self, create_qr_code_request, send_broadcast_request, send_message_request, CreateLinkRequest,
+    CreateLinkResponse, CreateQrCodeRequest, CreateQrCodeResponse, DeleteMenuRequest,
+    DeleteMenuResponse, GetMenuRequest, GetMenuResponse, ListLinksRequest, ListLinksResponse,
+    SendMessageRequest, SendMessageResponse, SetMenuRequest, SetMenuResponse,
 };
 use crate::pb::{
     DeleteReplyRuleRequest, DeleteReplyRuleResponse, ListReplyRulesRequest, ListReplyRulesResponse,
@@ -25,7 +26,7 @@ use crate::services::links;
 use crate::services::message::{send_message, Outgoing};
 use crate::services::qrcode::{create_qr_code, CreateQrCode};
 use crate::services::Services;
-use crate::services::{autoreply, menu};
+use crate::services::{autoreply, broadcast, menu, tags};
 
 /// The actor recorded for changes made over gRPC when no `[[grpc.tokens]]` are configured.
 const ANONYMOUS: &str = "grpc";
@@ -240,6 +241,122 @@ impl Gateway for GatewayService {
             links: all.into_iter().map(link_response).collect(),
         }))
     }
+
+    async fn send_broadcast(
+        &self,
+        request: Request<pb::SendBroadcastRequest>,
+    ) -> Result<Response<pb::BroadcastJob>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        let audience = match r.audience {
+            Some(send_broadcast_request::Audience::TagId(tag_id)) => json!({ "tag_id": tag_id }),
+            Some(send_broadcast_request::Audience::All(all)) => json!({ "all": all }),
+            Some(send_broadcast_request::Audience::OpenIds(list)) => {
+                json!({ "open_ids": list.open_ids })
+            }
+            Some(send_broadcast_request::Audience::External(e)) => json!({
+                "external_user_ids": e.external_user_ids, "sender": e.sender,
+            }),
+            None => {
+                return Err(AdminError::Validation(
+                    "audience: set tag_id, all, open_ids or external".into(),
+                )
+                .into())
+            }
+        };
+        let message = message_json(&r.message_json)?;
+        let (job, created) = broadcast::create_job(
+            &self.services,
+            &r.account_id,
+            &actor,
+            broadcast::SendBroadcast {
+                audience,
+                message,
+                client_msg_id: (!r.client_msg_id.is_empty()).then_some(r.client_msg_id),
+            },
+        )
+        .await?;
+        Ok(Response::new(job_to_pb(job, created)))
+    }
+
+    async fn get_broadcast(
+        &self,
+        request: Request<pb::GetBroadcastRequest>,
+    ) -> Result<Response<pb::BroadcastJob>, Status> {
+        self.authenticate(&request)?;
+        let r = request.into_inner();
+        let job = broadcast::get_job(&self.services, &r.account_id, &r.job_id).await?;
+        Ok(Response::new(job_to_pb(job, false)))
+    }
+
+    async fn preview_broadcast(
+        &self,
+        request: Request<pb::PreviewBroadcastRequest>,
+    ) -> Result<Response<pb::PreviewBroadcastResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        tracing::info!(actor = %actor, account = %r.account_id, "PreviewBroadcast");
+        let message = message_json(&r.message_json)?;
+        let msg_id =
+            broadcast::preview(&self.services, &r.account_id, &r.open_id, &message).await?;
+        Ok(Response::new(pb::PreviewBroadcastResponse {
+            msg_id: msg_id.unwrap_or(0),
+        }))
+    }
+
+    async fn delete_broadcast(
+        &self,
+        request: Request<pb::GetBroadcastRequest>,
+    ) -> Result<Response<pb::BroadcastJob>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        tracing::info!(actor = %actor, account = %r.account_id, job_id = %r.job_id, "DeleteBroadcast");
+        let job = broadcast::delete_job(&self.services, &r.account_id, &r.job_id).await?;
+        Ok(Response::new(job_to_pb(job, false)))
+    }
+
+    async fn create_tag(
+        &self,
+        request: Request<pb::CreateTagRequest>,
+    ) -> Result<Response<pb::CreateTagResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        tracing::info!(actor = %actor, account = %r.account_id, "CreateTag");
+        let tag_id = tags::create_tag(&self.services, &r.account_id, &r.name).await?;
+        Ok(Response::new(pb::CreateTagResponse { tag_id }))
+    }
+
+    async fn tag_users(
+        &self,
+        request: Request<pb::TagUsersRequest>,
+    ) -> Result<Response<pb::TagUsersResponse>, Status> {
+        self.change_tag(request, false).await
+    }
+
+    async fn untag_users(
+        &self,
+        request: Request<pb::TagUsersRequest>,
+    ) -> Result<Response<pb::TagUsersResponse>, Status> {
+        self.change_tag(request, true).await
+    }
+}
+
+impl GatewayService {
+    async fn change_tag(
+        &self,
+        request: Request<pb::TagUsersRequest>,
+        untag: bool,
+    ) -> Result<Response<pb::TagUsersResponse>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        tracing::info!(actor = %actor, account = %r.account_id, untag, "TagUsers");
+        let done =
+            tags::tag_users(&self.services, &r.account_id, r.tag_id, &r.open_ids, untag).await?;
+        Ok(Response::new(pb::TagUsersResponse {
+            users: done.users as u64,
+            batches: done.batches as u64,
+        }))
+    }
 }
 
 fn link_response(l: links::CreatedLink) -> CreateLinkResponse {
@@ -248,5 +365,47 @@ fn link_response(l: links::CreatedLink) -> CreateLinkResponse {
         url: l.url,
         target: l.target,
         label: l.label,
+    }
+}
+
+fn message_json(s: &str) -> Result<serde_json::Value, AdminError> {
+    serde_json::from_str(s)
+        .map_err(|e| AdminError::Validation(format!("message_json: not JSON: {e}")))
+}
+
+fn job_to_pb(job: broadcast::JobView, created: bool) -> pb::BroadcastJob {
+    let count = |v: Option<i64>| v.unwrap_or(-1);
+    pb::BroadcastJob {
+        job_id: job.job_id,
+        status: job.status.to_owned(),
+        created,
+        msgtype: job.msgtype,
+        client_msg_id: job.client_msg_id.unwrap_or_default(),
+        batches: job
+            .batches
+            .into_iter()
+            .map(|b| pb::BroadcastBatch {
+                index: b.index as u32,
+                status: b.status.to_owned(),
+                msg_id: match b.msg_id {
+                    serde_json::Value::Null => String::new(),
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                },
+                client_msg_id: b.client_msg_id,
+                size: b.size as u64,
+                total: count(b.total),
+                filtered: count(b.filtered),
+                sent: count(b.sent),
+                errors: count(b.errors),
+                wechat_status: b.wechat_status.unwrap_or_default(),
+                already_sent: b.already_sent,
+                error: b.error.unwrap_or_default(),
+                fail_list: b.fail_list,
+                pending_confirmation: b.pending_confirmation,
+                deleted: b.deleted,
+                attempts: b.attempts,
+            })
+            .collect(),
     }
 }

@@ -27,8 +27,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
     let scope = super::links::admin_routes(scope);
     cfg.service(
-        super::admin_replies::routes(super::admin_menu::routes(super::admin_qrcodes::routes(
-            scope,
+        super::admin_replies::routes(super::admin_tags::routes(super::admin_broadcasts::routes(
+            super::admin_menu::routes(super::admin_qrcodes::routes(scope)),
         )))
         // Unknown admin paths still demand a token first, so they reveal nothing.
         .default_service(web::to(not_found))

@@ -1,12 +1,14 @@
 //! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`],
-//! [`admin_qrcodes`], [`admin_menu`], [`admin_replies`], its [`openapi`] document) and
-//! operations ([`health`]). Each handler extracts, calls the layer below, and maps errors in
-//! `crate::error`.
+//! [`admin_qrcodes`], [`admin_menu`], [`admin_replies`], [`admin_broadcasts`], [`admin_tags`],
+//! its [`openapi`] document) and operations ([`health`]). Each handler extracts, calls the layer
+//! below, and maps errors in `crate::error`.
 
 pub mod admin;
+pub mod admin_broadcasts;
 pub mod admin_menu;
 pub mod admin_qrcodes;
 pub mod admin_replies;
+pub mod admin_tags;
 pub mod callbacks;
 pub mod health;
 pub mod links;

@@ -14,6 +14,10 @@
 //!
 //! Enrichment and the privacy purge ([`enrich`], issue 8) run at the same point, after
 //! attribution.
+//!
+//! Broadcasts: a MASSSENDJOBFINISH of a batch sent by a broadcast job gets the job's id, and
+//! its counts are recorded on the batch ([`crate::services::broadcast::attach_to_jobs`]), the
+//! same way.
 
 pub mod enrich;
 pub mod sink;
@@ -165,6 +169,7 @@ impl Forwarder {
         if let Some(enricher) = &self.enricher {
             enricher.enrich(&mut events).await;
         }
+        crate::services::broadcast::attach_to_jobs(store, &mut events).await;
         let delivered = match sink.deliver(&events).await {
             Ok(d) => d,
             // One event poisons the request: find it by delivering one at a time, in order.

@@ -3,10 +3,12 @@
 //! an [`AdminError`] that both transports map in `crate::error`.
 
 pub mod autoreply;
+pub mod broadcast;
 pub mod links;
 pub mod menu;
 pub mod message;
 pub mod qrcode;
+pub mod tags;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ pub struct Services {
     pub replies: autoreply::Replies,
     /// Tracked links: the public base URL, the allowed target domains, WeChat's OAuth base.
     pub links: crate::config::LinksConfig,
+    /// The broadcast runner's settings and wake-up call.
+    pub broadcasts: broadcast::Broadcasts,
 }
 
 impl Services {

@@ -401,7 +401,7 @@ impl WeChatApi {
             }
         };
         let errcode = value.get("errcode").and_then(|c| c.as_i64()).unwrap_or(0);
-        if errcode != 0 {
+        if errcode != 0 && !is_already_sent(errcode, &value) {
             let errmsg = value
                 .get("errmsg")
                 .and_then(|m| m.as_str())
@@ -416,7 +416,7 @@ impl WeChatApi {
             return (errcode.to_string(), Err(outcome));
         }
         match serde_json::from_value(value) {
-            Ok(v) => ("0".into(), Ok(v)),
+            Ok(v) => (errcode.to_string(), Ok(v)),
             Err(e) => (
                 "bad_response".into(),
                 Err(Attempt::Final(ApiError::BadResponse(format!(
@@ -426,6 +426,15 @@ impl WeChatApi {
             ),
         }
     }
+}
+
+/// 45065 on a mass send: "a send with this clientmsgid exists (within 24 hours)". It carries the
+/// `msg_id` of that send, so it is an answer, not a failure: it is decoded like a success and
+/// the caller reads `errcode` from it (see `crate::services::broadcast`).
+pub const ALREADY_SENT: i64 = 45065;
+
+fn is_already_sent(errcode: i64, value: &serde_json::Value) -> bool {
+    errcode == ALREADY_SENT && value.get("msg_id").is_some()
 }
 
 enum Attempt {

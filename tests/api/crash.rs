@@ -16,13 +16,13 @@ use crate::support::app::{config_toml, now, AppOptions, MP_APP_ID, MP_KEY, MP_TO
 use crate::support::crm::FakeCrm;
 
 /// A gateway process started from the built binary; its HTTP address is read from its log.
-struct Gateway {
+pub(crate) struct Gateway {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Gateway {
-    fn start(config: &Path) -> Self {
+    pub(crate) fn start(config: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wechat-gateway"))
             .args(["serve", "--config"])
             .arg(config)
@@ -53,7 +53,7 @@ impl Gateway {
         }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         // SIGKILL: no graceful shutdown, no flush.
         self.child.kill().unwrap();
         self.child.wait().unwrap();

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod admin;
+mod broadcasts;
 mod callbacks;
 mod cli;
 mod crash;

@@ -41,6 +41,8 @@ pub struct AppOptions {
     pub wechat_timeout_ms: u64,
     /// Require [`GRPC_TOKEN`] (name `crm`) on gRPC `Gateway` calls.
     pub grpc_auth: bool,
+    /// Appended to the configuration (whole sections, e.g. `[broadcasts]`).
+    pub extra_toml: String,
 }
 
 /// `links.public_base_url` of every test app (tests map it to the app's real address).
@@ -58,6 +60,7 @@ impl AppOptions {
             wechat_base: None,
             wechat_timeout_ms: 2000,
             grpc_auth: false,
+            extra_toml: String::new(),
         }
     }
 
@@ -69,6 +72,7 @@ impl AppOptions {
             wechat_base: None,
             wechat_timeout_ms: 2000,
             grpc_auth: false,
+            extra_toml: String::new(),
         }
     }
 
@@ -181,8 +185,11 @@ agent_id = 1000002
 secret = "work-secret"
 token = "{WORK_TOKEN}"
 encoding_aes_key = "{WORK_KEY}"
+
+{extra}
 "#,
         max_body = opts.max_body_bytes,
+        extra = opts.extra_toml,
     )
 }
 

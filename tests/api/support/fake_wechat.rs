@@ -10,7 +10,9 @@
 //! - It keeps each account's menu as WeChat does ([`menu`]), and counts the calls of each path
 //!   in flight at once; WeCom's `send_welcome_msg` honours each welcome code once ([`welcome`]).
 //! - It serves web OAuth and the user lookups of identity enrichment ([`oauth`]).
+//! - It sends broadcasts, keeps tags and WeCom group messages as WeChat does ([`mass`]).
 
+mod mass;
 mod menu;
 mod oauth;
 mod welcome;
@@ -60,6 +62,7 @@ struct State {
     menus: menu::Menus,
     welcomes: welcome::Welcomes,
     identity: oauth::Identity,
+    mass: mass::Mass,
 }
 
 pub struct FakeWeChat {
@@ -213,6 +216,24 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                 .finish()
         }
         None => {}
+    }
+    if mass::handles(&path) {
+        let answer = {
+            let mut s = state.lock().unwrap();
+            let token = query.get("access_token").map_or("", String::as_str);
+            let credential = s
+                .current
+                .iter()
+                .find(|(_, t)| !token.is_empty() && *t == token)
+                .map(|(credential, _)| credential.clone());
+            credential.map(|c| mass::answer(&mut s.mass, &c, &path, &json_body))
+        };
+        if let Some((answer, delay)) = answer {
+            if let Some(d) = delay.filter(|d| !d.is_zero()) {
+                tokio::time::sleep(d).await;
+            }
+            return HttpResponse::Ok().json(answer);
+        }
     }
     let mut s = state.lock().unwrap();
     if oauth::handles_public(&path) {

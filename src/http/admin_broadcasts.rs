@@ -1,0 +1,222 @@
+//! The broadcast routes of the admin API (issue 5), under
+//! `/admin/v1/accounts/{account}/broadcasts`: create a job, read it, preview a message, delete
+//! the sent articles, through [`crate::services::broadcast`].
+//!
+//! A broadcast body can list hundreds of thousands of openids, far over `http.max_body_bytes`
+//! (sized for callbacks): the create route reads its body itself, up to
+//! `broadcasts.max_body_bytes`.
+
+use actix_web::{web, HttpResponse};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::admin::{json_body, Actor};
+use super::openapi::ErrorBody;
+use super::AppState;
+use crate::error::AdminError;
+use crate::services::broadcast::{self, SendBroadcast};
+
+pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+    scope
+        .route("/accounts/{account}/broadcasts", web::post().to(create))
+        .route(
+            "/accounts/{account}/broadcasts/preview",
+            web::post().to(preview),
+        )
+        .route(
+            "/accounts/{account}/broadcasts/{job_id}",
+            web::get().to(get),
+        )
+        .route(
+            "/accounts/{account}/broadcasts/{job_id}",
+            web::delete().to(delete),
+        )
+}
+
+/// The create body, as the contract shows it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SendBroadcastBody)]
+pub(crate) struct Body {
+    /// `{"tag_id": 2}`, `{"open_ids": [...]}` or `{"all": true}`; on WeCom
+    /// `{"external_user_ids": [...], "sender": "userid"}`.
+    #[schema(value_type = Object)]
+    audience: Value,
+    /// `{"text": {"content": ".."}}`, `{"mpnews": {"media_id": ".."}}`, image, voice, mpvideo,
+    /// wxcard; optionally `"send_ignore_reprint": 1` beside it.
+    #[schema(value_type = Object)]
+    message: Value,
+    /// Makes the request idempotent: the same id again answers the same job.
+    client_msg_id: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/broadcasts",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = Body, content_type = "application/json"),
+    responses(
+        (status = 202, description = "a new job: `{\"job_id\", \"status\", \"batches\": [...], \"created\": true}`", body = Object),
+        (status = 200, description = "the job an earlier request with this `client_msg_id` made (`\"created\": false`)", body = Object),
+        (status = 400, description = "invalid audience or message (a one-person audience included)", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 413, description = "body over broadcasts.max_body_bytes", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, AdminError> {
+    let bytes = match large_body(&state, &mut payload).await? {
+        Ok(bytes) => bytes,
+        Err(too_large) => return Ok(too_large),
+    };
+    let body: Body = json_body(&bytes)?;
+    let (job, created) = broadcast::create_job(
+        &state.services,
+        &path.into_inner(),
+        &actor.0,
+        SendBroadcast {
+            audience: body.audience,
+            message: body.message,
+            client_msg_id: body.client_msg_id,
+        },
+    )
+    .await?;
+    let mut answer = serde_json::to_value(&job).expect("a job view serializes");
+    answer["created"] = created.into();
+    Ok(if created {
+        HttpResponse::Accepted().json(answer)
+    } else {
+        HttpResponse::Ok().json(answer)
+    })
+}
+
+/// Reads a body of up to `broadcasts.max_body_bytes`; the inner `Err` is the 413 answer, in
+/// the admin API's JSON shape.
+pub(crate) async fn large_body(
+    state: &AppState,
+    payload: &mut web::Payload,
+) -> Result<Result<web::BytesMut, HttpResponse>, AdminError> {
+    let limit = state.services.broadcasts.config().max_body_bytes;
+    let mut bytes = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| AdminError::Validation(format!("cannot read the body: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            return Ok(Err(HttpResponse::PayloadTooLarge().json(
+                serde_json::json!({
+                    "error": {
+                        "code": "payload_too_large",
+                        "message": "the request body is larger than broadcasts.max_body_bytes",
+                    }
+                }),
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Ok(bytes))
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{account}/broadcasts/{job_id}",
+    tag = "admin",
+    params(
+        ("account" = String, Path, description = "the account id from the configuration"),
+        ("job_id" = String, Path, description = "the job id the create route answered"),
+    ),
+    responses(
+        (status = 200, description = "`{\"job_id\", \"status\", \"batches\": [{\"msg_id\", \"status\", \"total\", \"sent\", \"errors\", ...}]}`", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account or job", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get(
+    _actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    let (account, job_id) = path.into_inner();
+    let job = broadcast::get_job(&state.services, &account, &job_id).await?;
+    Ok(HttpResponse::Ok().json(job))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PreviewBroadcastBody)]
+pub(crate) struct PreviewBody {
+    open_id: String,
+    #[schema(value_type = Object)]
+    message: Value,
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/broadcasts/preview",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = PreviewBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"open_id\", \"msg_id\"}`: sent to that follower only (mass/preview)", body = Object),
+        (status = 400, description = "invalid openid or message, or a WeCom account", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn preview(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body: PreviewBody = json_body(&body)?;
+    let msg_id = broadcast::preview(
+        &state.services,
+        &path.into_inner(),
+        &body.open_id,
+        &body.message,
+    )
+    .await?;
+    tracing::info!(actor = %actor.0, "broadcast previewed");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "open_id": body.open_id, "msg_id": msg_id })))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/accounts/{account}/broadcasts/{job_id}",
+    tag = "admin",
+    params(
+        ("account" = String, Path, description = "the account id from the configuration"),
+        ("job_id" = String, Path, description = "the job id the create route answered"),
+    ),
+    responses(
+        (status = 200, description = "the job, every sent batch `\"deleted\": true` (mass/delete)", body = Object),
+        (status = 400, description = "not an mpnews or mpvideo job, or a WeCom account", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account or job", body = ErrorBody),
+        (status = 409, description = "the job is still sending", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    let (account, job_id) = path.into_inner();
+    let job = broadcast::delete_job(&state.services, &account, &job_id).await?;
+    tracing::info!(actor = %actor.0, job_id = %job_id, "broadcast deleted");
+    Ok(HttpResponse::Ok().json(job))
+}

@@ -1,0 +1,144 @@
+//! The user-tag routes of the admin API (issue 5), so that a CRM segment becomes a tag that
+//! one broadcast reaches: create a tag, add and remove its users (50 openids per WeChat call),
+//! through [`crate::services::tags`].
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::admin::{json_body, Actor};
+use super::openapi::ErrorBody;
+use super::AppState;
+use crate::error::AdminError;
+use crate::services::tags;
+
+pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+    scope
+        .route("/accounts/{account}/tags", web::post().to(create))
+        .route(
+            "/accounts/{account}/tags/{tag_id}/members",
+            web::post().to(add_members),
+        )
+        .route(
+            "/accounts/{account}/tags/{tag_id}/members",
+            web::delete().to(remove_members),
+        )
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreateTagBody)]
+pub(crate) struct CreateBody {
+    /// 1 to 30 characters.
+    name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = TagMembersBody)]
+pub(crate) struct MembersBody {
+    open_ids: Vec<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/tags",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"tag_id\", \"name\"}`", body = Object),
+        (status = 400, description = "invalid name, or a WeCom account", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 409, description = "a tag with this name exists (45157)", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body: CreateBody = json_body(&body)?;
+    let tag_id = tags::create_tag(&state.services, &path.into_inner(), &body.name).await?;
+    tracing::info!(actor = %actor.0, tag_id, "tag created");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "tag_id": tag_id, "name": body.name })))
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/tags/{tag_id}/members",
+    tag = "admin",
+    params(
+        ("account" = String, Path, description = "the account id from the configuration"),
+        ("tag_id" = u64, Path, description = "WeChat's tag id"),
+    ),
+    request_body(content = MembersBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchtagging, 50 a call)", body = Object),
+        (status = 400, description = "invalid openids, or a WeCom account", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message); the request may be repeated", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn add_members(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, u64)>,
+    body: web::Payload,
+) -> Result<HttpResponse, AdminError> {
+    members(actor, state, path, body, false).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/accounts/{account}/tags/{tag_id}/members",
+    tag = "admin",
+    params(
+        ("account" = String, Path, description = "the account id from the configuration"),
+        ("tag_id" = u64, Path, description = "WeChat's tag id"),
+    ),
+    request_body(content = MembersBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchuntagging, 50 a call)", body = Object),
+        (status = 400, description = "invalid openids, or a WeCom account", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account", body = ErrorBody),
+        (status = 502, description = "WeChat refused (its errcode and errmsg in the message); the request may be repeated", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn remove_members(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, u64)>,
+    body: web::Payload,
+) -> Result<HttpResponse, AdminError> {
+    members(actor, state, path, body, true).await
+}
+
+async fn members(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, u64)>,
+    mut payload: web::Payload,
+    untag: bool,
+) -> Result<HttpResponse, AdminError> {
+    let (account, tag_id) = path.into_inner();
+    // A segment can be long: the broadcast routes' body limit applies.
+    let bytes = match super::admin_broadcasts::large_body(&state, &mut payload).await? {
+        Ok(bytes) => bytes,
+        Err(too_large) => return Ok(too_large),
+    };
+    let body: MembersBody = json_body(&bytes)?;
+    let done = tags::tag_users(&state.services, &account, tag_id, &body.open_ids, untag).await?;
+    tracing::info!(actor = %actor.0, tag_id, users = done.users, untag, "tag members changed");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "tag_id": tag_id, "users": done.users, "batches": done.batches,
+    })))
+}

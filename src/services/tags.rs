@@ -1,0 +1,138 @@
+//! Segments as tags (issue 5): the CRM turns a large segment into a user tag, then broadcasts
+//! to the tag with one `mass/sendall`. `tags/create` makes the tag; `tags/members/batchtagging`
+//! and `batchuntagging` take at most 50 openids a call (WeChat answers 40032 beyond), so a list
+//! is sent in batches of 50. Tagging is idempotent on WeChat's side, so a request that failed
+//! half-way can simply be made again.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::Account;
+use crate::domain::broadcast::is_open_id;
+use crate::domain::Platform;
+use crate::error::AdminError;
+use crate::wechat::api::{ApiError, Empty};
+use crate::wechat::tokens::TokenError;
+
+use super::Services;
+
+/// Most openids of one `batchtagging` / `batchuntagging` call.
+pub const TAG_BATCH: usize = 50;
+/// WeChat: a tag name is at most 30 characters.
+const MAX_TAG_NAME: usize = 30;
+/// 45157: a tag with this name exists.
+const NAME_TAKEN: i64 = 45157;
+
+/// The outcome of tagging or untagging a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    /// Distinct openids sent.
+    pub users: usize,
+    /// WeChat calls made (batches of at most 50).
+    pub batches: usize,
+}
+
+fn mp_only(account: &Account) -> Result<(), AdminError> {
+    match account.platform {
+        Platform::Mp => Ok(()),
+        Platform::Work => Err(AdminError::Validation(format!(
+            "account {:?} is a WeCom application: user tags are an Official Account feature",
+            account.id.as_str()
+        ))),
+    }
+}
+
+/// `tags/create`: answers the new tag's id.
+#[tracing::instrument(skip_all, fields(account = account_id))]
+pub async fn create_tag(svc: &Services, account_id: &str, name: &str) -> Result<u64, AdminError> {
+    let account = svc.account(account_id)?.clone();
+    mp_only(&account)?;
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_TAG_NAME || name.chars().any(char::is_control) {
+        return Err(AdminError::Validation(format!(
+            "name: a tag name is 1 to {MAX_TAG_NAME} characters, got {chars}"
+        )));
+    }
+    #[derive(Deserialize)]
+    struct Tag {
+        id: u64,
+    }
+    #[derive(Deserialize)]
+    struct Created {
+        tag: Tag,
+    }
+    match svc
+        .tokens
+        .post::<Created>(
+            &account,
+            "tags/create",
+            "/cgi-bin/tags/create",
+            &json!({ "tag": { "name": name } }),
+        )
+        .await
+    {
+        Ok(c) => Ok(c.tag.id),
+        Err(TokenError::Api(ApiError::Refused {
+            errcode: NAME_TAKEN,
+            errmsg,
+        })) => Err(AdminError::Conflict(format!(
+            "a tag named {name:?} exists already (WeChat errcode {NAME_TAKEN}: {errmsg})"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Adds (`untag: false`) or removes the users of a tag, 50 openids a call.
+#[tracing::instrument(skip_all, fields(account = account_id, tag_id, untag))]
+pub async fn tag_users(
+    svc: &Services,
+    account_id: &str,
+    tag_id: u64,
+    open_ids: &[String],
+    untag: bool,
+) -> Result<Tagged, AdminError> {
+    let account = svc.account(account_id)?.clone();
+    mp_only(&account)?;
+    if open_ids.is_empty() {
+        return Err(AdminError::Validation(
+            "open_ids: at least one openid is needed".into(),
+        ));
+    }
+    if let Some((i, id)) = open_ids.iter().enumerate().find(|(_, id)| !is_open_id(id)) {
+        return Err(AdminError::Validation(format!(
+            "open_ids[{i}] {id:?} is not an openid (1 to 64 characters of letters, digits, '-' \
+             and '_')"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<&String> = open_ids.iter().filter(|id| seen.insert(*id)).collect();
+    let (api, path) = if untag {
+        (
+            "tags/members/batchuntagging",
+            "/cgi-bin/tags/members/batchuntagging",
+        )
+    } else {
+        (
+            "tags/members/batchtagging",
+            "/cgi-bin/tags/members/batchtagging",
+        )
+    };
+    let mut batches = 0;
+    for chunk in unique.chunks(TAG_BATCH) {
+        let _: Empty = svc
+            .tokens
+            .post(
+                &account,
+                api,
+                path,
+                &json!({ "openid_list": chunk, "tagid": tag_id }),
+            )
+            .await?;
+        batches += 1;
+    }
+    tracing::info!(users = unique.len(), batches, "tag members changed");
+    Ok(Tagged {
+        users: unique.len(),
+        batches,
+    })
+}
