@@ -23,11 +23,20 @@ pub struct Config {
     pub wechat: WechatConfig,
     /// `None` when `callbacks.max_clock_skew_seconds = 0` (check off).
     pub max_clock_skew: Option<Duration>,
+    /// Concurrency limits of the callback path (`callbacks.max_in_flight*`).
+    pub callback_limits: CallbackLimitsConfig,
     pub admin_tokens: Vec<AdminToken>,
     /// Bearer tokens the gRPC `Gateway` service demands (`[[grpc.tokens]]`); none: no check.
     pub grpc_tokens: Vec<AdminToken>,
     pub log: LogConfig,
     pub accounts: Vec<Account>,
+}
+
+/// How many callbacks may be in flight at once (see [`crate::http::limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CallbackLimitsConfig {
+    pub max_in_flight: usize,
+    pub max_in_flight_per_account: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +57,9 @@ pub struct StoreConfig {
     /// How long a callback id is remembered for de-duplication. WeChat retries within seconds;
     /// a day also covers a CRM-side replay of the same callback by an operator.
     pub dedup_ttl: Duration,
+    /// Redis only: how long an instance holds an account's delivery lease without renewing it
+    /// (`store.redis_lease_seconds`), i.e. how soon another instance takes over a dead one's work.
+    pub redis_lease: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +183,7 @@ struct RawStore {
     path: String,
     redis_url: Option<Secret>,
     dedup_ttl_seconds: u64,
+    redis_lease_seconds: u64,
 }
 
 impl Default for RawStore {
@@ -180,6 +193,7 @@ impl Default for RawStore {
             path: "./data".into(),
             redis_url: None,
             dedup_ttl_seconds: 86_400,
+            redis_lease_seconds: 30,
         }
     }
 }
@@ -224,12 +238,16 @@ impl Default for RawWechat {
 #[serde(default, deny_unknown_fields)]
 struct RawCallbacks {
     max_clock_skew_seconds: u64,
+    max_in_flight: u64,
+    max_in_flight_per_account: u64,
 }
 
 impl Default for RawCallbacks {
     fn default() -> Self {
         Self {
             max_clock_skew_seconds: 300,
+            max_in_flight: 512,
+            max_in_flight_per_account: 128,
         }
     }
 }
@@ -486,6 +504,26 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         ));
     }
 
+    if !(1..=3600).contains(&raw.store.redis_lease_seconds) {
+        problems.push(format!(
+            "store.redis_lease_seconds: {} must be between 1 and 3600",
+            raw.store.redis_lease_seconds
+        ));
+    }
+    let max_in_flight = raw.callbacks.max_in_flight;
+    let per_account = raw.callbacks.max_in_flight_per_account;
+    if !(1..=1_000_000).contains(&max_in_flight) {
+        problems.push(format!(
+            "callbacks.max_in_flight: {max_in_flight} must be between 1 and 1000000"
+        ));
+    }
+    if per_account == 0 || per_account > max_in_flight {
+        problems.push(format!(
+            "callbacks.max_in_flight_per_account: {per_account} must be between 1 and \
+             callbacks.max_in_flight ({max_in_flight})"
+        ));
+    }
+
     if let Some(endpoint) = &raw.crm.endpoint {
         check_url(endpoint, "crm.endpoint", &["http", "https"], problems);
     }
@@ -553,6 +591,7 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         store: StoreConfig {
             backend: backend?,
             dedup_ttl: Duration::from_secs(raw.store.dedup_ttl_seconds),
+            redis_lease: Duration::from_secs(raw.store.redis_lease_seconds),
         },
         crm: CrmConfig {
             endpoint: raw.crm.endpoint,
@@ -567,6 +606,10 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         max_clock_skew: match raw.callbacks.max_clock_skew_seconds {
             0 => None,
             s => Some(Duration::from_secs(s)),
+        },
+        callback_limits: CallbackLimitsConfig {
+            max_in_flight: max_in_flight as usize,
+            max_in_flight_per_account: per_account as usize,
         },
         admin_tokens,
         grpc_tokens,
@@ -856,6 +899,33 @@ token = "x"
             "no gRPC tokens: the service is open"
         );
         assert_eq!(cfg.wechat.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn callback_limits_default_to_512_and_128_and_must_nest() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert_eq!(cfg.callback_limits.max_in_flight, 512);
+        assert_eq!(cfg.callback_limits.max_in_flight_per_account, 128);
+        assert_eq!(cfg.store.redis_lease, Duration::from_secs(30));
+        let toml = format!(
+            "[callbacks]\nmax_in_flight = 4\nmax_in_flight_per_account = 5\n\
+             [store]\nredis_lease_seconds = 0\n{GOOD_MP}"
+        );
+        let problems = load_str(&toml).unwrap_err().0.join("\n");
+        for expected in [
+            "callbacks.max_in_flight_per_account: 5 must be between 1 and callbacks.max_in_flight (4)",
+            "store.redis_lease_seconds: 0 must be between 1 and 3600",
+        ] {
+            assert!(problems.contains(expected), "missing {expected:?} in:\n{problems}");
+        }
+        let problems = load_str(&format!("[callbacks]\nmax_in_flight = 0\n{GOOD_MP}"))
+            .unwrap_err()
+            .0
+            .join("\n");
+        assert!(
+            problems.contains("callbacks.max_in_flight: 0 must be between"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -245,7 +245,10 @@ async fn mp_callback(
     body: web::Bytes,
 ) -> Result<HttpResponse, CallbackError> {
     let started = Instant::now();
-    let result = mp_callback_inner(&state, &path, &q, &body).await;
+    let result = match state.callback_limits.try_acquire(&path) {
+        Ok(_permit) => mp_callback_inner(&state, &path, &q, &body).await,
+        Err(scope) => Err(CallbackError::Overloaded(scope)),
+    };
     observe(Platform::Mp, &path, started, &result);
     result.map(|_| success())
 }
@@ -321,7 +324,10 @@ async fn work_callback(
     body: web::Bytes,
 ) -> Result<HttpResponse, CallbackError> {
     let started = Instant::now();
-    let result = work_callback_inner(&state, &path, &q, &body).await;
+    let result = match state.callback_limits.try_acquire(&path) {
+        Ok(_permit) => work_callback_inner(&state, &path, &q, &body).await,
+        Err(scope) => Err(CallbackError::Overloaded(scope)),
+    };
     observe(Platform::Work, &path, started, &result);
     result.map(|_| success())
 }

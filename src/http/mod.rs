@@ -7,6 +7,7 @@ pub mod admin_menu;
 pub mod admin_qrcodes;
 pub mod callbacks;
 pub mod health;
+pub mod limits;
 pub mod openapi;
 
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub admin_tokens: Vec<AdminToken>,
     /// The use cases behind the admin routes (shared with the gRPC `Gateway` service).
     pub services: Arc<Services>,
+    /// Callbacks in flight, per account and in all (`callbacks.max_in_flight*`).
+    pub callback_limits: limits::CallbackLimits,
 }
 
 /// Registers every route of the gateway on an actix `App`.

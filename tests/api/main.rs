@@ -6,6 +6,8 @@ mod admin;
 mod callbacks;
 mod cli;
 mod crash;
+mod faults;
+mod limits;
 mod menus;
 mod ops;
 mod qrcodes;
