@@ -477,12 +477,15 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         }
         "redis" => match raw.store.redis_url {
             Some(url) => {
-                check_url(
-                    url.expose(),
-                    "store.redis_url",
-                    &["redis", "rediss"],
-                    problems,
-                );
+                // A comma-separated list names the nodes of a Redis Cluster.
+                for node in url.expose().split(',') {
+                    check_url(
+                        node.trim(),
+                        "store.redis_url",
+                        &["redis", "rediss"],
+                        problems,
+                    );
+                }
                 Some(StoreBackend::Redis { url })
             }
             None => {
@@ -926,6 +929,17 @@ token = "x"
             problems.contains("callbacks.max_in_flight: 0 must be between"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn a_redis_url_may_list_the_nodes_of_a_cluster_and_each_is_checked() {
+        let cluster = format!(
+            "[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:7000, redis://127.0.0.1:7001\"\n{GOOD_MP}"
+        );
+        assert!(load_str(&cluster).is_ok());
+        let bad = cluster.replace("redis://127.0.0.1:7001", "http://127.0.0.1:7001");
+        let problems = load_str(&bad).unwrap_err().0.join("\n");
+        assert!(problems.contains("store.redis_url"), "{problems}");
     }
 
     #[test]

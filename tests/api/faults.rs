@@ -17,7 +17,7 @@ use crate::support::app::{
 };
 use crate::support::crm::FakeCrm;
 use crate::support::process::GatewayProcess;
-use crate::support::redis::fresh_db_url;
+use crate::support::redis::{fresh_db_url, RedisCluster};
 
 fn text_xml(from: &str, msg_id: u64) -> String {
     format!(
@@ -204,6 +204,23 @@ async fn a_crm_unreachable_then_slow_then_back_gets_every_event_in_order_per_use
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_unreachable_then_slow_then_back_gets_every_event_in_order_per_user_redis_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let url = cluster.url();
+    crm_unreachable_then_slow_then_back_loses_nothing_and_keeps_order(
+        |crm| AppOptions::redis(&url).crm(crm),
+        dir.path(),
+    )
+    .await;
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crm_unreachable_then_slow_then_back_gets_every_event_in_order_per_user_embedded() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -220,14 +237,18 @@ async fn a_crm_unreachable_then_slow_then_back_gets_every_event_in_order_per_use
 
 /// `XPENDING <outbox> forwarders`: how many entries are pending, and on which consumers.
 async fn pending_by_consumer(url: &str) -> (u64, Vec<(String, u64)>) {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let reply: redis::Value = redis::cmd("XPENDING")
-        .arg("wgw:{acme-mp}:outbox")
-        .arg("forwarders")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut xpending = redis::cmd("XPENDING");
+    xpending.arg("wgw:{acme-mp}:outbox").arg("forwarders");
+    let reply: redis::Value = if url.contains(',') {
+        let nodes: Vec<&str> = url.split(',').collect();
+        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        xpending.query_async(&mut conn).await.unwrap()
+    } else {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        xpending.query_async(&mut conn).await.unwrap()
+    };
     let redis::Value::Array(parts) = reply else {
         panic!("XPENDING: {reply:?}")
     };
@@ -248,12 +269,28 @@ async fn pending_by_consumer(url: &str) -> (u64, Vec<(String, u64)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_one_redis_deliver_what_a_killed_one_left_and_a_retry_elsewhere_keeps_its_id(
 ) {
+    three_instances_one_killed(&fresh_db_url().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_a_redis_cluster_deliver_what_a_killed_one_left_and_a_retry_elsewhere_keeps_its_id(
+) {
+    // A cluster of its own: the test's account ids are the fixed ones of the test config.
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    three_instances_one_killed(&cluster.url()).await;
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
+
+async fn three_instances_one_killed(url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let crm = FakeCrm::start().await;
     crm.set_down(true);
-    let url = fresh_db_url().await;
     // A short lease, so that the survivors take over the killed instance's accounts quickly.
-    let toml = config_toml(&AppOptions::redis(&url).crm(&crm.endpoint()))
+    let toml = config_toml(&AppOptions::redis(url).crm(&crm.endpoint()))
         .replace("[store]\n", "[store]\nredis_lease_seconds = 2\n");
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, toml).unwrap();
@@ -317,7 +354,7 @@ async fn three_instances_on_one_redis_deliver_what_a_killed_one_left_and_a_retry
     }
 
     // Undelivered work sits claimed by one consumer only: the lease holder.
-    let (pending, consumers) = pending_by_consumer(&url).await;
+    let (pending, consumers) = pending_by_consumer(url).await;
     assert!(
         pending > 0,
         "the lease holder has claimed a batch it cannot deliver"
