@@ -477,13 +477,18 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         }
         "redis" => match raw.store.redis_url {
             Some(url) => {
-                // A comma-separated list names the nodes of a Redis Cluster.
-                for node in url.expose().split(',') {
-                    check_url(
-                        node.trim(),
-                        "store.redis_url",
-                        &["redis", "rediss"],
-                        problems,
+                // A comma-separated list names the nodes of a Redis Cluster. The value is not
+                // echoed: it may carry a password.
+                let valid = |node: &str| {
+                    ["redis://", "rediss://"]
+                        .iter()
+                        .any(|scheme| node.len() > scheme.len() && node.starts_with(scheme))
+                };
+                if !url.expose().split(',').map(str::trim).all(valid) {
+                    problems.push(
+                        "store.redis_url: every node must be a URL starting with redis:// or \
+                         rediss:// (the nodes of a Redis Cluster: comma-separated)"
+                            .into(),
                     );
                 }
                 Some(StoreBackend::Redis { url })
@@ -937,9 +942,16 @@ token = "x"
             "[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:7000, redis://127.0.0.1:7001\"\n{GOOD_MP}"
         );
         assert!(load_str(&cluster).is_ok());
-        let bad = cluster.replace("redis://127.0.0.1:7001", "http://127.0.0.1:7001");
+        let bad = cluster.replace("redis://127.0.0.1:7001", "http://:pw-4e8c1a@127.0.0.1:7001");
         let problems = load_str(&bad).unwrap_err().0.join("\n");
-        assert!(problems.contains("store.redis_url"), "{problems}");
+        assert!(
+            problems.contains("store.redis_url: every node must be a URL"),
+            "{problems}"
+        );
+        assert!(
+            !problems.contains("pw-4e8c1a"),
+            "a password is never echoed: {problems}"
+        );
     }
 
     #[test]
