@@ -394,3 +394,100 @@ async fn three_instances_one_killed(url: &str) {
     assert_eq!(retried.len(), 30);
     drop(others);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The whole Redis Cluster stopped and restarted under load
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_redis_cluster_down_callbacks_get_503_and_the_gateway_recovers_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let crm = FakeCrm::start().await;
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let opts = AppOptions::redis(&cluster.url()).crm(&crm.endpoint());
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config_toml(&opts)).unwrap();
+    let app = spawn_configured(config::load(&path).unwrap()).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let base = now() << 20;
+    let mut acked = HashSet::new();
+    for i in 0..20 {
+        let xml = text_xml(&format!("oOutage{}", i % 3), base + i);
+        assert_eq!(post_safe(&client, app.addr, &xml).await, 200);
+        acked.insert(base + i);
+    }
+
+    let mut cluster = tokio::task::spawn_blocking(move || {
+        cluster.kill_all();
+        cluster
+    })
+    .await
+    .unwrap();
+    // While it is down: 503, never a 200 without a stored event.
+    for i in 20..30 {
+        let xml = text_xml(&format!("oOutage{}", i % 3), base + i);
+        assert_eq!(post_safe(&client, app.addr, &xml).await, 503, "{i}");
+    }
+    assert_eq!(
+        client
+            .get(format!("http://{}/readyz", app.addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart_all();
+        cluster
+    })
+    .await
+    .unwrap();
+    // WeChat retries the refused callbacks; the gateway reconnects by itself and takes them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for i in 20..40 {
+        let xml = text_xml(&format!("oOutage{}", i % 3), base + i);
+        loop {
+            match post_safe(&client, app.addr, &xml).await {
+                200 => break,
+                503 => {}
+                other => panic!("{i}: {other}"),
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway did not recover"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        acked.insert(base + i);
+    }
+    assert_eq!(
+        client
+            .get(format!("http://{}/readyz", app.addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let events = crm
+        .wait_for(
+            |evs| {
+                let got: HashSet<u64> = evs.iter().filter_map(msg_id).collect();
+                acked.is_subset(&got)
+            },
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_all_delivered_under_one_id(&events, &acked);
+    app.stop().await;
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}

@@ -296,21 +296,24 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for node in &nodes {
-            loop {
-                let info = cli(node.port, &["cluster", "info"]);
-                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the cluster did not become ready: {info}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        wait_ready(&nodes);
         Self { nodes }
+    }
+
+    /// SIGKILLs every node, as a crash of the whole cluster would.
+    pub fn kill_all(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+
+    /// Starts every node again on its port and directory (its `nodes.conf` and append-only
+    /// file), and waits until the cluster is ready again. Blocking.
+    pub fn restart_all(&mut self) {
+        for node in &mut self.nodes {
+            node.restart();
+        }
+        wait_ready(&self.nodes);
     }
 
     /// Every node, as the gateway's `store.redis_url` takes a cluster: comma-separated.
@@ -320,6 +323,24 @@ impl RedisCluster {
             .map(RedisServer::url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// Until every node says `cluster_state:ok` and knows all three masters.
+fn wait_ready(nodes: &[RedisServer]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in nodes {
+        loop {
+            let info = cli(node.port, &["cluster", "info"]);
+            if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
