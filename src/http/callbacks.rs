@@ -187,6 +187,12 @@ fn observe(
 ) {
     let (kind, outcome) = match result {
         Ok(kind) => (*kind, "ok"),
+        // A flood's refusals are counted, not logged one by one: logging them would add work
+        // exactly when the instance has too much.
+        Err(e @ CallbackError::Overloaded(_)) => {
+            tracing::debug!(account, error = %e, "callback refused");
+            ("unknown", e.outcome())
+        }
         Err(e) => {
             tracing::warn!(account, platform = platform.as_str(), error = %e, "callback refused");
             ("unknown", e.outcome())
