@@ -1,6 +1,7 @@
 //! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`],
 //! [`admin_qrcodes`], [`admin_menu`], its [`openapi`] document) and operations ([`health`]). Each
-//! handler extracts, calls the layer below, and maps errors in `crate::error`.
+//! handler extracts, calls the layer below, and maps errors in `crate::error`. The callback
+//! handlers first take a slot of [`limits`] (per account and per instance), or answer 503.
 
 pub mod admin;
 pub mod admin_menu;

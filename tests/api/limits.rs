@@ -4,7 +4,9 @@
 //! The slow path is made of real parts: the gateway's Redis sits behind a proxy that holds what
 //! the gateway sends, so callbacks that were let in stay in flight (inside the store's record)
 //! until the test releases them. Which callbacks are in flight is read from the proxy (their
-//! `EVALSHA`s), never guessed from timing.
+//! `EVALSHA`s), never guessed from timing. The hold lasts a handful of loopback requests, well
+//! inside the Redis store's 2-second response timeout (past it, the held callbacks would get a
+//! store 503 instead, and the test would say so: it expects exactly four 200s).
 
 use std::collections::HashSet;
 use std::time::Duration;
