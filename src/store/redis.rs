@@ -37,7 +37,7 @@
 //! the claim read) is sent as one request per account instead, concurrently. A blocking
 //! `XREADGROUP` cannot name streams of several slots and would hold up the node's connection, so
 //! in cluster mode a claim reads each held account without blocking and polls every
-//! [`CLUSTER_POLL`] until its wait is over: one read per held account per poll while idle.
+//! 50 ms (`CLUSTER_POLL`) until its wait is over: one read per held account per poll while idle.
 //!
 //! Durability is Redis's own: an answered record survives a Redis restart only with
 //! `appendonly yes` (and a power loss only with `appendfsync always`); `connect` warns when the
