@@ -23,6 +23,8 @@ pub struct Config {
     pub wechat: WechatConfig,
     /// `None` when `callbacks.max_clock_skew_seconds = 0` (check off).
     pub max_clock_skew: Option<Duration>,
+    /// Concurrency limits of the callback path (`callbacks.max_in_flight*`).
+    pub callback_limits: CallbackLimitsConfig,
     pub admin_tokens: Vec<AdminToken>,
     /// Bearer tokens the gRPC `Gateway` service demands (`[[grpc.tokens]]`); none: no check.
     pub grpc_tokens: Vec<AdminToken>,
@@ -76,6 +78,13 @@ pub struct BroadcastConfig {
     pub max_body_bytes: usize,
 }
 
+/// How many callbacks may be in flight at once (see [`crate::http::limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CallbackLimitsConfig {
+    pub max_in_flight: usize,
+    pub max_in_flight_per_account: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
@@ -94,6 +103,9 @@ pub struct StoreConfig {
     /// How long a callback id is remembered for de-duplication. WeChat retries within seconds;
     /// a day also covers a CRM-side replay of the same callback by an operator.
     pub dedup_ttl: Duration,
+    /// Redis only: how long an instance holds an account's delivery lease without renewing it
+    /// (`store.redis_lease_seconds`), i.e. how soon another instance takes over a dead one's work.
+    pub redis_lease: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +282,7 @@ struct RawStore {
     path: String,
     redis_url: Option<Secret>,
     dedup_ttl_seconds: u64,
+    redis_lease_seconds: u64,
 }
 
 impl Default for RawStore {
@@ -279,6 +292,7 @@ impl Default for RawStore {
             path: "./data".into(),
             redis_url: None,
             dedup_ttl_seconds: 86_400,
+            redis_lease_seconds: 30,
         }
     }
 }
@@ -325,12 +339,16 @@ impl Default for RawWechat {
 #[serde(default, deny_unknown_fields)]
 struct RawCallbacks {
     max_clock_skew_seconds: u64,
+    max_in_flight: u64,
+    max_in_flight_per_account: u64,
 }
 
 impl Default for RawCallbacks {
     fn default() -> Self {
         Self {
             max_clock_skew_seconds: 300,
+            max_in_flight: 512,
+            max_in_flight_per_account: 128,
         }
     }
 }
@@ -560,12 +578,20 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         }
         "redis" => match raw.store.redis_url {
             Some(url) => {
-                check_url(
-                    url.expose(),
-                    "store.redis_url",
-                    &["redis", "rediss"],
-                    problems,
-                );
+                // A comma-separated list names the nodes of a Redis Cluster. The value is not
+                // echoed: it may carry a password.
+                let valid = |node: &str| {
+                    ["redis://", "rediss://"]
+                        .iter()
+                        .any(|scheme| node.len() > scheme.len() && node.starts_with(scheme))
+                };
+                if !url.expose().split(',').map(str::trim).all(valid) {
+                    problems.push(
+                        "store.redis_url: every node must be a URL starting with redis:// or \
+                         rediss:// (the nodes of a Redis Cluster: comma-separated)"
+                            .into(),
+                    );
+                }
                 Some(StoreBackend::Redis { url })
             }
             None => {
@@ -584,6 +610,26 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         problems.push(format!(
             "store.dedup_ttl_seconds: {} is shorter than WeChat's retry window (at least 60)",
             raw.store.dedup_ttl_seconds
+        ));
+    }
+
+    if !(1..=3600).contains(&raw.store.redis_lease_seconds) {
+        problems.push(format!(
+            "store.redis_lease_seconds: {} must be between 1 and 3600",
+            raw.store.redis_lease_seconds
+        ));
+    }
+    let max_in_flight = raw.callbacks.max_in_flight;
+    let per_account = raw.callbacks.max_in_flight_per_account;
+    if !(1..=1_000_000).contains(&max_in_flight) {
+        problems.push(format!(
+            "callbacks.max_in_flight: {max_in_flight} must be between 1 and 1000000"
+        ));
+    }
+    if per_account == 0 || per_account > max_in_flight {
+        problems.push(format!(
+            "callbacks.max_in_flight_per_account: {per_account} must be between 1 and \
+             callbacks.max_in_flight ({max_in_flight})"
         ));
     }
 
@@ -686,6 +732,7 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         store: StoreConfig {
             backend: backend?,
             dedup_ttl: Duration::from_secs(raw.store.dedup_ttl_seconds),
+            redis_lease: Duration::from_secs(raw.store.redis_lease_seconds),
         },
         crm: CrmConfig {
             endpoint: raw.crm.endpoint,
@@ -701,6 +748,10 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         max_clock_skew: match raw.callbacks.max_clock_skew_seconds {
             0 => None,
             s => Some(Duration::from_secs(s)),
+        },
+        callback_limits: CallbackLimitsConfig {
+            max_in_flight: max_in_flight as usize,
+            max_in_flight_per_account: per_account as usize,
         },
         admin_tokens,
         grpc_tokens,
@@ -1058,6 +1109,51 @@ token = "x"
             "no gRPC tokens: the service is open"
         );
         assert_eq!(cfg.wechat.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn callback_limits_default_to_512_and_128_and_must_nest() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert_eq!(cfg.callback_limits.max_in_flight, 512);
+        assert_eq!(cfg.callback_limits.max_in_flight_per_account, 128);
+        assert_eq!(cfg.store.redis_lease, Duration::from_secs(30));
+        let toml = format!(
+            "[callbacks]\nmax_in_flight = 4\nmax_in_flight_per_account = 5\n\
+             [store]\nredis_lease_seconds = 0\n{GOOD_MP}"
+        );
+        let problems = load_str(&toml).unwrap_err().0.join("\n");
+        for expected in [
+            "callbacks.max_in_flight_per_account: 5 must be between 1 and callbacks.max_in_flight (4)",
+            "store.redis_lease_seconds: 0 must be between 1 and 3600",
+        ] {
+            assert!(problems.contains(expected), "missing {expected:?} in:\n{problems}");
+        }
+        let problems = load_str(&format!("[callbacks]\nmax_in_flight = 0\n{GOOD_MP}"))
+            .unwrap_err()
+            .0
+            .join("\n");
+        assert!(
+            problems.contains("callbacks.max_in_flight: 0 must be between"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn a_redis_url_may_list_the_nodes_of_a_cluster_and_each_is_checked() {
+        let cluster = format!(
+            "[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:7000, redis://127.0.0.1:7001\"\n{GOOD_MP}"
+        );
+        assert!(load_str(&cluster).is_ok());
+        let bad = cluster.replace("redis://127.0.0.1:7001", "http://:pw-4e8c1a@127.0.0.1:7001");
+        let problems = load_str(&bad).unwrap_err().0.join("\n");
+        assert!(
+            problems.contains("store.redis_url: every node must be a URL"),
+            "{problems}"
+        );
+        assert!(
+            !problems.contains("pw-4e8c1a"),
+            "a password is never echoed: {problems}"
+        );
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub enum CallbackError {
     Decrypt(#[from] CryptoError),
     #[error("the event could not be stored; WeChat will retry: {0}")]
     Store(#[from] StoreError),
+    /// Over a concurrency limit (`callbacks.max_in_flight*`): refused before anything was read
+    /// or stored, so that WeChat retries instead of waiting past its 5-second deadline.
+    #[error("too many callbacks in flight for this {}; WeChat will retry", .0.as_str())]
+    Overloaded(crate::http::limits::Scope),
 }
 
 impl ResponseError for CallbackError {
@@ -55,7 +59,7 @@ impl ResponseError for CallbackError {
             | Self::ModeRefused(_)
             | Self::Xml(_)
             | Self::Decrypt(_) => StatusCode::BAD_REQUEST,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -77,6 +81,7 @@ impl CallbackError {
             Self::Xml(_) => "bad_xml",
             Self::Decrypt(_) => "bad_encryption",
             Self::Store(_) => "store_unavailable",
+            Self::Overloaded(_) => "overloaded",
         }
     }
 }

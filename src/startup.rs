@@ -52,7 +52,8 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Arc::new(
                 RedisStore::connect(url.expose(), accounts, cfg.store.dedup_ttl)
                     .await
-                    .context("cannot connect to Redis (store.redis_url)")?,
+                    .context("cannot connect to Redis (store.redis_url)")?
+                    .with_lease(cfg.store.redis_lease),
             )
         }
     })
@@ -104,6 +105,11 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             admin_tokens: cfg.admin_tokens.clone(),
             services: services.clone(),
+            callback_limits: http::limits::CallbackLimits::new(
+                cfg.callback_limits.max_in_flight,
+                cfg.callback_limits.max_in_flight_per_account,
+                cfg.accounts.iter().map(|a| a.id.as_str()),
+            ),
         });
         let max_body = cfg.http.max_body_bytes;
         let server = HttpServer::new(move || {
@@ -157,6 +163,9 @@ impl Application {
         };
         let mut forwarder = Forwarder::new(ForwarderConfig {
             batch_size: cfg.crm.batch_size,
+            // A failed batch's retries renew its lease: keep them well inside it, or another
+            // instance would take the account over while this one still retries.
+            backoff_max: Duration::from_secs(10).min(cfg.store.redis_lease / 3),
             ..ForwarderConfig::new(consumer_name(http_addr))
         });
         if let Some(enricher) = enricher {

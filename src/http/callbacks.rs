@@ -235,6 +235,12 @@ fn observe(
 ) {
     let (kind, outcome) = match result {
         Ok(kind) => (kind, "ok"),
+        // A flood's refusals are counted, not logged one by one: logging them would add work
+        // exactly when the instance has too much.
+        Err(e @ CallbackError::Overloaded(_)) => {
+            tracing::debug!(account, error = %e, "callback refused");
+            ("unknown", e.outcome())
+        }
         Err(e) => {
             tracing::warn!(account, platform = platform.as_str(), error = %e, "callback refused");
             ("unknown", e.outcome())
@@ -306,7 +312,10 @@ async fn mp_callback(
     body: web::Bytes,
 ) -> Result<HttpResponse, CallbackError> {
     let started = Instant::now();
-    let result = mp_callback_inner(&state, &path, &q, &body).await;
+    let result = match state.callback_limits.try_acquire(&path) {
+        Ok(_permit) => mp_callback_inner(&state, &path, &q, &body).await,
+        Err(scope) => Err(CallbackError::Overloaded(scope)),
+    };
     observe(
         Platform::Mp,
         &path,
@@ -390,7 +399,10 @@ async fn work_callback(
     body: web::Bytes,
 ) -> Result<HttpResponse, CallbackError> {
     let started = Instant::now();
-    let result = work_callback_inner(&state, &path, &q, &body).await;
+    let result = match state.callback_limits.try_acquire(&path) {
+        Ok(_permit) => work_callback_inner(&state, &path, &q, &body).await,
+        Err(scope) => Err(CallbackError::Overloaded(scope)),
+    };
     observe(
         Platform::Work,
         &path,

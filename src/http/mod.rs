@@ -1,7 +1,8 @@
 //! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`],
 //! [`admin_qrcodes`], [`admin_menu`], [`admin_replies`], [`admin_broadcasts`], [`admin_tags`],
 //! its [`openapi`] document) and operations ([`health`]). Each handler extracts, calls the layer
-//! below, and maps errors in `crate::error`.
+//! below, and maps errors in `crate::error`. The callback handlers first take a slot of
+//! [`limits`] (per account and per instance), or answer 503.
 
 pub mod admin;
 pub mod admin_broadcasts;
@@ -11,6 +12,7 @@ pub mod admin_replies;
 pub mod admin_tags;
 pub mod callbacks;
 pub mod health;
+pub mod limits;
 pub mod links;
 pub mod openapi;
 
@@ -33,6 +35,8 @@ pub struct AppState {
     pub admin_tokens: Vec<AdminToken>,
     /// The use cases behind the admin routes (shared with the gRPC `Gateway` service).
     pub services: Arc<Services>,
+    /// Callbacks in flight, per account and in all (`callbacks.max_in_flight*`).
+    pub callback_limits: limits::CallbackLimits,
 }
 
 /// Registers every route of the gateway on an actix `App`.

@@ -27,8 +27,17 @@
 //! a restarted instance resumes its own at once), then new entries, waited for with a blocking
 //! `XREADGROUP` on a connection of its own (a blocked read holds up every command behind it on
 //! a multiplexed connection). Accounts go to whichever instance claims them first; the others
-//! stand by and take over when a holder dies. The claim reads name every held account's stream
-//! in one command; on a Redis Cluster they would have to be split per node.
+//! stand by and take over when a holder dies. On one Redis server the claim reads name every
+//! held account's stream in one command.
+//!
+//! Redis Cluster: `store.redis_url` may be a comma-separated list of cluster nodes
+//! (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`); the client learns the slot map from them
+//! and follows `MOVED`/`ASK`. Every script, transaction and pipeline then stays in one hash slot:
+//! what spans accounts on one server (the lease pipeline, the stats, the dead-letter listing,
+//! the claim read) is sent as one request per account instead, concurrently. A blocking
+//! `XREADGROUP` cannot name streams of several slots and would hold up the node's connection, so
+//! in cluster mode a claim reads each held account without blocking and polls every
+//! 50 ms (`CLUSTER_POLL`) until its wait is over: one read per held account per poll while idle.
 //!
 //! Durability is Redis's own: an answered record survives a Redis restart only with
 //! `appendonly yes` (and a power loss only with `appendfsync always`); `connect` warns when the
@@ -41,8 +50,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use prost::Message;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Script, Value};
 
 use super::{
     decode_menu_version, decode_scene, encode_doc, encode_menu_version, encode_scene, live_doc,
@@ -62,6 +73,45 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest single blocking read; a longer claim wait returns empty after this. The blocking
 /// connection's response timeout is this plus [`RESPONSE_TIMEOUT`].
 const MAX_BLOCK: Duration = Duration::from_secs(10);
+
+/// Cluster mode: how often an idle claim reads the held accounts again while it waits.
+const CLUSTER_POLL: Duration = Duration::from_millis(50);
+
+/// One Redis server (reconnecting manager) or a Redis Cluster (slot-aware, reconnecting).
+/// Both multiplex one connection per server and are cloned per call.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// KEYS: seen mark, outbox. ARGV: window (ms), encoded event, unix ms now. Returns 1 when new.
 /// Appends before marking: should the append fail, no mark is left behind, so WeChat's retry
@@ -219,9 +269,11 @@ struct Leases {
 
 pub struct RedisStore {
     /// Every command but the blocking read; cloned per call (it multiplexes one connection).
-    conn: ConnectionManager,
-    /// Only the blocking `XREADGROUP` of claim.
-    blocking: ConnectionManager,
+    conn: Conn,
+    /// Only the blocking `XREADGROUP` of claim (one server only: cluster mode never blocks).
+    blocking: Conn,
+    /// A Redis Cluster: requests never span accounts (slots).
+    cluster: bool,
     accounts: Vec<AccountKeys>,
     /// Account id → index in `accounts`.
     by_id: HashMap<String, usize>,
@@ -248,23 +300,13 @@ impl RedisStore {
         accounts: Vec<String>,
         dedup_ttl: Duration,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(3)
-            .set_connection_timeout(Some(Duration::from_secs(5)));
-        let conn = ConnectionManager::new_with_config(
-            client.clone(),
-            config.clone().set_response_timeout(Some(RESPONSE_TIMEOUT)),
-        )
-        .await
-        .map_err(|e| redis_error("connect", e))?;
-        let blocking = ConnectionManager::new_with_config(
-            client,
-            config.set_response_timeout(Some(MAX_BLOCK + RESPONSE_TIMEOUT)),
-        )
-        .await
-        .map_err(|e| redis_error("connect", e))?;
+        let (conn, blocking, cluster) = if url.contains(',') {
+            let conn = Conn::Cluster(connect_cluster(url).await?);
+            (conn.clone(), conn, true)
+        } else {
+            let (conn, blocking) = connect_single(url).await?;
+            (Conn::Single(conn), Conn::Single(blocking), false)
+        };
 
         let mut keys = Vec::new();
         let mut by_id = HashMap::new();
@@ -281,6 +323,7 @@ impl RedisStore {
         let store = Self {
             conn,
             blocking,
+            cluster,
             accounts: keys,
             by_id,
             by_outbox,
@@ -326,22 +369,35 @@ impl RedisStore {
         if self.accounts.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for account in &self.accounts {
+        let groups = self.accounts.iter().map(|account| {
+            let mut pipe = redis::pipe();
             pipe.cmd("XGROUP")
                 .arg("CREATE")
                 .arg(&account.outbox)
                 .arg(GROUP)
                 .arg("0")
                 .arg("MKSTREAM");
-        }
-        let results: Vec<RedisResult<Value>> = retrying("create consumer groups", || {
-            let mut conn = self.conn.clone();
-            let mut pipe = pipe.clone();
-            async move { pipe.ignore_errors().query_async(&mut conn).await }
-        })
-        .await?;
-        for result in results {
+            pipe
+        });
+        // One pipeline on one server; one per account (slot) on a cluster.
+        let pipes: Vec<Pipeline> = if self.cluster {
+            groups.collect()
+        } else {
+            vec![merge(groups)]
+        };
+        let replies = pipes.iter().map(|pipe| {
+            retrying("create consumer groups", move || {
+                let mut conn = self.conn.clone();
+                let mut pipe = pipe.clone();
+                async move {
+                    pipe.ignore_errors()
+                        .query_async::<Vec<RedisResult<Value>>>(&mut conn)
+                        .await
+                }
+            })
+        });
+        let results = futures::future::try_join_all(replies).await?;
+        for result in results.into_iter().flatten() {
             match result {
                 Err(e) if e.code() != Some("BUSYGROUP") => {
                     return Err(redis_error("create consumer groups", e))
@@ -421,6 +477,28 @@ impl RedisStore {
         }
     }
 
+    /// Runs one pipeline per account: merged into one round trip on one server; on a cluster
+    /// sent concurrently, one per account, since a pipeline must stay in one slot. The answers
+    /// come in the order of the pipelines and their commands.
+    async fn pipelined<T: FromRedisValue + Send>(
+        &self,
+        what: &str,
+        per_account: Vec<Pipeline>,
+    ) -> Result<Vec<T>, StoreError> {
+        if !self.cluster {
+            let pipe = merge(per_account);
+            return self.run(what, || query_pipe(&self.conn, &pipe)).await;
+        }
+        let answers = per_account
+            .iter()
+            .map(|pipe| self.run(what, move || query_pipe::<Vec<T>>(&self.conn, pipe)));
+        Ok(futures::future::try_join_all(answers)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
     /// `XREADGROUP` over every account's stream from `from` (`0`: this consumer's pending
     /// entries; `>`: new ones), blocking up to `block` on the blocking connection.
     async fn read_group(
@@ -431,6 +509,9 @@ impl RedisStore {
         from: &str,
         block: Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
+        if self.cluster {
+            return self.read_each(consumer, held, max, from, block).await;
+        }
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
@@ -453,6 +534,12 @@ impl RedisStore {
             cmd.arg(from);
         }
         let reply: Value = self.run("claim", || query(conn, &cmd)).await?;
+        let found = self.read_reply(reply)?;
+        self.settle(found, max).await
+    }
+
+    /// The entries of an XREADGROUP reply, with the index of their account.
+    fn read_reply(&self, reply: Value) -> Result<Vec<(usize, StreamEntry)>, StoreError> {
         let mut found = Vec::new();
         for (key, entries) in streams(reply)? {
             let account = *self.by_outbox.get(&key).ok_or_else(|| {
@@ -460,7 +547,44 @@ impl RedisStore {
             })?;
             found.extend(entries.into_iter().map(|e| (account, e)));
         }
-        self.settle(found, max).await
+        Ok(found)
+    }
+
+    /// Cluster mode's read: one non-blocking `XREADGROUP` per held account (its stream is in
+    /// its own slot), all at once; while nothing is found, again every [`CLUSTER_POLL`] until
+    /// `wait` is over.
+    async fn read_each(
+        &self,
+        consumer: &str,
+        held: &[usize],
+        max: usize,
+        from: &str,
+        wait: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let deadline = Instant::now() + wait.min(MAX_BLOCK);
+        loop {
+            let reads = held.iter().map(|&account| {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(max)
+                    .arg("STREAMS")
+                    .arg(&self.accounts[account].outbox)
+                    .arg(from);
+                async move { self.run("claim", || query::<Value>(&self.conn, &cmd)).await }
+            });
+            let mut found = Vec::new();
+            for reply in futures::future::try_join_all(reads).await? {
+                found.extend(self.read_reply(reply)?);
+            }
+            let now = Instant::now();
+            if !found.is_empty() || now >= deadline {
+                return self.settle(found, max).await;
+            }
+            tokio::time::sleep(CLUSTER_POLL.min(deadline - now)).await;
+        }
     }
 
     /// Takes or renews the lease of each account in `accounts` (one pipelined round trip);
@@ -470,17 +594,21 @@ impl RedisStore {
         consumer: &str,
         accounts: &[usize],
     ) -> Result<Vec<(usize, i64)>, StoreError> {
-        let mut pipe = redis::pipe();
-        for &account in accounts {
-            // EVAL rather than EVALSHA: a pipeline cannot reload a script lost with a restart.
-            pipe.cmd("EVAL")
-                .arg(LEASE)
-                .arg(1)
-                .arg(&self.accounts[account].lease)
-                .arg(consumer)
-                .arg(self.lease.as_millis().max(1) as u64);
-        }
-        let answers: Vec<i64> = self.run("lease", || query_pipe(&self.conn, &pipe)).await?;
+        let pipes = accounts
+            .iter()
+            .map(|&account| {
+                let mut pipe = redis::pipe();
+                // EVAL rather than EVALSHA: a pipeline cannot reload a script lost with a restart.
+                pipe.cmd("EVAL")
+                    .arg(LEASE)
+                    .arg(1)
+                    .arg(&self.accounts[account].lease)
+                    .arg(consumer)
+                    .arg(self.lease.as_millis().max(1) as u64);
+                pipe
+            })
+            .collect();
+        let answers: Vec<i64> = self.pipelined("lease", pipes).await?;
         Ok(accounts.iter().copied().zip(answers).collect())
     }
 
@@ -728,18 +856,21 @@ impl Store for RedisStore {
         if limit == 0 || self.accounts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for account in &self.accounts {
-            pipe.cmd("XRANGE")
-                .arg(&account.dead)
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(limit);
-        }
-        let replies: Vec<Value> = self
-            .run("dead letters", || query_pipe(&self.conn, &pipe))
-            .await?;
+        let pipes = self
+            .accounts
+            .iter()
+            .map(|account| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("XRANGE")
+                    .arg(&account.dead)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit);
+                pipe
+            })
+            .collect();
+        let replies: Vec<Value> = self.pipelined("dead letters", pipes).await?;
         // Each account's list is oldest first; merged by entry id (Redis's clock, in ms).
         let mut letters = Vec::new();
         for reply in replies {
@@ -786,19 +917,22 @@ impl Store for RedisStore {
         if self.accounts.is_empty() {
             return Ok(OutboxStats::default());
         }
-        let mut pipe = redis::pipe();
-        for account in &self.accounts {
-            pipe.cmd("XLEN").arg(&account.outbox);
-            pipe.cmd("XRANGE")
-                .arg(&account.outbox)
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(1);
-        }
-        let replies: Vec<Value> = self
-            .run("outbox stats", || query_pipe(&self.conn, &pipe))
-            .await?;
+        let pipes = self
+            .accounts
+            .iter()
+            .map(|account| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("XLEN").arg(&account.outbox);
+                pipe.cmd("XRANGE")
+                    .arg(&account.outbox)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1);
+                pipe
+            })
+            .collect();
+        let replies: Vec<Value> = self.pipelined("outbox stats", pipes).await?;
         let mut stats = OutboxStats::default();
         let mut oldest_ms: Option<u64> = None;
         let mut replies = replies.into_iter();
@@ -1079,15 +1213,65 @@ fn handle(account: &str, entry_id: &str) -> String {
     format!("{account}\n{entry_id}")
 }
 
-async fn query<T: FromRedisValue>(conn: &ConnectionManager, cmd: &Cmd) -> RedisResult<T> {
+async fn query<T: FromRedisValue>(conn: &Conn, cmd: &Cmd) -> RedisResult<T> {
     cmd.query_async(&mut conn.clone()).await
 }
 
-async fn query_pipe<T: FromRedisValue>(
-    conn: &ConnectionManager,
-    pipe: &Pipeline,
-) -> RedisResult<T> {
+async fn query_pipe<T: FromRedisValue>(conn: &Conn, pipe: &Pipeline) -> RedisResult<T> {
     pipe.query_async(&mut conn.clone()).await
+}
+
+/// One Redis server: a connection for commands and one of its own for the blocking read.
+async fn connect_single(url: &str) -> Result<(ConnectionManager, ConnectionManager), StoreError> {
+    let client = redis::Client::open(url)
+        .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(3)
+        .set_connection_timeout(Some(Duration::from_secs(5)));
+    let conn = ConnectionManager::new_with_config(
+        client.clone(),
+        config.clone().set_response_timeout(Some(RESPONSE_TIMEOUT)),
+    )
+    .await
+    .map_err(|e| redis_error("connect", e))?;
+    let blocking = ConnectionManager::new_with_config(
+        client,
+        config.set_response_timeout(Some(MAX_BLOCK + RESPONSE_TIMEOUT)),
+    )
+    .await
+    .map_err(|e| redis_error("connect", e))?;
+    Ok((conn, blocking))
+}
+
+/// A Redis Cluster from a comma-separated list of node URLs (any reachable node is enough to
+/// learn the slot map).
+async fn connect_cluster(urls: &str) -> Result<ClusterConnection, StoreError> {
+    let nodes: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let client = ClusterClientBuilder::new(nodes)
+        .connection_timeout(Duration::from_secs(5))
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(3)
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("invalid Redis Cluster URLs: {e}")))?;
+    client
+        .get_async_connection()
+        .await
+        .map_err(|e| redis_error("connect to the cluster", e))
+}
+
+/// Pipelines of several accounts as one (one server only: they span slots).
+fn merge(pipes: impl IntoIterator<Item = Pipeline>) -> Pipeline {
+    let mut all = redis::pipe();
+    for pipe in pipes {
+        for cmd in pipe.cmd_iter() {
+            all.add_command(cmd.clone());
+        }
+    }
+    all
 }
 
 /// [`RedisStore::run`] without a store, for the setup done inside `connect`.

@@ -11,6 +11,7 @@
 //! The last test runs the real binary with real-looking secrets at `RUST_LOG=debug` and reads
 //! everything it prints.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -1281,6 +1282,132 @@ async fn the_gateway_never_logs_its_secrets_even_at_debug_level() {
         assert!(
             printed.iter().all(|l| !l.contains(partial)),
             "check-config echoes a secret: {printed:?}"
+        );
+    }
+}
+
+/// The same secrets, now with a WeChat API that answers (the fake), and refuses: token fetches
+/// refused, calls refused with quota, IP-whitelist and token errors, 5xx. Neither the
+/// configuration's secrets nor the access tokens WeChat issued appear in anything the gateway
+/// printed at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_never_logs_secrets_or_access_tokens_when_wechat_refuses_its_calls() {
+    use crate::support::fake_wechat::{FakeWeChat, Injected};
+
+    let dir = tempfile::tempdir().unwrap();
+    let redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap();
+    require_password(&redis.url(), REDIS_PASSWORD);
+    let fake = FakeWeChat::start().await;
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        secrets_config(dir.path(), &redis.url()).replace("http://127.0.0.1:9", &fake.base()),
+    )
+    .unwrap();
+    let mut gw = start_gateway(&config);
+    wechat_gateway::startup::install_tls_provider();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", gw.addr);
+    let qrcode = async |account: &str| {
+        let body = match account {
+            "real-mp" => serde_json::json!({"scene": "expo"}),
+            _ => serde_json::json!({"scene": "expo", "users": ["zhangsan"]}),
+        };
+        let resp = http
+            .post(format!("{base}/admin/v1/accounts/{account}/qrcodes"))
+            .bearer_auth(ADMIN_SECRET)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    };
+
+    // WeChat refuses the token fetch itself (invalid appsecret, 40125; invalid corpsecret, 40001
+    // on gettoken): the secrets were just sent in that request.
+    fake.inject("/cgi-bin/stable_token", Injected::Errcode(40125), 1);
+    fake.inject("/cgi-bin/gettoken", Injected::Errcode(40001), 1);
+    for account in ["real-mp", "real-work"] {
+        let (status, body) = qrcode(account).await;
+        assert_eq!(status, 502, "{account}: {body}");
+    }
+    // Tokens issued; calls refused with WeChat's documented errors, then a 5xx storm.
+    for (account, path) in [
+        ("real-mp", "/cgi-bin/qrcode/create"),
+        ("real-work", "/cgi-bin/externalcontact/add_contact_way"),
+    ] {
+        // A refused fetch is answered from memory for a moment (FAILURE_HOLD), never looped on.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = qrcode(account).await;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                body.contains("40125") || body.contains("40001"),
+                "{account}: {body}"
+            );
+            assert!(std::time::Instant::now() < deadline, "{account}: {body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for (errcode, status) in [(45009, 502), (40164, 502)] {
+            fake.inject(path, Injected::Errcode(errcode), 1);
+            assert_eq!(qrcode(account).await.0, status, "{account} {errcode}");
+        }
+        fake.inject(path, Injected::Status(502), 3);
+        assert!(qrcode(account).await.0 >= 500, "{account}: 5xx three times");
+    }
+    // Tokens replaced behind the gateway's back: 40001, evicted, fetched again with
+    // force_refresh, and the call retried.
+    fake.invalidate_tokens();
+    for account in ["real-mp", "real-work"] {
+        assert_eq!(qrcode(account).await.0, 200, "{account}");
+    }
+    let mut tokens: HashSet<String> = fake
+        .requests()
+        .iter()
+        .map(|r| r.token().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    tokens.extend(
+        [MP_REAL_APP_ID, WORK_REAL_CORP_ID]
+            .into_iter()
+            .filter_map(|c| fake.current_token(c)),
+    );
+    assert!(tokens.len() >= 4, "tokens were issued and used: {tokens:?}");
+
+    let pid = gw.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let gw = tokio::task::spawn_blocking(move || {
+        gw.child.wait().unwrap();
+        for r in std::mem::take(&mut gw.readers) {
+            r.join().unwrap();
+        }
+        gw
+    })
+    .await
+    .unwrap();
+    let output = gw.output.lock().unwrap().clone();
+    assert!(
+        output.iter().any(|l| l.contains("DEBUG")),
+        "RUST_LOG=debug took effect"
+    );
+    assert_no_secret(&output, "serve, WeChat refusing");
+    for token in &tokens {
+        let leaks: Vec<_> = output
+            .iter()
+            .filter(|l| l.contains(token.as_str()))
+            .collect();
+        assert!(
+            leaks.is_empty(),
+            "an access token reached the logs: {leaks:?}"
         );
     }
 }

@@ -220,3 +220,18 @@ async fn a_gateway_killed_with_sigkill_loses_no_acknowledged_event_redis() {
     let opts = AppOptions::redis(&url).crm(&crm.endpoint());
     sigkill_loses_no_acknowledged_event(opts, dir.path(), &crm, 8_000_000_000).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_sigkill_loses_no_acknowledged_event_redis_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let crm = FakeCrm::start().await;
+    // A 3-master cluster of its own (the test config's account ids are fixed).
+    let cluster = tokio::task::spawn_blocking(crate::support::redis::RedisCluster::start)
+        .await
+        .unwrap();
+    let opts = AppOptions::redis(&cluster.url()).crm(&crm.endpoint());
+    sigkill_loses_no_acknowledged_event(opts, dir.path(), &crm, 9_000_000_000).await;
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}

@@ -8,6 +8,8 @@ mod callbacks;
 mod cli;
 mod crash;
 mod enrich;
+mod faults;
+mod limits;
 mod links;
 mod menus;
 mod ops;

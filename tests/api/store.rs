@@ -57,9 +57,14 @@ struct Redis {
 
 impl Redis {
     fn new() -> Self {
+        Self::on(shared_url())
+    }
+
+    /// Another Redis: the shared 3-master cluster (`store.redis_url` as a node list).
+    fn on(url: String) -> Self {
         let [a, b] = unique_accounts();
         Self {
-            url: shared_url(),
+            url,
             accounts: [a, b],
         }
     }
@@ -643,6 +648,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
                     super::$check(super::Redis::new()).await;
+                }
+            )+
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let url = crate::support::redis::shared_cluster_url().await;
+                    super::$check(super::Redis::on(url)).await;
                 }
             )+
         }

@@ -212,6 +212,11 @@ pub struct TestApp {
 
 pub async fn spawn_app(opts: AppOptions, config_dir: &Path) -> TestApp {
     let (_, config) = load_config(config_dir, &opts);
+    spawn_configured(config).await
+}
+
+/// [`spawn_app`] with a configuration of the test's own (e.g. [`config_toml`] with keys added).
+pub async fn spawn_configured(config: Config) -> TestApp {
     let app = Application::build(config.clone())
         .await
         .expect("application builds");

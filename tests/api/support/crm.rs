@@ -21,6 +21,8 @@ struct Shared {
     /// instead of listing it in `rejected`.
     invalid_status: AtomicBool,
     calls: AtomicU64,
+    /// Milliseconds every Deliver waits before it answers (a slow CRM).
+    delay_ms: AtomicU64,
 }
 
 struct Service(Arc<Shared>);
@@ -32,6 +34,10 @@ impl EventSink for Service {
         request: Request<DeliverRequest>,
     ) -> Result<Response<DeliverResponse>, Status> {
         self.0.calls.fetch_add(1, Ordering::Relaxed);
+        let delay = self.0.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.0.down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("fake CRM is down"));
         }
@@ -66,7 +72,13 @@ pub struct FakeCrm {
 
 impl FakeCrm {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Listens on `addr`: a port a gateway was already configured with, so that the CRM is
+    /// unreachable (connection refused) until it starts.
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -95,6 +107,15 @@ impl FakeCrm {
     /// While down, every Deliver answers UNAVAILABLE (the gateway must keep and retry).
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Makes every Deliver wait this long before it answers (zero: answer at once). A wait
+    /// past the gateway's `crm.timeout_ms` is a CRM that answers too late: the gateway gives up
+    /// on the call (tonic then drops it here, unrecorded) and retries.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Rejects the events of this openid as invalid from now on (or accepts them again).

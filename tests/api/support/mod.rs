@@ -3,4 +3,6 @@
 pub mod app;
 pub mod crm;
 pub mod fake_wechat;
+pub mod process;
+pub mod proxy;
 pub mod redis;

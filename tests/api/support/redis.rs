@@ -243,3 +243,112 @@ fn die_with_parent(cmd: &mut Command) {
 /// dedicated ones through `Drop`.
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_cmd: &mut Command) {}
+
+/// A Redis Cluster of three masters (no replicas) on free loopback ports, each node a
+/// `redis-server` with `cluster-enabled yes` and its own directory, the slots assigned with
+/// `redis-cli --cluster create`. Killed when dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+static SHARED_CLUSTER: LazyLock<RedisCluster> = LazyLock::new(RedisCluster::start);
+
+/// The cluster shared by the whole test run; tests keep apart by using their own account ids.
+pub async fn shared_cluster_url() -> String {
+    tokio::task::spawn_blocking(|| SHARED_CLUSTER.url())
+        .await
+        .unwrap()
+}
+
+impl RedisCluster {
+    /// Starts the nodes, assigns the slots and waits until every node says `cluster_state:ok`
+    /// and knows all three masters. Blocking: call it off the runtime's workers.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::launch(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--appendfsync",
+                    "always",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_ready(&nodes);
+        Self { nodes }
+    }
+
+    /// SIGKILLs every node, as a crash of the whole cluster would.
+    pub fn kill_all(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+
+    /// Starts every node again on its port and directory (its `nodes.conf` and append-only
+    /// file), and waits until the cluster is ready again. Blocking.
+    pub fn restart_all(&mut self) {
+        for node in &mut self.nodes {
+            node.restart();
+        }
+        wait_ready(&self.nodes);
+    }
+
+    /// Every node, as the gateway's `store.redis_url` takes a cluster: comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Until every node says `cluster_state:ok` and knows all three masters.
+fn wait_ready(nodes: &[RedisServer]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in nodes {
+        loop {
+            let info = cli(node.port, &["cluster", "info"]);
+            if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
