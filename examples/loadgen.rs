@@ -18,8 +18,9 @@
 //! - `retries`: safe-mode callbacks, each sent 3 times, the copies one block of 1,024 callbacks
 //!   apart (so a retry usually arrives after its original was committed, as WeChat's do).
 //!
-//! The gateway has no passive replies yet (every callback is answered `success`), so there is
-//! no passive-reply mode.
+//! - `reply`: safe-mode text callbacks that contain `报价`, for a gateway with an auto-reply
+//!   rule on that keyword (`scripts/bench` creates one): every answer should be an encrypted
+//!   passive reply; a 200 without `<Encrypt>` is counted as `no_reply`.
 //!
 //! The client is a minimal HTTP/1.1 keep-alive client on one thread, one request in flight per
 //! connection, writing pre-serialized requests, so that the generator costs the machine as
@@ -92,7 +93,7 @@ const RETRY_BLOCK: usize = 1024;
 /// Which pool entry the k-th request sends.
 fn pick(mode: Mode, k: usize, pool: usize) -> usize {
     match mode {
-        Mode::Safe | Mode::Plain => k % pool,
+        Mode::Safe | Mode::Plain | Mode::Reply => k % pool,
         Mode::Retries => {
             let block = k / (RETRY_BLOCK * RETRY_COPIES);
             let within = k % (RETRY_BLOCK * RETRY_COPIES) % RETRY_BLOCK;
@@ -104,7 +105,7 @@ fn pick(mode: Mode, k: usize, pool: usize) -> usize {
 /// Requests the pool covers before it is reused.
 fn distinct_capacity(mode: Mode, pool: usize) -> usize {
     match mode {
-        Mode::Safe | Mode::Plain => pool,
+        Mode::Safe | Mode::Plain | Mode::Reply => pool,
         Mode::Retries => pool / RETRY_BLOCK * RETRY_BLOCK * RETRY_COPIES,
     }
 }
@@ -125,8 +126,9 @@ impl Conn {
         })
     }
 
-    /// Sends one request and reads its response; returns the status code.
-    async fn round_trip(&mut self, req: &[u8]) -> io::Result<u16> {
+    /// Sends one request and reads its response; returns the status code and whether the body
+    /// is an encrypted reply (`<Encrypt>`).
+    async fn round_trip(&mut self, req: &[u8]) -> io::Result<(u16, bool)> {
         self.stream.write_all(req).await?;
         self.buf.clear();
         loop {
@@ -152,7 +154,8 @@ impl Conn {
                 if self.buf.len() > total {
                     return Err(bad("bytes after the response (one request in flight)"));
                 }
-                return Ok(status);
+                let encrypted = find(&self.buf[head_end + 4..total], b"<Encrypt>").is_some();
+                return Ok((status, encrypted));
             }
             self.fill().await?;
         }
@@ -183,6 +186,8 @@ struct Tally {
     /// Latencies in microseconds of the measured requests.
     latencies: Vec<u32>,
     non_200: usize,
+    /// `reply` mode: 200s that were not an encrypted passive reply.
+    no_reply: usize,
     /// Transport failures (counted in `non_200` too); the connection is reopened.
     errors: usize,
 }
@@ -220,7 +225,12 @@ async fn connection(addr: String, shared: Arc<Shared>) -> anyhow::Result<Tally> 
         let req = &shared.pool[pick(shared.mode, k, shared.pool.len())];
         let started = Instant::now();
         let status = match conn.round_trip(req).await {
-            Ok(status) => Some(status),
+            Ok((status, encrypted)) => {
+                if counted && shared.mode == Mode::Reply && status == 200 && !encrypted {
+                    tally.no_reply += 1;
+                }
+                Some(status)
+            }
             Err(_) => {
                 conn = Conn::open(&addr)
                     .await
@@ -341,6 +351,7 @@ fn main() -> anyhow::Result<()> {
             let tally = t.await??;
             all.latencies.extend(tally.latencies);
             all.non_200 += tally.non_200;
+            all.no_reply += tally.no_reply;
             all.errors += tally.errors;
         }
         let elapsed = started.elapsed().as_secs_f64();
@@ -389,12 +400,14 @@ fn main() -> anyhow::Result<()> {
         }
         println!(
             "rps={rps:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} non200={} errors={} requests={n} \
-             reused={reused} cpu_us_per_req={cpu_us} sys_us_per_req={sys_us} client_busy={client_busy:.2}",
+             reused={reused} cpu_us_per_req={cpu_us} sys_us_per_req={sys_us} client_busy={client_busy:.2} \
+             no_reply={}",
             pct(0.5),
             pct(0.99),
             pct(0.999),
             all.non_200,
-            all.errors
+            all.errors,
+            all.no_reply
         );
         Ok(())
     })

@@ -17,6 +17,9 @@ pub enum Mode {
     Plain,
     /// Safe mode, each callback sent several times (see `loadgen`).
     Retries,
+    /// Safe mode, every callback a text that contains `报价`, for a gateway with an auto-reply
+    /// rule on that keyword: every answer is an encrypted passive reply.
+    Reply,
 }
 
 fn unix_now() -> u64 {
@@ -76,7 +79,7 @@ pub fn generate(
                     xml,
                 )
             }
-            Mode::Safe | Mode::Retries => {
+            Mode::Safe | Mode::Retries | Mode::Reply => {
                 let Some(key) = account.keys.first() else {
                     bail!(
                         "--mode {mode:?} needs an encoding_aes_key on account {}",
