@@ -106,6 +106,10 @@ pub struct StoreConfig {
     /// Redis only: how long an instance holds an account's delivery lease without renewing it
     /// (`store.redis_lease_seconds`), i.e. how soon another instance takes over a dead one's work.
     pub redis_lease: Duration,
+    /// Embedded only: redb's own page cache (`store.cache_mib`, default 32). redb's default is
+    /// 1 GiB, which a busy outbox fills; misses are served from the OS page cache, which does not
+    /// count against the process.
+    pub cache_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -283,6 +287,7 @@ struct RawStore {
     redis_url: Option<Secret>,
     dedup_ttl_seconds: u64,
     redis_lease_seconds: u64,
+    cache_mib: u64,
 }
 
 impl Default for RawStore {
@@ -293,6 +298,7 @@ impl Default for RawStore {
             redis_url: None,
             dedup_ttl_seconds: 86_400,
             redis_lease_seconds: 30,
+            cache_mib: 32,
         }
     }
 }
@@ -733,6 +739,7 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             backend: backend?,
             dedup_ttl: Duration::from_secs(raw.store.dedup_ttl_seconds),
             redis_lease: Duration::from_secs(raw.store.redis_lease_seconds),
+            cache_bytes: (raw.store.cache_mib.clamp(1, 65_536) as usize) << 20,
         },
         crm: CrmConfig {
             endpoint: raw.crm.endpoint,

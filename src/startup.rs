@@ -44,7 +44,7 @@ pub struct Application {
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &cfg.store.backend {
         StoreBackend::Embedded { path } => Arc::new(
-            EmbeddedStore::open(path, cfg.store.dedup_ttl)
+            EmbeddedStore::open_with_cache(path, cfg.store.dedup_ttl, cfg.store.cache_bytes)
                 .with_context(|| format!("cannot open the embedded store at {}", path.display()))?,
         ),
         StoreBackend::Redis { url } => {

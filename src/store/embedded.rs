@@ -38,6 +38,8 @@ use crate::pb;
 
 /// The database file inside `store.path`.
 const FILE_NAME: &str = "gateway.redb";
+/// redb's page cache unless `store.cache_mib` says otherwise (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 /// (the event's CreateTime in unix seconds, event id) → unix second at which its
 /// de-duplication mark expires. WeChat's retries repeat the CreateTime, so the exact key is
@@ -110,8 +112,18 @@ fn menu_lease_key(account: &str) -> String {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) `path/gateway.redb`. Fails if another process has it open.
+    /// Opens (creating if needed) `path/gateway.redb` with redb's page cache at
+    /// [`DEFAULT_CACHE_BYTES`]. Fails if another process has it open.
     pub fn open(path: &Path, dedup_ttl: Duration) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, dedup_ttl, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Self::open`] with a page cache of `cache_bytes` (`store.cache_mib`).
+    pub fn open_with_cache(
+        path: &Path,
+        dedup_ttl: Duration,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path).map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot create the store directory {}: {e}",
@@ -119,14 +131,17 @@ impl EmbeddedStore {
             ))
         })?;
         let file = path.join(FILE_NAME);
-        let db = Database::create(&file).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
-                "{} is locked by another process (is another gateway running with this \
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&file)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                    "{} is locked by another process (is another gateway running with this \
                  store path?)",
-                file.display()
-            )),
-            e => StoreError::Unavailable(format!("cannot open {}: {e}", file.display())),
-        })?;
+                    file.display()
+                )),
+                e => StoreError::Unavailable(format!("cannot open {}: {e}", file.display())),
+            })?;
         create_tables(&db).map_err(unavailable)?;
         let db = Arc::new(db);
         let appended = Arc::new(Notify::new());
