@@ -16,9 +16,11 @@
 //!   tags) that the admin API and gRPC share.
 //! - [`http`]: actix-web adapters: callbacks, the admin API, health, metrics.
 //! - [`grpc`]: tonic adapters: the `Gateway` service.
+//! - [`backoff`]: the capped exponential backoff every retry loop uses.
 //! - [`startup`]: binds listeners, wires state, spawns workers, one shutdown path.
 //! - [`simulate`]: the `simulate` command, a stand-in for the WeChat platform.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -25,7 +25,6 @@ pub mod sink;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::pb::{self, event::Kind};
@@ -68,12 +67,11 @@ pub struct Forwarder {
 /// Capped exponential backoff with full jitter: the n-th consecutive failure waits a random
 /// time in [d/2, d] where d = min(max, min * 2^n).
 fn backoff(cfg: &ForwarderConfig, failures: u32) -> Duration {
-    let exp = cfg
-        .backoff_min
-        .saturating_mul(1u32 << failures.min(20))
-        .min(cfg.backoff_max);
-    let half = exp / 2;
-    half + rand::rng().random_range(Duration::ZERO..=half)
+    crate::backoff::jittered(crate::backoff::exponential(
+        cfg.backoff_min,
+        cfg.backoff_max,
+        failures,
+    ))
 }
 
 impl Forwarder {

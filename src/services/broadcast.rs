@@ -766,7 +766,7 @@ impl Runner {
             .entry(job_id.to_owned())
             .or_insert((0, Instant::now()));
         entry.0 = entry.0.saturating_add(1);
-        let wait = min.saturating_mul(1u32 << (entry.0 - 1).min(16)).min(max);
+        let wait = crate::backoff::exponential(min, max, entry.0 - 1);
         entry.1 = Instant::now() + wait;
     }
 

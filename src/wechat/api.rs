@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use thiserror::Error;
@@ -97,12 +96,11 @@ impl RetryPolicy {
 
     /// Wait before attempt `n + 1` (n ≥ 1 failures so far): random in [d/2, d].
     fn backoff(&self, failures: u32) -> Duration {
-        let d = self
-            .backoff_min
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-            .min(self.backoff_max);
-        let half = d / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
+        crate::backoff::jittered(crate::backoff::exponential(
+            self.backoff_min,
+            self.backoff_max,
+            failures.saturating_sub(1),
+        ))
     }
 }
 
