@@ -27,6 +27,8 @@ pub enum CallbackError {
     },
     #[error("missing query parameter {0:?}")]
     MissingParam(&'static str),
+    #[error("query parameter {0:?} is given more than once")]
+    DuplicateParam(&'static str),
     #[error("signature does not verify")]
     BadSignature,
     #[error("timestamp {0:?} is not a number of seconds")]
@@ -55,6 +57,7 @@ impl ResponseError for CallbackError {
             Self::UnknownAccount(_) | Self::WrongPlatform { .. } => StatusCode::NOT_FOUND,
             Self::BadSignature | Self::StaleTimestamp { .. } => StatusCode::UNAUTHORIZED,
             Self::MissingParam(_)
+            | Self::DuplicateParam(_)
             | Self::BadTimestamp(_)
             | Self::ModeRefused(_)
             | Self::Xml(_)
@@ -75,7 +78,10 @@ impl CallbackError {
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::UnknownAccount(_) | Self::WrongPlatform { .. } => "unknown_account",
-            Self::MissingParam(_) | Self::BadTimestamp(_) | Self::ModeRefused(_) => "bad_request",
+            Self::MissingParam(_)
+            | Self::DuplicateParam(_)
+            | Self::BadTimestamp(_)
+            | Self::ModeRefused(_) => "bad_request",
             Self::BadSignature => "bad_signature",
             Self::StaleTimestamp { .. } => "stale",
             Self::Xml(_) => "bad_xml",

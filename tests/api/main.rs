@@ -15,5 +15,6 @@ mod menus;
 mod ops;
 mod qrcodes;
 mod replies;
+mod routing;
 mod store;
 mod support;
