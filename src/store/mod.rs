@@ -10,6 +10,7 @@
 
 pub mod embedded;
 pub mod redis;
+pub mod relay;
 
 use std::time::Duration;
 
