@@ -4,7 +4,7 @@
 use actix_web::HttpResponse;
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use super::admin::Actor;
 
@@ -20,6 +20,50 @@ pub(crate) struct ErrorDetail {
     code: String,
     /// For people; on a WeChat refusal it carries WeChat's errcode and errmsg.
     message: String,
+}
+
+/// The error every admin route can answer: the token. A handler lists its success response,
+/// then one of these sets, then the errors that are its own, so that a shared answer is
+/// described once.
+#[derive(IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "describes responses for the document; handlers answer AdminError"
+)]
+pub(crate) enum TokenErrors {
+    #[response(status = 401, description = "no or bad token")]
+    Unauthorized(ErrorBody),
+}
+
+/// The errors every `/accounts/{account}/...` route can answer: the token, then the account.
+#[derive(IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "describes responses for the document; handlers answer AdminError"
+)]
+pub(crate) enum AccountErrors {
+    #[response(status = 401, description = "no or bad token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "unknown account")]
+    UnknownAccount(ErrorBody),
+}
+
+/// [`AccountErrors`] and WeChat's refusal, for the routes that call the WeChat API.
+#[derive(IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "describes responses for the document; handlers answer AdminError"
+)]
+pub(crate) enum WeChatErrors {
+    #[response(status = 401, description = "no or bad token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "unknown account")]
+    UnknownAccount(ErrorBody),
+    #[response(
+        status = 502,
+        description = "WeChat refused (its errcode and errmsg in the message)"
+    )]
+    Refused(ErrorBody),
 }
 
 /// The bearer scheme every admin route demands (`admin.tokens`).
@@ -83,7 +127,7 @@ pub struct AdminApi;
     tag = "admin",
     responses(
         (status = 200, description = "the OpenAPI document of the admin API", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
+        TokenErrors,
     ),
     security(("bearer" = []))
 )]
