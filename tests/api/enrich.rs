@@ -42,6 +42,21 @@ async fn post(app: &TestApp, xml: &str) {
     assert_eq!(app.post_plain("acme-plain", xml).await.status(), 200);
 }
 
+/// An app on `dir/data` whose CRM is unreachable, so that every callback it takes stays in the
+/// outbox for the [`enriching_app`] started on the same data next.
+async fn filling_app(dir: &std::path::Path) -> TestApp {
+    let opts = AppOptions::embedded(&dir.join("data")).crm("http://127.0.0.1:1");
+    spawn_app(opts, dir).await
+}
+
+/// An app on `dir/data` that delivers to `crm` and looks users up in `wechat`.
+async fn enriching_app(dir: &std::path::Path, crm: &FakeCrm, wechat: &FakeWeChat) -> TestApp {
+    let opts = AppOptions::embedded(&dir.join("data"))
+        .crm(&crm.endpoint())
+        .wechat(&wechat.base());
+    spawn_app(opts, dir).await
+}
+
 fn texts_of<'e>(events: &'e [Event], open_id: &str) -> Vec<&'e Event> {
     events
         .iter()
@@ -54,26 +69,15 @@ async fn enrichment_adds_union_id_and_profile_from_batchget_batched_by_100_and_c
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     // First the callbacks arrive while the CRM is unreachable, so that the outbox holds all
     // 250 when the forwarder (with WeChat) starts: its batches are then full (100, 100, 50).
-    let filling = spawn_app(
-        AppOptions::embedded(&data).crm("http://127.0.0.1:1"),
-        dir.path(),
-    )
-    .await;
+    let filling = filling_app(dir.path()).await;
     for i in 0..250u64 {
         post(&filling, &text_xml(&format!("oUser{i:03}"), 7_000_000 + i)).await;
     }
     filling.stop().await;
 
-    let app = spawn_app(
-        AppOptions::embedded(&data)
-            .crm(&crm.endpoint())
-            .wechat(&wechat.base()),
-        dir.path(),
-    )
-    .await;
+    let app = enriching_app(dir.path(), &crm, &wechat).await;
     let events = crm.wait_for(|evs| evs.len() >= 250, WAIT).await;
     let calls = wechat.requests_to(BATCHGET);
     assert_eq!(calls.len(), 3, "250 users are ceil(250/100) = 3 calls");
@@ -313,25 +317,15 @@ async fn an_unsubscribe_and_a_new_follow_in_one_batch_purge_then_enrich_afresh_e
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let with_wechat = || {
-        AppOptions::embedded(&data)
-            .crm(&crm.endpoint())
-            .wechat(&wechat.base())
-    };
     // The follower is known and cached.
-    let app = spawn_app(with_wechat(), dir.path()).await;
+    let app = enriching_app(dir.path(), &crm, &wechat).await;
     post(&app, &text_xml("oBack", 1)).await;
     crm.wait_for(|evs| evs.len() == 1, WAIT).await;
     assert_eq!(wechat.count(BATCHGET), 1);
     app.stop().await;
 
     // They leave and follow again while no forwarder runs, so both land in one batch.
-    let filling = spawn_app(
-        AppOptions::embedded(&data).crm("http://127.0.0.1:1"),
-        dir.path(),
-    )
-    .await;
+    let filling = filling_app(dir.path()).await;
     // CreateTime has whole seconds: the new follow must come a second after the cached lookup
     // for that entry to be out of date.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -343,7 +337,7 @@ async fn an_unsubscribe_and_a_new_follow_in_one_batch_purge_then_enrich_afresh_e
 
     // The CRM refuses the batch a few times: each attempt is enriched again.
     crm.set_down(true);
-    let app = spawn_app(with_wechat(), dir.path()).await;
+    let app = enriching_app(dir.path(), &crm, &wechat).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while crm.calls() < 4 {
         assert!(tokio::time::Instant::now() < deadline, "no retries");
@@ -377,12 +371,7 @@ async fn an_openid_wechat_refuses_is_isolated_by_halving_and_the_others_are_stil
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let filling = spawn_app(
-        AppOptions::embedded(&data).crm("http://127.0.0.1:1"),
-        dir.path(),
-    )
-    .await;
+    let filling = filling_app(dir.path()).await;
     for (i, user) in ["bogus-user", "oP1", "oP2", "oP3", "oP4"]
         .iter()
         .enumerate()
@@ -391,13 +380,7 @@ async fn an_openid_wechat_refuses_is_isolated_by_halving_and_the_others_are_stil
     }
     filling.stop().await;
 
-    let app = spawn_app(
-        AppOptions::embedded(&data)
-            .crm(&crm.endpoint())
-            .wechat(&wechat.base()),
-        dir.path(),
-    )
-    .await;
+    let app = enriching_app(dir.path(), &crm, &wechat).await;
     let events = crm.wait_for(|evs| evs.len() == 5, WAIT).await;
     for e in &events {
         let want = if e.open_id == "bogus-user" {
