@@ -42,25 +42,12 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
         )
 }
 
-/// The errors of a change to the menu: [`WeChatErrors`] and the conflict of a publish that
-/// kept losing the race to another instance.
+/// The conflict of a menu change that kept losing the race to another instance.
 #[derive(IntoResponses)]
-#[expect(
-    dead_code,
-    reason = "describes responses for the document; handlers answer AdminError"
-)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
 pub(crate) enum MenuChangeErrors {
-    #[response(status = 401, description = "no or bad token")]
-    Unauthorized(ErrorBody),
-    #[response(status = 404, description = "unknown account")]
-    UnknownAccount(ErrorBody),
     #[response(status = 409, description = "another instance kept changing the menu")]
     Conflict(ErrorBody),
-    #[response(
-        status = 502,
-        description = "WeChat refused (its errcode and errmsg in the message)"
-    )]
-    Refused(ErrorBody),
 }
 
 /// `GET .../menu`: the live menu in WeChat's shape, with `version` (the latest recorded) and
@@ -72,7 +59,7 @@ pub(crate) enum MenuChangeErrors {
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
         (status = 200, description = "the live menu in WeChat's shape, with `version` and `drift`", body = Object),
-        WeChatErrors,
+        AccountErrors, WeChatErrors,
     ),
     security(("bearer" = []))
 )]
@@ -98,7 +85,7 @@ pub(crate) async fn get(
     responses(
         (status = 200, description = "`{\"version\": N}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        MenuChangeErrors,
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -121,7 +108,7 @@ pub(crate) async fn put(
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
         (status = 200, description = "`{\"version\": N}`", body = Object),
-        MenuChangeErrors,
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -207,7 +194,7 @@ pub(crate) async fn versions(
     responses(
         (status = 200, description = "`{\"version\": <new>, \"restored_from\": n}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        MenuChangeErrors,
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -234,7 +221,7 @@ pub(crate) async fn restore(
     responses(
         (status = 200, description = "`{\"menuid\"}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        MenuChangeErrors,
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -258,7 +245,7 @@ pub(crate) async fn add_conditional(
     responses(
         (status = 200, description = "`{\"menuid\", \"deleted\": true}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        MenuChangeErrors,
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -288,7 +275,7 @@ pub(crate) struct TryMatch {
     responses(
         (status = 200, description = "the menu that user sees, `{\"button\": [...]}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        WeChatErrors,
+        AccountErrors, WeChatErrors,
     ),
     security(("bearer" = []))
 )]

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::{IntoResponses, ToSchema};
 
 use super::admin::{json_body, Actor};
-use super::openapi::{ErrorBody, WeChatErrors};
+use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
 use super::AppState;
 use crate::error::AdminError;
 use crate::services::tags;
@@ -50,7 +50,7 @@ pub(crate) struct MembersBody {
         (status = 200, description = "`{\"tag_id\", \"name\"}`", body = Object),
         (status = 400, description = "invalid name, or a WeCom account", body = ErrorBody),
         (status = 409, description = "a tag with this name exists (45157)", body = ErrorBody),
-        WeChatErrors,
+        AccountErrors, WeChatErrors,
     ),
     security(("bearer" = []))
 )]
@@ -69,17 +69,10 @@ pub(crate) async fn create(
 /// The errors of adding and removing members. Tagging is idempotent on WeChat's side, so a
 /// request refused halfway (some batches done) may be sent again whole.
 #[derive(IntoResponses)]
-#[expect(
-    dead_code,
-    reason = "describes responses for the document; handlers answer AdminError"
-)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
 pub(crate) enum MembersErrors {
     #[response(status = 400, description = "invalid openids, or a WeCom account")]
     Invalid(ErrorBody),
-    #[response(status = 401, description = "no or bad token")]
-    Unauthorized(ErrorBody),
-    #[response(status = 404, description = "unknown account")]
-    UnknownAccount(ErrorBody),
     #[response(
         status = 502,
         description = "WeChat refused (its errcode and errmsg in the message); the request may be repeated"
@@ -98,7 +91,7 @@ pub(crate) enum MembersErrors {
     request_body(content = MembersBody, content_type = "application/json"),
     responses(
         (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchtagging, 50 a call)", body = Object),
-        MembersErrors,
+        AccountErrors, MembersErrors,
     ),
     security(("bearer" = []))
 )]
@@ -122,7 +115,7 @@ pub(crate) async fn add_members(
     request_body(content = MembersBody, content_type = "application/json"),
     responses(
         (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchuntagging, 50 a call)", body = Object),
-        MembersErrors,
+        AccountErrors, MembersErrors,
     ),
     security(("bearer" = []))
 )]

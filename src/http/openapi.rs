@@ -22,25 +22,21 @@ pub(crate) struct ErrorDetail {
     message: String,
 }
 
-/// The error every admin route can answer: the token. A handler lists its success response,
-/// then one of these sets, then the errors that are its own, so that a shared answer is
-/// described once.
+// The error sets for `responses(...)`: a handler lists its success response, the sets that
+// apply, then the errors that are its own, so that an answer many routes share is described
+// once. The variants only describe responses (handlers answer `AdminError`): nothing builds one.
+
+/// The token: every admin route.
 #[derive(IntoResponses)]
-#[expect(
-    dead_code,
-    reason = "describes responses for the document; handlers answer AdminError"
-)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
 pub(crate) enum TokenErrors {
     #[response(status = 401, description = "no or bad token")]
     Unauthorized(ErrorBody),
 }
 
-/// The errors every `/accounts/{account}/...` route can answer: the token, then the account.
+/// The token, then the account: every `/accounts/{account}/...` route.
 #[derive(IntoResponses)]
-#[expect(
-    dead_code,
-    reason = "describes responses for the document; handlers answer AdminError"
-)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
 pub(crate) enum AccountErrors {
     #[response(status = 401, description = "no or bad token")]
     Unauthorized(ErrorBody),
@@ -48,17 +44,10 @@ pub(crate) enum AccountErrors {
     UnknownAccount(ErrorBody),
 }
 
-/// [`AccountErrors`] and WeChat's refusal, for the routes that call the WeChat API.
+/// WeChat's refusal: the routes that call the WeChat API.
 #[derive(IntoResponses)]
-#[expect(
-    dead_code,
-    reason = "describes responses for the document; handlers answer AdminError"
-)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
 pub(crate) enum WeChatErrors {
-    #[response(status = 401, description = "no or bad token")]
-    Unauthorized(ErrorBody),
-    #[response(status = 404, description = "unknown account")]
-    UnknownAccount(ErrorBody),
     #[response(
         status = 502,
         description = "WeChat refused (its errcode and errmsg in the message)"
