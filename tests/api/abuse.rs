@@ -195,13 +195,13 @@ async fn forged_and_replayed_wecom_callbacks_and_url_verifications_are_refused()
     let stale = (now() - 3600).to_string();
     let sig = crypto::signature("pamtest", &stale, "n1");
     let resp = app
-        .verify_mp("acme-mp", &sig, &stale, "n1", "replayed")
+        .verify_url("acme-mp", &sig, &stale, "n1", "replayed")
         .await;
     assert_refused(resp, 401, "away from the gateway's clock", "stale mp GET").await;
     let echostr = app.encrypt_for("acme-work", "1616140317555161061", None);
     let sig = crypto::msg_signature(WORK_TOKEN, &stale, "n2", &echostr);
     let resp = app
-        .verify_work("acme-work", &sig, &stale, "n2", &echostr)
+        .verify_url("acme-work", &sig, &stale, "n2", &echostr)
         .await;
     assert_refused(
         resp,
@@ -217,14 +217,12 @@ async fn forged_and_replayed_wecom_callbacks_and_url_verifications_are_refused()
     let forged_echo = STANDARD.encode([0x5au8; 64]);
     let sig = crypto::msg_signature(WORK_TOKEN, &ts, "n3", &forged_echo);
     let resp = app
-        .verify_work("acme-work", &sig, &ts, "n3", &forged_echo)
+        .verify_url("acme-work", &sig, &ts, "n3", &forged_echo)
         .await;
     assert_refused(resp, 400, "cannot decrypt", "undecryptable WeCom echostr").await;
     // The same echostr with the signature of another echostr.
     let sig = crypto::msg_signature(WORK_TOKEN, &ts, "n3", &forged_echo);
-    let resp = app
-        .verify_work("acme-work", &sig, &ts, "n3", &echostr)
-        .await;
+    let resp = app.verify_url("acme-work", &sig, &ts, "n3", &echostr).await;
     assert_refused(
         resp,
         401,

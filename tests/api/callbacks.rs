@@ -34,12 +34,12 @@ async fn url_verification_echoes_echostr_only_when_the_signature_holds() {
     let (app, _crm, _dir) = app_with_crm().await;
     let ts = now().to_string();
     let sig = wechat_gateway::wechat::crypto::signature("pamtest", &ts, "n1");
-    let ok = app.verify_mp("acme-mp", &sig, &ts, "n1", "hello123").await;
+    let ok = app.verify_url("acme-mp", &sig, &ts, "n1", "hello123").await;
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.text().await.unwrap(), "hello123");
 
     let forged = app
-        .verify_mp("acme-mp", &"0".repeat(40), &ts, "n1", "x")
+        .verify_url("acme-mp", &"0".repeat(40), &ts, "n1", "x")
         .await;
     assert_eq!(forged.status(), 401);
     assert_eq!(
@@ -57,14 +57,12 @@ async fn wecom_url_verification_answers_the_decrypted_echostr() {
     let echostr = app.encrypt_for("acme-work", "1616140317555161061", None);
     let ts = now().to_string();
     let sig = wechat_gateway::wechat::crypto::msg_signature("QDG6eK", &ts, "n2", &echostr);
-    let resp = app
-        .verify_work("acme-work", &sig, &ts, "n2", &echostr)
-        .await;
+    let resp = app.verify_url("acme-work", &sig, &ts, "n2", &echostr).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "1616140317555161061");
 
     let resp = app
-        .verify_work("acme-work", "deadbeef", &ts, "n2", &echostr)
+        .verify_url("acme-work", "deadbeef", &ts, "n2", &echostr)
         .await;
     assert_eq!(resp.status(), 401);
     app.stop().await;

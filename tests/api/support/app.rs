@@ -383,8 +383,9 @@ impl TestApp {
             .unwrap()
     }
 
-    /// An Official Account URL verification, as WeChat sends it when the URL is configured.
-    pub async fn verify_mp(
+    /// A URL verification, as WeChat sends it when the callback URL is configured: signed in
+    /// `signature` (Official Account) or in `msg_signature` over the encrypted echostr (WeCom).
+    pub async fn verify_url(
         &self,
         account: &str,
         signature: &str,
@@ -392,32 +393,19 @@ impl TestApp {
         nonce: &str,
         echostr: &str,
     ) -> reqwest::Response {
+        let platform = self.account(account).platform.as_str();
+        let signed_in = if platform == "mp" {
+            "signature"
+        } else {
+            "msg_signature"
+        };
         let query = [
-            ("signature", signature),
+            (signed_in, signature),
             ("timestamp", ts),
             ("nonce", nonce),
             ("echostr", echostr),
         ];
-        self.get_query(&format!("/wechat/mp/{account}"), &query)
-            .await
-    }
-
-    /// A WeCom URL verification: the `echostr` is encrypted and `msg_signature` covers it.
-    pub async fn verify_work(
-        &self,
-        account: &str,
-        msg_signature: &str,
-        ts: &str,
-        nonce: &str,
-        echostr: &str,
-    ) -> reqwest::Response {
-        let query = [
-            ("msg_signature", msg_signature),
-            ("timestamp", ts),
-            ("nonce", nonce),
-            ("echostr", echostr),
-        ];
-        self.get_query(&format!("/wechat/work/{account}"), &query)
+        self.get_query(&format!("/wechat/{platform}/{account}"), &query)
             .await
     }
 
