@@ -38,13 +38,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A text message that would be accepted if it arrived correctly.
 fn text_xml(from: &str) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName>\
-         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[abuse]]></Content>\
-         <MsgId>{}</MsgId></xml>",
-        now(),
-        unique_msg_id()
-    )
+    crate::support::app::text_xml(from, "abuse", unique_msg_id())
 }
 
 /// Asserts the status and that the plain-text answer names the reason.

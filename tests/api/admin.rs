@@ -4,15 +4,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::app::{app_with_crm, now, spawn_app, AppOptions, ADMIN_TOKEN as TOKEN};
-
-fn text_xml(from: &str, msg_id: u64) -> String {
-    format!(
-        "<xml><ToUserName>gh_test</ToUserName><FromUserName>{from}</FromUserName><CreateTime>{}</CreateTime>\
-         <MsgType>text</MsgType><Content>hi</Content><MsgId>{msg_id}</MsgId></xml>",
-        now()
-    )
-}
+use crate::support::app::{
+    app_with_crm, now, spawn_app, text_xml, AppOptions, ADMIN_TOKEN as TOKEN,
+};
 
 #[tokio::test]
 async fn admin_routes_refuse_a_missing_or_wrong_token_with_a_json_error() {
@@ -49,13 +43,13 @@ async fn an_event_the_crm_rejects_is_dead_lettered_and_can_be_replayed() {
     crm.reject_user("oRefused", true);
     let base = now() << 20;
     assert_eq!(
-        app.post_plain("acme-plain", &text_xml("oRefused", base + 1))
+        app.post_plain("acme-plain", &text_xml("oRefused", "hi", base + 1))
             .await
             .status(),
         200
     );
     assert_eq!(
-        app.post_plain("acme-plain", &text_xml("oAccepted", base + 2))
+        app.post_plain("acme-plain", &text_xml("oAccepted", "hi", base + 2))
             .await
             .status(),
         200
@@ -113,7 +107,7 @@ async fn a_batch_refused_whole_as_invalid_dead_letters_only_the_culprit() {
     let base = now() << 20;
     for (i, user) in ["oBefore", "oPoison", "oAfter"].iter().enumerate() {
         let resp = app
-            .post_plain("acme-plain", &text_xml(user, base + i as u64))
+            .post_plain("acme-plain", &text_xml(user, "hi", base + i as u64))
             .await;
         assert_eq!(resp.status(), 200);
     }

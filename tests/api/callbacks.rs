@@ -6,20 +6,11 @@ use wechat_gateway::pb::event::Kind;
 use wechat_gateway::pb::{self, Platform};
 
 use crate::support::app::{
-    app_with_crm, now, spawn_app, unique_msg_id, AppOptions, MP_KEY, NEW_KEY,
+    app_with_crm, now, spawn_app, text_xml, unique_msg_id, AppOptions, MP_KEY, NEW_KEY,
 };
 use crate::support::crm::FakeCrm;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn text_xml(from: &str, content: &str, msg_id: u64) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName>\
-         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
-         <MsgId>{msg_id}</MsgId></xml>",
-        now()
-    )
-}
 
 fn event_xml(from: &str, event: &str, extra: &str) -> String {
     format!(

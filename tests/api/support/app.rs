@@ -252,6 +252,17 @@ pub async fn app_with_crm() -> (TestApp, FakeCrm, tempfile::TempDir) {
     (app, crm, dir)
 }
 
+/// A text message as WeChat's 接收普通消息 page shows it (the body of a plain-mode callback, or
+/// what safe mode encrypts).
+pub fn text_xml(from: &str, content: &str, msg_id: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{msg_id}</MsgId></xml>",
+        now()
+    )
+}
+
 /// A `MsgId` no other callback of this test run has, so that dedup never merges two.
 pub fn unique_msg_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
