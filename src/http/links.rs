@@ -108,6 +108,7 @@ pub(crate) async fn create(
     security(("bearer" = []))
 )]
 pub(crate) async fn list(
+    _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {

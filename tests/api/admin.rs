@@ -217,3 +217,36 @@ async fn the_openapi_document_lists_every_admin_route_behind_a_token() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn every_route_in_the_openapi_document_refuses_a_request_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions::embedded(&dir.path().join("data")), dir.path()).await;
+    let (status, doc) = app.admin("GET", "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{} paths", paths.len());
+    for (path, item) in paths {
+        // Path parameters filled with values that exist or parse, so that only the token is
+        // missing from the request.
+        let url = path
+            .replace("{account}", "acme-mp")
+            .replace("{version}", "1")
+            .replace("{tag_id}", "1")
+            .replace(['{', '}'], "");
+        for method in item.as_object().unwrap().keys() {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = app
+                .http
+                .request(method.clone(), app.url(&url))
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path}");
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "missing_token", "{method} {path}");
+        }
+    }
+    app.stop().await;
+}
