@@ -12,7 +12,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::openapi::ErrorBody;
+use super::openapi::{ErrorBody, TokenErrors};
 use super::AppState;
 use crate::domain::match_token;
 use crate::error::AdminError;
@@ -116,7 +116,7 @@ pub(crate) struct ListQuery {
     responses(
         (status = 200, description = "`{\"dead_letters\": [{\"event_id\", \"account_id\", \"reason\", \"failed_at\", \"event\"}]}`", body = Object),
         (status = 400, description = "limit out of range", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
+        TokenErrors,
     ),
     security(("bearer" = []))
 )]
@@ -156,8 +156,8 @@ pub(crate) async fn list_dead_letters(
     params(("event_id" = String, Path, description = "the dead letter's event id")),
     responses(
         (status = 200, description = "`{\"event_id\", \"replayed\": true}`", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
         (status = 404, description = "no such dead letter", body = ErrorBody),
+        TokenErrors,
     ),
     security(("bearer" = []))
 )]

@@ -5,10 +5,10 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::admin::{json_body, Actor};
-use super::openapi::ErrorBody;
+use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
 use super::AppState;
 use crate::error::AdminError;
 use crate::services::menu;
@@ -42,6 +42,14 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
         )
 }
 
+/// The conflict of a menu change that kept losing the race to another instance.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum MenuChangeErrors {
+    #[response(status = 409, description = "another instance kept changing the menu")]
+    Conflict(ErrorBody),
+}
+
 /// `GET .../menu`: the live menu in WeChat's shape, with `version` (the latest recorded) and
 /// `drift` (the live menu is not that version).
 #[utoipa::path(
@@ -51,9 +59,7 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
         (status = 200, description = "the live menu in WeChat's shape, with `version` and `drift`", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors,
     ),
     security(("bearer" = []))
 )]
@@ -79,10 +85,7 @@ pub(crate) async fn get(
     responses(
         (status = 200, description = "`{\"version\": N}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -105,10 +108,7 @@ pub(crate) async fn put(
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
         (status = 200, description = "`{\"version\": N}`", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -131,8 +131,7 @@ pub(crate) async fn delete(
     responses(
         (status = 200, description = "`{\"valid\": bool, \"problems\": [{\"path\", \"message\"}]}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
+        AccountErrors,
     ),
     security(("bearer" = []))
 )]
@@ -172,8 +171,7 @@ fn version_json(v: &MenuVersion) -> Value {
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
         (status = 200, description = "`{\"versions\": [{\"version\", \"created_at\", \"actor\", \"menu\", \"restored_from\"?}]}`", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
+        AccountErrors,
     ),
     security(("bearer" = []))
 )]
@@ -196,10 +194,7 @@ pub(crate) async fn versions(
     responses(
         (status = 200, description = "`{\"version\": <new>, \"restored_from\": n}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -226,10 +221,7 @@ pub(crate) async fn restore(
     responses(
         (status = 200, description = "`{\"menuid\"}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -253,10 +245,7 @@ pub(crate) async fn add_conditional(
     responses(
         (status = 200, description = "`{\"menuid\", \"deleted\": true}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 409, description = "another instance kept changing the menu", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
 )]
@@ -286,9 +275,7 @@ pub(crate) struct TryMatch {
     responses(
         (status = 200, description = "the menu that user sees, `{\"button\": [...]}`", body = Object),
         (status = 400, description = "invalid request", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors,
     ),
     security(("bearer" = []))
 )]

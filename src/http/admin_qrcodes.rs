@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::admin::Actor;
-use super::openapi::ErrorBody;
+use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
 use super::AppState;
 use crate::domain::autoreply::Reply;
 use crate::domain::scene::SceneInput;
@@ -66,9 +66,7 @@ fn scene_schema() -> utoipa::openapi::schema::Schema {
     responses(
         (status = 200, description = "`{\"scene\", \"ticket\", \"url\", \"image_url\", \"expire_at\"}`", body = Object),
         (status = 400, description = "invalid body", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors,
     ),
     security(("bearer" = []))
 )]

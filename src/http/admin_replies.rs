@@ -17,7 +17,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::admin::{json_body, Actor};
-use super::openapi::ErrorBody;
+use super::openapi::{AccountErrors, ErrorBody, TokenErrors};
 use super::AppState;
 use crate::domain::autoreply::{Matcher, Reply, Rule};
 use crate::error::AdminError;
@@ -89,8 +89,7 @@ impl RuleBody {
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
         (status = 200, description = "`{\"rules\": [{\"id\", \"match\", \"reply\", \"priority\", \"enabled\", \"created_at_ms\", \"updated_at_ms\", \"actor\"}]}` in evaluation order", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
+        AccountErrors,
     ),
     security(("bearer" = []))
 )]
@@ -112,9 +111,8 @@ pub(crate) async fn list(
     responses(
         (status = 201, description = "the rule as stored", body = Object),
         (status = 400, description = "invalid rule (the message names the problem)", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
         (status = 409, description = "a rule with this id exists", body = ErrorBody),
+        AccountErrors,
     ),
     security(("bearer" = []))
 )]
@@ -145,9 +143,8 @@ pub(crate) async fn create(
         (status = 200, description = "the rule as stored (replaced)", body = Object),
         (status = 201, description = "the rule as stored (created)", body = Object),
         (status = 400, description = "invalid rule (the message names the problem)", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
         (status = 409, description = "the rule kept changing under the request", body = ErrorBody),
+        AccountErrors,
     ),
     security(("bearer" = []))
 )]
@@ -183,8 +180,8 @@ pub(crate) async fn put(
     params(("account" = String, Path, description = "the account id from the configuration"), ("id" = String, Path, description = "the rule id")),
     responses(
         (status = 200, description = "`{\"id\", \"deleted\": true}`", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
         (status = 404, description = "unknown account or rule", body = ErrorBody),
+        TokenErrors,
     ),
     security(("bearer" = []))
 )]
@@ -209,8 +206,8 @@ fn welcome_json(w: &autoreply::StoredWelcome) -> serde_json::Value {
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
         (status = 200, description = "`{\"welcome\": <reply>, \"updated_at_ms\", \"actor\"}`", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
         (status = 404, description = "unknown account, or no default welcome", body = ErrorBody),
+        TokenErrors,
     ),
     security(("bearer" = []))
 )]
@@ -234,8 +231,7 @@ pub(crate) async fn get_welcome(
     responses(
         (status = 200, description = "`{\"welcome\": <reply>, \"updated_at_ms\", \"actor\"}`", body = Object),
         (status = 400, description = "invalid reply (the message names the problem)", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
+        AccountErrors,
     ),
     security(("bearer" = []))
 )]
@@ -258,8 +254,8 @@ pub(crate) async fn put_welcome(
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
         (status = 200, description = "`{\"deleted\": true}`", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
         (status = 404, description = "unknown account, or no default welcome", body = ErrorBody),
+        TokenErrors,
     ),
     security(("bearer" = []))
 )]

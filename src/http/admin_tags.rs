@@ -4,10 +4,10 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::admin::{json_body, Actor};
-use super::openapi::ErrorBody;
+use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
 use super::AppState;
 use crate::error::AdminError;
 use crate::services::tags;
@@ -49,10 +49,8 @@ pub(crate) struct MembersBody {
     responses(
         (status = 200, description = "`{\"tag_id\", \"name\"}`", body = Object),
         (status = 400, description = "invalid name, or a WeCom account", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
         (status = 409, description = "a tag with this name exists (45157)", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors,
     ),
     security(("bearer" = []))
 )]
@@ -68,6 +66,20 @@ pub(crate) async fn create(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tag_id": tag_id, "name": body.name })))
 }
 
+/// The errors of adding and removing members. Tagging is idempotent on WeChat's side, so a
+/// request refused halfway (some batches done) may be sent again whole.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum MembersErrors {
+    #[response(status = 400, description = "invalid openids, or a WeCom account")]
+    Invalid(ErrorBody),
+    #[response(
+        status = 502,
+        description = "WeChat refused (its errcode and errmsg in the message); the request may be repeated"
+    )]
+    Refused(ErrorBody),
+}
+
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/tags/{tag_id}/members",
@@ -79,10 +91,7 @@ pub(crate) async fn create(
     request_body(content = MembersBody, content_type = "application/json"),
     responses(
         (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchtagging, 50 a call)", body = Object),
-        (status = 400, description = "invalid openids, or a WeCom account", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message); the request may be repeated", body = ErrorBody),
+        AccountErrors, MembersErrors,
     ),
     security(("bearer" = []))
 )]
@@ -106,10 +115,7 @@ pub(crate) async fn add_members(
     request_body(content = MembersBody, content_type = "application/json"),
     responses(
         (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchuntagging, 50 a call)", body = Object),
-        (status = 400, description = "invalid openids, or a WeCom account", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message); the request may be repeated", body = ErrorBody),
+        AccountErrors, MembersErrors,
     ),
     security(("bearer" = []))
 )]

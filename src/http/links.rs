@@ -24,7 +24,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::admin::Actor;
-use super::openapi::ErrorBody;
+use super::openapi::{AccountErrors, ErrorBody};
 use super::AppState;
 use crate::config::Account;
 use crate::domain::link::{new_nonce, sign_state, verify_state, LinkCode};
@@ -74,8 +74,7 @@ fn link_json(l: &links::CreatedLink) -> serde_json::Value {
     responses(
         (status = 200, description = "`{\"code\", \"url\", \"target\", \"label\"}`", body = Object),
         (status = 400, description = "a target off the allowed domains, not https, with userinfo or a port; a bad label", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
+        AccountErrors,
     ),
     security(("bearer" = []))
 )]
@@ -104,12 +103,12 @@ pub(crate) async fn create(
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
         (status = 200, description = "`{\"links\": [{\"code\", \"url\", \"target\", \"label\"}]}`, oldest first", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
+        AccountErrors,
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn list(
+    _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {

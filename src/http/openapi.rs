@@ -4,7 +4,7 @@
 use actix_web::HttpResponse;
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use super::admin::Actor;
 
@@ -20,6 +20,39 @@ pub(crate) struct ErrorDetail {
     code: String,
     /// For people; on a WeChat refusal it carries WeChat's errcode and errmsg.
     message: String,
+}
+
+// The error sets for `responses(...)`: a handler lists its success response, the sets that
+// apply, then the errors that are its own, so that an answer many routes share is described
+// once. The variants only describe responses (handlers answer `AdminError`): nothing builds one.
+
+/// The token: every admin route.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum TokenErrors {
+    #[response(status = 401, description = "no or bad token")]
+    Unauthorized(ErrorBody),
+}
+
+/// The token, then the account: every `/accounts/{account}/...` route.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum AccountErrors {
+    #[response(status = 401, description = "no or bad token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "unknown account")]
+    UnknownAccount(ErrorBody),
+}
+
+/// WeChat's refusal: the routes that call the WeChat API.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum WeChatErrors {
+    #[response(
+        status = 502,
+        description = "WeChat refused (its errcode and errmsg in the message)"
+    )]
+    Refused(ErrorBody),
 }
 
 /// The bearer scheme every admin route demands (`admin.tokens`).
@@ -83,7 +116,7 @@ pub struct AdminApi;
     tag = "admin",
     responses(
         (status = 200, description = "the OpenAPI document of the admin API", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
+        TokenErrors,
     ),
     security(("bearer" = []))
 )]

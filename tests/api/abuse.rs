@@ -28,40 +28,17 @@ use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
 use wechat_gateway::wechat::crypto::{self, MsgCrypto};
 
 use crate::support::app::{
-    now, spawn_app, AppOptions, TestApp, MP_APP_ID, MP_KEY, WORK_CORP_ID, WORK_KEY, WORK_TOKEN,
+    app_with_crm, now, unique_msg_id, TestApp, ADMIN_TOKEN, MP_APP_ID, MP_KEY, WORK_CORP_ID,
+    WORK_KEY, WORK_TOKEN,
 };
 use crate::support::crm::FakeCrm;
 use crate::support::redis::RedisServer;
 
 const WAIT: Duration = Duration::from_secs(20);
-const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-
-async fn app_with_crm() -> (TestApp, FakeCrm, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let crm = FakeCrm::start().await;
-    let app = spawn_app(
-        AppOptions::embedded(&dir.path().join("data")).crm(&crm.endpoint()),
-        dir.path(),
-    )
-    .await;
-    (app, crm, dir)
-}
-
-fn unique_msg_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    (now() << 20) + NEXT.fetch_add(1, Ordering::Relaxed)
-}
 
 /// A text message that would be accepted if it arrived correctly.
 fn text_xml(from: &str) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName>\
-         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[abuse]]></Content>\
-         <MsgId>{}</MsgId></xml>",
-        now(),
-        unique_msg_id()
-    )
+    crate::support::app::text_xml(from, "abuse", unique_msg_id())
 }
 
 /// Asserts the status and that the plain-text answer names the reason.
@@ -212,32 +189,14 @@ async fn forged_and_replayed_wecom_callbacks_and_url_verifications_are_refused()
     let stale = (now() - 3600).to_string();
     let sig = crypto::signature("pamtest", &stale, "n1");
     let resp = app
-        .http
-        .get(app.url("/wechat/mp/acme-mp"))
-        .query(&[
-            ("signature", sig.as_str()),
-            ("timestamp", &stale),
-            ("nonce", "n1"),
-            ("echostr", "replayed"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .verify_url("acme-mp", &sig, &stale, "n1", "replayed")
+        .await;
     assert_refused(resp, 401, "away from the gateway's clock", "stale mp GET").await;
     let echostr = app.encrypt_for("acme-work", "1616140317555161061", None);
     let sig = crypto::msg_signature(WORK_TOKEN, &stale, "n2", &echostr);
     let resp = app
-        .http
-        .get(app.url("/wechat/work/acme-work"))
-        .query(&[
-            ("msg_signature", sig.as_str()),
-            ("timestamp", &stale),
-            ("nonce", "n2"),
-            ("echostr", &echostr),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .verify_url("acme-work", &sig, &stale, "n2", &echostr)
+        .await;
     assert_refused(
         resp,
         401,
@@ -252,32 +211,12 @@ async fn forged_and_replayed_wecom_callbacks_and_url_verifications_are_refused()
     let forged_echo = STANDARD.encode([0x5au8; 64]);
     let sig = crypto::msg_signature(WORK_TOKEN, &ts, "n3", &forged_echo);
     let resp = app
-        .http
-        .get(app.url("/wechat/work/acme-work"))
-        .query(&[
-            ("msg_signature", sig.as_str()),
-            ("timestamp", &ts),
-            ("nonce", "n3"),
-            ("echostr", &forged_echo),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .verify_url("acme-work", &sig, &ts, "n3", &forged_echo)
+        .await;
     assert_refused(resp, 400, "cannot decrypt", "undecryptable WeCom echostr").await;
     // The same echostr with the signature of another echostr.
     let sig = crypto::msg_signature(WORK_TOKEN, &ts, "n3", &forged_echo);
-    let resp = app
-        .http
-        .get(app.url("/wechat/work/acme-work"))
-        .query(&[
-            ("msg_signature", sig.as_str()),
-            ("timestamp", &ts),
-            ("nonce", "n3"),
-            ("echostr", &echostr),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = app.verify_url("acme-work", &sig, &ts, "n3", &echostr).await;
     assert_refused(
         resp,
         401,
@@ -511,17 +450,16 @@ async fn hostile_xml_is_refused_in_plain_bodies_envelopes_and_decrypted_messages
         let ts = now().to_string();
         let sig = crypto::signature("pamtest", &ts, "n");
         let resp = app
-            .http
-            .post(app.url("/wechat/mp/acme-plain"))
-            .query(&[
-                ("signature", sig.as_str()),
-                ("timestamp", &ts),
-                ("nonce", "n"),
-            ])
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+            .post_query(
+                "/wechat/mp/acme-plain",
+                &[
+                    ("signature", sig.as_str()),
+                    ("timestamp", &ts),
+                    ("nonce", "n"),
+                ],
+                body.clone(),
+            )
+            .await;
         assert_refused(resp, 400, reason, &format!("plain: {what}")).await;
 
         // Inside the decrypted message, correctly encrypted and signed (safe mode and WeCom).
@@ -553,17 +491,16 @@ async fn hostile_xml_is_refused_in_plain_bodies_envelopes_and_decrypted_messages
         let ts = now().to_string();
         let sig = crypto::msg_signature(WORK_TOKEN, &ts, "n", &encrypt);
         let resp = app
-            .http
-            .post(app.url("/wechat/work/acme-work"))
-            .query(&[
-                ("msg_signature", sig.as_str()),
-                ("timestamp", &ts),
-                ("nonce", "n"),
-            ])
-            .body(envelope)
-            .send()
-            .await
-            .unwrap();
+            .post_query(
+                "/wechat/work/acme-work",
+                &[
+                    ("msg_signature", sig.as_str()),
+                    ("timestamp", &ts),
+                    ("nonce", "n"),
+                ],
+                envelope,
+            )
+            .await;
         assert_refused(resp, 400, reason, &format!("envelope: {what}")).await;
     }
 
@@ -597,13 +534,8 @@ async fn requests_missing_parameters_or_addressed_to_no_account_are_refused() {
     for missing in ["signature", "timestamp", "nonce"] {
         let query: Vec<_> = full.iter().filter(|(k, _)| *k != missing).collect();
         let resp = app
-            .http
-            .post(app.url("/wechat/mp/acme-plain"))
-            .query(&query)
-            .body(xml.clone())
-            .send()
-            .await
-            .unwrap();
+            .post_query("/wechat/mp/acme-plain", &query, xml.clone())
+            .await;
         assert_refused(
             resp,
             400,
@@ -623,17 +555,16 @@ async fn requests_missing_parameters_or_addressed_to_no_account_are_refused() {
     assert_refused(resp, 400, "missing query parameter", "no query string").await;
     let sig = crypto::signature("pamtest", "yesterday", "n");
     let resp = app
-        .http
-        .post(app.url("/wechat/mp/acme-plain"))
-        .query(&[
-            ("signature", sig.as_str()),
-            ("timestamp", "yesterday"),
-            ("nonce", "n"),
-        ])
-        .body(xml.clone())
-        .send()
-        .await
-        .unwrap();
+        .post_query(
+            "/wechat/mp/acme-plain",
+            &[
+                ("signature", sig.as_str()),
+                ("timestamp", "yesterday"),
+                ("nonce", "n"),
+            ],
+            xml.clone(),
+        )
+        .await;
     assert_refused(
         resp,
         400,
@@ -659,15 +590,12 @@ async fn requests_missing_parameters_or_addressed_to_no_account_are_refused() {
             }
             query.retain(|(k, _)| *k != missing);
             let resp = app
-                .http
-                .post(app.url(&format!("/wechat/{platform}/{account}")))
-                .query(&query)
-                .body(format!(
-                    "<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
-                ))
-                .send()
-                .await
-                .unwrap();
+                .post_query(
+                    &format!("/wechat/{platform}/{account}"),
+                    &query,
+                    format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"),
+                )
+                .await;
             assert_refused(
                 resp,
                 400,
@@ -679,21 +607,14 @@ async fn requests_missing_parameters_or_addressed_to_no_account_are_refused() {
     }
 
     // URL verifications without echostr or signature.
-    let resp = app
-        .http
-        .get(app.url("/wechat/mp/acme-mp"))
-        .query(&full)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_query("/wechat/mp/acme-mp", &full).await;
     assert_refused(resp, 400, "missing query parameter \"echostr\"", "mp GET").await;
     let resp = app
-        .http
-        .get(app.url("/wechat/work/acme-work"))
-        .query(&[("timestamp", ts.as_str()), ("nonce", "n"), ("echostr", "e")])
-        .send()
-        .await
-        .unwrap();
+        .get_query(
+            "/wechat/work/acme-work",
+            &[("timestamp", ts.as_str()), ("nonce", "n"), ("echostr", "e")],
+        )
+        .await;
     assert_refused(
         resp,
         400,
@@ -722,22 +643,9 @@ async fn requests_missing_parameters_or_addressed_to_no_account_are_refused() {
         ("/wechat/work/acme-mp", "this endpoint is for work accounts"),
         ("/wechat/mp/acme-work", "this endpoint is for mp accounts"),
     ] {
-        let resp = app
-            .http
-            .post(app.url(path))
-            .query(&full)
-            .body(xml.clone())
-            .send()
-            .await
-            .unwrap();
+        let resp = app.post_query(path, &full, xml.clone()).await;
         assert_refused(resp, 404, reason, &format!("POST {path}")).await;
-        let resp = app
-            .http
-            .get(app.url(path))
-            .query(&full)
-            .send()
-            .await
-            .unwrap();
+        let resp = app.get_query(path, &full).await;
         assert_refused(resp, 404, reason, &format!("GET {path}")).await;
     }
 
@@ -757,15 +665,7 @@ async fn admin_routes_refuse_near_miss_tokens_and_change_nothing() {
         .await;
     crm.reject_user("oDead", false);
     let dead_letters = || async {
-        app.http
-            .get(app.url("/admin/v1/dead-letters"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()["dead_letters"]
+        app.admin("GET", "/dead-letters", None).await.1["dead_letters"]
             .as_array()
             .unwrap()
             .clone()

@@ -4,18 +4,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::app::{now, spawn_app, AppOptions};
-use crate::support::crm::FakeCrm;
-
-const TOKEN: &str = "test-admin-token-0123456789";
-
-fn text_xml(from: &str, msg_id: u64) -> String {
-    format!(
-        "<xml><ToUserName>gh_test</ToUserName><FromUserName>{from}</FromUserName><CreateTime>{}</CreateTime>\
-         <MsgType>text</MsgType><Content>hi</Content><MsgId>{msg_id}</MsgId></xml>",
-        now()
-    )
-}
+use crate::support::app::{
+    app_with_crm, now, spawn_app, text_xml, AppOptions, ADMIN_TOKEN as TOKEN,
+};
 
 #[tokio::test]
 async fn admin_routes_refuse_a_missing_or_wrong_token_with_a_json_error() {
@@ -39,46 +30,26 @@ async fn admin_routes_refuse_a_missing_or_wrong_token_with_a_json_error() {
             assert!(body["error"]["message"].as_str().unwrap().len() > 10);
         }
     }
-    let resp = app
-        .http
-        .get(app.url("/admin/v1/no-such-route"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
-    let resp = app
-        .http
-        .get(app.url("/admin/v1/dead-letters?limit=0"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
+    assert_eq!(app.admin("GET", "/no-such-route", None).await.0, 404);
+    let (status, body) = app.admin("GET", "/dead-letters?limit=0", None).await;
+    assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_request");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn an_event_the_crm_rejects_is_dead_lettered_and_can_be_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let crm = FakeCrm::start().await;
+    let (app, crm, _dir) = app_with_crm().await;
     crm.reject_user("oRefused", true);
-    let app = spawn_app(
-        AppOptions::embedded(&dir.path().join("data")).crm(&crm.endpoint()),
-        dir.path(),
-    )
-    .await;
     let base = now() << 20;
     assert_eq!(
-        app.post_plain("acme-plain", &text_xml("oRefused", base + 1))
+        app.post_plain("acme-plain", &text_xml("oRefused", "hi", base + 1))
             .await
             .status(),
         200
     );
     assert_eq!(
-        app.post_plain("acme-plain", &text_xml("oAccepted", base + 2))
+        app.post_plain("acme-plain", &text_xml("oAccepted", "hi", base + 2))
             .await
             .status(),
         200
@@ -91,15 +62,9 @@ async fn an_event_the_crm_rejects_is_dead_lettered_and_can_be_replayed() {
 
     // The refused event is listed with its reason, and the forwarder moved past it.
     let list = || async {
-        let resp = app
-            .http
-            .get(app.url("/admin/v1/dead-letters"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json::<Value>().await.unwrap()
+        let (status, body) = app.admin("GET", "/dead-letters", None).await;
+        assert_eq!(status, 200, "{body}");
+        body
     };
     let body = list().await;
     let letters = body["dead_letters"].as_array().unwrap();
@@ -110,23 +75,15 @@ async fn an_event_the_crm_rejects_is_dead_lettered_and_can_be_replayed() {
     let id = letters[0]["event_id"].as_str().unwrap().to_owned();
 
     // Replaying an unknown id is a 404; replaying the real one delivers it with the same id.
-    let resp = app
-        .http
-        .post(app.url("/admin/v1/dead-letters/nope/replay"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        app.admin("POST", "/dead-letters/nope/replay", None).await.0,
+        404
+    );
     crm.reject_user("oRefused", false);
-    let resp = app
-        .http
-        .post(app.url(&format!("/admin/v1/dead-letters/{id}/replay")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let (status, body) = app
+        .admin("POST", &format!("/dead-letters/{id}/replay"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
     let events = crm
         .wait_for(
             |evs| evs.iter().any(|e| e.open_id == "oRefused"),
@@ -141,22 +98,16 @@ async fn an_event_the_crm_rejects_is_dead_lettered_and_can_be_replayed() {
 
 #[tokio::test]
 async fn a_batch_refused_whole_as_invalid_dead_letters_only_the_culprit() {
-    let dir = tempfile::tempdir().unwrap();
-    let crm = FakeCrm::start().await;
+    let (app, crm, _dir) = app_with_crm().await;
     crm.reject_user("oPoison", true);
     crm.refuse_whole_requests(true);
     // The CRM is down while the callbacks arrive, so the poisoned event shares a batch with
     // at least one other once it is back.
     crm.set_down(true);
-    let app = spawn_app(
-        AppOptions::embedded(&dir.path().join("data")).crm(&crm.endpoint()),
-        dir.path(),
-    )
-    .await;
     let base = now() << 20;
     for (i, user) in ["oBefore", "oPoison", "oAfter"].iter().enumerate() {
         let resp = app
-            .post_plain("acme-plain", &text_xml(user, base + i as u64))
+            .post_plain("acme-plain", &text_xml(user, "hi", base + i as u64))
             .await;
         assert_eq!(resp.status(), 200);
     }
@@ -170,14 +121,7 @@ async fn a_batch_refused_whole_as_invalid_dead_letters_only_the_culprit() {
         ["oBefore", "oAfter"],
         "the others still arrive, in order"
     );
-    let resp = app
-        .http
-        .get(app.url("/admin/v1/dead-letters"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let body: Value = resp.json().await.unwrap();
+    let (_, body) = app.admin("GET", "/dead-letters", None).await;
     let letters = body["dead_letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1, "{body}");
     assert_eq!(letters[0]["event"]["open_id"], "oPoison");
@@ -218,15 +162,8 @@ async fn the_openapi_document_lists_every_admin_route_behind_a_token() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "missing_token", "{body}");
 
-    let resp = app
-        .http
-        .get(app.url("/admin/v1/openapi.json"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let doc: Value = resp.json().await.unwrap();
+    let (status, doc) = app.admin("GET", "/openapi.json", None).await;
+    assert_eq!(status, 200);
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3."),
         "{}",
@@ -278,5 +215,38 @@ async fn the_openapi_document_lists_every_admin_route_behind_a_token() {
         doc["components"]["schemas"]["ErrorBody"]["properties"]["error"]["$ref"],
         "#/components/schemas/ErrorDetail"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_route_in_the_openapi_document_refuses_a_request_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions::embedded(&dir.path().join("data")), dir.path()).await;
+    let (status, doc) = app.admin("GET", "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{} paths", paths.len());
+    for (path, item) in paths {
+        // Path parameters filled with values that exist or parse, so that only the token is
+        // missing from the request.
+        let url = path
+            .replace("{account}", "acme-mp")
+            .replace("{version}", "1")
+            .replace("{tag_id}", "1")
+            .replace(['{', '}'], "");
+        for method in item.as_object().unwrap().keys() {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = app
+                .http
+                .request(method.clone(), app.url(&url))
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path}");
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "missing_token", "{method} {path}");
+        }
+    }
     app.stop().await;
 }

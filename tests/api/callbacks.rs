@@ -5,36 +5,12 @@ use std::time::Duration;
 use wechat_gateway::pb::event::Kind;
 use wechat_gateway::pb::{self, Platform};
 
-use crate::support::app::{now, spawn_app, AppOptions, TestApp, MP_KEY, NEW_KEY};
+use crate::support::app::{
+    app_with_crm, now, spawn_app, text_xml, unique_msg_id, AppOptions, MP_KEY, NEW_KEY,
+};
 use crate::support::crm::FakeCrm;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn app_with_crm() -> (TestApp, FakeCrm, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let crm = FakeCrm::start().await;
-    let app = spawn_app(
-        AppOptions::embedded(&dir.path().join("data")).crm(&crm.endpoint()),
-        dir.path(),
-    )
-    .await;
-    (app, crm, dir)
-}
-
-fn unique_msg_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    (now() << 20) + NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-fn text_xml(from: &str, content: &str, msg_id: u64) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName>\
-         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
-         <MsgId>{msg_id}</MsgId></xml>",
-        now()
-    )
-}
 
 fn event_xml(from: &str, event: &str, extra: &str) -> String {
     format!(
@@ -49,33 +25,13 @@ async fn url_verification_echoes_echostr_only_when_the_signature_holds() {
     let (app, _crm, _dir) = app_with_crm().await;
     let ts = now().to_string();
     let sig = wechat_gateway::wechat::crypto::signature("pamtest", &ts, "n1");
-    let ok = app
-        .http
-        .get(app.url("/wechat/mp/acme-mp"))
-        .query(&[
-            ("signature", sig.as_str()),
-            ("timestamp", &ts),
-            ("nonce", "n1"),
-            ("echostr", "hello123"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let ok = app.verify_url("acme-mp", &sig, &ts, "n1", "hello123").await;
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.text().await.unwrap(), "hello123");
 
     let forged = app
-        .http
-        .get(app.url("/wechat/mp/acme-mp"))
-        .query(&[
-            ("signature", "0".repeat(40).as_str()),
-            ("timestamp", &ts),
-            ("nonce", "n1"),
-            ("echostr", "x"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .verify_url("acme-mp", &"0".repeat(40), &ts, "n1", "x")
+        .await;
     assert_eq!(forged.status(), 401);
     assert_eq!(
         app.get("/wechat/mp/nobody?signature=a&timestamp=1&nonce=1&echostr=1")
@@ -92,33 +48,13 @@ async fn wecom_url_verification_answers_the_decrypted_echostr() {
     let echostr = app.encrypt_for("acme-work", "1616140317555161061", None);
     let ts = now().to_string();
     let sig = wechat_gateway::wechat::crypto::msg_signature("QDG6eK", &ts, "n2", &echostr);
-    let resp = app
-        .http
-        .get(app.url("/wechat/work/acme-work"))
-        .query(&[
-            ("msg_signature", sig.as_str()),
-            ("timestamp", &ts),
-            ("nonce", "n2"),
-            ("echostr", &echostr),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = app.verify_url("acme-work", &sig, &ts, "n2", &echostr).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "1616140317555161061");
 
     let resp = app
-        .http
-        .get(app.url("/wechat/work/acme-work"))
-        .query(&[
-            ("msg_signature", "deadbeef"),
-            ("timestamp", &ts),
-            ("nonce", "n2"),
-            ("echostr", &echostr),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .verify_url("acme-work", "deadbeef", &ts, "n2", &echostr)
+        .await;
     assert_eq!(resp.status(), 401);
     app.stop().await;
 }
@@ -288,17 +224,16 @@ async fn forged_stale_misaddressed_and_malformed_callbacks_are_refused_and_produ
 
     // Forged signature (plain and safe).
     let resp = app
-        .http
-        .post(app.url("/wechat/mp/acme-plain"))
-        .query(&[
-            ("signature", "f".repeat(40).as_str()),
-            ("timestamp", &now().to_string()),
-            ("nonce", "n"),
-        ])
-        .body(good.clone())
-        .send()
-        .await
-        .unwrap();
+        .post_query(
+            "/wechat/mp/acme-plain",
+            &[
+                ("signature", "f".repeat(40).as_str()),
+                ("timestamp", &now().to_string()),
+                ("nonce", "n"),
+            ],
+            good.clone(),
+        )
+        .await;
     assert_eq!(resp.status(), 401);
     let enc = app.encrypt_for("acme-mp", &good, None);
     let ts = now().to_string();
@@ -418,14 +353,8 @@ async fn a_callback_retried_three_times_yields_one_event() {
 
 #[tokio::test]
 async fn callbacks_succeed_while_the_crm_is_down_and_arrive_once_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let crm = FakeCrm::start().await;
+    let (app, crm, _dir) = app_with_crm().await;
     crm.set_down(true);
-    let app = spawn_app(
-        AppOptions::embedded(&dir.path().join("data")).crm(&crm.endpoint()),
-        dir.path(),
-    )
-    .await;
     let mut ids = Vec::new();
     for i in 0..30 {
         let msg_id = unique_msg_id();

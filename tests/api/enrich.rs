@@ -10,21 +10,13 @@ use wechat_gateway::pb::event::Kind;
 use wechat_gateway::pb::Event;
 
 use crate::links::{app_with, create_link, open_in_wechat};
-use crate::support::app::{now, spawn_app, AppOptions, TestApp, WORK_CORP_ID};
+use crate::support::app::{now, spawn_app, text_xml, AppOptions, TestApp, WORK_CORP_ID};
 use crate::support::crm::FakeCrm;
 use crate::support::fake_wechat::{FakeWeChat, Injected};
 use crate::support::redis::fresh_db_url;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BATCHGET: &str = "/cgi-bin/user/info/batchget";
-
-fn text_xml(from: &str, msg_id: u64) -> String {
-    format!(
-        "<xml><ToUserName>gh_test</ToUserName><FromUserName>{from}</FromUserName><CreateTime>{}</CreateTime>\
-         <MsgType>text</MsgType><Content>hello</Content><MsgId>{msg_id}</MsgId></xml>",
-        now()
-    )
-}
 
 fn event_xml(from: &str, event: &str) -> String {
     event_xml_at(from, event, now())
@@ -42,6 +34,21 @@ async fn post(app: &TestApp, xml: &str) {
     assert_eq!(app.post_plain("acme-plain", xml).await.status(), 200);
 }
 
+/// An app on `dir/data` whose CRM is unreachable, so that every callback it takes stays in the
+/// outbox for the [`enriching_app`] started on the same data next.
+async fn filling_app(dir: &std::path::Path) -> TestApp {
+    let opts = AppOptions::embedded(&dir.join("data")).crm("http://127.0.0.1:1");
+    spawn_app(opts, dir).await
+}
+
+/// An app on `dir/data` that delivers to `crm` and looks users up in `wechat`.
+async fn enriching_app(dir: &std::path::Path, crm: &FakeCrm, wechat: &FakeWeChat) -> TestApp {
+    let opts = AppOptions::embedded(&dir.join("data"))
+        .crm(&crm.endpoint())
+        .wechat(&wechat.base());
+    spawn_app(opts, dir).await
+}
+
 fn texts_of<'e>(events: &'e [Event], open_id: &str) -> Vec<&'e Event> {
     events
         .iter()
@@ -54,26 +61,19 @@ async fn enrichment_adds_union_id_and_profile_from_batchget_batched_by_100_and_c
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     // First the callbacks arrive while the CRM is unreachable, so that the outbox holds all
     // 250 when the forwarder (with WeChat) starts: its batches are then full (100, 100, 50).
-    let filling = spawn_app(
-        AppOptions::embedded(&data).crm("http://127.0.0.1:1"),
-        dir.path(),
-    )
-    .await;
+    let filling = filling_app(dir.path()).await;
     for i in 0..250u64 {
-        post(&filling, &text_xml(&format!("oUser{i:03}"), 7_000_000 + i)).await;
+        post(
+            &filling,
+            &text_xml(&format!("oUser{i:03}"), "hello", 7_000_000 + i),
+        )
+        .await;
     }
     filling.stop().await;
 
-    let app = spawn_app(
-        AppOptions::embedded(&data)
-            .crm(&crm.endpoint())
-            .wechat(&wechat.base()),
-        dir.path(),
-    )
-    .await;
+    let app = enriching_app(dir.path(), &crm, &wechat).await;
     let events = crm.wait_for(|evs| evs.len() >= 250, WAIT).await;
     let calls = wechat.requests_to(BATCHGET);
     assert_eq!(calls.len(), 3, "250 users are ceil(250/100) = 3 calls");
@@ -101,7 +101,11 @@ async fn enrichment_adds_union_id_and_profile_from_batchget_batched_by_100_and_c
 
     // Users seen lately are not looked up again: the cache answers.
     for i in 0..5u64 {
-        post(&app, &text_xml(&format!("oUser{i:03}"), 8_000_000 + i)).await;
+        post(
+            &app,
+            &text_xml(&format!("oUser{i:03}"), "hello", 8_000_000 + i),
+        )
+        .await;
     }
     let events = crm.wait_for(|evs| evs.len() >= 255, WAIT).await;
     for e in &events[250..] {
@@ -118,7 +122,7 @@ async fn a_failed_lookup_does_not_hold_the_event_back_and_a_later_event_is_enric
     let (app, _dir) = app_with(&wechat, &crm).await;
     // 45009: the daily quota of the API is used up; WeChat says so at once, not retried.
     wechat.inject(BATCHGET, Injected::Errcode(45009), 1);
-    post(&app, &text_xml("oUnlucky", 1)).await;
+    post(&app, &text_xml("oUnlucky", "hello", 1)).await;
     let events = crm
         .wait_for(|evs| !texts_of(evs, "oUnlucky").is_empty(), WAIT)
         .await;
@@ -138,7 +142,7 @@ async fn a_failed_lookup_does_not_hold_the_event_back_and_a_later_event_is_enric
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut msg_id = 2;
     loop {
-        post(&app, &text_xml("oUnlucky", msg_id)).await;
+        post(&app, &text_xml("oUnlucky", "hello", msg_id)).await;
         let events = crm
             .wait_for(|evs| texts_of(evs, "oUnlucky").len() as u64 >= msg_id, WAIT)
             .await;
@@ -193,7 +197,7 @@ async fn purge_on_unsubscribe(opts: AppOptions, config_dir: &std::path::Path) {
     wechat.set_oauth_user("oLeaver");
     open_in_wechat(&app, short).await;
     crm.wait_for(|evs| link_clicks(evs) == 1, WAIT).await;
-    post(&app, &text_xml("oLeaver", 1)).await;
+    post(&app, &text_xml("oLeaver", "hello", 1)).await;
     let events = crm
         .wait_for(|evs| !texts_of(evs, "oLeaver").is_empty(), WAIT)
         .await;
@@ -201,7 +205,7 @@ async fn purge_on_unsubscribe(opts: AppOptions, config_dir: &std::path::Path) {
     assert_eq!(wechat.count(BATCHGET), 1);
     // Opening it again at once is the same click: the gateway remembers their last clicks.
     open_in_wechat(&app, short).await;
-    post(&app, &text_xml("oLeaver", 2)).await;
+    post(&app, &text_xml("oLeaver", "hello", 2)).await;
     let events = crm
         .wait_for(|evs| texts_of(evs, "oLeaver").len() == 2, WAIT)
         .await;
@@ -236,7 +240,7 @@ async fn purge_on_unsubscribe(opts: AppOptions, config_dir: &std::path::Path) {
 
     // Nothing stale survives: the next event is looked up again (WeChat now answers
     // subscribe 0, with no unionid), and a new open of the link is a new click.
-    post(&app, &text_xml("oLeaver", 3)).await;
+    post(&app, &text_xml("oLeaver", "hello", 3)).await;
     let events = crm
         .wait_for(|evs| texts_of(evs, "oLeaver").len() == 3, WAIT)
         .await;
@@ -313,25 +317,15 @@ async fn an_unsubscribe_and_a_new_follow_in_one_batch_purge_then_enrich_afresh_e
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let with_wechat = || {
-        AppOptions::embedded(&data)
-            .crm(&crm.endpoint())
-            .wechat(&wechat.base())
-    };
     // The follower is known and cached.
-    let app = spawn_app(with_wechat(), dir.path()).await;
-    post(&app, &text_xml("oBack", 1)).await;
+    let app = enriching_app(dir.path(), &crm, &wechat).await;
+    post(&app, &text_xml("oBack", "hello", 1)).await;
     crm.wait_for(|evs| evs.len() == 1, WAIT).await;
     assert_eq!(wechat.count(BATCHGET), 1);
     app.stop().await;
 
     // They leave and follow again while no forwarder runs, so both land in one batch.
-    let filling = spawn_app(
-        AppOptions::embedded(&data).crm("http://127.0.0.1:1"),
-        dir.path(),
-    )
-    .await;
+    let filling = filling_app(dir.path()).await;
     // CreateTime has whole seconds: the new follow must come a second after the cached lookup
     // for that entry to be out of date.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -343,7 +337,7 @@ async fn an_unsubscribe_and_a_new_follow_in_one_batch_purge_then_enrich_afresh_e
 
     // The CRM refuses the batch a few times: each attempt is enriched again.
     crm.set_down(true);
-    let app = spawn_app(with_wechat(), dir.path()).await;
+    let app = enriching_app(dir.path(), &crm, &wechat).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while crm.calls() < 4 {
         assert!(tokio::time::Instant::now() < deadline, "no retries");
@@ -365,7 +359,7 @@ async fn an_unsubscribe_and_a_new_follow_in_one_batch_purge_then_enrich_afresh_e
     );
 
     // What the new follow cached stays: the next event costs no call.
-    post(&app, &text_xml("oBack", 2)).await;
+    post(&app, &text_xml("oBack", "hello", 2)).await;
     let events = crm.wait_for(|evs| evs.len() == 4, WAIT).await;
     assert_eq!(events[3].union_id, "union-oBack");
     assert_eq!(wechat.count(BATCHGET), 2);
@@ -377,27 +371,16 @@ async fn an_openid_wechat_refuses_is_isolated_by_halving_and_the_others_are_stil
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let filling = spawn_app(
-        AppOptions::embedded(&data).crm("http://127.0.0.1:1"),
-        dir.path(),
-    )
-    .await;
+    let filling = filling_app(dir.path()).await;
     for (i, user) in ["bogus-user", "oP1", "oP2", "oP3", "oP4"]
         .iter()
         .enumerate()
     {
-        post(&filling, &text_xml(user, 9_000 + i as u64)).await;
+        post(&filling, &text_xml(user, "hello", 9_000 + i as u64)).await;
     }
     filling.stop().await;
 
-    let app = spawn_app(
-        AppOptions::embedded(&data)
-            .crm(&crm.endpoint())
-            .wechat(&wechat.base()),
-        dir.path(),
-    )
-    .await;
+    let app = enriching_app(dir.path(), &crm, &wechat).await;
     let events = crm.wait_for(|evs| evs.len() == 5, WAIT).await;
     for e in &events {
         let want = if e.open_id == "bogus-user" {
@@ -415,7 +398,7 @@ async fn an_openid_wechat_refuses_is_isolated_by_halving_and_the_others_are_stil
         .collect();
     assert_eq!(sizes, vec![5, 2, 1, 1, 3]);
     // The account was not paused: a new follower right after is enriched.
-    post(&app, &text_xml("oP5", 9_100)).await;
+    post(&app, &text_xml("oP5", "hello", 9_100)).await;
     let events = crm.wait_for(|evs| evs.len() == 6, WAIT).await;
     assert_eq!(events[5].union_id, "union-oP5");
     app.stop().await;

@@ -13,22 +13,11 @@ use crate::support::app::{spawn_app, AppOptions, TestApp, MP_APP_ID, WORK_CORP_I
 use crate::support::fake_wechat::{FakeWeChat, Injected};
 use crate::support::redis::fresh_db_url;
 
-const TOKEN: &str = "test-admin-token-0123456789";
 const MENU_CREATE: &str = "/cgi-bin/menu/create";
 
-/// An admin API call with the admin token; status and JSON body.
+/// An admin API call under `/admin/v1/accounts/`; status and JSON body.
 async fn call(app: &TestApp, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = app
-        .http
-        .request(method, app.url(&format!("/admin/v1/accounts/{path}")))
-        .bearer_auth(TOKEN);
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let resp = request.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    app.admin(method, &format!("/accounts/{path}"), body).await
 }
 
 async fn put_menu(app: &TestApp, account: &str, menu: &Value) -> (u16, Value) {

@@ -6,16 +6,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::support::app::{now, spawn_app, AppOptions};
+use crate::support::app::{now, spawn_app, text_xml, AppOptions};
 use crate::support::redis::RedisServer;
-
-fn text_xml(from: &str, msg_id: u64) -> String {
-    format!(
-        "<xml><ToUserName>gh_test</ToUserName><FromUserName>{from}</FromUserName><CreateTime>{}</CreateTime>\
-         <MsgType>text</MsgType><Content>hi</Content><MsgId>{msg_id}</MsgId></xml>",
-        now()
-    )
-}
 
 #[tokio::test]
 async fn health_metrics_and_grpc_health_answer() {
@@ -25,13 +17,13 @@ async fn health_metrics_and_grpc_health_answer() {
     assert_eq!(app.get("/readyz").await.status(), 200);
 
     assert_eq!(
-        app.post_plain("acme-plain", &text_xml("oMetrics", now() << 20))
+        app.post_plain("acme-plain", &text_xml("oMetrics", "hi", now() << 20))
             .await
             .status(),
         200
     );
     assert_eq!(
-        app.post_plain("no-such-account", &text_xml("oMetrics", 1))
+        app.post_plain("no-such-account", &text_xml("oMetrics", "hi", 1))
             .await
             .status(),
         404
@@ -76,7 +68,7 @@ async fn with_redis_down_callbacks_get_503_and_readyz_follows_until_it_is_back()
     let app = spawn_app(AppOptions::redis(&redis.url()), dir.path()).await;
     let base = now() << 20;
     assert_eq!(
-        app.post_safe("acme-mp", &text_xml("oOutage", base))
+        app.post_safe("acme-mp", &text_xml("oOutage", "hi", base))
             .await
             .status(),
         200
@@ -84,7 +76,7 @@ async fn with_redis_down_callbacks_get_503_and_readyz_follows_until_it_is_back()
 
     redis.kill();
     let resp = app
-        .post_safe("acme-mp", &text_xml("oOutage", base + 1))
+        .post_safe("acme-mp", &text_xml("oOutage", "hi", base + 1))
         .await;
     assert_eq!(resp.status(), 503, "never a 200 without a stored event");
     assert!(resp.text().await.unwrap().contains("WeChat will retry"));
@@ -95,7 +87,7 @@ async fn with_redis_down_callbacks_get_503_and_readyz_follows_until_it_is_back()
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let status = app
-            .post_safe("acme-mp", &text_xml("oOutage", base + 1))
+            .post_safe("acme-mp", &text_xml("oOutage", "hi", base + 1))
             .await
             .status();
         if status == 200 {

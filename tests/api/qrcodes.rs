@@ -12,29 +12,33 @@ use wechat_gateway::pb::{create_qr_code_request, send_message_request};
 use wechat_gateway::pb::{CreateQrCodeRequest, SendMessageRequest, TextContent};
 
 use crate::support::app::{
-    now, spawn_app, AppOptions, TestApp, GRPC_TOKEN, MP_APP_ID, WORK_CORP_ID,
+    now, spawn_app, AppOptions, TestApp, ADMIN_TOKEN, GRPC_TOKEN, MP_APP_ID, WORK_CORP_ID,
 };
 use crate::support::crm::FakeCrm;
 use crate::support::fake_wechat::{FakeWeChat, Injected};
 use crate::support::redis::fresh_db_url;
 
-const TOKEN: &str = "test-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
 const STABLE_TOKEN: &str = "/cgi-bin/stable_token";
 const QRCODE_CREATE: &str = "/cgi-bin/qrcode/create";
 
 /// `POST /admin/v1/accounts/{account}/qrcodes` with the admin token; status and JSON body.
 async fn create_qr(app: &TestApp, account: &str, body: &Value) -> (u16, Value) {
-    let resp = app
-        .http
-        .post(app.url(&format!("/admin/v1/accounts/{account}/qrcodes")))
-        .bearer_auth(TOKEN)
-        .json(body)
-        .send()
+    app.admin("POST", &format!("/accounts/{account}/qrcodes"), Some(body))
         .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// `n` instances on one redis database, all using the fake WeChat (and their directories).
+async fn redis_apps(n: usize, wechat: &FakeWeChat) -> (Vec<TestApp>, Vec<tempfile::TempDir>) {
+    let url = fresh_db_url().await;
+    let mut apps = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        apps.push(spawn_app(AppOptions::redis(&url).wechat(&wechat.base()), dir.path()).await);
+        dirs.push(dir);
+    }
+    (apps, dirs)
 }
 
 async fn app_with_wechat(
@@ -54,14 +58,7 @@ async fn three_instances_on_one_redis_serving_60_concurrent_qr_requests_fetch_on
     let wechat = FakeWeChat::start().await;
     // A slow token answer keeps every instance waiting on the refresh at the same time.
     wechat.delay(STABLE_TOKEN, Duration::from_millis(300));
-    let url = fresh_db_url().await;
-    let mut apps = Vec::new();
-    let mut dirs = Vec::new();
-    for _ in 0..3 {
-        let dir = tempfile::tempdir().unwrap();
-        apps.push(spawn_app(AppOptions::redis(&url).wechat(&wechat.base()), dir.path()).await);
-        dirs.push(dir);
-    }
+    let (apps, _dirs) = redis_apps(3, &wechat).await;
     let started = Instant::now();
     let requests = (0..60).map(|i| {
         let app = &apps[i % 3];
@@ -128,14 +125,7 @@ async fn an_injected_40001_costs_one_refresh_and_the_request_still_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_rejected_everywhere_at_once_is_refreshed_once_and_not_again_once_replaced() {
     let wechat = FakeWeChat::start().await;
-    let url = fresh_db_url().await;
-    let mut apps = Vec::new();
-    let mut dirs = Vec::new();
-    for _ in 0..3 {
-        let dir = tempfile::tempdir().unwrap();
-        apps.push(spawn_app(AppOptions::redis(&url).wechat(&wechat.base()), dir.path()).await);
-        dirs.push(dir);
-    }
+    let (apps, _dirs) = redis_apps(3, &wechat).await;
     assert_eq!(
         create_qr(&apps[0], "acme-mp", &json!({"scene": 1})).await.0,
         200
@@ -270,7 +260,7 @@ async fn invalid_qr_inputs_are_refused_with_a_400_naming_the_rule_and_wechat_is_
     let resp = app
         .http
         .post(app.url("/admin/v1/accounts/acme-mp/qrcodes"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(ADMIN_TOKEN)
         .body("{not json")
         .send()
         .await
@@ -637,14 +627,7 @@ async fn grpc_create_qr_code_and_send_message_use_the_same_rules_as_the_admin_ap
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_near_its_expiry_is_refreshed_once_while_requests_go_on_with_the_old_one() {
     let wechat = FakeWeChat::start().await;
-    let url = fresh_db_url().await;
-    let mut apps = Vec::new();
-    let mut dirs = Vec::new();
-    for _ in 0..2 {
-        let dir = tempfile::tempdir().unwrap();
-        apps.push(spawn_app(AppOptions::redis(&url).wechat(&wechat.base()), dir.path()).await);
-        dirs.push(dir);
-    }
+    let (apps, _dirs) = redis_apps(2, &wechat).await;
     // The gateway refreshes 300 s ahead: a token of 301 s enters that window after 1 s.
     wechat.set_expires_in(301);
     assert_eq!(

@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wechat_gateway::config::{self, Account, Config};
 use wechat_gateway::startup::Application;
 use wechat_gateway::wechat::crypto;
+
+use super::crm::FakeCrm;
 
 /// Tencent's Official Account sample values (WXBizMsgCrypt sample: appid, Token,
 /// EncodingAESKey), so a callback our tests build is one the real platform could send.
@@ -44,6 +47,9 @@ pub struct AppOptions {
     /// Appended to the configuration (whole sections, e.g. `[broadcasts]`).
     pub extra_toml: String,
 }
+
+/// The bearer token of the one `admin.tokens` entry (name `ops`) of every test app.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// `links.public_base_url` of every test app (tests map it to the app's real address).
 pub const LINKS_BASE: &str = "https://gw.example.com";
@@ -142,7 +148,7 @@ level = "warn"
 
 [[admin.tokens]]
 name = "ops"
-token = "test-admin-token-0123456789"
+token = "{ADMIN_TOKEN}"
 
 [[accounts]]
 id = "acme-mp"
@@ -232,6 +238,36 @@ pub async fn spawn_configured(config: Config) -> TestApp {
         shutdown,
         handle: Some(handle),
     }
+}
+
+/// An embedded app whose forwarder delivers to a fresh fake CRM.
+pub async fn app_with_crm() -> (TestApp, FakeCrm, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let crm = FakeCrm::start().await;
+    let app = spawn_app(
+        AppOptions::embedded(&dir.path().join("data")).crm(&crm.endpoint()),
+        dir.path(),
+    )
+    .await;
+    (app, crm, dir)
+}
+
+/// A text message as WeChat's 接收普通消息 page shows it (the body of a plain-mode callback, or
+/// what safe mode encrypts).
+pub fn text_xml(from: &str, content: &str, msg_id: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{msg_id}</MsgId></xml>",
+        now()
+    )
+}
+
+/// A `MsgId` no other callback of this test run has, so that dedup never merges two.
+pub fn unique_msg_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    (now() << 20) + NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 pub fn now() -> u64 {
@@ -342,5 +378,77 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// A GET with a query, as WeChat's URL verification sends it.
+    pub async fn get_query<Q: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .query(query)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A URL verification, as WeChat sends it when the callback URL is configured: signed in
+    /// `signature` (Official Account) or in `msg_signature` over the encrypted echostr (WeCom).
+    pub async fn verify_url(
+        &self,
+        account: &str,
+        signature: &str,
+        ts: &str,
+        nonce: &str,
+        echostr: &str,
+    ) -> reqwest::Response {
+        let platform = self.account(account).platform.as_str();
+        let signed_in = if platform == "mp" {
+            "signature"
+        } else {
+            "msg_signature"
+        };
+        let query = [
+            (signed_in, signature),
+            ("timestamp", ts),
+            ("nonce", nonce),
+            ("echostr", echostr),
+        ];
+        self.get_query(&format!("/wechat/{platform}/{account}"), &query)
+            .await
+    }
+
+    /// A POST with a query and a body, signed (or not) by the caller.
+    pub async fn post_query<Q: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .query(query)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// An admin API call (`path` from `/admin/v1`) with [`ADMIN_TOKEN`]: the status and the
+    /// JSON body (`Null` when the body is not JSON).
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, self.url(&format!("/admin/v1{path}")))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let resp = request.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 }
