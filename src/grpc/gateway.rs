@@ -400,6 +400,7 @@ fn job_to_pb(job: broadcast::JobView, created: bool) -> pb::BroadcastJob {
                 errors: count(b.errors),
                 wechat_status: b.wechat_status.unwrap_or_default(),
                 already_sent: b.already_sent,
+                reconciled: b.reconciled,
                 error: b.error.unwrap_or_default(),
                 fail_list: b.fail_list,
                 pending_confirmation: b.pending_confirmation,

@@ -12,7 +12,9 @@ use wechat_gateway::pb::event::Kind;
 use wechat_gateway::pb::gateway_client::GatewayClient;
 use wechat_gateway::pb::{self, send_broadcast_request};
 
-use crate::support::app::{config_toml, now, spawn_app, AppOptions, TestApp, MP_APP_ID};
+use crate::support::app::{
+    config_toml, now, spawn_app, AppOptions, TestApp, MP_APP_ID, WORK_CORP_ID,
+};
 use crate::support::crm::FakeCrm;
 use crate::support::fake_wechat::{FakeWeChat, Injected};
 use crate::support::redis::fresh_db_url;
@@ -21,6 +23,9 @@ const TOKEN: &str = "test-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 const MASS_SEND: &str = "/cgi-bin/message/mass/send";
 const MASS_SENDALL: &str = "/cgi-bin/message/mass/sendall";
+const ADD_MSG_TEMPLATE: &str = "/cgi-bin/externalcontact/add_msg_template";
+const GROUPMSG_LIST: &str = "/cgi-bin/externalcontact/get_groupmsg_list_v2";
+const GROUPMSG_SEND_RESULT: &str = "/cgi-bin/externalcontact/get_groupmsg_send_result";
 /// A fast pace and short backoffs, so that tests do not wait a minute per 60 batches.
 const FAST: &str = "[broadcasts]\ncalls_per_minute = 6000\nbackoff_min_ms = 50\n\
                     backoff_max_seconds = 1\nlease_seconds = 5\n";
@@ -663,6 +668,151 @@ async fn a_wecom_broadcast_is_a_group_message_recording_fail_list_and_confirmati
     assert_eq!(cancelled["status"], "finished");
     assert_eq!(cancelled["batches"][0]["wechat_status"], "cancelled");
     assert_eq!(cancelled["batches"][0]["pending_confirmation"], json!([]));
+    app.stop().await;
+}
+
+fn wecom_text(contacts: &[String], content: &str) -> Value {
+    json!({"audience": {"external_user_ids": contacts, "sender": "zhangsan"},
+           "message": text(content)})
+}
+
+fn contacts(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("wmContact{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wecom_batch_whose_answer_was_lost_is_found_in_wecoms_record_and_not_sent_again() {
+    let wechat = FakeWeChat::start().await;
+    let (app, _dir) = app(&wechat, None, fast(3600)).await;
+    // The corp's other group messages in the window: more than a page of
+    // get_groupmsg_list_v2 (100), one of them with the same text to other contacts.
+    for i in 0..120 {
+        wechat.seed_group_message(WORK_CORP_ID, "lisi", &format!("other {i}"), &["wmElse"]);
+    }
+    let lookalike = wechat.seed_group_message(
+        WORK_CORP_ID,
+        "zhangsan",
+        "双十二",
+        &["wmContact0", "wmElse"],
+    );
+    // An earlier job to the same contacts with the same text: its message matches in all but
+    // its msgid, which that job recorded.
+    let body = wecom_text(&contacts(3), "双十二");
+    let (_, earlier) = send(&app, "acme-work", &body).await;
+    let earlier = wait_job(
+        &app,
+        "acme-work",
+        earlier["job_id"].as_str().unwrap(),
+        |j| every_batch(j, "sent"),
+    )
+    .await;
+
+    // WeCom creates the next group message but its answer is lost; the first look at WeCom's
+    // record fails too (errcode -1 for each of the client's three attempts).
+    wechat.lose_group_message_answers(1);
+    wechat.inject(GROUPMSG_LIST, Injected::Errcode(-1), 3);
+    let (status, created) = send(&app, "acme-work", &body).await;
+    assert_eq!(status, 202, "{created}");
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    let j = wait_job(&app, "acme-work", &job_id, |j| every_batch(j, "sent")).await;
+
+    assert_eq!(
+        wechat.count(ADD_MSG_TEMPLATE),
+        2,
+        "one call per job, none repeated"
+    );
+    let ids = wechat.group_message_ids();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(earlier["batches"][0]["msg_id"], ids[0].as_str());
+    let batch = &j["batches"][0];
+    assert_eq!(
+        batch["msg_id"],
+        ids[1].as_str(),
+        "the lost send's msgid: {j:#}"
+    );
+    assert_eq!(batch["reconciled"], true);
+    assert_eq!(batch["already_sent"], true);
+    assert_eq!(batch["attempts"], 1);
+    assert_eq!(batch["pending_confirmation"], json!(["zhangsan"]));
+
+    // Three failed reads, then two pages of the record.
+    let lists = wechat.requests_to(GROUPMSG_LIST);
+    assert_eq!(lists.len(), 5, "{lists:?}");
+    assert_eq!(lists[3].body["cursor"], "");
+    assert_ne!(lists[4].body["cursor"], "", "the second page");
+    for l in &lists {
+        assert_eq!(l.body["chat_type"], "single");
+        assert_eq!(l.body["filter_type"], 0);
+        let (start, end) = (
+            l.body["start_time"].as_u64().unwrap(),
+            l.body["end_time"].as_u64().unwrap(),
+        );
+        assert!(start <= now() && now() <= end && end - start <= 31 * 24 * 3600);
+    }
+    // The look-alike was checked by its send list; the earlier job's message was not (it is
+    // recorded by that job).
+    let checked: Vec<Value> = wechat
+        .requests_to(GROUPMSG_SEND_RESULT)
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
+    assert!(
+        checked.iter().all(|b| b["userid"] == "zhangsan"),
+        "{checked:?}"
+    );
+    assert!(checked.iter().any(|b| b["msgid"] == lookalike.as_str()));
+    assert!(checked.iter().any(|b| b["msgid"] == ids[1].as_str()));
+    assert!(checked.iter().all(|b| b["msgid"] != ids[0].as_str()));
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("wgw_broadcast_batches_total")
+                && l.contains("acme-work")
+                && l.contains("outcome=\"reconciled\"")),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wecom_batch_whose_attempts_never_reached_wecom_is_sent_again_after_a_look() {
+    let wechat = FakeWeChat::start().await;
+    let (app, _dir) = app(&wechat, None, fast(3600)).await;
+    // Refused before WeCom created anything: a 503, then "system busy". Neither is repeated
+    // inside the call, each is followed by a look at WeCom's record, which finds nothing.
+    wechat.inject(ADD_MSG_TEMPLATE, Injected::Status(503), 1);
+    wechat.inject(ADD_MSG_TEMPLATE, Injected::Errcode(-1), 1);
+    let (_, created) = send(&app, "acme-work", &wecom_text(&contacts(2), "再来一次")).await;
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    let j = wait_job(&app, "acme-work", &job_id, |j| every_batch(j, "sent")).await;
+
+    assert_eq!(wechat.count(ADD_MSG_TEMPLATE), 3);
+    let ids = wechat.group_message_ids();
+    assert_eq!(ids.len(), 1, "created once");
+    let batch = &j["batches"][0];
+    assert_eq!(batch["msg_id"], ids[0].as_str());
+    assert_eq!(batch["attempts"], 3);
+    assert_eq!(batch["reconciled"], false);
+    assert_eq!(batch["already_sent"], false);
+    // A look before each attempt after the first.
+    let requests = wechat.requests();
+    let order: Vec<&str> = requests
+        .iter()
+        .map(|r| r.path.as_str())
+        .filter(|p| *p == ADD_MSG_TEMPLATE || *p == GROUPMSG_LIST)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ADD_MSG_TEMPLATE,
+            GROUPMSG_LIST,
+            ADD_MSG_TEMPLATE,
+            GROUPMSG_LIST,
+            ADD_MSG_TEMPLATE
+        ]
+    );
     app.stop().await;
 }
 
