@@ -32,8 +32,16 @@
 //!
 //! **Lifecycle** of a batch: `queued` → `sending` (persisted before each call) → `sent` (WeChat
 //! answered a msg_id) → `finished` (its result is in) or `failed` (WeChat refused it: a bad
-//! media_id, an invalid openid list). A job is `queued`, `sending`, `sent` (every batch settled,
-//! results pending), `finished`, or `failed` (no batch could be sent).
+//! media_id, an invalid openid list), or `cancelled` (never sent). A job is `queued`,
+//! `sending`, `sent` (every batch settled, results pending), `finished`, `failed` (no batch
+//! could be sent), or `cancelled` (cancelled, and nothing is pending any more).
+//!
+//! **Cancelling** ([`cancel_job`]) is one compare-and-swap on the job: its queued batches
+//! become `cancelled`. The runner marks a batch `sending` only through a compare-and-swap that
+//! sees no cancellation, so on any instance either the cancel lands first and the batch is
+//! never sent, or the batch was marked first and its attempt (in flight, it cannot be undone)
+//! runs to its end and its result is kept. A batch left in doubt by such an attempt is settled
+//! without a new send: reconciled on WeCom, `cancelled` (with a note) on Official Accounts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -124,6 +132,8 @@ enum BatchStatus {
     Sending,
     Sent,
     Failed,
+    /// The job was cancelled before this batch was sent.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +188,11 @@ struct Job {
     body: Value,
     ignore_reprint: bool,
     batches: Vec<Batch>,
+    /// Unix seconds of the cancel, and who cancelled.
+    #[serde(default)]
+    cancelled_at: Option<u64>,
+    #[serde(default)]
+    cancelled_by: Option<String>,
 }
 
 /// What WeChat reported for a batch.
@@ -230,6 +245,9 @@ pub struct JobView {
     /// `{"external_user_ids": <count>, "sender": ".."}`.
     pub audience: Value,
     pub batches: Vec<BatchView>,
+    /// Unix seconds; null unless cancelled.
+    pub cancelled_at: Option<u64>,
+    pub cancelled_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -405,6 +423,8 @@ pub async fn create_job(
             })
             .collect(),
         job_id: job_id.clone(),
+        cancelled_at: None,
+        cancelled_by: None,
     };
     // Active first: a job that exists is always one the runner will find.
     store
@@ -436,6 +456,54 @@ pub async fn get_job(
         .await?
         .ok_or_else(|| not_found(job_id))?;
     Ok(view(&*svc.store, account_id, &account, &job).await?)
+}
+
+/// Cancels a job: its queued batches are never sent; a batch being sent finishes its attempt
+/// (it cannot be undone) and keeps its result. Idempotent: a cancelled job answers its view
+/// again. A job with nothing left to send is a conflict.
+#[tracing::instrument(skip_all, fields(account = account_id, job_id = job_id, actor = actor))]
+pub async fn cancel_job(
+    svc: &Services,
+    account_id: &str,
+    job_id: &str,
+    actor: &str,
+) -> Result<JobView, AdminError> {
+    let account = svc.account(account_id)?.clone();
+    let store = &*svc.store;
+    let now = unix_now();
+    let mut cancelled_now = false;
+    // Compare-and-swap against the runners' writes: a batch the runner marked `sending` first
+    // stays `sending` (its attempt is in flight), every other pending batch is cancelled.
+    let job = update_job(store, account_id, job_id, |j| {
+        cancelled_now = false;
+        let pending = j
+            .batches
+            .iter()
+            .any(|b| matches!(b.status, BatchStatus::Queued | BatchStatus::Sending));
+        if j.cancelled_at.is_none() && pending {
+            j.cancelled_at = Some(now);
+            j.cancelled_by = Some(actor.to_owned());
+            for b in &mut j.batches {
+                if b.status == BatchStatus::Queued {
+                    b.status = BatchStatus::Cancelled;
+                }
+            }
+            cancelled_now = true;
+        }
+    })
+    .await?;
+    let view = view(store, account_id, &account, &job).await?;
+    if job.cancelled_at.is_none() {
+        return Err(AdminError::Conflict(format!(
+            "broadcast job {job_id:?} has nothing left to send (it is {}): only a queued or \
+             sending job can be cancelled",
+            view.status
+        )));
+    }
+    if cancelled_now {
+        tracing::info!("broadcast job cancelled");
+    }
+    Ok(view)
 }
 
 /// `mass/preview`: the message to one follower, to check it before a broadcast.
@@ -819,6 +887,12 @@ impl Runner {
             if !matches!(status, BatchStatus::Queued | BatchStatus::Sending) {
                 continue;
             }
+            if job.cancelled_at.is_some() {
+                if self.settle_cancelled(account, &job, i, held).await? {
+                    return Ok(Turn::Later);
+                }
+                continue;
+            }
             if status == BatchStatus::Sending && matches!(job.target, Target::External { .. }) {
                 // An earlier attempt may have landed: find out before sending again.
                 let found = tokio::select! {
@@ -848,15 +922,26 @@ impl Runner {
             if !self.pace(held).await {
                 return Ok(Turn::Stopped);
             }
-            // Persisted before the call: after a crash the batch is known to be in doubt.
+            // Persisted before the call: after a crash the batch is known to be in doubt. Not
+            // once the job is cancelled (by anyone: the write is a compare-and-swap).
             let now = unix_now();
             let job = update_job(self.store(), id, job_id, |j| {
+                if j.cancelled_at.is_some() {
+                    return;
+                }
                 let b = &mut j.batches[i];
                 b.status = BatchStatus::Sending;
                 b.attempts += 1;
                 b.attempt_started_at.get_or_insert(now);
             })
             .await?;
+            if job.cancelled_at.is_some() {
+                // The cancel landed first: this attempt is not made.
+                if self.settle_cancelled(account, &job, i, held).await? {
+                    return Ok(Turn::Later);
+                }
+                continue;
+            }
             let outcome = tokio::select! {
                 o = self.send_batch(account, &job, i) => o,
                 _ = held.cancelled() => return Ok(Turn::Stopped),
@@ -866,6 +951,63 @@ impl Runner {
             }
         }
         self.check_results(account, job_id, held).await
+    }
+
+    /// Batch `i` of a cancelled job, queued or left in doubt by an attempt made before the
+    /// cancel: settled without sending. A WeCom batch in doubt is reconciled (found: sent;
+    /// not found: cancelled); an Official Account batch in doubt cannot be looked up without
+    /// sending it, so it is cancelled with a note. True when the job must wait (backing off).
+    async fn settle_cancelled(
+        &mut self,
+        account: &Account,
+        job: &Job,
+        i: usize,
+        held: &CancellationToken,
+    ) -> Result<bool, AdminError> {
+        let id = account.id.as_str();
+        let batch = &job.batches[i];
+        let note = match (batch.status, &job.target) {
+            (BatchStatus::Sending, Target::External { .. }) => {
+                let found = tokio::select! {
+                    r = self.reconcile(account, job, i) => r,
+                    _ = held.cancelled() => return Ok(true),
+                };
+                match found {
+                    Ok(Reconciled::Found(msg_id)) => {
+                        let sent = Outcome::Sent {
+                            msg_id,
+                            msg_data_id: None,
+                            already_sent: true,
+                            fail_list: Vec::new(),
+                        };
+                        return self.record(id, &job.job_id, i, sent, true).await;
+                    }
+                    Ok(Reconciled::NotLanded) => None,
+                    Err(Outcome::Failed(reason)) => Some(format!(
+                        "cancelled; whether its last attempt reached WeCom is unknown: {reason}"
+                    )),
+                    Err(retry) => return self.record(id, &job.job_id, i, retry, false).await,
+                }
+            }
+            (BatchStatus::Sending, _) => Some(format!(
+                "cancelled after an attempt whose outcome is unknown ({}): if it reached \
+                 WeChat, the batch was sent",
+                batch.error.as_deref().unwrap_or("interrupted")
+            )),
+            _ => None,
+        };
+        update_job(self.store(), id, &job.job_id, |j| {
+            let b = &mut j.batches[i];
+            if matches!(b.status, BatchStatus::Queued | BatchStatus::Sending) {
+                b.status = BatchStatus::Cancelled;
+                if let Some(note) = &note {
+                    b.error = Some(note.clone());
+                }
+            }
+        })
+        .await?;
+        tracing::info!(account = id, job_id = %job.job_id, batch = i, "broadcast batch cancelled");
+        Ok(false)
     }
 
     /// Counts and persists the outcome of an attempt (or of a reconcile, `reconciled`); true
@@ -1251,7 +1393,7 @@ impl Runner {
         let mut wait = |secs: u64| open = Some(open.map_or(secs, |o: u64| o.min(secs)));
         for (i, batch) in job.batches.iter().enumerate() {
             let Some(msg_id) = batch.msg_id.as_deref() else {
-                continue; // failed
+                continue; // failed or cancelled
             };
             let key = batch_key(job_id, i);
             let stored = self.store().doc(id, RESULT, &key).await?;
@@ -1597,6 +1739,7 @@ async fn view(
                 BatchStatus::Sent if finished => "finished",
                 BatchStatus::Sent => "sent",
                 BatchStatus::Failed => "failed",
+                BatchStatus::Cancelled => "cancelled",
             },
             msg_id: match (&b.msg_id, account.platform) {
                 (None, _) => Value::Null,
@@ -1627,7 +1770,7 @@ async fn view(
     }
     Ok(JobView {
         job_id: job.job_id.clone(),
-        status: job_status(&batches),
+        status: job_status(&batches, job.cancelled_at.is_some()),
         created_at: job.created_at,
         actor: job.actor.clone(),
         client_msg_id: job.client_msg_id.clone(),
@@ -1644,15 +1787,19 @@ async fn view(
             }),
         },
         batches,
+        cancelled_at: job.cancelled_at,
+        cancelled_by: job.cancelled_by.clone(),
     })
 }
 
-fn job_status(batches: &[BatchView]) -> &'static str {
+fn job_status(batches: &[BatchView], cancelled: bool) -> &'static str {
     let has = |s: &str| batches.iter().any(|b| b.status == s);
     if batches.iter().all(|b| b.status == "queued") {
         "queued"
     } else if has("queued") || has("sending") {
         "sending"
+    } else if cancelled {
+        "cancelled"
     } else if batches.iter().all(|b| b.status == "failed") {
         "failed"
     } else if has("sent") {
@@ -1697,14 +1844,23 @@ mod tests {
 
     #[test]
     fn a_job_status_follows_its_batches() {
-        let s =
-            |list: &[&'static str]| job_status(&list.iter().map(|s| batch(s)).collect::<Vec<_>>());
+        let status = |list: &[&'static str], cancelled| {
+            job_status(
+                &list.iter().map(|s| batch(s)).collect::<Vec<_>>(),
+                cancelled,
+            )
+        };
+        let s = |list: &[&'static str]| status(list, false);
         assert_eq!(s(&["queued", "queued"]), "queued");
         assert_eq!(s(&["sent", "queued"]), "sending");
         assert_eq!(s(&["sending"]), "sending");
         assert_eq!(s(&["sent", "failed"]), "sent");
         assert_eq!(s(&["finished", "failed"]), "finished");
         assert_eq!(s(&["failed", "failed"]), "failed");
+        // Cancelled: once nothing is pending, whatever was sent.
+        assert_eq!(status(&["sending", "cancelled"], true), "sending");
+        assert_eq!(status(&["sent", "cancelled"], true), "cancelled");
+        assert_eq!(status(&["cancelled", "cancelled"], true), "cancelled");
     }
 
     #[test]
@@ -1740,6 +1896,8 @@ mod tests {
             body,
             ignore_reprint: false,
             batches: Vec::new(),
+            cancelled_at: None,
+            cancelled_by: None,
         };
         let text = job("text", json!({"content": "新品上市"}));
         assert!(same_content(

@@ -39,10 +39,19 @@ async fn app(
     crm: Option<&FakeCrm>,
     extra: String,
 ) -> (TestApp, tempfile::TempDir) {
+    app_with_timeout(wechat, crm, extra, 1000).await
+}
+
+async fn app_with_timeout(
+    wechat: &FakeWeChat,
+    crm: Option<&FakeCrm>,
+    extra: String,
+    wechat_timeout_ms: u64,
+) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = AppOptions::embedded(&dir.path().join("data")).wechat(&wechat.base());
     opts.extra_toml = extra;
-    opts.wechat_timeout_ms = 1000;
+    opts.wechat_timeout_ms = wechat_timeout_ms;
     if let Some(crm) = crm {
         opts = opts.crm(&crm.endpoint());
     }
@@ -91,6 +100,25 @@ async fn job(app: &TestApp, account: &str, job_id: &str) -> Value {
     .await;
     assert_eq!(status, 200, "{body}");
     body
+}
+
+async fn cancel(app: &TestApp, account: &str, job_id: &str) -> (u16, Value) {
+    admin(
+        app,
+        reqwest::Method::POST,
+        &format!("{account}/broadcasts/{job_id}/cancel"),
+        None,
+    )
+    .await
+}
+
+/// Waits until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < WAIT, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Polls the job until `done` holds.
@@ -813,6 +841,143 @@ async fn a_wecom_batch_whose_attempts_never_reached_wecom_is_sent_again_after_a_
             ADD_MSG_TEMPLATE
         ]
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_job_mid_way_finishes_the_batch_in_flight_and_never_sends_the_rest() {
+    let wechat = FakeWeChat::start().await;
+    // A deadline longer than the test holds a call.
+    let (app, _dir) = app_with_timeout(&wechat, None, fast(3600), 60_000).await;
+    // Batch 0 goes through; batch 1 reaches WeChat and waits there until released.
+    wechat.hold(MASS_SEND, 1);
+    let (_, created) = send(
+        &app,
+        "acme-plain",
+        &json!({"audience": {"open_ids": open_ids(30_000)}, "message": text("stop")}),
+    )
+    .await;
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    until("batch 1 in flight", || wechat.count(MASS_SEND) == 2).await;
+
+    let (status, cancelled) = cancel(&app, "acme-plain", &job_id).await;
+    assert_eq!(status, 200, "{cancelled}");
+    let statuses = |j: &Value| -> Vec<String> {
+        j["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["status"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(statuses(&cancelled), ["sent", "sending", "cancelled"]);
+    assert_eq!(cancelled["status"], "sending", "batch 1 is still in flight");
+    assert_eq!(cancelled["cancelled_by"], "ops");
+    let (status, again) = cancel(&app, "acme-plain", &job_id).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, cancelled, "cancelling again answers the same");
+
+    wechat.release(MASS_SEND);
+    let j = wait_job(&app, "acme-plain", &job_id, |j| j["status"] == "cancelled").await;
+    assert_eq!(statuses(&j), ["sent", "sent", "cancelled"]);
+    let sends = wechat.mass_sends();
+    assert_eq!(
+        j["batches"][1]["msg_id"], sends[1].msg_id,
+        "its result is kept"
+    );
+    assert_eq!(j["batches"][2]["msg_id"], Value::Null);
+    assert_eq!(j["batches"][2]["attempts"], 0);
+
+    // The runner goes on to a later job: batch 2 had its turn and was not sent.
+    let (_, next) = send(
+        &app,
+        "acme-plain",
+        &json!({"audience": {"open_ids": open_ids(2)}, "message": text("after")}),
+    )
+    .await;
+    let next_id = next["job_id"].as_str().unwrap().to_owned();
+    wait_job(&app, "acme-plain", &next_id, |j| every_batch(j, "sent")).await;
+    let sends = wechat.mass_sends();
+    assert_eq!(sends.len(), 3, "{sends:?}");
+    assert!(sends.iter().all(|s| s.clientmsgid != format!("{job_id}-2")));
+
+    // Nothing left to send: a conflict. Unknown: 404. No token: 401.
+    let (status, conflict) = cancel(&app, "acme-plain", &next_id).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "conflict");
+    let message = conflict["error"]["message"].as_str().unwrap();
+    assert!(message.contains("nothing left to send"), "{message}");
+    let (status, _) = cancel(&app, "acme-plain", "unknown").await;
+    assert_eq!(status, 404);
+    let resp = app
+        .http
+        .post(app.url(&format!(
+            "/admin/v1/accounts/acme-plain/broadcasts/{job_id}/cancel"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_cancel_broadcast_settles_a_wecom_batch_in_doubt_without_sending_it_again() {
+    let wechat = FakeWeChat::start().await;
+    let (app, _dir) = app_with_timeout(&wechat, None, fast(3600), 60_000).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut gateway = GatewayClient::new(channel);
+    // Batch 0 fails before WeCom acts (a 503), so it is in doubt; the look at WeCom's record
+    // that must come before another attempt is held in flight while the job is cancelled.
+    wechat.inject(ADD_MSG_TEMPLATE, Injected::Status(503), 1);
+    wechat.hold(GROUPMSG_LIST, 0);
+    let (_, created) = send(&app, "acme-work", &wecom_text(&contacts(10_001), "取消")).await;
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    until("the look at WeCom's record", || {
+        wechat.count(GROUPMSG_LIST) == 1
+    })
+    .await;
+
+    let request = || pb::GetBroadcastRequest {
+        account_id: "acme-work".into(),
+        job_id: job_id.clone(),
+    };
+    let job = gateway
+        .cancel_broadcast(request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.status, "sending", "{job:?}");
+    assert!(job.cancelled_at > 0);
+    assert_eq!(job.batches[0].status, "sending");
+    assert_eq!(job.batches[1].status, "cancelled");
+
+    wechat.release(GROUPMSG_LIST);
+    let j = wait_job(&app, "acme-work", &job_id, |j| j["status"] == "cancelled").await;
+    // The look found nothing: batch 0 never reached WeCom, and is not sent after the cancel.
+    assert_eq!(j["batches"][0]["status"], "cancelled", "{j:#}");
+    assert!(j["batches"][0]["msg_id"].is_null());
+    assert_eq!(wechat.count(ADD_MSG_TEMPLATE), 1);
+    assert!(wechat.group_message_ids().is_empty());
+    let again = gateway
+        .cancel_broadcast(request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.status, "cancelled");
+
+    let missing = gateway
+        .cancel_broadcast(pb::GetBroadcastRequest {
+            account_id: "acme-work".into(),
+            job_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
     app.stop().await;
 }
 
