@@ -1135,6 +1135,76 @@ async fn two_instances_on_one_redis_run_a_job_once() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wecom_job_killed_before_recording_a_group_message_finds_it_after_restart() {
+    use crate::crash::Gateway;
+    wechat_gateway::startup::install_tls_provider();
+    let wechat = FakeWeChat::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = AppOptions::embedded(&dir.path().join("data")).wechat(&wechat.base());
+    opts.extra_toml = "[broadcasts]\ncalls_per_minute = 120\nbackoff_min_ms = 100\n\
+                       backoff_max_seconds = 1\nlease_seconds = 2\n"
+        .into();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_toml(&opts)).unwrap();
+    // WeCom creates batch 0's group message; the process dies before the answer arrives.
+    wechat.lose_group_message_answers(1);
+    let gateway = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!(
+            "http://{}/admin/v1/accounts/acme-work/broadcasts",
+            gateway.addr
+        ))
+        .bearer_auth(TOKEN)
+        .json(&wecom_text(&contacts(10_001), "crash-proof"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let created: Value = resp.json().await.unwrap();
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    until("batch 0 created at WeCom", || {
+        wechat.group_message_ids().len() == 1
+    })
+    .await;
+    gateway.kill();
+
+    let restarted = Gateway::start(&config);
+    let url = format!(
+        "http://{}/admin/v1/accounts/acme-work/broadcasts/{job_id}",
+        restarted.addr
+    );
+    let start = Instant::now();
+    let j = loop {
+        let j: Value = client
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if every_batch(&j, "sent") {
+            break j;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never sent: {j:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    restarted.kill();
+    let ids = wechat.group_message_ids();
+    assert_eq!(wechat.count(ADD_MSG_TEMPLATE), 2, "one call per batch");
+    assert_eq!(ids.len(), 2);
+    assert_eq!(j["batches"][0]["msg_id"], ids[0].as_str());
+    assert_eq!(j["batches"][0]["reconciled"], true);
+    assert_eq!(j["batches"][1]["msg_id"], ids[1].as_str());
+    assert_eq!(j["batches"][1]["reconciled"], false);
+}
+
 async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::path::Path) {
     use crate::crash::Gateway;
     wechat_gateway::startup::install_tls_provider();
