@@ -315,6 +315,16 @@ impl Gateway for GatewayService {
         Ok(Response::new(job_to_pb(job, false)))
     }
 
+    async fn cancel_broadcast(
+        &self,
+        request: Request<pb::GetBroadcastRequest>,
+    ) -> Result<Response<pb::BroadcastJob>, Status> {
+        let actor = self.authenticate(&request)?;
+        let r = request.into_inner();
+        let job = broadcast::cancel_job(&self.services, &r.account_id, &r.job_id, &actor).await?;
+        Ok(Response::new(job_to_pb(job, false)))
+    }
+
     async fn create_tag(
         &self,
         request: Request<pb::CreateTagRequest>,
@@ -381,6 +391,7 @@ fn job_to_pb(job: broadcast::JobView, created: bool) -> pb::BroadcastJob {
         created,
         msgtype: job.msgtype,
         client_msg_id: job.client_msg_id.unwrap_or_default(),
+        cancelled_at: job.cancelled_at.unwrap_or(0),
         batches: job
             .batches
             .into_iter()
@@ -400,6 +411,7 @@ fn job_to_pb(job: broadcast::JobView, created: bool) -> pb::BroadcastJob {
                 errors: count(b.errors),
                 wechat_status: b.wechat_status.unwrap_or_default(),
                 already_sent: b.already_sent,
+                reconciled: b.reconciled,
                 error: b.error.unwrap_or_default(),
                 fail_list: b.fail_list,
                 pending_confirmation: b.pending_confirmation,

@@ -1,6 +1,6 @@
 //! The broadcast routes of the admin API (issue 5), under
-//! `/admin/v1/accounts/{account}/broadcasts`: create a job, read it, preview a message, delete
-//! the sent articles, through [`crate::services::broadcast`].
+//! `/admin/v1/accounts/{account}/broadcasts`: create a job, read it, cancel it, preview a
+//! message, delete the sent articles, through [`crate::services::broadcast`].
 //!
 //! A broadcast body can list hundreds of thousands of openids, far over `http.max_body_bytes`
 //! (sized for callbacks): the create route reads its body itself, up to
@@ -32,6 +32,10 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
         .route(
             "/accounts/{account}/broadcasts/{job_id}",
             web::delete().to(delete),
+        )
+        .route(
+            "/accounts/{account}/broadcasts/{job_id}/cancel",
+            web::post().to(cancel),
         )
 }
 
@@ -218,5 +222,31 @@ pub(crate) async fn delete(
     let (account, job_id) = path.into_inner();
     let job = broadcast::delete_job(&state.services, &account, &job_id).await?;
     tracing::info!(actor = %actor.0, job_id = %job_id, "broadcast deleted");
+    Ok(HttpResponse::Ok().json(job))
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/broadcasts/{job_id}/cancel",
+    tag = "admin",
+    params(
+        ("account" = String, Path, description = "the account id from the configuration"),
+        ("job_id" = String, Path, description = "the job id the create route answered"),
+    ),
+    responses(
+        (status = 200, description = "the job: queued batches `\"cancelled\"`, a batch being sent still `\"sending\"` (its attempt finishes and its result is kept); the job is `\"cancelled\"` once nothing is pending. Cancelling again answers the same", body = Object),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 404, description = "unknown account or job", body = ErrorBody),
+        (status = 409, description = "the job has nothing left to send (sent, finished or failed)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn cancel(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    let (account, job_id) = path.into_inner();
+    let job = broadcast::cancel_job(&state.services, &account, &job_id, &actor.0).await?;
     Ok(HttpResponse::Ok().json(job))
 }

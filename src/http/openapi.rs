@@ -97,6 +97,7 @@ impl Modify for BearerAuth {
         super::admin_broadcasts::get,
         super::admin_broadcasts::preview,
         super::admin_broadcasts::delete,
+        super::admin_broadcasts::cancel,
         super::admin_tags::create,
         super::admin_tags::add_members,
         super::admin_tags::remove_members,

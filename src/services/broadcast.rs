@@ -23,16 +23,27 @@
 //! ([`batch_client_msg_id`]); WeChat de-duplicates by it for 24 hours and answers a repeat with
 //! 45065 and the msg_id of the first send. So a batch whose answer was lost (a timeout, a crash
 //! between WeChat accepting it and the gateway recording it) is sent again with the same
-//! clientmsgid, and 45065 marks it sent. WeCom's `add_msg_template` has no such key: a WeCom
-//! batch whose answer was lost is sent again (the sender then sees two tasks to confirm); see
-//! the README.
+//! clientmsgid, and 45065 marks it sent. WeCom's `add_msg_template` has no such key, so it is
+//! called in one attempt (never repeated inside the call), and a WeCom batch found `sending`
+//! (an attempt whose answer was lost) is first *reconciled* ([`Runner::reconcile`]): WeCom's
+//! record of group messages since the first attempt is searched for this batch's send; found,
+//! it is recorded (`"reconciled": true`); not found, the attempt did not land and the batch is
+//! sent again; unsure (the search failed), nothing is sent until a later search answers.
 //!
 //! **Lifecycle** of a batch: `queued` → `sending` (persisted before each call) → `sent` (WeChat
 //! answered a msg_id) → `finished` (its result is in) or `failed` (WeChat refused it: a bad
-//! media_id, an invalid openid list). A job is `queued`, `sending`, `sent` (every batch settled,
-//! results pending), `finished`, or `failed` (no batch could be sent).
+//! media_id, an invalid openid list), or `cancelled` (never sent). A job is `queued`,
+//! `sending`, `sent` (every batch settled, results pending), `finished`, `failed` (no batch
+//! could be sent), or `cancelled` (cancelled, and nothing is pending any more).
+//!
+//! **Cancelling** ([`cancel_job`]) is one compare-and-swap on the job: its queued batches
+//! become `cancelled`. The runner marks a batch `sending` only through a compare-and-swap that
+//! sees no cancellation, so on any instance either the cancel lands first and the batch is
+//! never sent, or the batch was marked first and its attempt (in flight, it cannot be undone)
+//! runs to its end and its result is kept. A batch left in doubt by such an attempt is settled
+//! without a new send: reconciled on WeCom, `cancelled` (with a note) on Official Accounts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,6 +80,12 @@ const LEASE: &str = "bcast-lease";
 const POLL: Duration = Duration::from_secs(1);
 /// Longest caller `client_msg_id`.
 const MAX_CALLER_ID: usize = 128;
+/// Slack on each side of a reconcile window, for the clocks of WeCom and this host.
+const CLOCK_SKEW: u64 = 300;
+/// The widest reconcile window: `get_groupmsg_list_v2` takes at most a month (93338).
+const MAX_WINDOW: u64 = 28 * 24 * 3600;
+/// Pages read before a reconcile gives up (and tries again later): 100 messages a page.
+const MAX_PAGES: usize = 1000;
 
 /// The runner's settings and its wake-up call; one per process, in [`Services`].
 pub struct Broadcasts {
@@ -115,6 +132,8 @@ enum BatchStatus {
     Sending,
     Sent,
     Failed,
+    /// The job was cancelled before this batch was sent.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +155,14 @@ struct Batch {
     /// lost); its msg_id is that send's.
     #[serde(default)]
     already_sent: bool,
+    /// WeCom: the send of an attempt whose answer was lost, found by [`Runner::reconcile`]
+    /// (`already_sent` is set too).
+    #[serde(default)]
+    reconciled: bool,
+    /// Unix seconds when the first attempt started, persisted before the call: a WeCom
+    /// reconcile searches WeCom's record from there on, so its window covers every attempt.
+    #[serde(default)]
+    attempt_started_at: Option<u64>,
     /// The last failure (errcode and errmsg), kept while retrying and when failed.
     #[serde(default)]
     error: Option<String>,
@@ -161,6 +188,11 @@ struct Job {
     body: Value,
     ignore_reprint: bool,
     batches: Vec<Batch>,
+    /// Unix seconds of the cancel, and who cancelled.
+    #[serde(default)]
+    cancelled_at: Option<u64>,
+    #[serde(default)]
+    cancelled_by: Option<String>,
 }
 
 /// What WeChat reported for a batch.
@@ -213,6 +245,9 @@ pub struct JobView {
     /// `{"external_user_ids": <count>, "sender": ".."}`.
     pub audience: Value,
     pub batches: Vec<BatchView>,
+    /// Unix seconds; null unless cancelled.
+    pub cancelled_at: Option<u64>,
+    pub cancelled_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -231,6 +266,8 @@ pub struct BatchView {
     pub result_source: Option<String>,
     pub attempts: u32,
     pub already_sent: bool,
+    /// WeCom: found in WeCom's record after an attempt whose answer was lost.
+    pub reconciled: bool,
     pub error: Option<String>,
     pub fail_list: Vec<String>,
     pub pending_confirmation: Vec<String>,
@@ -377,6 +414,8 @@ pub async fn create_job(
                 msg_data_id: None,
                 sent_at: None,
                 already_sent: false,
+                reconciled: false,
+                attempt_started_at: None,
                 error: None,
                 fail_list: Vec::new(),
                 checked_at: None,
@@ -384,6 +423,8 @@ pub async fn create_job(
             })
             .collect(),
         job_id: job_id.clone(),
+        cancelled_at: None,
+        cancelled_by: None,
     };
     // Active first: a job that exists is always one the runner will find.
     store
@@ -415,6 +456,54 @@ pub async fn get_job(
         .await?
         .ok_or_else(|| not_found(job_id))?;
     Ok(view(&*svc.store, account_id, &account, &job).await?)
+}
+
+/// Cancels a job: its queued batches are never sent; a batch being sent finishes its attempt
+/// (it cannot be undone) and keeps its result. Idempotent: a cancelled job answers its view
+/// again. A job with nothing left to send is a conflict.
+#[tracing::instrument(skip_all, fields(account = account_id, job_id = job_id, actor = actor))]
+pub async fn cancel_job(
+    svc: &Services,
+    account_id: &str,
+    job_id: &str,
+    actor: &str,
+) -> Result<JobView, AdminError> {
+    let account = svc.account(account_id)?.clone();
+    let store = &*svc.store;
+    let now = unix_now();
+    let mut cancelled_now = false;
+    // Compare-and-swap against the runners' writes: a batch the runner marked `sending` first
+    // stays `sending` (its attempt is in flight), every other pending batch is cancelled.
+    let job = update_job(store, account_id, job_id, |j| {
+        cancelled_now = false;
+        let pending = j
+            .batches
+            .iter()
+            .any(|b| matches!(b.status, BatchStatus::Queued | BatchStatus::Sending));
+        if j.cancelled_at.is_none() && pending {
+            j.cancelled_at = Some(now);
+            j.cancelled_by = Some(actor.to_owned());
+            for b in &mut j.batches {
+                if b.status == BatchStatus::Queued {
+                    b.status = BatchStatus::Cancelled;
+                }
+            }
+            cancelled_now = true;
+        }
+    })
+    .await?;
+    let view = view(store, account_id, &account, &job).await?;
+    if job.cancelled_at.is_none() {
+        return Err(AdminError::Conflict(format!(
+            "broadcast job {job_id:?} has nothing left to send (it is {}): only a queued or \
+             sending job can be cancelled",
+            view.status
+        )));
+    }
+    if cancelled_now {
+        tracing::info!("broadcast job cancelled");
+    }
+    Ok(view)
 }
 
 /// `mass/preview`: the message to one follower, to check it before a broadcast.
@@ -664,6 +753,14 @@ enum Turn {
     Stopped,
 }
 
+/// What WeCom's record says about a batch in doubt.
+enum Reconciled {
+    /// The lost attempt created this group message.
+    Found(String),
+    /// No group message of this batch: the attempt did not land.
+    NotLanded,
+}
+
 enum Outcome {
     Sent {
         msg_id: String,
@@ -777,94 +874,401 @@ impl Runner {
         held: &CancellationToken,
     ) -> Result<Turn, AdminError> {
         let id = account.id.as_str();
-        let Some((job, _)) = load_job(self.store(), id, job_id).await? else {
+        let Some((first, _)) = load_job(self.store(), id, job_id).await? else {
             // Being created (its active mark is written first), or its creator died.
             return Ok(Turn::Later);
         };
-        for i in 0..job.batches.len() {
-            if !matches!(
-                job.batches[i].status,
-                BatchStatus::Queued | BatchStatus::Sending
-            ) {
+        for i in 0..first.batches.len() {
+            // Read again before each batch: another instance's write (a DELETE) is seen.
+            let Some((job, _)) = load_job(self.store(), id, job_id).await? else {
+                return Ok(Turn::Later);
+            };
+            let status = job.batches[i].status;
+            if !matches!(status, BatchStatus::Queued | BatchStatus::Sending) {
                 continue;
+            }
+            if job.cancelled_at.is_some() {
+                if self.settle_cancelled(account, &job, i, held).await? {
+                    return Ok(Turn::Later);
+                }
+                continue;
+            }
+            if status == BatchStatus::Sending && matches!(job.target, Target::External { .. }) {
+                // An earlier attempt may have landed: find out before sending again.
+                let found = tokio::select! {
+                    r = self.reconcile(account, &job, i) => r,
+                    _ = held.cancelled() => return Ok(Turn::Stopped),
+                };
+                match found {
+                    Ok(Reconciled::NotLanded) => {}
+                    Ok(Reconciled::Found(msg_id)) => {
+                        let sent = Outcome::Sent {
+                            msg_id,
+                            msg_data_id: None,
+                            already_sent: true,
+                            fail_list: Vec::new(),
+                        };
+                        self.record(id, job_id, i, sent, true).await?;
+                        continue;
+                    }
+                    Err(outcome) => {
+                        if self.record(id, job_id, i, outcome, false).await? {
+                            return Ok(Turn::Later);
+                        }
+                        continue;
+                    }
+                }
             }
             if !self.pace(held).await {
                 return Ok(Turn::Stopped);
             }
-            // Persisted before the call: after a crash the batch is known to be in doubt.
+            // Persisted before the call: after a crash the batch is known to be in doubt. Not
+            // once the job is cancelled (by anyone: the write is a compare-and-swap).
+            let now = unix_now();
             let job = update_job(self.store(), id, job_id, |j| {
+                if j.cancelled_at.is_some() {
+                    return;
+                }
                 let b = &mut j.batches[i];
                 b.status = BatchStatus::Sending;
                 b.attempts += 1;
+                b.attempt_started_at.get_or_insert(now);
             })
             .await?;
+            if job.cancelled_at.is_some() {
+                // The cancel landed first: this attempt is not made.
+                if self.settle_cancelled(account, &job, i, held).await? {
+                    return Ok(Turn::Later);
+                }
+                continue;
+            }
             let outcome = tokio::select! {
                 o = self.send_batch(account, &job, i) => o,
                 _ = held.cancelled() => return Ok(Turn::Stopped),
             };
-            let label = match &outcome {
-                Outcome::Sent {
-                    already_sent: true, ..
-                } => "already_sent",
-                Outcome::Sent { .. } => "sent",
-                Outcome::Failed(_) => "failed",
-                Outcome::Retry(_) => "retry",
-            };
-            metrics::counter!("wgw_broadcast_batches_total",
-                "account" => id.to_owned(), "outcome" => label)
-            .increment(1);
-            match outcome {
-                Outcome::Sent {
-                    msg_id,
-                    msg_data_id,
-                    already_sent,
-                    fail_list,
-                } => {
-                    let index = serde_json::to_vec(&MsgIndex {
-                        job_id: job_id.to_owned(),
-                        batch: i,
-                    })
-                    .expect("an index serializes");
-                    self.store()
-                        .put_doc(id, MSGID, &msg_id, &index, DocWrite::Always, None)
-                        .await?;
-                    update_job(self.store(), id, job_id, |j| {
-                        let b = &mut j.batches[i];
-                        b.status = BatchStatus::Sent;
-                        b.msg_id = Some(msg_id.clone());
-                        b.msg_data_id = msg_data_id;
-                        b.sent_at = Some(unix_now());
-                        b.already_sent = already_sent;
-                        b.fail_list = fail_list.clone();
-                        b.error = None;
-                    })
-                    .await?;
-                    self.failures.remove(job_id);
-                    tracing::info!(account = id, job_id, batch = i, msg_id = %msg_id, already_sent,
-                        "broadcast batch sent");
-                }
-                Outcome::Failed(reason) => {
-                    tracing::warn!(account = id, job_id, batch = i, reason = %reason,
-                        "WeChat refused a broadcast batch");
-                    update_job(self.store(), id, job_id, |j| {
-                        j.batches[i].status = BatchStatus::Failed;
-                        j.batches[i].error = Some(reason.clone());
-                    })
-                    .await?;
-                }
-                Outcome::Retry(reason) => {
-                    tracing::info!(account = id, job_id, batch = i, reason = %reason,
-                        "broadcast batch not sent yet; retrying later with the same clientmsgid");
-                    update_job(self.store(), id, job_id, |j| {
-                        j.batches[i].error = Some(reason.clone());
-                    })
-                    .await?;
-                    self.back_off(job_id);
-                    return Ok(Turn::Later);
-                }
+            if self.record(id, job_id, i, outcome, false).await? {
+                return Ok(Turn::Later);
             }
         }
         self.check_results(account, job_id, held).await
+    }
+
+    /// Batch `i` of a cancelled job, queued or left in doubt by an attempt made before the
+    /// cancel: settled without sending. A WeCom batch in doubt is reconciled (found: sent;
+    /// not found: cancelled); an Official Account batch in doubt cannot be looked up without
+    /// sending it, so it is cancelled with a note. True when the job must wait (backing off).
+    async fn settle_cancelled(
+        &mut self,
+        account: &Account,
+        job: &Job,
+        i: usize,
+        held: &CancellationToken,
+    ) -> Result<bool, AdminError> {
+        let id = account.id.as_str();
+        let batch = &job.batches[i];
+        let note = match (batch.status, &job.target) {
+            (BatchStatus::Sending, Target::External { .. }) => {
+                let found = tokio::select! {
+                    r = self.reconcile(account, job, i) => r,
+                    _ = held.cancelled() => return Ok(true),
+                };
+                match found {
+                    Ok(Reconciled::Found(msg_id)) => {
+                        let sent = Outcome::Sent {
+                            msg_id,
+                            msg_data_id: None,
+                            already_sent: true,
+                            fail_list: Vec::new(),
+                        };
+                        return self.record(id, &job.job_id, i, sent, true).await;
+                    }
+                    Ok(Reconciled::NotLanded) => None,
+                    Err(Outcome::Failed(reason)) => Some(format!(
+                        "cancelled; whether its last attempt reached WeCom is unknown: {reason}"
+                    )),
+                    Err(retry) => return self.record(id, &job.job_id, i, retry, false).await,
+                }
+            }
+            (BatchStatus::Sending, _) => Some(format!(
+                "cancelled after an attempt whose outcome is unknown ({}): if it reached \
+                 WeChat, the batch was sent",
+                batch.error.as_deref().unwrap_or("interrupted")
+            )),
+            _ => None,
+        };
+        update_job(self.store(), id, &job.job_id, |j| {
+            let b = &mut j.batches[i];
+            if matches!(b.status, BatchStatus::Queued | BatchStatus::Sending) {
+                b.status = BatchStatus::Cancelled;
+                if let Some(note) = &note {
+                    b.error = Some(note.clone());
+                }
+            }
+        })
+        .await?;
+        tracing::info!(account = id, job_id = %job.job_id, batch = i, "broadcast batch cancelled");
+        Ok(false)
+    }
+
+    /// Counts and persists the outcome of an attempt (or of a reconcile, `reconciled`); true
+    /// when the job must wait (backing off) before its next batch.
+    async fn record(
+        &mut self,
+        id: &str,
+        job_id: &str,
+        i: usize,
+        outcome: Outcome,
+        reconciled: bool,
+    ) -> Result<bool, AdminError> {
+        let label = match &outcome {
+            Outcome::Sent { .. } if reconciled => "reconciled",
+            Outcome::Sent {
+                already_sent: true, ..
+            } => "already_sent",
+            Outcome::Sent { .. } => "sent",
+            Outcome::Failed(_) => "failed",
+            Outcome::Retry(_) => "retry",
+        };
+        metrics::counter!("wgw_broadcast_batches_total",
+            "account" => id.to_owned(), "outcome" => label)
+        .increment(1);
+        match outcome {
+            Outcome::Sent {
+                msg_id,
+                msg_data_id,
+                already_sent,
+                fail_list,
+            } => {
+                let index = serde_json::to_vec(&MsgIndex {
+                    job_id: job_id.to_owned(),
+                    batch: i,
+                })
+                .expect("an index serializes");
+                self.store()
+                    .put_doc(id, MSGID, &msg_id, &index, DocWrite::Always, None)
+                    .await?;
+                update_job(self.store(), id, job_id, |j| {
+                    let b = &mut j.batches[i];
+                    b.status = BatchStatus::Sent;
+                    b.msg_id = Some(msg_id.clone());
+                    b.msg_data_id = msg_data_id;
+                    b.sent_at = Some(unix_now());
+                    b.already_sent = already_sent;
+                    b.reconciled = reconciled;
+                    b.fail_list = fail_list.clone();
+                    b.error = None;
+                })
+                .await?;
+                self.failures.remove(job_id);
+                tracing::info!(account = id, job_id, batch = i, msg_id = %msg_id, already_sent,
+                    reconciled, "broadcast batch sent");
+                Ok(false)
+            }
+            Outcome::Failed(reason) => {
+                tracing::warn!(account = id, job_id, batch = i, reason = %reason,
+                    "WeChat refused a broadcast batch");
+                update_job(self.store(), id, job_id, |j| {
+                    j.batches[i].status = BatchStatus::Failed;
+                    j.batches[i].error = Some(reason.clone());
+                })
+                .await?;
+                Ok(false)
+            }
+            Outcome::Retry(reason) => {
+                tracing::info!(account = id, job_id, batch = i, reason = %reason,
+                    "broadcast batch not known to be sent; trying again later");
+                update_job(self.store(), id, job_id, |j| {
+                    j.batches[i].error = Some(reason.clone());
+                })
+                .await?;
+                self.back_off(job_id);
+                Ok(true)
+            }
+        }
+    }
+
+    /// WeCom: whether an earlier attempt of batch `i`, whose answer was lost, created the
+    /// group message. `add_msg_template` has no idempotency key, so WeCom's own record is read
+    /// (developer.work.weixin.qq.com/document/path/93338):
+    ///
+    /// - `get_groupmsg_list_v2` (`chat_type` single, `start_time`/`end_time` in unix seconds,
+    ///   at most a month apart, `filter_type` 0 = created by the enterprise, which is what the
+    ///   API creates, `limit` at most 100, `cursor` → `next_cursor`, empty on the last page)
+    ///   lists the group messages created since the first attempt. Not filtered by `creator`:
+    ///   the page documents that messages created through the API do not carry one, so a
+    ///   `creator` filter could hide the very message looked for.
+    /// - A candidate has this job's content (`text.content`, or the image's `media_id` in
+    ///   `attachments`) and a msgid no other batch recorded (`bcast-msgid`).
+    /// - `get_groupmsg_send_result` (`msgid`, `userid` = the sender, `limit` at most 1000,
+    ///   `cursor`) lists its `send_list` (`external_userid`, `userid`, `status`): it is this
+    ///   batch's send when every contact listed is one of this batch's recipients. The batches
+    ///   of a job are disjoint, so a message of another batch, or of another job to other
+    ///   contacts, has a contact that is not ours.
+    ///
+    /// Every page is read before concluding: a failed read is `Err(Retry)` (nothing is sent
+    /// while unsure), a refused list `Err(Failed)`.
+    async fn reconcile(
+        &self,
+        account: &Account,
+        job: &Job,
+        i: usize,
+    ) -> Result<Reconciled, Outcome> {
+        let Target::External { sender } = &job.target else {
+            return Ok(Reconciled::NotLanded);
+        };
+        let id = account.id.as_str();
+        let recipients: HashSet<String> = self.recipients(id, job, i).await?.into_iter().collect();
+        let since = job.batches[i].attempt_started_at.unwrap_or(job.created_at);
+        let end = unix_now() + CLOCK_SKEW;
+        let start = since
+            .saturating_sub(CLOCK_SKEW)
+            .max(end.saturating_sub(MAX_WINDOW));
+        #[derive(Deserialize)]
+        struct GroupMsg {
+            msgid: String,
+            #[serde(default)]
+            text: Option<Value>,
+            #[serde(default)]
+            attachments: Vec<Value>,
+        }
+        #[derive(Deserialize)]
+        struct GroupMsgList {
+            #[serde(default)]
+            group_msg_list: Vec<GroupMsg>,
+            #[serde(default)]
+            next_cursor: String,
+        }
+        let mut cursor = String::new();
+        for _ in 0..MAX_PAGES {
+            let list: GroupMsgList = self
+                .svc
+                .tokens
+                .post(
+                    account,
+                    "externalcontact/get_groupmsg_list_v2",
+                    "/cgi-bin/externalcontact/get_groupmsg_list_v2",
+                    &json!({
+                        "chat_type": "single",
+                        "start_time": start,
+                        "end_time": end,
+                        "filter_type": 0,
+                        "limit": 100,
+                        "cursor": cursor,
+                    }),
+                )
+                .await
+                .map_err(classify)?;
+            for m in list.group_msg_list {
+                if !same_content(job, m.text.as_ref(), &m.attachments) {
+                    continue;
+                }
+                match self.store().doc(id, MSGID, &m.msgid).await {
+                    Ok(Some(bytes)) => {
+                        let ours = serde_json::from_slice::<MsgIndex>(&bytes)
+                            .is_ok_and(|x| x.job_id == job.job_id && x.batch == i);
+                        if ours {
+                            // Recorded before a crash that came before the job's update.
+                            return Ok(Reconciled::Found(m.msgid));
+                        }
+                        continue; // another batch's send
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Outcome::Retry(e.to_string())),
+                }
+                if self
+                    .sends_to(account, sender, &m.msgid, &recipients)
+                    .await?
+                {
+                    tracing::info!(account = id, job_id = %job.job_id, batch = i,
+                        msgid = %m.msgid, "a lost WeCom group message was found");
+                    return Ok(Reconciled::Found(m.msgid));
+                }
+            }
+            if list.next_cursor.is_empty() {
+                return Ok(Reconciled::NotLanded);
+            }
+            cursor = list.next_cursor;
+        }
+        Err(Outcome::Retry(format!(
+            "get_groupmsg_list_v2 had more than {MAX_PAGES} pages; not sent again while unsure"
+        )))
+    }
+
+    /// Whether the group message `msgid` goes, in `sender`'s name, to this batch's recipients
+    /// only (`get_groupmsg_send_result`, every page). A refusal means the sender has no task
+    /// in that message, so it is not ours; a failed read is `Err(Retry)`.
+    async fn sends_to(
+        &self,
+        account: &Account,
+        sender: &str,
+        msgid: &str,
+        recipients: &HashSet<String>,
+    ) -> Result<bool, Outcome> {
+        #[derive(Deserialize)]
+        struct Sent {
+            #[serde(default)]
+            external_userid: String,
+        }
+        #[derive(Deserialize)]
+        struct SendResult {
+            #[serde(default)]
+            send_list: Vec<Sent>,
+            #[serde(default)]
+            next_cursor: String,
+        }
+        let mut cursor = String::new();
+        let mut any = false;
+        for _ in 0..MAX_PAGES {
+            let page: SendResult = match self
+                .svc
+                .tokens
+                .post(
+                    account,
+                    "externalcontact/get_groupmsg_send_result",
+                    "/cgi-bin/externalcontact/get_groupmsg_send_result",
+                    &json!({ "msgid": msgid, "userid": sender, "limit": 1000, "cursor": cursor }),
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    return match classify(e) {
+                        Outcome::Failed(_) => Ok(false),
+                        other => Err(other),
+                    }
+                }
+            };
+            for s in &page.send_list {
+                if !recipients.contains(&s.external_userid) {
+                    return Ok(false);
+                }
+                any = true;
+            }
+            if page.next_cursor.is_empty() {
+                return Ok(any);
+            }
+            cursor = page.next_cursor;
+        }
+        Err(Outcome::Retry(format!(
+            "get_groupmsg_send_result had more than {MAX_PAGES} pages; not sent again while unsure"
+        )))
+    }
+
+    /// The recipients of batch `i`; none for a tag or everyone.
+    async fn recipients(&self, id: &str, job: &Job, i: usize) -> Result<Vec<String>, Outcome> {
+        if job.batches[i].size == 0 {
+            return Ok(Vec::new());
+        }
+        match self
+            .store()
+            .doc(id, RECIPIENTS, &batch_key(&job.job_id, i))
+            .await
+        {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                .map_err(|e| Outcome::Failed(format!("stored recipients corrupt: {e}"))),
+            Ok(None) => Err(Outcome::Failed("the batch's recipients are missing".into())),
+            Err(e) => Err(Outcome::Retry(e.to_string())),
+        }
     }
 
     /// Waits until the next mass-send call is allowed; false when the lease or the process
@@ -883,22 +1287,9 @@ impl Runner {
 
     async fn send_batch(&self, account: &Account, job: &Job, i: usize) -> Outcome {
         let batch = &job.batches[i];
-        let id = account.id.as_str();
-        let recipients: Vec<String> = if batch.size == 0 {
-            Vec::new()
-        } else {
-            match self
-                .store()
-                .doc(id, RECIPIENTS, &batch_key(&job.job_id, i))
-                .await
-            {
-                Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-                    Ok(r) => r,
-                    Err(e) => return Outcome::Failed(format!("stored recipients corrupt: {e}")),
-                },
-                Ok(None) => return Outcome::Failed("the batch's recipients are missing".into()),
-                Err(e) => return Outcome::Retry(e.to_string()),
-            }
+        let recipients = match self.recipients(account.id.as_str(), job, i).await {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
         };
         let tokens = &self.svc.tokens;
         match &job.target {
@@ -921,8 +1312,10 @@ impl Runner {
                     #[serde(default)]
                     fail_list: Vec<String>,
                 }
+                // One attempt: a repeat would be a second task for the sender; a lost answer
+                // is reconciled instead (see `reconcile`).
                 match tokens
-                    .post::<Template>(
+                    .post_once::<Template>(
                         account,
                         "externalcontact/add_msg_template",
                         "/cgi-bin/externalcontact/add_msg_template",
@@ -1000,7 +1393,7 @@ impl Runner {
         let mut wait = |secs: u64| open = Some(open.map_or(secs, |o: u64| o.min(secs)));
         for (i, batch) in job.batches.iter().enumerate() {
             let Some(msg_id) = batch.msg_id.as_deref() else {
-                continue; // failed
+                continue; // failed or cancelled
             };
             let key = batch_key(job_id, i);
             let stored = self.store().doc(id, RESULT, &key).await?;
@@ -1133,6 +1526,26 @@ impl Runner {
             at: unix_now(),
             ..Default::default()
         }))
+    }
+}
+
+/// Whether a group message listed by `get_groupmsg_list_v2` has this job's content: a text
+/// message the same text and no attachment; an image message no text and an image attachment
+/// with the same `media_id`, or with none shown (the list may show a `pic_url` instead: the
+/// recipients then decide).
+fn same_content(job: &Job, text: Option<&Value>, attachments: &[Value]) -> bool {
+    let content = text.and_then(|t| t.get("content")).filter(|c| *c != "");
+    match job.msgtype.as_str() {
+        "text" => attachments.is_empty() && content == job.body.get("content"),
+        kind => {
+            content.is_none()
+                && attachments.iter().any(|a| {
+                    a["msgtype"] == kind
+                        && a[kind]
+                            .get("media_id")
+                            .is_none_or(|m| Some(m) == job.body.get("media_id"))
+                })
+        }
     }
 }
 
@@ -1326,6 +1739,7 @@ async fn view(
                 BatchStatus::Sent if finished => "finished",
                 BatchStatus::Sent => "sent",
                 BatchStatus::Failed => "failed",
+                BatchStatus::Cancelled => "cancelled",
             },
             msg_id: match (&b.msg_id, account.platform) {
                 (None, _) => Value::Null,
@@ -1340,6 +1754,7 @@ async fn view(
             result_source: result.as_ref().map(|r| r.source.clone()),
             attempts: b.attempts,
             already_sent: b.already_sent,
+            reconciled: b.reconciled,
             error: b.error.clone(),
             fail_list: b.fail_list.clone(),
             pending_confirmation: match (&job.target, &result) {
@@ -1355,7 +1770,7 @@ async fn view(
     }
     Ok(JobView {
         job_id: job.job_id.clone(),
-        status: job_status(&batches),
+        status: job_status(&batches, job.cancelled_at.is_some()),
         created_at: job.created_at,
         actor: job.actor.clone(),
         client_msg_id: job.client_msg_id.clone(),
@@ -1372,15 +1787,19 @@ async fn view(
             }),
         },
         batches,
+        cancelled_at: job.cancelled_at,
+        cancelled_by: job.cancelled_by.clone(),
     })
 }
 
-fn job_status(batches: &[BatchView]) -> &'static str {
+fn job_status(batches: &[BatchView], cancelled: bool) -> &'static str {
     let has = |s: &str| batches.iter().any(|b| b.status == s);
     if batches.iter().all(|b| b.status == "queued") {
         "queued"
     } else if has("queued") || has("sending") {
         "sending"
+    } else if cancelled {
+        "cancelled"
     } else if batches.iter().all(|b| b.status == "failed") {
         "failed"
     } else if has("sent") {
@@ -1415,6 +1834,7 @@ mod tests {
             result_source: None,
             attempts: 0,
             already_sent: false,
+            reconciled: false,
             error: None,
             fail_list: Vec::new(),
             pending_confirmation: Vec::new(),
@@ -1424,14 +1844,23 @@ mod tests {
 
     #[test]
     fn a_job_status_follows_its_batches() {
-        let s =
-            |list: &[&'static str]| job_status(&list.iter().map(|s| batch(s)).collect::<Vec<_>>());
+        let status = |list: &[&'static str], cancelled| {
+            job_status(
+                &list.iter().map(|s| batch(s)).collect::<Vec<_>>(),
+                cancelled,
+            )
+        };
+        let s = |list: &[&'static str]| status(list, false);
         assert_eq!(s(&["queued", "queued"]), "queued");
         assert_eq!(s(&["sent", "queued"]), "sending");
         assert_eq!(s(&["sending"]), "sending");
         assert_eq!(s(&["sent", "failed"]), "sent");
         assert_eq!(s(&["finished", "failed"]), "finished");
         assert_eq!(s(&["failed", "failed"]), "failed");
+        // Cancelled: once nothing is pending, whatever was sent.
+        assert_eq!(status(&["sending", "cancelled"], true), "sending");
+        assert_eq!(status(&["sent", "cancelled"], true), "cancelled");
+        assert_eq!(status(&["cancelled", "cancelled"], true), "cancelled");
     }
 
     #[test]
@@ -1451,6 +1880,56 @@ mod tests {
             "bad media".into(),
         )));
         assert!(matches!(r, Outcome::Failed(m) if m.contains("40007")));
+    }
+
+    #[test]
+    fn a_listed_group_message_is_a_candidate_only_with_the_jobs_content() {
+        let job = |msgtype: &str, body: Value| Job {
+            job_id: "j".into(),
+            actor: "ops".into(),
+            created_at: 0,
+            client_msg_id: None,
+            target: Target::External {
+                sender: "zhangsan".into(),
+            },
+            msgtype: msgtype.into(),
+            body,
+            ignore_reprint: false,
+            batches: Vec::new(),
+            cancelled_at: None,
+            cancelled_by: None,
+        };
+        let text = job("text", json!({"content": "新品上市"}));
+        assert!(same_content(
+            &text,
+            Some(&json!({"content": "新品上市"})),
+            &[]
+        ));
+        assert!(!same_content(
+            &text,
+            Some(&json!({"content": "other"})),
+            &[]
+        ));
+        assert!(!same_content(&text, None, &[]));
+        let image = json!({"msgtype": "image", "image": {"media_id": "IMG"}});
+        assert!(!same_content(
+            &text,
+            Some(&json!({"content": "新品上市"})),
+            std::slice::from_ref(&image)
+        ));
+        let img = job("image", json!({"media_id": "IMG"}));
+        assert!(same_content(&img, None, &[image]));
+        assert!(same_content(
+            &img,
+            Some(&json!({"content": ""})),
+            &[json!({"msgtype": "image", "image": {"pic_url": "http://p.qpic.cn/x"}})]
+        ));
+        assert!(!same_content(
+            &img,
+            None,
+            &[json!({"msgtype": "image", "image": {"media_id": "OTHER"}})]
+        ));
+        assert!(!same_content(&img, None, &[]));
     }
 
     #[test]

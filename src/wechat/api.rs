@@ -165,6 +165,8 @@ struct Request<'a> {
     path: &'static str,
     query: Vec<(&'static str, &'a str)>,
     body: Option<&'a serde_json::Value>,
+    /// One attempt only (see [`WeChatApi::with_token_attempts`]).
+    once: bool,
 }
 
 /// Cheap to clone: the HTTP client shares one connection pool.
@@ -218,6 +220,7 @@ impl WeChatApi {
             path: "/cgi-bin/stable_token",
             query: Vec::new(),
             body: Some(&body),
+            once: false,
         })
         .await
     }
@@ -236,6 +239,7 @@ impl WeChatApi {
             path: "/cgi-bin/gettoken",
             query: vec![("corpid", corp_id), ("corpsecret", secret.expose())],
             body: None,
+            once: false,
         })
         .await
     }
@@ -262,6 +266,7 @@ impl WeChatApi {
                 ("grant_type", "authorization_code"),
             ],
             body: None,
+            once: false,
         })
         .await
     }
@@ -293,6 +298,26 @@ impl WeChatApi {
         extra: &[(&'static str, &str)],
         body: Option<&serde_json::Value>,
     ) -> Result<T, ApiError> {
+        self.with_token_attempts(account, platform, api, path, token, extra, body, false)
+            .await
+    }
+
+    /// [`Self::with_token`], in one attempt when `once`: a timeout, a 5xx or an errcode -1 is
+    /// then reported at once instead of sending the request again. For a call that WeChat does
+    /// not de-duplicate (WeCom's `add_msg_template`), whose caller must first find out whether
+    /// an attempt landed before making another.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn with_token_attempts<T: DeserializeOwned>(
+        &self,
+        account: &str,
+        platform: Platform,
+        api: &'static str,
+        path: &'static str,
+        token: &Secret,
+        extra: &[(&'static str, &str)],
+        body: Option<&serde_json::Value>,
+        once: bool,
+    ) -> Result<T, ApiError> {
         let mut query = vec![("access_token", token.expose())];
         query.extend_from_slice(extra);
         self.call(Request {
@@ -302,6 +327,7 @@ impl WeChatApi {
             path,
             query,
             body,
+            once,
         })
         .await
     }
@@ -328,7 +354,7 @@ impl WeChatApi {
                 Err(Attempt::Transient(e)) => e,
             };
             failures += 1;
-            if failures >= self.policy.attempts {
+            if req.once || failures >= self.policy.attempts {
                 let e = match transient {
                     ApiError::Busy { errmsg, .. } => ApiError::Busy {
                         attempts: failures,

@@ -126,6 +126,20 @@ impl TokenAuthority {
         self.call(account, api, path, &[], Some(body)).await
     }
 
+    /// [`Self::post`] in one attempt: a timeout, a 5xx or an errcode -1 is reported, not sent
+    /// again (a rejected token still is: WeChat did not act on the request). For a send that
+    /// WeChat does not de-duplicate, see `WeChatApi::with_token_attempts`.
+    pub async fn post_once<T: DeserializeOwned>(
+        &self,
+        account: &Account,
+        api: &'static str,
+        path: &'static str,
+        body: &serde_json::Value,
+    ) -> Result<T, TokenError> {
+        self.call_attempts(account, api, path, &[], Some(body), true)
+            .await
+    }
+
     /// [`Self::post`] with `extra` query parameters, and a GET when there is no body.
     pub async fn call<T: DeserializeOwned>(
         &self,
@@ -135,12 +149,25 @@ impl TokenAuthority {
         extra: &[(&'static str, &str)],
         body: Option<&serde_json::Value>,
     ) -> Result<T, TokenError> {
+        self.call_attempts(account, api, path, extra, body, false)
+            .await
+    }
+
+    async fn call_attempts<T: DeserializeOwned>(
+        &self,
+        account: &Account,
+        api: &'static str,
+        path: &'static str,
+        extra: &[(&'static str, &str)],
+        body: Option<&serde_json::Value>,
+        once: bool,
+    ) -> Result<T, TokenError> {
         let id = account.id.as_str();
         let platform = account.platform;
         let token = self.token(account).await?;
         match self
             .api
-            .with_token(id, platform, api, path, &token, extra, body)
+            .with_token_attempts(id, platform, api, path, &token, extra, body, once)
             .await
         {
             Err(ApiError::TokenRejected { errcode, .. }) => {
@@ -166,7 +193,7 @@ impl TokenAuthority {
                     .await?;
                 Ok(self
                     .api
-                    .with_token(id, platform, api, path, &fresh, extra, body)
+                    .with_token_attempts(id, platform, api, path, &fresh, extra, body, once)
                     .await?)
             }
             other => Ok(other?),

@@ -184,6 +184,7 @@ async fn the_openapi_document_lists_every_admin_route_behind_a_token() {
         (format!("{acc}/reply-rules"), &["get", "post"]),
         (format!("{acc}/reply-rules/{{id}}"), &["put", "delete"]),
         (format!("{acc}/welcome"), &["get", "put", "delete"]),
+        (format!("{acc}/broadcasts/{{job_id}}/cancel"), &["post"]),
         ("/admin/v1/dead-letters".to_owned(), &["get"]),
         (
             "/admin/v1/dead-letters/{event_id}/replay".to_owned(),

@@ -12,7 +12,9 @@ use wechat_gateway::pb::event::Kind;
 use wechat_gateway::pb::gateway_client::GatewayClient;
 use wechat_gateway::pb::{self, send_broadcast_request};
 
-use crate::support::app::{config_toml, now, spawn_app, AppOptions, TestApp, MP_APP_ID};
+use crate::support::app::{
+    config_toml, now, spawn_app, AppOptions, TestApp, MP_APP_ID, WORK_CORP_ID,
+};
 use crate::support::crm::FakeCrm;
 use crate::support::fake_wechat::{FakeWeChat, Injected};
 use crate::support::redis::fresh_db_url;
@@ -21,6 +23,9 @@ const TOKEN: &str = "test-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 const MASS_SEND: &str = "/cgi-bin/message/mass/send";
 const MASS_SENDALL: &str = "/cgi-bin/message/mass/sendall";
+const ADD_MSG_TEMPLATE: &str = "/cgi-bin/externalcontact/add_msg_template";
+const GROUPMSG_LIST: &str = "/cgi-bin/externalcontact/get_groupmsg_list_v2";
+const GROUPMSG_SEND_RESULT: &str = "/cgi-bin/externalcontact/get_groupmsg_send_result";
 /// A fast pace and short backoffs, so that tests do not wait a minute per 60 batches.
 const FAST: &str = "[broadcasts]\ncalls_per_minute = 6000\nbackoff_min_ms = 50\n\
                     backoff_max_seconds = 1\nlease_seconds = 5\n";
@@ -34,10 +39,19 @@ async fn app(
     crm: Option<&FakeCrm>,
     extra: String,
 ) -> (TestApp, tempfile::TempDir) {
+    app_with_timeout(wechat, crm, extra, 1000).await
+}
+
+async fn app_with_timeout(
+    wechat: &FakeWeChat,
+    crm: Option<&FakeCrm>,
+    extra: String,
+    wechat_timeout_ms: u64,
+) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = AppOptions::embedded(&dir.path().join("data")).wechat(&wechat.base());
     opts.extra_toml = extra;
-    opts.wechat_timeout_ms = 1000;
+    opts.wechat_timeout_ms = wechat_timeout_ms;
     if let Some(crm) = crm {
         opts = opts.crm(&crm.endpoint());
     }
@@ -86,6 +100,25 @@ async fn job(app: &TestApp, account: &str, job_id: &str) -> Value {
     .await;
     assert_eq!(status, 200, "{body}");
     body
+}
+
+async fn cancel(app: &TestApp, account: &str, job_id: &str) -> (u16, Value) {
+    admin(
+        app,
+        reqwest::Method::POST,
+        &format!("{account}/broadcasts/{job_id}/cancel"),
+        None,
+    )
+    .await
+}
+
+/// Waits until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < WAIT, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Polls the job until `done` holds.
@@ -666,6 +699,288 @@ async fn a_wecom_broadcast_is_a_group_message_recording_fail_list_and_confirmati
     app.stop().await;
 }
 
+fn wecom_text(contacts: &[String], content: &str) -> Value {
+    json!({"audience": {"external_user_ids": contacts, "sender": "zhangsan"},
+           "message": text(content)})
+}
+
+fn contacts(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("wmContact{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wecom_batch_whose_answer_was_lost_is_found_in_wecoms_record_and_not_sent_again() {
+    let wechat = FakeWeChat::start().await;
+    let (app, _dir) = app(&wechat, None, fast(3600)).await;
+    // The corp's other group messages in the window: more than a page of
+    // get_groupmsg_list_v2 (100), one of them with the same text to other contacts.
+    for i in 0..120 {
+        wechat.seed_group_message(WORK_CORP_ID, "lisi", &format!("other {i}"), &["wmElse"]);
+    }
+    let lookalike = wechat.seed_group_message(
+        WORK_CORP_ID,
+        "zhangsan",
+        "双十二",
+        &["wmContact0", "wmElse"],
+    );
+    // An earlier job to the same contacts with the same text: its message matches in all but
+    // its msgid, which that job recorded.
+    let body = wecom_text(&contacts(3), "双十二");
+    let (_, earlier) = send(&app, "acme-work", &body).await;
+    let earlier = wait_job(
+        &app,
+        "acme-work",
+        earlier["job_id"].as_str().unwrap(),
+        |j| every_batch(j, "sent"),
+    )
+    .await;
+
+    // WeCom creates the next group message but its answer is lost; the first look at WeCom's
+    // record fails too (errcode -1 for each of the client's three attempts).
+    wechat.lose_group_message_answers(1);
+    wechat.inject(GROUPMSG_LIST, Injected::Errcode(-1), 3);
+    let (status, created) = send(&app, "acme-work", &body).await;
+    assert_eq!(status, 202, "{created}");
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    let j = wait_job(&app, "acme-work", &job_id, |j| every_batch(j, "sent")).await;
+
+    assert_eq!(
+        wechat.count(ADD_MSG_TEMPLATE),
+        2,
+        "one call per job, none repeated"
+    );
+    let ids = wechat.group_message_ids();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(earlier["batches"][0]["msg_id"], ids[0].as_str());
+    let batch = &j["batches"][0];
+    assert_eq!(
+        batch["msg_id"],
+        ids[1].as_str(),
+        "the lost send's msgid: {j:#}"
+    );
+    assert_eq!(batch["reconciled"], true);
+    assert_eq!(batch["already_sent"], true);
+    assert_eq!(batch["attempts"], 1);
+    assert_eq!(batch["pending_confirmation"], json!(["zhangsan"]));
+
+    // Three failed reads, then two pages of the record.
+    let lists = wechat.requests_to(GROUPMSG_LIST);
+    assert_eq!(lists.len(), 5, "{lists:?}");
+    assert_eq!(lists[3].body["cursor"], "");
+    assert_ne!(lists[4].body["cursor"], "", "the second page");
+    for l in &lists {
+        assert_eq!(l.body["chat_type"], "single");
+        assert_eq!(l.body["filter_type"], 0);
+        let (start, end) = (
+            l.body["start_time"].as_u64().unwrap(),
+            l.body["end_time"].as_u64().unwrap(),
+        );
+        assert!(start <= now() && now() <= end && end - start <= 31 * 24 * 3600);
+    }
+    // The look-alike was checked by its send list; the earlier job's message was not (it is
+    // recorded by that job).
+    let checked: Vec<Value> = wechat
+        .requests_to(GROUPMSG_SEND_RESULT)
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
+    assert!(
+        checked.iter().all(|b| b["userid"] == "zhangsan"),
+        "{checked:?}"
+    );
+    assert!(checked.iter().any(|b| b["msgid"] == lookalike.as_str()));
+    assert!(checked.iter().any(|b| b["msgid"] == ids[1].as_str()));
+    assert!(checked.iter().all(|b| b["msgid"] != ids[0].as_str()));
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("wgw_broadcast_batches_total")
+                && l.contains("acme-work")
+                && l.contains("outcome=\"reconciled\"")),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wecom_batch_whose_attempts_never_reached_wecom_is_sent_again_after_a_look() {
+    let wechat = FakeWeChat::start().await;
+    let (app, _dir) = app(&wechat, None, fast(3600)).await;
+    // Refused before WeCom created anything: a 503, then "system busy". Neither is repeated
+    // inside the call, each is followed by a look at WeCom's record, which finds nothing.
+    wechat.inject(ADD_MSG_TEMPLATE, Injected::Status(503), 1);
+    wechat.inject(ADD_MSG_TEMPLATE, Injected::Errcode(-1), 1);
+    let (_, created) = send(&app, "acme-work", &wecom_text(&contacts(2), "再来一次")).await;
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    let j = wait_job(&app, "acme-work", &job_id, |j| every_batch(j, "sent")).await;
+
+    assert_eq!(wechat.count(ADD_MSG_TEMPLATE), 3);
+    let ids = wechat.group_message_ids();
+    assert_eq!(ids.len(), 1, "created once");
+    let batch = &j["batches"][0];
+    assert_eq!(batch["msg_id"], ids[0].as_str());
+    assert_eq!(batch["attempts"], 3);
+    assert_eq!(batch["reconciled"], false);
+    assert_eq!(batch["already_sent"], false);
+    // A look before each attempt after the first.
+    let requests = wechat.requests();
+    let order: Vec<&str> = requests
+        .iter()
+        .map(|r| r.path.as_str())
+        .filter(|p| *p == ADD_MSG_TEMPLATE || *p == GROUPMSG_LIST)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ADD_MSG_TEMPLATE,
+            GROUPMSG_LIST,
+            ADD_MSG_TEMPLATE,
+            GROUPMSG_LIST,
+            ADD_MSG_TEMPLATE
+        ]
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_job_mid_way_finishes_the_batch_in_flight_and_never_sends_the_rest() {
+    let wechat = FakeWeChat::start().await;
+    // A deadline longer than the test holds a call.
+    let (app, _dir) = app_with_timeout(&wechat, None, fast(3600), 60_000).await;
+    // Batch 0 goes through; batch 1 reaches WeChat and waits there until released.
+    wechat.hold(MASS_SEND, 1);
+    let (_, created) = send(
+        &app,
+        "acme-plain",
+        &json!({"audience": {"open_ids": open_ids(30_000)}, "message": text("stop")}),
+    )
+    .await;
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    until("batch 1 in flight", || wechat.count(MASS_SEND) == 2).await;
+
+    let (status, cancelled) = cancel(&app, "acme-plain", &job_id).await;
+    assert_eq!(status, 200, "{cancelled}");
+    let statuses = |j: &Value| -> Vec<String> {
+        j["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["status"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(statuses(&cancelled), ["sent", "sending", "cancelled"]);
+    assert_eq!(cancelled["status"], "sending", "batch 1 is still in flight");
+    assert_eq!(cancelled["cancelled_by"], "ops");
+    let (status, again) = cancel(&app, "acme-plain", &job_id).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, cancelled, "cancelling again answers the same");
+
+    wechat.release(MASS_SEND);
+    let j = wait_job(&app, "acme-plain", &job_id, |j| j["status"] == "cancelled").await;
+    assert_eq!(statuses(&j), ["sent", "sent", "cancelled"]);
+    let sends = wechat.mass_sends();
+    assert_eq!(
+        j["batches"][1]["msg_id"], sends[1].msg_id,
+        "its result is kept"
+    );
+    assert_eq!(j["batches"][2]["msg_id"], Value::Null);
+    assert_eq!(j["batches"][2]["attempts"], 0);
+
+    // The runner goes on to a later job: batch 2 had its turn and was not sent.
+    let (_, next) = send(
+        &app,
+        "acme-plain",
+        &json!({"audience": {"open_ids": open_ids(2)}, "message": text("after")}),
+    )
+    .await;
+    let next_id = next["job_id"].as_str().unwrap().to_owned();
+    wait_job(&app, "acme-plain", &next_id, |j| every_batch(j, "sent")).await;
+    let sends = wechat.mass_sends();
+    assert_eq!(sends.len(), 3, "{sends:?}");
+    assert!(sends.iter().all(|s| s.clientmsgid != format!("{job_id}-2")));
+
+    // Nothing left to send: a conflict. Unknown: 404. No token: 401.
+    let (status, conflict) = cancel(&app, "acme-plain", &next_id).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "conflict");
+    let message = conflict["error"]["message"].as_str().unwrap();
+    assert!(message.contains("nothing left to send"), "{message}");
+    let (status, _) = cancel(&app, "acme-plain", "unknown").await;
+    assert_eq!(status, 404);
+    let resp = app
+        .http
+        .post(app.url(&format!(
+            "/admin/v1/accounts/acme-plain/broadcasts/{job_id}/cancel"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_cancel_broadcast_settles_a_wecom_batch_in_doubt_without_sending_it_again() {
+    let wechat = FakeWeChat::start().await;
+    let (app, _dir) = app_with_timeout(&wechat, None, fast(3600), 60_000).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut gateway = GatewayClient::new(channel);
+    // Batch 0 fails before WeCom acts (a 503), so it is in doubt; the look at WeCom's record
+    // that must come before another attempt is held in flight while the job is cancelled.
+    wechat.inject(ADD_MSG_TEMPLATE, Injected::Status(503), 1);
+    wechat.hold(GROUPMSG_LIST, 0);
+    let (_, created) = send(&app, "acme-work", &wecom_text(&contacts(10_001), "取消")).await;
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    until("the look at WeCom's record", || {
+        wechat.count(GROUPMSG_LIST) == 1
+    })
+    .await;
+
+    let request = || pb::GetBroadcastRequest {
+        account_id: "acme-work".into(),
+        job_id: job_id.clone(),
+    };
+    let job = gateway
+        .cancel_broadcast(request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.status, "sending", "{job:?}");
+    assert!(job.cancelled_at > 0);
+    assert_eq!(job.batches[0].status, "sending");
+    assert_eq!(job.batches[1].status, "cancelled");
+
+    wechat.release(GROUPMSG_LIST);
+    let j = wait_job(&app, "acme-work", &job_id, |j| j["status"] == "cancelled").await;
+    // The look found nothing: batch 0 never reached WeCom, and is not sent after the cancel.
+    assert_eq!(j["batches"][0]["status"], "cancelled", "{j:#}");
+    assert!(j["batches"][0]["msg_id"].is_null());
+    assert_eq!(wechat.count(ADD_MSG_TEMPLATE), 1);
+    assert!(wechat.group_message_ids().is_empty());
+    let again = gateway
+        .cancel_broadcast(request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.status, "cancelled");
+
+    let missing = gateway
+        .cancel_broadcast(pb::GetBroadcastRequest {
+            account_id: "acme-work".into(),
+            job_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_send_and_get_broadcast_follow_the_admin_rules() {
     let wechat = FakeWeChat::start().await;
@@ -818,6 +1133,76 @@ async fn two_instances_on_one_redis_run_a_job_once() {
     for app in apps {
         app.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wecom_job_killed_before_recording_a_group_message_finds_it_after_restart() {
+    use crate::crash::Gateway;
+    wechat_gateway::startup::install_tls_provider();
+    let wechat = FakeWeChat::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = AppOptions::embedded(&dir.path().join("data")).wechat(&wechat.base());
+    opts.extra_toml = "[broadcasts]\ncalls_per_minute = 120\nbackoff_min_ms = 100\n\
+                       backoff_max_seconds = 1\nlease_seconds = 2\n"
+        .into();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_toml(&opts)).unwrap();
+    // WeCom creates batch 0's group message; the process dies before the answer arrives.
+    wechat.lose_group_message_answers(1);
+    let gateway = Gateway::start(&config);
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!(
+            "http://{}/admin/v1/accounts/acme-work/broadcasts",
+            gateway.addr
+        ))
+        .bearer_auth(TOKEN)
+        .json(&wecom_text(&contacts(10_001), "crash-proof"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let created: Value = resp.json().await.unwrap();
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    until("batch 0 created at WeCom", || {
+        wechat.group_message_ids().len() == 1
+    })
+    .await;
+    gateway.kill();
+
+    let restarted = Gateway::start(&config);
+    let url = format!(
+        "http://{}/admin/v1/accounts/acme-work/broadcasts/{job_id}",
+        restarted.addr
+    );
+    let start = Instant::now();
+    let j = loop {
+        let j: Value = client
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if every_batch(&j, "sent") {
+            break j;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never sent: {j:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    restarted.kill();
+    let ids = wechat.group_message_ids();
+    assert_eq!(wechat.count(ADD_MSG_TEMPLATE), 2, "one call per batch");
+    assert_eq!(ids.len(), 2);
+    assert_eq!(j["batches"][0]["msg_id"], ids[0].as_str());
+    assert_eq!(j["batches"][0]["reconciled"], true);
+    assert_eq!(j["batches"][1]["msg_id"], ids[1].as_str());
+    assert_eq!(j["batches"][1]["reconciled"], false);
 }
 
 async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::path::Path) {

@@ -6,7 +6,8 @@
 //!   the newest token of a credential is valid: any other answers 40001, as a token replaced by
 //!   a `force_refresh` or by another system would.
 //! - Errors can be injected per path (an errcode, or an HTTP status, for the next N calls, before
-//!   the token is looked at), and every answer of a path can be delayed.
+//!   the token is looked at), and every answer of a path can be delayed, or held until the
+//!   test releases it ([`FakeWeChat::hold`]): a call in flight for as long as a test needs.
 //! - It keeps each account's menu as WeChat does ([`menu`]), and counts the calls of each path
 //!   in flight at once; WeCom's `send_welcome_msg` honours each welcome code once ([`welcome`]).
 //! - It serves web OAuth and the user lookups of identity enrichment ([`oauth`]).
@@ -55,6 +56,8 @@ struct State {
     issued: u64,
     injected: HashMap<String, VecDeque<Injected>>,
     delays: HashMap<String, Duration>,
+    /// Path → calls still let through, and the gate the others wait at until released.
+    holds: HashMap<String, (usize, tokio::sync::watch::Sender<bool>)>,
     /// `expires_in` of the tokens issued (WeChat's 7200 unless set).
     expires_in: Option<u64>,
     /// Path → calls being answered now, and the most ever at once.
@@ -136,6 +139,20 @@ impl FakeWeChat {
         self.state().delays.insert(path.to_owned(), delay);
     }
 
+    /// Calls of `path` after the next `pass` are received (and recorded) but wait for
+    /// [`Self::release`] before WeChat acts on them and answers.
+    pub fn hold(&self, path: &str, pass: usize) {
+        let (gate, _) = tokio::sync::watch::channel(false);
+        self.state().holds.insert(path.to_owned(), (pass, gate));
+    }
+
+    /// The calls of `path` held by [`Self::hold`] go on, and later ones are not held.
+    pub fn release(&self, path: &str) {
+        if let Some((_, gate)) = self.state().holds.remove(path) {
+            gate.send_replace(true);
+        }
+    }
+
     /// Every token handed out so far stops working, as when another system holding the same
     /// credential forced a refresh.
     pub fn invalidate_tokens(&self) {
@@ -206,6 +223,18 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
+    }
+    let gate = match state.lock().unwrap().holds.get_mut(&path) {
+        Some((pass, _)) if *pass > 0 => {
+            *pass -= 1;
+            None
+        }
+        Some((_, gate)) => Some(gate.subscribe()),
+        None => None,
+    };
+    if let Some(mut released) = gate {
+        // Ends when released (or when the gate is dropped with the fake).
+        let _ = released.wait_for(|r| *r).await;
     }
     match injected {
         Some(Injected::Errcode(code)) => {

@@ -12,6 +12,15 @@
 //!   contacts whose id starts with `wmFail` land in `fail_list`) and `get_groupmsg_task` (the
 //!   sender's task, status 0 until [`FakeWeChat::confirm_group_message`], then 2);
 //!   `cancel_groupmsg_send` stops a group message (41063 for an unknown msgid).
+//! - WeCom's record of group messages, as developer.work.weixin.qq.com/document/path/93338
+//!   documents it: `get_groupmsg_list_v2` (`chat_type`, `start_time`/`end_time` at most a
+//!   month apart, `creator`, `filter_type` 0 enterprise / 1 personal / 2 all, `limit` at most
+//!   100, default 50, `cursor` → `next_cursor`, empty on the last page; a message created
+//!   through the API has no `creator`, so a `creator` filter does not find it) and
+//!   `get_groupmsg_send_result` (`msgid`, `userid`, `limit` at most 1000, default 500,
+//!   `cursor`; `send_list` of `external_userid`, `userid`, `status` 0 not sent / 1 sent).
+//!   [`FakeWeChat::lose_group_message_answers`] makes `add_msg_template` create the message
+//!   and then never answer in time, as when the answer is lost.
 //!
 //! Every mass-send answer is recorded ([`MassSend`]), accepted or not, so that a test can count
 //! the sends WeChat *accepted* per clientmsgid, which is what reaches followers. Answers can be
@@ -57,10 +66,32 @@ pub(super) struct Mass {
     tags: HashMap<String, HashMap<String, u64>>,
     /// (credential, tag id) → openids.
     members: HashMap<(String, u64), HashSet<String>>,
-    /// WeCom msgid → (sender, confirmed).
-    templates: HashMap<String, (String, bool)>,
+    /// WeCom group messages, in creation order.
+    group_msgs: Vec<GroupMsg>,
     template_bodies: Vec<Value>,
+    /// How many coming `add_msg_template` answers are lost.
+    lose_templates: usize,
 }
+
+/// A WeCom group message as WeCom keeps it; every one is created through the API (the fake
+/// has no members creating their own), so none has a `creator`.
+struct GroupMsg {
+    credential: String,
+    msgid: String,
+    sender: String,
+    /// Made by [`FakeWeChat::seed_group_message`], not by the gateway.
+    seeded: bool,
+    /// The contacts it can reach (the request's, without its `fail_list`).
+    recipients: Vec<String>,
+    text: Value,
+    attachments: Value,
+    create_time: u64,
+    confirmed: bool,
+    cancelled: bool,
+}
+
+/// How long a lost `add_msg_template` answer is held: far past any gateway deadline.
+const LOST: Duration = Duration::from_secs(120);
 
 const MSGTYPES: &[&str] = &["mpnews", "text", "voice", "image", "mpvideo", "wxcard"];
 
@@ -70,6 +101,8 @@ pub(super) fn handles(path: &str) -> bool {
         || path == "/cgi-bin/externalcontact/add_msg_template"
         || path == "/cgi-bin/externalcontact/get_groupmsg_task"
         || path == "/cgi-bin/externalcontact/cancel_groupmsg_send"
+        || path == "/cgi-bin/externalcontact/get_groupmsg_list_v2"
+        || path == "/cgi-bin/externalcontact/get_groupmsg_send_result"
 }
 
 fn ok() -> Value {
@@ -189,22 +222,24 @@ pub(super) fn answer(
                 return (error(41048, "text or attachments required"), None);
             }
             m.template_bodies.push(body.clone());
-            m.next_id += 1;
-            let msgid = format!("msgGCAAA{}", m.next_id);
-            m.templates
-                .insert(msgid.clone(), (sender.to_owned(), false));
-            let fail: Vec<&String> = ids.iter().filter(|i| i.starts_with("wmFail")).collect();
+            let (fail, reach): (Vec<String>, Vec<String>) =
+                ids.into_iter().partition(|i| i.starts_with("wmFail"));
+            let msgid = new_group_msg(m, credential, sender, false, reach, body);
+            let lost = (m.lose_templates > 0).then(|| {
+                m.lose_templates -= 1;
+                LOST
+            });
             (
                 json!({"errcode": 0, "errmsg": "ok", "fail_list": fail, "msgid": msgid}),
-                None,
+                lost,
             )
         }
         "/cgi-bin/externalcontact/get_groupmsg_task" => {
             let msgid = body["msgid"].as_str().unwrap_or_default();
-            match m.templates.get(msgid) {
-                Some((sender, confirmed)) => (
+            match group_msg(m, credential, msgid) {
+                Some(g) => (
                     json!({"errcode": 0, "errmsg": "ok", "task_list": [
-                        {"userid": sender, "status": if *confirmed { 2 } else { 0 }}
+                        {"userid": g.sender, "status": if g.confirmed { 2 } else { 0 }}
                     ]}),
                     None,
                 ),
@@ -213,14 +248,174 @@ pub(super) fn answer(
         }
         "/cgi-bin/externalcontact/cancel_groupmsg_send" => {
             let msgid = body["msgid"].as_str().unwrap_or_default();
-            if m.templates.remove(msgid).is_some() {
-                (ok(), None)
-            } else {
-                (error(41063, "msgid not found"), None)
+            match m
+                .group_msgs
+                .iter_mut()
+                .find(|g| g.credential == credential && g.msgid == msgid && !g.cancelled)
+            {
+                Some(g) => {
+                    g.cancelled = true;
+                    (ok(), None)
+                }
+                None => (error(41063, "msgid not found"), None),
             }
+        }
+        "/cgi-bin/externalcontact/get_groupmsg_list_v2" => {
+            (group_msg_list(m, credential, body), None)
+        }
+        "/cgi-bin/externalcontact/get_groupmsg_send_result" => {
+            (group_msg_send_result(m, credential, body), None)
         }
         _ => (error(48001, "api unauthorized"), None),
     }
+}
+
+fn new_group_msg(
+    m: &mut Mass,
+    credential: &str,
+    sender: &str,
+    seeded: bool,
+    recipients: Vec<String>,
+    body: &Value,
+) -> String {
+    m.next_id += 1;
+    let msgid = format!("msgGCAAA{}", m.next_id);
+    m.group_msgs.push(GroupMsg {
+        credential: credential.to_owned(),
+        msgid: msgid.clone(),
+        sender: sender.to_owned(),
+        seeded,
+        recipients,
+        text: body["text"].clone(),
+        attachments: body["attachments"].clone(),
+        create_time: unix_now(),
+        confirmed: false,
+        cancelled: false,
+    });
+    msgid
+}
+
+/// A group message that `get_groupmsg_task` and `cancel_groupmsg_send` still know.
+fn group_msg<'a>(m: &'a Mass, credential: &str, msgid: &str) -> Option<&'a GroupMsg> {
+    m.group_msgs
+        .iter()
+        .find(|g| g.credential == credential && g.msgid == msgid && !g.cancelled)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A page size as 93338 documents it: over the maximum (or absent) is the default.
+fn page_limit(body: &Value, default: usize, max: usize) -> usize {
+    match body["limit"].as_u64() {
+        Some(n) if n >= 1 && n as usize <= max => n as usize,
+        _ => default,
+    }
+}
+
+/// The offset a cursor of ours stands for; an empty or absent cursor is the first page.
+fn page_start(body: &Value) -> Result<usize, Value> {
+    match body["cursor"].as_str().unwrap_or_default() {
+        "" => Ok(0),
+        c => c
+            .strip_prefix("CURSOR")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| error(40058, "invalid cursor")),
+    }
+}
+
+fn next_cursor(end: usize, total: usize) -> String {
+    if end < total {
+        format!("CURSOR{end}")
+    } else {
+        String::new()
+    }
+}
+
+/// `get_groupmsg_list_v2` (93338).
+fn group_msg_list(m: &Mass, credential: &str, body: &Value) -> Value {
+    let (Some(start), Some(end)) = (body["start_time"].as_u64(), body["end_time"].as_u64()) else {
+        return error(40058, "start_time and end_time required");
+    };
+    if end < start || end - start > 31 * 24 * 3600 {
+        return error(
+            40058,
+            "the interval between start_time and end_time exceeds one month",
+        );
+    }
+    if body["chat_type"].as_str().unwrap_or("single") != "single" {
+        // The fake keeps no group-chat messages.
+        return json!({"errcode": 0, "errmsg": "ok", "next_cursor": "", "group_msg_list": []});
+    }
+    // Every message here was created through the API: by the enterprise (filter_type 0 or 2,
+    // not 1 "personal"), with no creator (so a creator filter matches none of them).
+    let personal = body["filter_type"].as_u64() == Some(1);
+    let by_creator = !body["creator"].as_str().unwrap_or_default().is_empty();
+    let matching: Vec<&GroupMsg> = m
+        .group_msgs
+        .iter()
+        .filter(|g| g.credential == credential && !personal && !by_creator)
+        .filter(|g| (start..=end).contains(&g.create_time))
+        .collect();
+    let from = match page_start(body) {
+        Ok(n) => n.min(matching.len()),
+        Err(e) => return e,
+    };
+    let to = (from + page_limit(body, 50, 100)).min(matching.len());
+    let list: Vec<Value> = matching[from..to]
+        .iter()
+        .map(|g| {
+            let mut v = json!({"msgid": g.msgid, "create_time": g.create_time, "create_type": 0});
+            if !g.text.is_null() {
+                v["text"] = g.text.clone();
+            }
+            if !g.attachments.is_null() {
+                v["attachments"] = g.attachments.clone();
+            }
+            v
+        })
+        .collect();
+    json!({"errcode": 0, "errmsg": "ok", "next_cursor": next_cursor(to, matching.len()),
+           "group_msg_list": list})
+}
+
+/// `get_groupmsg_send_result` (93338): one entry per contact of the sender's task.
+fn group_msg_send_result(m: &Mass, credential: &str, body: &Value) -> Value {
+    let msgid = body["msgid"].as_str().unwrap_or_default();
+    let userid = body["userid"].as_str().unwrap_or_default();
+    if userid.is_empty() {
+        return error(40058, "userid required");
+    }
+    let Some(g) = m
+        .group_msgs
+        .iter()
+        .find(|g| g.credential == credential && g.msgid == msgid)
+    else {
+        return error(41063, "msgid not found");
+    };
+    let listed: &[String] = if g.sender == userid {
+        &g.recipients
+    } else {
+        &[]
+    };
+    let from = match page_start(body) {
+        Ok(n) => n.min(listed.len()),
+        Err(e) => return e,
+    };
+    let to = (from + page_limit(body, 500, 1000)).min(listed.len());
+    let list: Vec<Value> = listed[from..to]
+        .iter()
+        .map(|id| {
+            json!({"external_userid": id, "userid": g.sender,
+                   "status": if g.confirmed { 1 } else { 0 }})
+        })
+        .collect();
+    json!({"errcode": 0, "errmsg": "ok", "next_cursor": next_cursor(to, listed.len()),
+           "send_list": list})
 }
 
 fn check_message(body: &Value) -> Result<(), Value> {
@@ -330,10 +525,47 @@ impl FakeWeChat {
         self.state().mass.template_bodies.clone()
     }
 
+    /// The msgids of the group messages `add_msg_template` created, in order.
+    pub fn group_message_ids(&self) -> Vec<String> {
+        self.state()
+            .mass
+            .group_msgs
+            .iter()
+            .filter(|g| !g.seeded)
+            .map(|g| g.msgid.clone())
+            .collect()
+    }
+
     /// The sender confirms the WeCom group message `msgid` in their client.
     pub fn confirm_group_message(&self, msgid: &str) {
-        if let Some(t) = self.state().mass.templates.get_mut(msgid) {
-            t.1 = true;
+        let mut state = self.state();
+        if let Some(g) = state.mass.group_msgs.iter_mut().find(|g| g.msgid == msgid) {
+            g.confirmed = true;
         }
+    }
+
+    /// The next `times` `add_msg_template` calls create their group message, then hold the
+    /// answer far past the gateway's deadline: the answer is lost.
+    pub fn lose_group_message_answers(&self, times: usize) {
+        self.state().mass.lose_templates += times;
+    }
+
+    /// A text group message created for `corp` by another system through the API, as WeCom
+    /// would list it; returns its msgid.
+    pub fn seed_group_message(
+        &self,
+        corp: &str,
+        sender: &str,
+        content: &str,
+        recipients: &[&str],
+    ) -> String {
+        let mut state = self.state();
+        let m = &mut state.mass;
+        if m.next_id == 0 {
+            m.next_id = 1_000_000_001;
+        }
+        let body = json!({"text": {"content": content}});
+        let recipients = recipients.iter().map(|r| (*r).to_owned()).collect();
+        new_group_msg(m, corp, sender, true, recipients, &body)
     }
 }
