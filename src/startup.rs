@@ -113,8 +113,6 @@ impl Application {
         });
         let max_body = cfg.http.max_body_bytes;
         let server = HttpServer::new(move || {
-            // Each actix worker thread answers its own store writes (src/store/relay.rs).
-            crate::store::relay::install();
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(max_body))

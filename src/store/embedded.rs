@@ -29,7 +29,6 @@ use redb::{
 };
 use tokio::sync::{oneshot, Notify};
 
-use super::relay::{self, Completion, Relay};
 use super::{
     decode_menu_version, decode_scene, encode_doc, encode_menu_version, encode_scene, live_doc,
     CachedToken, DeadLetter, DocWrite, MenuVersion, OutboxEntry, OutboxStats, Recorded,
@@ -182,11 +181,7 @@ impl EmbeddedStore {
         self.writer
             .as_ref()
             .ok_or_else(writer_stopped)?
-            .send(Request {
-                op,
-                reply,
-                relay: relay::current(),
-            })
+            .send(Request { op, reply })
             .map_err(|_| writer_stopped())?;
         answer.await.map_err(|_| writer_stopped())?
     }
@@ -625,8 +620,6 @@ enum Op {
 struct Request {
     op: Op,
     reply: oneshot::Sender<Result<bool, StoreError>>,
-    /// The asking thread's relay, if it has one: answered through it, one wake per commit.
-    relay: Option<Relay>,
 }
 
 /// The wall clock, read once per batch.
@@ -712,38 +705,22 @@ impl Writer {
                 if appended {
                     self.appended.notify_waiters();
                 }
-                answer(batch.into_iter().zip(outcomes.into_iter().map(Ok)));
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    // A caller that went away (a cancelled request) needs no answer.
+                    let _ = request.reply.send(Ok(outcome));
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, writes = batch.len(), "embedded store: commit failed");
                 let message = format!("embedded store: cannot commit: {e}");
-                let failed =
-                    std::iter::repeat_with(|| Err(StoreError::Unavailable(message.clone())));
-                answer(batch.into_iter().zip(failed));
+                for request in batch {
+                    let _ = request
+                        .reply
+                        .send(Err(StoreError::Unavailable(message.clone())));
+                }
             }
         }
     }
-}
-
-/// Answers a commit's requests: those of a thread with a relay in one message to it, the
-/// others directly.
-fn answer(answers: impl Iterator<Item = (Request, Result<bool, StoreError>)>) {
-    let mut relayed: Vec<(Relay, Vec<Completion>)> = Vec::new();
-    let mut direct = Vec::new();
-    for (request, outcome) in answers {
-        let completion = (request.reply, outcome);
-        match request.relay {
-            None => direct.push(completion),
-            Some(relay) => match relayed.iter_mut().find(|(r, _)| r.same(&relay)) {
-                Some((_, batch)) => batch.push(completion),
-                None => relayed.push((relay, vec![completion])),
-            },
-        }
-    }
-    for (relay, batch) in relayed {
-        relay.deliver(batch);
-    }
-    relay::complete(direct);
 }
 
 /// The tables of one write transaction.

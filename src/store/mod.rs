@@ -10,7 +10,6 @@
 
 pub mod embedded;
 pub mod redis;
-pub mod relay;
 
 use std::time::Duration;
 
