@@ -110,6 +110,9 @@ pub struct StoreConfig {
     /// 1 GiB, which a busy outbox fills; misses are served from the OS page cache, which does not
     /// count against the process.
     pub cache_bytes: usize,
+    /// How often lapsed documents (the user cache, link clicks, leases) are removed
+    /// (`store.sweep_interval_seconds`, default 600).
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +291,7 @@ struct RawStore {
     dedup_ttl_seconds: u64,
     redis_lease_seconds: u64,
     cache_mib: u64,
+    sweep_interval_seconds: u64,
 }
 
 impl Default for RawStore {
@@ -299,6 +303,7 @@ impl Default for RawStore {
             dedup_ttl_seconds: 86_400,
             redis_lease_seconds: 30,
             cache_mib: 32,
+            sweep_interval_seconds: 600,
         }
     }
 }
@@ -625,6 +630,12 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             raw.store.redis_lease_seconds
         ));
     }
+    if !(1..=86_400).contains(&raw.store.sweep_interval_seconds) {
+        problems.push(format!(
+            "store.sweep_interval_seconds: {} must be between 1 and 86400",
+            raw.store.sweep_interval_seconds
+        ));
+    }
     let max_in_flight = raw.callbacks.max_in_flight;
     let per_account = raw.callbacks.max_in_flight_per_account;
     if !(1..=1_000_000).contains(&max_in_flight) {
@@ -740,6 +751,7 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             dedup_ttl: Duration::from_secs(raw.store.dedup_ttl_seconds),
             redis_lease: Duration::from_secs(raw.store.redis_lease_seconds),
             cache_bytes: (raw.store.cache_mib.clamp(1, 65_536) as usize) << 20,
+            sweep_interval: Duration::from_secs(raw.store.sweep_interval_seconds),
         },
         crm: CrmConfig {
             endpoint: raw.crm.endpoint,
@@ -1124,14 +1136,16 @@ token = "x"
         assert_eq!(cfg.callback_limits.max_in_flight, 512);
         assert_eq!(cfg.callback_limits.max_in_flight_per_account, 128);
         assert_eq!(cfg.store.redis_lease, Duration::from_secs(30));
+        assert_eq!(cfg.store.sweep_interval, Duration::from_secs(600));
         let toml = format!(
             "[callbacks]\nmax_in_flight = 4\nmax_in_flight_per_account = 5\n\
-             [store]\nredis_lease_seconds = 0\n{GOOD_MP}"
+             [store]\nredis_lease_seconds = 0\nsweep_interval_seconds = 0\n{GOOD_MP}"
         );
         let problems = load_str(&toml).unwrap_err().0.join("\n");
         for expected in [
             "callbacks.max_in_flight_per_account: 5 must be between 1 and callbacks.max_in_flight (4)",
             "store.redis_lease_seconds: 0 must be between 1 and 3600",
+            "store.sweep_interval_seconds: 0 must be between 1 and 86400",
         ] {
             assert!(problems.contains(expected), "missing {expected:?} in:\n{problems}");
         }

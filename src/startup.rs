@@ -184,6 +184,14 @@ impl Application {
                 )),
             ),
             ("broadcasts", broadcast_runner),
+            (
+                "document-sweep",
+                tokio::spawn(crate::services::sweep::run(
+                    services.clone(),
+                    cfg.store.sweep_interval,
+                    shutdown.clone(),
+                )),
+            ),
         ];
 
         tokio::spawn(cancel_on_signal(shutdown.clone()));

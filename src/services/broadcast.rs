@@ -73,7 +73,7 @@ const CMID: &str = "bcast-cmid";
 const ACTIVE: &str = "bcast-active";
 const MSGID: &str = "bcast-msgid";
 const RESULT: &str = "bcast-result";
-const LEASE: &str = "bcast-lease";
+pub(crate) const LEASE: &str = "bcast-lease";
 
 /// How often the runner looks for work when nobody kicks it (a job created on another
 /// instance, a result check coming due).

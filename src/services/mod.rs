@@ -8,6 +8,7 @@ pub mod links;
 pub mod menu;
 pub mod message;
 pub mod qrcode;
+pub mod sweep;
 pub mod tags;
 
 use std::collections::HashMap;

@@ -14,6 +14,7 @@
 //! restart a token is simply fetched again (`stable_token` does not invalidate the old one).
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -519,6 +520,60 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    /// The cursor is the last id looked at; the lapsed ones found by a read are removed by the
+    /// writer only if still lapsed, in as few commits as the group commit makes of them.
+    async fn sweep_docs(
+        &self,
+        account: &str,
+        kind: &str,
+        cursor: Option<&str>,
+        budget: usize,
+    ) -> Result<(Option<String>, usize), StoreError> {
+        let (a, k) = (account.to_owned(), kind.to_owned());
+        let after = cursor.map(str::to_owned);
+        let budget = budget.max(1);
+        let (lapsed, last, more) = self
+            .read(move |txn| {
+                let docs = txn.open_table(DOCS).map_err(unavailable)?;
+                let now = Now::get().millis;
+                let start = match &after {
+                    Some(id) => Bound::Excluded((a.as_str(), k.as_str(), id.as_str())),
+                    None => Bound::Included((a.as_str(), k.as_str(), "")),
+                };
+                let (mut lapsed, mut last, mut seen) = (Vec::new(), None, 0);
+                for row in docs
+                    .range::<(&str, &str, &str)>((start, Bound::Unbounded))
+                    .map_err(unavailable)?
+                {
+                    let (key, value) = row.map_err(unavailable)?;
+                    let (ra, rk, id) = key.value();
+                    if ra != a || rk != k {
+                        return Ok((lapsed, last, false));
+                    }
+                    if seen == budget {
+                        return Ok((lapsed, last, true));
+                    }
+                    seen += 1;
+                    if live_doc(value.value(), now)?.is_none() {
+                        lapsed.push(id.to_owned());
+                    }
+                    last = Some(id.to_owned());
+                }
+                Ok((lapsed, last, false))
+            })
+            .await?;
+        let removals = lapsed.into_iter().map(|id| {
+            self.write(Op::DeleteLapsedDoc {
+                key: (account.to_owned(), kind.to_owned(), id),
+            })
+        });
+        let mut removed = 0;
+        for outcome in futures::future::join_all(removals).await {
+            removed += usize::from(outcome?);
+        }
+        Ok((if more { last } else { None }, removed))
+    }
 }
 
 /// The oldest `max` outbox entries.
@@ -611,6 +666,10 @@ enum Op {
         write: DocWrite,
     },
     DeleteDoc {
+        key: (String, String, String),
+    },
+    /// Answers false, removing nothing, when the document is live (written again meanwhile).
+    DeleteLapsedDoc {
         key: (String, String, String),
     },
 }
@@ -872,6 +931,20 @@ impl<'txn> Tables<'txn> {
                     self.docs()?.insert(key, stored.as_slice())?;
                 }
                 Ok(allowed)
+            }
+            Op::DeleteLapsedDoc { key } => {
+                let key = (key.0.as_str(), key.1.as_str(), key.2.as_str());
+                let docs = self.docs()?;
+                let lapsed = match docs.get(key)? {
+                    Some(v) => live_doc(v.value(), now.millis)
+                        .map_err(|e| StorageError::Corrupted(e.to_string()))?
+                        .is_none(),
+                    None => false,
+                };
+                if lapsed {
+                    docs.remove(key)?;
+                }
+                Ok(lapsed)
             }
             Op::DeleteDoc { key } => {
                 let key = (key.0.as_str(), key.1.as_str(), key.2.as_str());

@@ -220,6 +220,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the document; `true` when there was one.
     async fn delete_doc(&self, account: &str, kind: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Removes lapsed documents of one kind of an account, so that a kind written with a TTL
+    /// (the user cache, link clicks) does not keep every record it ever held. Looks at about
+    /// `budget` documents from `cursor` (`None`: from the start; otherwise what the previous
+    /// step returned, opaque) and returns where to go on (`None` once the kind was gone
+    /// through) and how many were removed. A document written again meanwhile (live) stays.
+    async fn sweep_docs(
+        &self,
+        account: &str,
+        kind: &str,
+        cursor: Option<&str>,
+        budget: usize,
+    ) -> Result<(Option<String>, usize), StoreError>;
 }
 
 /// The condition of a [`Store::put_doc`].

@@ -205,6 +205,25 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 ";
 
+/// KEYS: docs hash. ARGV: unix ms now, then ids. Removes each id whose document has lapsed
+/// (a non-zero expiry not after now) and returns how many; a live one (written again since
+/// the scan) stays.
+const DELETE_LAPSED_DOCS: &str = r"
+local now = tonumber(ARGV[1])
+local removed = 0
+for i = 2, #ARGV do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if cur and #cur >= 8 then
+    local exp = 0
+    for j = 1, 8 do exp = exp * 256 + string.byte(cur, j) end
+    if exp ~= 0 and exp <= now then
+      removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
+    end
+  end
+end
+return removed
+";
+
 /// A cached token (and its budget) is kept this long after its last write, so that the day's
 /// force-refresh count outlives the token itself.
 const TOKEN_KEY_TTL: Duration = Duration::from_secs(2 * 86_400);
@@ -227,7 +246,7 @@ fn menu_versions_hash(account: &str) -> String {
 
 /// One hash per account and document kind: id → the document as [`super::encode_doc`] lays it
 /// out (Redis 7.0 cannot expire a hash field, so a lapsed document is skipped on read and
-/// removed when next written or deleted).
+/// removed when next written or deleted, or by [`Store::sweep_docs`]).
 fn docs_hash(account: &str, kind: &str) -> String {
     format!("wgw:{{{account}}}:docs:{kind}")
 }
@@ -290,6 +309,7 @@ pub struct RedisStore {
     evict_token_script: Script,
     release_lease_script: Script,
     put_doc_script: Script,
+    delete_lapsed_docs_script: Script,
 }
 
 impl RedisStore {
@@ -336,6 +356,7 @@ impl RedisStore {
             evict_token_script: Script::new(EVICT_TOKEN),
             release_lease_script: Script::new(RELEASE_LEASE),
             put_doc_script: Script::new(PUT_DOC),
+            delete_lapsed_docs_script: Script::new(DELETE_LAPSED_DOCS),
         };
         for script in [
             &store.record_script,
@@ -1205,6 +1226,48 @@ impl Store for RedisStore {
             .run("delete document", || query(&self.conn, &cmd))
             .await?;
         Ok(removed == 1)
+    }
+
+    /// The cursor is HSCAN's; the lapsed ids of a step are removed by one script that checks
+    /// each again.
+    async fn sweep_docs(
+        &self,
+        account: &str,
+        kind: &str,
+        cursor: Option<&str>,
+        budget: usize,
+    ) -> Result<(Option<String>, usize), StoreError> {
+        let hash = docs_hash(account, kind);
+        let mut cmd = redis::cmd("HSCAN");
+        cmd.arg(&hash)
+            .arg(cursor.unwrap_or("0"))
+            .arg("COUNT")
+            .arg(budget.max(1));
+        let (next, fields): (String, Vec<(String, Vec<u8>)>) = self
+            .run("scan documents", || query(&self.conn, &cmd))
+            .await?;
+        let now = unix_millis();
+        let mut lapsed = Vec::new();
+        for (id, stored) in fields {
+            if live_doc(&stored, now)?.is_none() {
+                lapsed.push(id);
+            }
+        }
+        let removed: usize = if lapsed.is_empty() {
+            0
+        } else {
+            self.run("remove lapsed documents", || {
+                let mut invocation = self.delete_lapsed_docs_script.key(&hash);
+                invocation.arg(now);
+                for id in &lapsed {
+                    invocation.arg(id);
+                }
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?
+        };
+        Ok(((next != "0").then_some(next), removed))
     }
 }
 

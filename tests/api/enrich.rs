@@ -403,3 +403,69 @@ async fn an_openid_wechat_refuses_is_isolated_by_halving_and_the_others_are_stil
     assert_eq!(events[5].union_id, "union-oP5");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn lapsed_user_cache_and_click_entries_are_swept_out_of_redis_by_the_running_gateway() {
+    use wechat_gateway::store::redis::RedisStore;
+    use wechat_gateway::store::{DocWrite, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_db_url().await;
+    let mut opts = AppOptions::redis(&url);
+    opts.store_toml = "sweep_interval_seconds = 1".into();
+    let app = spawn_app(opts, dir.path()).await;
+    // The records the forwarder and the link redirects write with a TTL, written through the
+    // same store API by a second client of the same Redis: two lapse soon, one does not.
+    let store = RedisStore::connect(&url, vec!["acme-plain".into()], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let soon = Some(Duration::from_millis(500));
+    for (kind, id, ttl) in [
+        ("user", "oGone", soon),
+        ("link_clicks", "oGone", soon),
+        ("user", "oKept", None),
+    ] {
+        assert!(store
+            .put_doc("acme-plain", kind, id, b"{}", DocWrite::Always, ttl)
+            .await
+            .unwrap());
+    }
+    let redis = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let fields = |key: &'static str| {
+        let mut conn = redis.clone();
+        async move {
+            let ids: Vec<String> = redis::cmd("HKEYS")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            ids
+        }
+    };
+    assert_eq!(fields("wgw:{acme-plain}:docs:user").await.len(), 2);
+
+    // Within a few sweeps after the TTL the lapsed entries are removed, not only hidden.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(fields("wgw:{acme-plain}:docs:user").await == ["oKept"]
+        && fields("wgw:{acme-plain}:docs:link_clicks").await.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lapsed entries were never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        store
+            .doc("acme-plain", "user", "oKept")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"{}"[..])
+    );
+    app.stop().await;
+}

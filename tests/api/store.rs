@@ -633,6 +633,91 @@ async fn a_document_with_a_ttl_lapses_and_can_then_be_created_again(b: impl Back
     );
 }
 
+async fn lapsed_documents_are_swept_in_steps_and_live_ones_stay(b: impl Backend) {
+    let [a, other] = b.accounts();
+    let store = b.open().await;
+    let ttl = Some(Duration::from_millis(200));
+    for i in 0..25 {
+        let id = format!("o{i:02}");
+        assert!(store
+            .put_doc(a, "user", &id, b"old", DocWrite::Always, ttl)
+            .await
+            .unwrap());
+    }
+    for i in 0..5 {
+        let id = format!("live{i}");
+        assert!(store
+            .put_doc(a, "user", &id, b"kept", DocWrite::Always, None)
+            .await
+            .unwrap());
+    }
+    for (account, kind) in [(a, "link_clicks"), (other, "user")] {
+        assert!(store
+            .put_doc(account, kind, "o00", b"old", DocWrite::Always, ttl)
+            .await
+            .unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Written again after it lapsed: live, so the sweep must leave it.
+    assert!(store
+        .put_doc(a, "user", "o07", b"again", DocWrite::IfAbsent, None)
+        .await
+        .unwrap());
+
+    let (mut cursor, mut removed, mut steps) = (None::<String>, 0, 0);
+    loop {
+        let (next, n) = store
+            .sweep_docs(a, "user", cursor.as_deref(), 10)
+            .await
+            .unwrap();
+        removed += n;
+        steps += 1;
+        assert!(
+            steps <= 50,
+            "the sweep of 31 documents in steps of 10 never ended"
+        );
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        removed, 24,
+        "every lapsed document of the kind, not the one written again"
+    );
+    let left: Vec<String> = store
+        .docs(a, "user")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, ["live0", "live1", "live2", "live3", "live4", "o07"]);
+    // A second pass finds nothing more; the other kind and the other account were not touched.
+    assert_eq!(
+        store.sweep_docs(a, "user", None, 1000).await.unwrap(),
+        (None, 0)
+    );
+    assert_eq!(
+        store
+            .sweep_docs(a, "link_clicks", None, 1000)
+            .await
+            .unwrap(),
+        (None, 1)
+    );
+    assert_eq!(
+        store.sweep_docs(other, "user", None, 1000).await.unwrap(),
+        (None, 1)
+    );
+    assert_eq!(
+        store
+            .sweep_docs(a, "nothing-here", None, 1000)
+            .await
+            .unwrap(),
+        (None, 0)
+    );
+}
+
 macro_rules! conformance {
     ($($check:ident),+ $(,)?) => {
         mod embedded {
@@ -682,6 +767,7 @@ conformance!(
     one_owner_at_a_time_holds_a_menu_lease_until_it_releases_or_it_lapses,
     documents_are_written_as_their_condition_allows_per_account_and_kind,
     a_document_with_a_ttl_lapses_and_can_then_be_created_again,
+    lapsed_documents_are_swept_in_steps_and_live_ones_stay,
 );
 
 // Embedded only.

@@ -46,6 +46,8 @@ pub struct AppOptions {
     pub grpc_auth: bool,
     /// Appended to the configuration (whole sections, e.g. `[broadcasts]`).
     pub extra_toml: String,
+    /// Appended to its `[store]` section (keys, e.g. `sweep_interval_seconds = 1`).
+    pub store_toml: String,
 }
 
 /// The bearer token of the one `admin.tokens` entry (name `ops`) of every test app.
@@ -67,6 +69,7 @@ impl AppOptions {
             wechat_timeout_ms: 2000,
             grpc_auth: false,
             extra_toml: String::new(),
+            store_toml: String::new(),
         }
     }
 
@@ -79,6 +82,7 @@ impl AppOptions {
             wechat_timeout_ms: 2000,
             grpc_auth: false,
             extra_toml: String::new(),
+            store_toml: String::new(),
         }
     }
 
@@ -102,6 +106,7 @@ pub fn config_toml(opts: &AppOptions) -> String {
         ),
         Backend::Redis(url) => format!("backend = \"redis\"\nredis_url = {url:?}"),
     };
+    let store = format!("{store}\n{}", opts.store_toml);
     let crm = match &opts.crm_endpoint {
         Some(e) => format!("[crm]\nendpoint = {e:?}\ntimeout_ms = 2000\n"),
         None => String::new(),
