@@ -56,37 +56,69 @@ fn method_not_allowed() -> HttpResponse {
         .body("a callback URL takes GET (URL verification) and POST (callbacks)")
 }
 
-/// `/wechat/mp/{account}`.
 async fn mp(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, CallbackError> {
-    let Some(account) = account_segment(&req) else {
-        return Ok(not_found());
-    };
-    let q = CallbackQuery::parse(req.query_string())?;
-    match *req.method() {
-        Method::POST => Ok(mp_callback(&state, account, &q, &body).await?),
-        Method::GET => mp_verify(&state, account, &q),
-        _ => Ok(method_not_allowed()),
-    }
+    entry(Platform::Mp, &req, &state, &body).await
 }
 
-/// `/wechat/work/{account}`.
 async fn work(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, CallbackError> {
-    let Some(account) = account_segment(&req) else {
+    entry(Platform::Work, &req, &state, &body).await
+}
+
+/// `/wechat/{platform}/{account}`: GET verifies the URL, POST is a callback.
+async fn entry(
+    platform: Platform,
+    req: &HttpRequest,
+    state: &AppState,
+    body: &[u8],
+) -> Result<HttpResponse, CallbackError> {
+    let Some(account) = account_segment(req) else {
         return Ok(not_found());
     };
     let q = CallbackQuery::parse(req.query_string())?;
-    match *req.method() {
-        Method::POST => Ok(work_callback(&state, account, &q, &body).await?),
-        Method::GET => work_verify(&state, account, &q),
+    match (req.method(), platform) {
+        (&Method::POST, _) => Ok(callback(platform, state, account, &q, body).await),
+        (&Method::GET, Platform::Mp) => mp_verify(state, account, &q),
+        (&Method::GET, Platform::Work) => work_verify(state, account, &q),
         _ => Ok(method_not_allowed()),
+    }
+}
+
+/// A POST, within the concurrency limits, counted and timed. The span is at debug level: at
+/// `info` it is never built (~5,000 instructions a callback); a refusal's log line names the
+/// account itself.
+#[tracing::instrument(level = "debug", skip_all, fields(account = %account_id))]
+async fn callback(
+    platform: Platform,
+    state: &AppState,
+    account_id: &str,
+    q: &CallbackQuery<'_>,
+    body: &[u8],
+) -> HttpResponse {
+    let started = Instant::now();
+    let result = match state.callback_limits.try_acquire(account_id) {
+        Ok(_permit) => match platform {
+            Platform::Mp => mp_callback(state, account_id, q, body).await,
+            Platform::Work => work_callback(state, account_id, q, body).await,
+        },
+        Err(scope) => Err(CallbackError::Overloaded(scope)),
+    };
+    observe(
+        platform,
+        account_id,
+        started,
+        result.as_ref().map(|h| h.kind),
+    );
+    match result {
+        Ok(handled) => answer(handled),
+        Err(e) => actix_web::ResponseError::error_response(&e),
     }
 }
 
@@ -378,30 +410,7 @@ fn mp_verify(
 }
 
 /// `POST /wechat/mp/{account}`: a message or event, plain or encrypted.
-/// The span is at debug level: at `info` it is never built (~5,000 instructions a callback);
-/// a refusal's log line names the account itself.
-#[tracing::instrument(level = "debug", skip_all, fields(account = %account_id))]
 async fn mp_callback(
-    state: &AppState,
-    account_id: &str,
-    q: &CallbackQuery<'_>,
-    body: &[u8],
-) -> Result<HttpResponse, CallbackError> {
-    let started = Instant::now();
-    let result = match state.callback_limits.try_acquire(account_id) {
-        Ok(_permit) => mp_callback_inner(state, account_id, q, body).await,
-        Err(scope) => Err(CallbackError::Overloaded(scope)),
-    };
-    observe(
-        Platform::Mp,
-        account_id,
-        started,
-        result.as_ref().map(|h| h.kind),
-    );
-    result.map(answer)
-}
-
-async fn mp_callback_inner(
     state: &AppState,
     account_id: &str,
     q: &CallbackQuery<'_>,
@@ -466,28 +475,7 @@ fn work_verify(
 }
 
 /// `POST /wechat/work/{account}`: an encrypted WeCom message or event.
-#[tracing::instrument(level = "debug", skip_all, fields(account = %account_id))]
 async fn work_callback(
-    state: &AppState,
-    account_id: &str,
-    q: &CallbackQuery<'_>,
-    body: &[u8],
-) -> Result<HttpResponse, CallbackError> {
-    let started = Instant::now();
-    let result = match state.callback_limits.try_acquire(account_id) {
-        Ok(_permit) => work_callback_inner(state, account_id, q, body).await,
-        Err(scope) => Err(CallbackError::Overloaded(scope)),
-    };
-    observe(
-        Platform::Work,
-        account_id,
-        started,
-        result.as_ref().map(|h| h.kind),
-    );
-    result.map(answer)
-}
-
-async fn work_callback_inner(
     state: &AppState,
     account_id: &str,
     q: &CallbackQuery<'_>,
