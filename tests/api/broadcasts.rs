@@ -1047,6 +1047,28 @@ async fn grpc_send_and_get_broadcast_follow_the_admin_rules() {
     );
     assert_eq!(got.batches[0].total, -1, "no result yet");
     assert_eq!(wechat.mass_sends().len(), 1);
+    // Sent, so nothing is left to cancel: the state refuses it (HTTP 409), nothing "exists".
+    let finished = gateway
+        .cancel_broadcast(pb::GetBroadcastRequest {
+            account_id: "acme-plain".into(),
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        finished.code(),
+        tonic::Code::FailedPrecondition,
+        "{finished:?}"
+    );
+    assert!(
+        finished.message().contains("nothing left to send"),
+        "{}",
+        finished.message()
+    );
+    assert_eq!(
+        finished.metadata().get("wgw-error-code").unwrap(),
+        "conflict"
+    );
 
     let tag = gateway
         .create_tag(pb::CreateTagRequest {
@@ -1056,6 +1078,15 @@ async fn grpc_send_and_get_broadcast_follow_the_admin_rules() {
         .await
         .unwrap()
         .into_inner();
+    // A name taken (45157) is the other kind of 409: it exists already.
+    let taken = gateway
+        .create_tag(pb::CreateTagRequest {
+            account_id: "acme-plain".into(),
+            name: "grpc-segment".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
     let tagged = gateway
         .tag_users(pb::TagUsersRequest {
             account_id: "acme-plain".into(),
