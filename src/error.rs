@@ -107,8 +107,13 @@ pub enum AdminError {
     Validation(String),
     #[error("{0}")]
     NotFound(String),
+    /// The thing exists already, or this request lost a race for it (try again).
     #[error("{0}")]
     Conflict(String),
+    /// The state of the thing does not allow this (a finished job cannot be cancelled): the
+    /// same 409 over HTTP, but `FAILED_PRECONDITION` over gRPC, since nothing "already exists".
+    #[error("{0}")]
+    Precondition(String),
     /// A WeChat API call failed; the variant says how.
     #[error("{0}")]
     WeChat(#[from] ApiError),
@@ -137,7 +142,8 @@ impl AdminError {
             Self::BadToken => "invalid_token",
             Self::Validation(_) => "invalid_request",
             Self::NotFound(_) => "not_found",
-            Self::Conflict(_) => "conflict",
+            // One code for both 409s: HTTP clients already match on it.
+            Self::Conflict(_) | Self::Precondition(_) => "conflict",
             Self::WeChat(e) => match e {
                 ApiError::TokenRejected { .. } => "wechat_token_rejected",
                 ApiError::QuotaExceeded { .. } => "wechat_quota_exceeded",
@@ -163,6 +169,7 @@ impl From<AdminError> for tonic::Status {
             AdminError::Validation(_) => Code::InvalidArgument,
             AdminError::NotFound(_) => Code::NotFound,
             AdminError::Conflict(_) => Code::AlreadyExists,
+            AdminError::Precondition(_) => Code::FailedPrecondition,
             AdminError::WeChat(api) => match api {
                 // Already retried once with a fresh token.
                 ApiError::TokenRejected { .. } => Code::Unavailable,
@@ -189,7 +196,7 @@ impl ResponseError for AdminError {
             Self::MissingToken | Self::BadToken => StatusCode::UNAUTHORIZED,
             Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Precondition(_) => StatusCode::CONFLICT,
             Self::WeChat(e) => match e {
                 ApiError::TokenRejected { .. }
                 | ApiError::QuotaExceeded { .. }

@@ -10,13 +10,23 @@ use actix_web::{web, HttpResponse};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::admin::{json_body, Actor};
-use super::openapi::ErrorBody;
+use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
 use super::AppState;
 use crate::error::AdminError;
 use crate::services::broadcast::{self, SendBroadcast};
+
+/// The token, then the account and the job: every `/broadcasts/{job_id}` route.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum JobErrors {
+    #[response(status = 401, description = "no or bad token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "unknown account or job")]
+    UnknownJob(ErrorBody),
+}
 
 pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
@@ -66,9 +76,8 @@ pub(crate) struct Body {
         (status = 202, description = "a new job: `{\"job_id\", \"status\", \"batches\": [...], \"created\": true}`", body = Object),
         (status = 200, description = "the job an earlier request with this `client_msg_id` made (`\"created\": false`)", body = Object),
         (status = 400, description = "invalid audience or message (a one-person audience included)", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
         (status = 413, description = "body over broadcasts.max_body_bytes", body = ErrorBody),
+        AccountErrors,
     ),
     security(("bearer" = []))
 )]
@@ -139,8 +148,7 @@ pub(crate) async fn large_body(
     ),
     responses(
         (status = 200, description = "`{\"job_id\", \"status\", \"batches\": [{\"msg_id\", \"status\", \"total\", \"sent\", \"errors\", ...}]}`", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account or job", body = ErrorBody),
+        JobErrors,
     ),
     security(("bearer" = []))
 )]
@@ -172,9 +180,7 @@ pub(crate) struct PreviewBody {
     responses(
         (status = 200, description = "`{\"open_id\", \"msg_id\"}`: sent to that follower only (mass/preview)", body = Object),
         (status = 400, description = "invalid openid or message, or a WeCom account", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        AccountErrors, WeChatErrors,
     ),
     security(("bearer" = []))
 )]
@@ -207,10 +213,8 @@ pub(crate) async fn preview(
     responses(
         (status = 200, description = "the job, every sent batch `\"deleted\": true` (mass/delete)", body = Object),
         (status = 400, description = "not an mpnews or mpvideo job, or a WeCom account", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account or job", body = ErrorBody),
         (status = 409, description = "the job is still sending", body = ErrorBody),
-        (status = 502, description = "WeChat refused (its errcode and errmsg in the message)", body = ErrorBody),
+        JobErrors, WeChatErrors,
     ),
     security(("bearer" = []))
 )]
@@ -235,9 +239,8 @@ pub(crate) async fn delete(
     ),
     responses(
         (status = 200, description = "the job: queued batches `\"cancelled\"`, a batch being sent still `\"sending\"` (its attempt finishes and its result is kept); the job is `\"cancelled\"` once nothing is pending. Cancelling again answers the same", body = Object),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 404, description = "unknown account or job", body = ErrorBody),
         (status = 409, description = "the job has nothing left to send (sent, finished or failed)", body = ErrorBody),
+        JobErrors,
     ),
     security(("bearer" = []))
 )]

@@ -494,7 +494,7 @@ pub async fn cancel_job(
     .await?;
     let view = view(store, account_id, &account, &job).await?;
     if job.cancelled_at.is_none() {
-        return Err(AdminError::Conflict(format!(
+        return Err(AdminError::Precondition(format!(
             "broadcast job {job_id:?} has nothing left to send (it is {}): only a queued or \
              sending job can be cancelled",
             view.status
@@ -567,7 +567,7 @@ pub async fn delete_job(
         .iter()
         .any(|b| matches!(b.status, BatchStatus::Queued | BatchStatus::Sending))
     {
-        return Err(AdminError::Conflict(
+        return Err(AdminError::Precondition(
             "the job is still sending; delete it once every batch is sent".into(),
         ));
     }

@@ -97,7 +97,7 @@ pub async fn create_link(
         ));
     }
     if svc.store.docs(account_id, LINK_KIND).await?.len() >= MAX_LINKS {
-        return Err(AdminError::Conflict(format!(
+        return Err(AdminError::Precondition(format!(
             "the account has {MAX_LINKS} links already"
         )));
     }

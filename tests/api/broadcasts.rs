@@ -1047,6 +1047,28 @@ async fn grpc_send_and_get_broadcast_follow_the_admin_rules() {
     );
     assert_eq!(got.batches[0].total, -1, "no result yet");
     assert_eq!(wechat.mass_sends().len(), 1);
+    // Sent, so nothing is left to cancel: the state refuses it (HTTP 409), nothing "exists".
+    let finished = gateway
+        .cancel_broadcast(pb::GetBroadcastRequest {
+            account_id: "acme-plain".into(),
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        finished.code(),
+        tonic::Code::FailedPrecondition,
+        "{finished:?}"
+    );
+    assert!(
+        finished.message().contains("nothing left to send"),
+        "{}",
+        finished.message()
+    );
+    assert_eq!(
+        finished.metadata().get("wgw-error-code").unwrap(),
+        "conflict"
+    );
 
     let tag = gateway
         .create_tag(pb::CreateTagRequest {
@@ -1056,6 +1078,15 @@ async fn grpc_send_and_get_broadcast_follow_the_admin_rules() {
         .await
         .unwrap()
         .into_inner();
+    // A name taken (45157) is the other kind of 409: it exists already.
+    let taken = gateway
+        .create_tag(pb::CreateTagRequest {
+            account_id: "acme-plain".into(),
+            name: "grpc-segment".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
     let tagged = gateway
         .tag_users(pb::TagUsersRequest {
             account_id: "acme-plain".into(),
@@ -1137,7 +1168,7 @@ async fn two_instances_on_one_redis_run_a_job_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wecom_job_killed_before_recording_a_group_message_finds_it_after_restart() {
-    use crate::crash::Gateway;
+    use crate::support::process::GatewayProcess;
     wechat_gateway::startup::install_tls_provider();
     let wechat = FakeWeChat::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -1149,7 +1180,7 @@ async fn a_wecom_job_killed_before_recording_a_group_message_finds_it_after_rest
     std::fs::write(&config, config_toml(&opts)).unwrap();
     // WeCom creates batch 0's group message; the process dies before the answer arrives.
     wechat.lose_group_message_answers(1);
-    let gateway = Gateway::start(&config);
+    let gateway = GatewayProcess::start(&config);
     let client = reqwest::Client::new();
     let resp = client
         .post(format!(
@@ -1170,7 +1201,7 @@ async fn a_wecom_job_killed_before_recording_a_group_message_finds_it_after_rest
     .await;
     gateway.kill();
 
-    let restarted = Gateway::start(&config);
+    let restarted = GatewayProcess::start(&config);
     let url = format!(
         "http://{}/admin/v1/accounts/acme-work/broadcasts/{job_id}",
         restarted.addr
@@ -1206,7 +1237,7 @@ async fn a_wecom_job_killed_before_recording_a_group_message_finds_it_after_rest
 }
 
 async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::path::Path) {
-    use crate::crash::Gateway;
+    use crate::support::process::GatewayProcess;
     wechat_gateway::startup::install_tls_provider();
     // A pace of 2 batches a second; the lease lapses 2 s after the process dies.
     opts.extra_toml = "[broadcasts]\ncalls_per_minute = 120\nbackoff_min_ms = 100\n\
@@ -1218,7 +1249,7 @@ async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::p
     // between WeChat sending it and the gateway recording it, the hardest point.
     wechat.slow_mass_sends(1, Duration::ZERO);
     wechat.slow_mass_sends(1, Duration::from_secs(30));
-    let gateway = Gateway::start(&config);
+    let gateway = GatewayProcess::start(&config);
     let client = reqwest::Client::new();
     let list = open_ids(45_000);
     let resp = client
@@ -1243,7 +1274,7 @@ async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::p
     let before = wechat.mass_sends().len();
     assert_eq!(before, 2, "killed with batch 2 unanswered");
 
-    let restarted = Gateway::start(&config);
+    let restarted = GatewayProcess::start(&config);
     let url = format!(
         "http://{}/admin/v1/accounts/acme-plain/broadcasts/{job_id}",
         restarted.addr

@@ -2,10 +2,7 @@
 //! with 200 reaches the CRM (by id), on both backends. Assertions are about ids, not timing.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,63 +11,12 @@ use wechat_gateway::wechat::crypto::{self, MsgCrypto};
 
 use crate::support::app::{config_toml, now, AppOptions, MP_APP_ID, MP_KEY, MP_TOKEN};
 use crate::support::crm::FakeCrm;
-
-/// A gateway process started from the built binary; its HTTP address is read from its log.
-pub(crate) struct Gateway {
-    child: Child,
-    pub(crate) addr: SocketAddr,
-}
-
-impl Gateway {
-    pub(crate) fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wechat-gateway"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the gateway binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("http_addr=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the gateway logs its address");
-        Self {
-            child,
-            addr: addr.parse().expect("a socket address"),
-        }
-    }
-
-    pub(crate) fn kill(mut self) {
-        // SIGKILL: no graceful shutdown, no flush.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::process::GatewayProcess;
 
 /// Sends `total` distinct safe-mode callbacks from 16 tasks; returns the MsgIds answered 200.
 /// The gateway is killed after `kill_after` acknowledgements, so the rest fail or race the kill.
 async fn load_and_kill(
-    gateway: Gateway,
+    gateway: GatewayProcess,
     total: u64,
     kill_after: usize,
     base_id: u64,
@@ -155,12 +101,12 @@ async fn sigkill_loses_no_acknowledged_event(
     // The CRM is down during the load, so acknowledged events sit in the outbox when the
     // process dies.
     crm.set_down(true);
-    let gateway = Gateway::start(&config);
+    let gateway = GatewayProcess::start(&config);
     let acked = load_and_kill(gateway, 3000, 1000, base_id).await;
     assert!(acked.len() >= 1000, "the load reached the kill point");
 
     crm.set_down(false);
-    let restarted = Gateway::start(&config);
+    let restarted = GatewayProcess::start(&config);
     let events = crm
         .wait_for(
             |evs| {
