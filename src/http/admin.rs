@@ -12,7 +12,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::openapi::{ErrorBody, TokenErrors};
+use super::openapi::{ErrorBody, StoreErrors, TokenErrors};
 use super::AppState;
 use crate::domain::match_token;
 use crate::error::AdminError;
@@ -117,6 +117,7 @@ pub(crate) struct ListQuery {
         (status = 200, description = "`{\"dead_letters\": [{\"event_id\", \"account_id\", \"reason\", \"failed_at\", \"event\"}]}`", body = Object),
         (status = 400, description = "limit out of range", body = ErrorBody),
         TokenErrors,
+        StoreErrors,
     ),
     security(("bearer" = []))
 )]
@@ -158,6 +159,7 @@ pub(crate) async fn list_dead_letters(
         (status = 200, description = "`{\"event_id\", \"replayed\": true}`", body = Object),
         (status = 404, description = "no such dead letter", body = ErrorBody),
         TokenErrors,
+        StoreErrors,
     ),
     security(("bearer" = []))
 )]

@@ -26,6 +26,8 @@ pub(crate) enum JobErrors {
     Unauthorized(ErrorBody),
     #[response(status = 404, description = "unknown account or job")]
     UnknownJob(ErrorBody),
+    #[response(status = 503, description = "the store is unavailable: retry later")]
+    Unavailable(ErrorBody),
 }
 
 pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {

@@ -17,7 +17,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::admin::{json_body, Actor};
-use super::openapi::{AccountErrors, ErrorBody, TokenErrors};
+use super::openapi::{AccountErrors, ErrorBody, StoreErrors, TokenErrors};
 use super::AppState;
 use crate::domain::autoreply::{Matcher, Reply, Rule};
 use crate::error::AdminError;
@@ -182,6 +182,7 @@ pub(crate) async fn put(
         (status = 200, description = "`{\"id\", \"deleted\": true}`", body = Object),
         (status = 404, description = "unknown account or rule", body = ErrorBody),
         TokenErrors,
+        StoreErrors,
     ),
     security(("bearer" = []))
 )]
@@ -208,6 +209,7 @@ fn welcome_json(w: &autoreply::StoredWelcome) -> serde_json::Value {
         (status = 200, description = "`{\"welcome\": <reply>, \"updated_at_ms\", \"actor\"}`", body = Object),
         (status = 404, description = "unknown account, or no default welcome", body = ErrorBody),
         TokenErrors,
+        StoreErrors,
     ),
     security(("bearer" = []))
 )]
@@ -256,6 +258,7 @@ pub(crate) async fn put_welcome(
         (status = 200, description = "`{\"deleted\": true}`", body = Object),
         (status = 404, description = "unknown account, or no default welcome", body = ErrorBody),
         TokenErrors,
+        StoreErrors,
     ),
     security(("bearer" = []))
 )]

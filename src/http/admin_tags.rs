@@ -91,7 +91,7 @@ pub(crate) enum MembersErrors {
     request_body(content = MembersBody, content_type = "application/json"),
     responses(
         (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchtagging, 50 a call)", body = Object),
-        AccountErrors, MembersErrors,
+        AccountErrors, WeChatErrors, MembersErrors,
     ),
     security(("bearer" = []))
 )]
@@ -115,7 +115,7 @@ pub(crate) async fn add_members(
     request_body(content = MembersBody, content_type = "application/json"),
     responses(
         (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchuntagging, 50 a call)", body = Object),
-        AccountErrors, MembersErrors,
+        AccountErrors, WeChatErrors, MembersErrors,
     ),
     security(("bearer" = []))
 )]

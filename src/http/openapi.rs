@@ -42,6 +42,16 @@ pub(crate) enum AccountErrors {
     Unauthorized(ErrorBody),
     #[response(status = 404, description = "unknown account")]
     UnknownAccount(ErrorBody),
+    #[response(status = 503, description = "the store is unavailable: retry later")]
+    Unavailable(ErrorBody),
+}
+
+/// The store: the routes outside `/accounts/{account}` that read or write it.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum StoreErrors {
+    #[response(status = 503, description = "the store is unavailable: retry later")]
+    Unavailable(ErrorBody),
 }
 
 /// WeChat's refusal: the routes that call the WeChat API.
@@ -53,6 +63,17 @@ pub(crate) enum WeChatErrors {
         description = "WeChat refused (its errcode and errmsg in the message)"
     )]
     Refused(ErrorBody),
+    #[response(
+        status = 503,
+        description = "WeChat is busy (-1 after the retries), the account's access token cannot be \
+                       fetched, or the store is unavailable: retry later"
+    )]
+    Busy(ErrorBody),
+    #[response(
+        status = 504,
+        description = "WeChat did not answer within wechat.timeout_ms"
+    )]
+    Unreachable(ErrorBody),
 }
 
 /// The bearer scheme every admin route demands (`admin.tokens`).

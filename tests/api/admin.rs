@@ -209,6 +209,32 @@ async fn the_openapi_document_lists_every_admin_route_behind_a_token() {
             );
         }
     }
+    // Every route but the document itself touches the store (503 when it is down); the routes
+    // that call WeChat also answer 502, and 504 when WeChat does not answer.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if path != "/admin/v1/openapi.json" {
+                assert!(
+                    op["responses"]["503"].is_object(),
+                    "{method} {path} documents no 503"
+                );
+            }
+            if op["responses"]["502"].is_object() {
+                assert!(
+                    op["responses"]["504"].is_object(),
+                    "{method} {path} documents no 504"
+                );
+            }
+        }
+    }
+    assert!(doc["paths"][format!("{acc}/menu")]["put"]["responses"]["504"].is_object());
+    let members = &doc["paths"][format!("{acc}/tags/{{tag_id}}/members")]["post"]["responses"];
+    assert!(
+        members["502"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("may be repeated")),
+        "the route's own 502 wording stays: {members}"
+    );
     let scheme = &doc["components"]["securitySchemes"]["bearer"];
     assert_eq!(scheme["type"], "http", "{scheme}");
     assert_eq!(scheme["scheme"], "bearer", "{scheme}");
