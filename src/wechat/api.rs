@@ -165,8 +165,19 @@ struct Request<'a> {
     path: &'static str,
     query: Vec<(&'static str, &'a str)>,
     body: Option<&'a serde_json::Value>,
-    /// One attempt only (see [`WeChatApi::with_token_attempts`]).
+    /// One attempt only ([`Attempts::Once`]).
     once: bool,
+}
+
+/// How often a call may be sent when the answer is a timeout, a 5xx or an errcode -1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempts {
+    /// Up to the retry policy's attempts: for the calls WeChat de-duplicates or that are safe
+    /// to repeat.
+    Retried,
+    /// Once, the failure reported at once: for a call WeChat does not de-duplicate (WeCom's
+    /// `add_msg_template`), whose caller must first find out whether an attempt landed.
+    Once,
 }
 
 /// Cheap to clone: the HTTP client shares one connection pool.
@@ -281,8 +292,17 @@ impl WeChatApi {
         token: &Secret,
         body: &serde_json::Value,
     ) -> Result<T, ApiError> {
-        self.with_token(account, platform, api, path, token, &[], Some(body))
-            .await
+        self.with_token(
+            account,
+            platform,
+            api,
+            path,
+            token,
+            &[],
+            Some(body),
+            Attempts::Retried,
+        )
+        .await
     }
 
     /// A call with `?access_token=` and `extra` query parameters (WeCom's `agentid`): a POST of
@@ -297,26 +317,7 @@ impl WeChatApi {
         token: &Secret,
         extra: &[(&'static str, &str)],
         body: Option<&serde_json::Value>,
-    ) -> Result<T, ApiError> {
-        self.with_token_attempts(account, platform, api, path, token, extra, body, false)
-            .await
-    }
-
-    /// [`Self::with_token`], in one attempt when `once`: a timeout, a 5xx or an errcode -1 is
-    /// then reported at once instead of sending the request again. For a call that WeChat does
-    /// not de-duplicate (WeCom's `add_msg_template`), whose caller must first find out whether
-    /// an attempt landed before making another.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn with_token_attempts<T: DeserializeOwned>(
-        &self,
-        account: &str,
-        platform: Platform,
-        api: &'static str,
-        path: &'static str,
-        token: &Secret,
-        extra: &[(&'static str, &str)],
-        body: Option<&serde_json::Value>,
-        once: bool,
+        attempts: Attempts,
     ) -> Result<T, ApiError> {
         let mut query = vec![("access_token", token.expose())];
         query.extend_from_slice(extra);
@@ -327,7 +328,7 @@ impl WeChatApi {
             path,
             query,
             body,
-            once,
+            once: attempts == Attempts::Once,
         })
         .await
     }

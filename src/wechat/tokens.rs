@@ -34,7 +34,7 @@ use thiserror::Error;
 use crate::config::Account;
 use crate::domain::{Platform, Secret};
 use crate::store::{CachedToken, Store, StoreError};
-use crate::wechat::api::{AccessToken, ApiError, WeChatApi};
+use crate::wechat::api::{AccessToken, ApiError, Attempts, WeChatApi};
 
 /// A token fetch that WeChat refused (quota, bad secret, IP whitelist) is answered from memory
 /// this long to the requests that were waiting for it, instead of each asking WeChat again.
@@ -128,7 +128,7 @@ impl TokenAuthority {
 
     /// [`Self::post`] in one attempt: a timeout, a 5xx or an errcode -1 is reported, not sent
     /// again (a rejected token still is: WeChat did not act on the request). For a send that
-    /// WeChat does not de-duplicate, see `WeChatApi::with_token_attempts`.
+    /// WeChat does not de-duplicate, see [`Attempts::Once`].
     pub async fn post_once<T: DeserializeOwned>(
         &self,
         account: &Account,
@@ -136,7 +136,7 @@ impl TokenAuthority {
         path: &'static str,
         body: &serde_json::Value,
     ) -> Result<T, TokenError> {
-        self.call_attempts(account, api, path, &[], Some(body), true)
+        self.call_attempts(account, api, path, &[], Some(body), Attempts::Once)
             .await
     }
 
@@ -149,7 +149,7 @@ impl TokenAuthority {
         extra: &[(&'static str, &str)],
         body: Option<&serde_json::Value>,
     ) -> Result<T, TokenError> {
-        self.call_attempts(account, api, path, extra, body, false)
+        self.call_attempts(account, api, path, extra, body, Attempts::Retried)
             .await
     }
 
@@ -160,14 +160,14 @@ impl TokenAuthority {
         path: &'static str,
         extra: &[(&'static str, &str)],
         body: Option<&serde_json::Value>,
-        once: bool,
+        attempts: Attempts,
     ) -> Result<T, TokenError> {
         let id = account.id.as_str();
         let platform = account.platform;
         let token = self.token(account).await?;
         match self
             .api
-            .with_token_attempts(id, platform, api, path, &token, extra, body, once)
+            .with_token(id, platform, api, path, &token, extra, body, attempts)
             .await
         {
             Err(ApiError::TokenRejected { errcode, .. }) => {
@@ -193,7 +193,7 @@ impl TokenAuthority {
                     .await?;
                 Ok(self
                     .api
-                    .with_token_attempts(id, platform, api, path, &fresh, extra, body, once)
+                    .with_token(id, platform, api, path, &fresh, extra, body, attempts)
                     .await?)
             }
             other => Ok(other?),
