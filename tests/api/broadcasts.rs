@@ -139,6 +139,38 @@ async fn wait_job(
     }
 }
 
+/// Polls a job of the gateway process at `addr` (a restarted binary) until every batch has
+/// `status`; at most a minute.
+async fn wait_process_job(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    account: &str,
+    job_id: &str,
+    status: &str,
+) -> Value {
+    let url = format!("http://{addr}/admin/v1/accounts/{account}/broadcasts/{job_id}");
+    let start = Instant::now();
+    loop {
+        let j: Value = client
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if every_batch(&j, status) {
+            return j;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never {status}: {j:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn every_batch(j: &Value, status: &str) -> bool {
     j["batches"]
         .as_array()
@@ -1202,30 +1234,7 @@ async fn a_wecom_job_killed_before_recording_a_group_message_finds_it_after_rest
     gateway.kill();
 
     let restarted = GatewayProcess::start(&config);
-    let url = format!(
-        "http://{}/admin/v1/accounts/acme-work/broadcasts/{job_id}",
-        restarted.addr
-    );
-    let start = Instant::now();
-    let j = loop {
-        let j: Value = client
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if every_batch(&j, "sent") {
-            break j;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never sent: {j:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let j = wait_process_job(&client, restarted.addr, "acme-work", &job_id, "sent").await;
     restarted.kill();
     let ids = wechat.group_message_ids();
     assert_eq!(wechat.count(ADD_MSG_TEMPLATE), 2, "one call per batch");
@@ -1275,30 +1284,7 @@ async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::p
     assert_eq!(before, 2, "killed with batch 2 unanswered");
 
     let restarted = GatewayProcess::start(&config);
-    let url = format!(
-        "http://{}/admin/v1/accounts/acme-plain/broadcasts/{job_id}",
-        restarted.addr
-    );
-    let start = Instant::now();
-    let j = loop {
-        let j: Value = client
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if every_batch(&j, "sent") {
-            break j;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never finished: {j:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let j = wait_process_job(&client, restarted.addr, "acme-plain", &job_id, "sent").await;
     restarted.kill();
 
     let sends = wechat.mass_sends();
