@@ -1,6 +1,6 @@
 //! CPU cost of the callback path's steps for one safe-mode text message, from the envelope to
 //! the encoded event the store writes. The baseline (measured in the same run) is the signature
-//! check alone, the cheapest step every callback needs; the README reports the rest as ratios.
+//! check alone, the cheapest step every callback needs; BENCHMARKS.md reports the rest as ratios.
 //!
 //! `cargo bench --bench callback_path`
 
@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Issue 8: choosing the passive reply in-process. 100 rules of every kind, the only match the
+/// Auto-replies: choosing the passive reply in-process. 100 rules of every kind, the only match the
 /// lowest-priority one, so every rule is tried; then the reply XML is written.
 fn auto_reply(c: &mut Criterion) {
     use wechat_gateway::domain::autoreply::{Matcher, Reply, Rule, RuleSet};
