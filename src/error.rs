@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use thiserror::Error;
 
+use crate::http::admin::responses::ErrorBody;
 use crate::store::StoreError;
 use crate::wechat::api::ApiError;
 use crate::wechat::crypto::CryptoError;
@@ -92,11 +93,13 @@ impl CallbackError {
     }
 }
 
-/// The actions' error type, for the admin API and the gRPC `Gateway` service alike. Every HTTP
-/// answer is `{"error": {"code", "message"}}` with the status the contract fixes (400
-/// validation, 401 token, 404 unknown, 409 conflict, 502 WeChat refused, 503 store); WeChat
-/// being away is 503 (busy) or 504 (unreachable). Exhaustive, like the callback map, so a new
-/// variant must pick its HTTP status and its gRPC code here.
+/// The actions' error type: every way a use case (`crate::services`) or the door in front of it
+/// (token, request body) can refuse, for the admin API and the gRPC `Gateway` service alike, so
+/// that no handler writes an error of its own. Every HTTP answer is `{"error": {"code",
+/// "message"}}` with the status the contract fixes (400 validation, 401 token, 404 unknown, 409
+/// conflict, 413 body too large, 502 WeChat refused, 503 store); WeChat being away is 503 (busy)
+/// or 504 (unreachable). Exhaustive, like the callback map, so a new variant must pick its HTTP
+/// status and its gRPC code here.
 #[derive(Debug, Error)]
 pub enum AdminError {
     #[error("missing or malformed Authorization header: expected \"Bearer <token>\"")]
@@ -105,6 +108,9 @@ pub enum AdminError {
     BadToken,
     #[error("{0}")]
     Validation(String),
+    /// The request body is over the limit named (a setting such as `http.max_body_bytes`).
+    #[error("the request body is larger than {limit}")]
+    PayloadTooLarge { limit: &'static str },
     #[error("{0}")]
     NotFound(String),
     /// The thing exists already, or this request lost a race for it (try again).
@@ -141,6 +147,7 @@ impl AdminError {
             Self::MissingToken => "missing_token",
             Self::BadToken => "invalid_token",
             Self::Validation(_) => "invalid_request",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::NotFound(_) => "not_found",
             // One code for both 409s: HTTP clients already match on it.
             Self::Conflict(_) | Self::Precondition(_) => "conflict",
@@ -167,6 +174,8 @@ impl From<AdminError> for tonic::Status {
         let code = match &e {
             AdminError::MissingToken | AdminError::BadToken => Code::Unauthenticated,
             AdminError::Validation(_) => Code::InvalidArgument,
+            // What tonic itself answers for a message over `max_decoding_message_size`.
+            AdminError::PayloadTooLarge { .. } => Code::OutOfRange,
             AdminError::NotFound(_) => Code::NotFound,
             AdminError::Conflict(_) => Code::AlreadyExists,
             AdminError::Precondition(_) => Code::FailedPrecondition,
@@ -195,6 +204,7 @@ impl ResponseError for AdminError {
         match self {
             Self::MissingToken | Self::BadToken => StatusCode::UNAUTHORIZED,
             Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::Precondition(_) => StatusCode::CONFLICT,
             Self::WeChat(e) => match e {
@@ -215,8 +225,6 @@ impl ResponseError for AdminError {
         if matches!(self, Self::MissingToken | Self::BadToken) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        response.json(serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        }))
+        response.json(ErrorBody::new(self.code(), self.to_string()))
     }
 }

@@ -1,30 +1,31 @@
-//! `wechat_gateway.v1.Gateway`: thin, like the admin routes. Each rpc converts its request at
-//! the door, calls the same use case as the admin API (`crate::services`), and maps errors
-//! through the one `AdminError` → `Status` map in `crate::error`.
+//! `wechat_gateway.v1.Gateway`: thin, like the admin routes. Each rpc authenticates, converts
+//! its request at the door ([`super::convert`]), calls the same use case as the admin API
+//! (`crate::services`), converts the answer back, and maps errors through the one
+//! `AdminError` → `Status` map in `crate::error`.
 
 use std::sync::Arc;
 
 use serde_json::json;
 use tonic::{Request, Response, Status};
 
+use super::convert::{job_to_pb, menu_json, message_json};
 use crate::config::AdminToken;
 use crate::domain::match_token;
-use crate::domain::scene::SceneInput;
 use crate::error::AdminError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
-    self, create_qr_code_request, send_broadcast_request, send_message_request, CreateLinkRequest,
-    CreateLinkResponse, CreateQrCodeRequest, CreateQrCodeResponse, DeleteMenuRequest,
-    DeleteMenuResponse, GetMenuRequest, GetMenuResponse, ListLinksRequest, ListLinksResponse,
-    SendMessageRequest, SendMessageResponse, SetMenuRequest, SetMenuResponse,
+    self, send_broadcast_request, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest,
+    CreateQrCodeResponse, DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse,
+    ListLinksRequest, ListLinksResponse, SendMessageRequest, SendMessageResponse, SetMenuRequest,
+    SetMenuResponse,
 };
 use crate::pb::{
     DeleteReplyRuleRequest, DeleteReplyRuleResponse, ListReplyRulesRequest, ListReplyRulesResponse,
     PutReplyRuleRequest, PutReplyRuleResponse,
 };
 use crate::services::links;
-use crate::services::message::{send_message, Outgoing};
-use crate::services::qrcode::{create_qr_code, CreateQrCode};
+use crate::services::message::send_message;
+use crate::services::qrcode::create_qr_code;
 use crate::services::Services;
 use crate::services::{autoreply, broadcast, menu, tags};
 
@@ -62,34 +63,6 @@ impl GatewayService {
     }
 }
 
-impl TryFrom<CreateQrCodeRequest> for CreateQrCode {
-    type Error = AdminError;
-
-    fn try_from(r: CreateQrCodeRequest) -> Result<Self, AdminError> {
-        let scene = match r.scene {
-            Some(create_qr_code_request::Scene::SceneId(id)) => SceneInput::Id(id.into()),
-            Some(create_qr_code_request::Scene::SceneStr(s)) => SceneInput::Str(s),
-            None => {
-                return Err(AdminError::Validation(
-                    "scene: set scene_id or scene_str".into(),
-                ))
-            }
-        };
-        Ok(Self {
-            scene,
-            permanent: r.permanent,
-            expire_seconds: (r.expire_seconds != 0).then_some(r.expire_seconds.into()),
-            label: r.label,
-            metadata: r.metadata.into_iter().collect(),
-            users: r.users,
-            welcome: r
-                .welcome
-                .map(|w| super::replies::reply_from_pb(w, "welcome"))
-                .transpose()?,
-        })
-    }
-}
-
 #[tonic::async_trait]
 impl Gateway for GatewayService {
     async fn create_qr_code(
@@ -100,15 +73,7 @@ impl Gateway for GatewayService {
         let request = request.into_inner();
         let account = request.account_id.clone();
         let code = create_qr_code(&self.services, &account, &actor, request.try_into()?).await?;
-        Ok(Response::new(CreateQrCodeResponse {
-            scene: code.scene,
-            ticket: code.ticket,
-            url: code.url,
-            image_url: code.image_url,
-            expire_at: code
-                .expire_at
-                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
-        }))
+        Ok(Response::new(code.into()))
     }
 
     async fn send_message(
@@ -118,13 +83,7 @@ impl Gateway for GatewayService {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
         tracing::info!(actor = %actor, account = %r.account_id, "SendMessage");
-        let message = match r.message {
-            Some(send_message_request::Message::Text(t)) => Outgoing::Text(t.content),
-            Some(send_message_request::Message::Image(i)) => Outgoing::Image {
-                media_id: i.media_id,
-            },
-            None => return Err(AdminError::Validation("message: set text or image".into()).into()),
-        };
+        let message = r.message.try_into()?;
         let msg_id = send_message(&self.services, &r.account_id, &r.to_user, message).await?;
         Ok(Response::new(SendMessageResponse { msg_id }))
     }
@@ -136,11 +95,7 @@ impl Gateway for GatewayService {
         self.authenticate(&request)?;
         let r = request.into_inner();
         let live = menu::live_menu(&self.services, &r.account_id).await?;
-        Ok(Response::new(GetMenuResponse {
-            menu_json: live.menu.to_string(),
-            version: live.version.unwrap_or(0),
-            drift: live.drift,
-        }))
+        Ok(Response::new(live.into()))
     }
 
     async fn set_menu(
@@ -149,8 +104,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<SetMenuResponse>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        let body: serde_json::Value = serde_json::from_str(&r.menu_json)
-            .map_err(|e| AdminError::Validation(format!("menu_json: not JSON: {e}")))?;
+        let body = menu_json(&r.menu_json)?;
         let answer = if r.conditional {
             let menuid = menu::add_conditional(&self.services, &r.account_id, &actor, body).await?;
             SetMenuResponse { version: 0, menuid }
@@ -187,7 +141,7 @@ impl Gateway for GatewayService {
         let r = request.into_inner();
         let rules = autoreply::list_rules(&self.services, &r.account_id).await?;
         Ok(Response::new(ListReplyRulesResponse {
-            rules: rules.iter().map(super::replies::rule_to_pb).collect(),
+            rules: rules.iter().map(Into::into).collect(),
         }))
     }
 
@@ -197,14 +151,11 @@ impl Gateway for GatewayService {
     ) -> Result<Response<PutReplyRuleResponse>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        let rule = super::replies::rule_from_pb(
-            r.rule
-                .ok_or_else(|| AdminError::Validation("rule: required".into()))?,
-        )?;
+        let rule = r.rule.try_into()?;
         let (stored, created) =
             autoreply::put_rule(&self.services, &r.account_id, &actor, rule).await?;
         Ok(Response::new(PutReplyRuleResponse {
-            rule: Some(super::replies::rule_to_pb(&stored)),
+            rule: Some((&stored).into()),
             created,
         }))
     }
@@ -227,7 +178,7 @@ impl Gateway for GatewayService {
         let r = request.into_inner();
         let link =
             links::create_link(&self.services, &r.account_id, &actor, &r.target, &r.label).await?;
-        Ok(Response::new(link_response(link)))
+        Ok(Response::new(link.into()))
     }
 
     async fn list_links(
@@ -238,7 +189,7 @@ impl Gateway for GatewayService {
         let r = request.into_inner();
         let all = links::list_links(&self.services, &r.account_id).await?;
         Ok(Response::new(ListLinksResponse {
-            links: all.into_iter().map(link_response).collect(),
+            links: all.into_iter().map(Into::into).collect(),
         }))
     }
 
@@ -362,62 +313,6 @@ impl GatewayService {
         tracing::info!(actor = %actor, account = %r.account_id, untag, "TagUsers");
         let done =
             tags::tag_users(&self.services, &r.account_id, r.tag_id, &r.open_ids, untag).await?;
-        Ok(Response::new(pb::TagUsersResponse {
-            users: done.users as u64,
-            batches: done.batches as u64,
-        }))
-    }
-}
-
-fn link_response(l: links::CreatedLink) -> CreateLinkResponse {
-    CreateLinkResponse {
-        code: l.code,
-        url: l.url,
-        target: l.target,
-        label: l.label,
-    }
-}
-
-fn message_json(s: &str) -> Result<serde_json::Value, AdminError> {
-    serde_json::from_str(s)
-        .map_err(|e| AdminError::Validation(format!("message_json: not JSON: {e}")))
-}
-
-fn job_to_pb(job: broadcast::JobView, created: bool) -> pb::BroadcastJob {
-    let count = |v: Option<i64>| v.unwrap_or(-1);
-    pb::BroadcastJob {
-        job_id: job.job_id,
-        status: job.status.to_owned(),
-        created,
-        msgtype: job.msgtype,
-        client_msg_id: job.client_msg_id.unwrap_or_default(),
-        cancelled_at: job.cancelled_at.unwrap_or(0),
-        batches: job
-            .batches
-            .into_iter()
-            .map(|b| pb::BroadcastBatch {
-                index: b.index as u32,
-                status: b.status.to_owned(),
-                msg_id: match b.msg_id {
-                    serde_json::Value::Null => String::new(),
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                },
-                client_msg_id: b.client_msg_id,
-                size: b.size as u64,
-                total: count(b.total),
-                filtered: count(b.filtered),
-                sent: count(b.sent),
-                errors: count(b.errors),
-                wechat_status: b.wechat_status.unwrap_or_default(),
-                already_sent: b.already_sent,
-                reconciled: b.reconciled,
-                error: b.error.unwrap_or_default(),
-                fail_list: b.fail_list,
-                pending_confirmation: b.pending_confirmation,
-                deleted: b.deleted,
-                attempts: b.attempts,
-            })
-            .collect(),
+        Ok(Response::new(done.into()))
     }
 }

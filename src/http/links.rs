@@ -1,5 +1,5 @@
-//! Tracked links (issue 8): the admin routes that create and list them
-//! (`POST`/`GET /admin/v1/accounts/{account}/links`) and the public routes a follower opens.
+//! Tracked links, the public side: the routes a follower opens. The operators' routes that
+//! create and list links are in the admin API (`crate::http::admin`).
 //!
 //! - `GET /l/{account}/{code}`: inside WeChat (a `MicroMessenger` user agent) on an Official
 //!   Account, a 302 into WeChat's web OAuth (`snsapi_base`: silent, no consent screen) with a
@@ -20,101 +20,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use utoipa::ToSchema;
 
-use super::admin::Actor;
-use super::openapi::{AccountErrors, ErrorBody};
 use super::AppState;
 use crate::config::Account;
 use crate::domain::link::{new_nonce, sign_state, verify_state, LinkCode};
 use crate::domain::Platform;
-use crate::error::AdminError;
 use crate::services::links::{self, Click, Link};
 
 /// How long the follower has to come back from WeChat's OAuth page.
 const STATE_TTL: Duration = Duration::from_secs(600);
 
-/// The admin routes, added to the `/admin/v1` scope.
-pub fn admin_routes(scope: actix_web::Scope) -> actix_web::Scope {
-    scope.service(
-        web::resource("/accounts/{account}/links")
-            .route(web::post().to(create))
-            .route(web::get().to(list)),
-    )
-}
-
 /// The public routes, outside the admin scope.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/l/{account}/{code}", web::get().to(open))
         .route("/l/{account}/{code}/oauth", web::get().to(oauth_callback));
-}
-
-/// The JSON body of `POST .../links`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CreateLinkBody)]
-pub(crate) struct Body {
-    /// An https URL on one of `links.allowed_domains` (or a subdomain of one).
-    target: String,
-    #[serde(default)]
-    label: String,
-}
-
-fn link_json(l: &links::CreatedLink) -> serde_json::Value {
-    serde_json::json!({"code": l.code, "url": l.url, "target": l.target, "label": l.label})
-}
-
-#[utoipa::path(
-    post,
-    path = "/admin/v1/accounts/{account}/links",
-    tag = "admin",
-    params(("account" = String, Path, description = "the account id from the configuration")),
-    request_body(content = Body, content_type = "application/json"),
-    responses(
-        (status = 200, description = "`{\"code\", \"url\", \"target\", \"label\"}`", body = Object),
-        (status = 400, description = "a target off the allowed domains, not https, with userinfo or a port; a bad label", body = ErrorBody),
-        AccountErrors,
-    ),
-    security(("bearer" = []))
-)]
-pub(crate) async fn create(
-    actor: Actor,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> Result<HttpResponse, AdminError> {
-    let body: Body = super::admin::json_body(&body)?;
-    let link = links::create_link(
-        &state.services,
-        &path.into_inner(),
-        &actor.0,
-        &body.target,
-        &body.label,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(link_json(&link)))
-}
-
-#[utoipa::path(
-    get,
-    path = "/admin/v1/accounts/{account}/links",
-    tag = "admin",
-    params(("account" = String, Path, description = "the account id from the configuration")),
-    responses(
-        (status = 200, description = "`{\"links\": [{\"code\", \"url\", \"target\", \"label\"}]}`, oldest first", body = Object),
-        AccountErrors,
-    ),
-    security(("bearer" = []))
-)]
-pub(crate) async fn list(
-    _actor: Actor,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
-    let all = links::list_links(&state.services, &path.into_inner()).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"links": all.iter().map(link_json).collect::<Vec<_>>()})))
 }
 
 fn not_found() -> HttpResponse {

@@ -1,20 +1,14 @@
-//! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`],
-//! [`admin_qrcodes`], [`admin_menu`], [`admin_replies`], [`admin_broadcasts`], [`admin_tags`],
-//! its [`openapi`] document) and operations ([`health`]). Each handler extracts, calls the layer
-//! below, and maps errors in `crate::error`. The callback handlers first take a slot of
+//! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`], a folder:
+//! one file per resource and its OpenAPI document), the public tracked-link routes a follower
+//! opens ([`links`]) and operations ([`health`]). Each handler extracts, calls the layer below,
+//! and maps errors in `crate::error`. The callback handlers first take a slot of
 //! [`limits`] (per account and per instance), or answer 503.
 
 pub mod admin;
-pub mod admin_broadcasts;
-pub mod admin_menu;
-pub mod admin_qrcodes;
-pub mod admin_replies;
-pub mod admin_tags;
 pub mod callbacks;
 pub mod health;
 pub mod limits;
 pub mod links;
-pub mod openapi;
 pub mod query;
 
 use std::collections::HashMap;

@@ -1,18 +1,21 @@
-//! The user-tag routes of the admin API (issue 5), so that a CRM segment becomes a tag that
+//! The user-tag routes of the admin API, so that a CRM segment becomes a tag that
 //! one broadcast reaches: create a tag, add and remove its users (50 openids per WeChat call),
 //! through [`crate::services::tags`].
+//!
+//! A segment can be long: the member routes take their body within
+//! `broadcasts.max_body_bytes`, like a broadcast audience.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use utoipa::{IntoResponses, ToSchema};
 
-use super::admin::{json_body, Actor};
-use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
-use super::AppState;
+use super::extract::{Actor, JsonBody, LargeJsonBody};
+use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::error::AdminError;
+use crate::http::AppState;
 use crate::services::tags;
 
-pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
         .route("/accounts/{account}/tags", web::post().to(create))
         .route(
@@ -58,9 +61,8 @@ pub(crate) async fn create(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<HttpResponse, AdminError> {
-    let body: CreateBody = json_body(&body)?;
     let tag_id = tags::create_tag(&state.services, &path.into_inner(), &body.name).await?;
     tracing::info!(actor = %actor.0, tag_id, "tag created");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tag_id": tag_id, "name": body.name })))
@@ -99,7 +101,7 @@ pub(crate) async fn add_members(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, u64)>,
-    body: web::Payload,
+    LargeJsonBody(body): LargeJsonBody<MembersBody>,
 ) -> Result<HttpResponse, AdminError> {
     members(actor, state, path, body, false).await
 }
@@ -123,7 +125,7 @@ pub(crate) async fn remove_members(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, u64)>,
-    body: web::Payload,
+    LargeJsonBody(body): LargeJsonBody<MembersBody>,
 ) -> Result<HttpResponse, AdminError> {
     members(actor, state, path, body, true).await
 }
@@ -132,16 +134,10 @@ async fn members(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, u64)>,
-    mut payload: web::Payload,
+    body: MembersBody,
     untag: bool,
 ) -> Result<HttpResponse, AdminError> {
     let (account, tag_id) = path.into_inner();
-    // A segment can be long: the broadcast routes' body limit applies.
-    let bytes = match super::admin_broadcasts::large_body(&state, &mut payload).await? {
-        Ok(bytes) => bytes,
-        Err(too_large) => return Ok(too_large),
-    };
-    let body: MembersBody = json_body(&bytes)?;
     let done = tags::tag_users(&state.services, &account, tag_id, &body.open_ids, untag).await?;
     tracing::info!(actor = %actor.0, tag_id, users = done.users, untag, "tag members changed");
     Ok(HttpResponse::Ok().json(serde_json::json!({

@@ -1,21 +1,19 @@
-//! The broadcast routes of the admin API (issue 5), under
+//! The broadcast routes of the admin API, under
 //! `/admin/v1/accounts/{account}/broadcasts`: create a job, read it, cancel it, preview a
 //! message, delete the sent articles, through [`crate::services::broadcast`].
 //!
 //! A broadcast body can list hundreds of thousands of openids, far over `http.max_body_bytes`
-//! (sized for callbacks): the create route reads its body itself, up to
-//! `broadcasts.max_body_bytes`.
+//! (sized for callbacks): the create route takes its body within `broadcasts.max_body_bytes`.
 
 use actix_web::{web, HttpResponse};
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoResponses, ToSchema};
 
-use super::admin::{json_body, Actor};
-use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
-use super::AppState;
+use super::extract::{Actor, JsonBody, LargeJsonBody};
+use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::error::AdminError;
+use crate::http::AppState;
 use crate::services::broadcast::{self, SendBroadcast};
 
 /// The token, then the account and the job: every `/broadcasts/{job_id}` route.
@@ -30,7 +28,7 @@ pub(crate) enum JobErrors {
     Unavailable(ErrorBody),
 }
 
-pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
         .route("/accounts/{account}/broadcasts", web::post().to(create))
         .route(
@@ -87,13 +85,8 @@ pub(crate) async fn create(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    mut payload: web::Payload,
+    LargeJsonBody(body): LargeJsonBody<Body>,
 ) -> Result<HttpResponse, AdminError> {
-    let bytes = match large_body(&state, &mut payload).await? {
-        Ok(bytes) => bytes,
-        Err(too_large) => return Ok(too_large),
-    };
-    let body: Body = json_body(&bytes)?;
     let (job, created) = broadcast::create_job(
         &state.services,
         &path.into_inner(),
@@ -112,32 +105,6 @@ pub(crate) async fn create(
     } else {
         HttpResponse::Ok().json(answer)
     })
-}
-
-/// Reads a body of up to `broadcasts.max_body_bytes`; the inner `Err` is the 413 answer, in
-/// the admin API's JSON shape.
-pub(crate) async fn large_body(
-    state: &AppState,
-    payload: &mut web::Payload,
-) -> Result<Result<web::BytesMut, HttpResponse>, AdminError> {
-    let limit = state.services.broadcasts.config().max_body_bytes;
-    let mut bytes = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| AdminError::Validation(format!("cannot read the body: {e}")))?;
-        if bytes.len() + chunk.len() > limit {
-            return Ok(Err(HttpResponse::PayloadTooLarge().json(
-                serde_json::json!({
-                    "error": {
-                        "code": "payload_too_large",
-                        "message": "the request body is larger than broadcasts.max_body_bytes",
-                    }
-                }),
-            )));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(Ok(bytes))
 }
 
 #[utoipa::path(
@@ -190,9 +157,8 @@ pub(crate) async fn preview(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    JsonBody(body): JsonBody<PreviewBody>,
 ) -> Result<HttpResponse, AdminError> {
-    let body: PreviewBody = json_body(&body)?;
     let msg_id = broadcast::preview(
         &state.services,
         &path.into_inner(),

@@ -1,4 +1,4 @@
-//! Keyword auto-reply rules and the account's default welcome (issue 8), through
+//! Keyword auto-reply rules and the account's default welcome, through
 //! [`crate::services::autoreply`]:
 //!
 //! - `GET /admin/v1/accounts/{account}/reply-rules` → `{"rules": [...]}` in evaluation order;
@@ -16,14 +16,14 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::admin::{json_body, Actor};
-use super::openapi::{AccountErrors, ErrorBody, StoreErrors, TokenErrors};
-use super::AppState;
+use super::extract::{Actor, JsonBody};
+use super::responses::{AccountErrors, ErrorBody, StoreErrors, TokenErrors};
 use crate::domain::autoreply::{Matcher, Reply, Rule};
 use crate::error::AdminError;
+use crate::http::AppState;
 use crate::services::autoreply;
 
-pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
         .service(
             web::resource("/accounts/{account}/reply-rules")
@@ -120,9 +120,8 @@ pub(crate) async fn create(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    JsonBody(body): JsonBody<RuleBody>,
 ) -> Result<HttpResponse, AdminError> {
-    let body: RuleBody = json_body(&body)?;
     let stored = autoreply::create_rule(
         &state.services,
         &path.into_inner(),
@@ -152,10 +151,9 @@ pub(crate) async fn put(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    JsonBody(mut body): JsonBody<RuleBody>,
 ) -> Result<HttpResponse, AdminError> {
     let (account, id) = path.into_inner();
-    let mut body: RuleBody = json_body(&body)?;
     if body.id.is_empty() {
         body.id = id.clone();
     } else if body.id != id {
@@ -241,9 +239,8 @@ pub(crate) async fn put_welcome(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    JsonBody(reply): JsonBody<Reply>,
 ) -> Result<HttpResponse, AdminError> {
-    let reply: Reply = json_body(&body)?;
     let stored =
         autoreply::put_welcome(&state.services, &path.into_inner(), &actor.0, reply).await?;
     Ok(HttpResponse::Ok().json(welcome_json(&stored)))

@@ -1,4 +1,4 @@
-//! The menu routes of the admin API (issue 4), under `/admin/v1/accounts/{account}/menu`: read
+//! The menu routes of the admin API, under `/admin/v1/accounts/{account}/menu`: read
 //! (with drift), publish, delete, validate, versions and restore, conditional menus, through
 //! [`crate::services::menu`]. Bodies are WeChat's own menu JSON.
 
@@ -7,14 +7,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{IntoResponses, ToSchema};
 
-use super::admin::{json_body, Actor};
-use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
-use super::AppState;
+use super::extract::{Actor, JsonBody};
+use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::error::AdminError;
+use crate::http::AppState;
 use crate::services::menu;
 use crate::store::MenuVersion;
 
-pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
         .route("/accounts/{account}/menu", web::get().to(get))
         .route("/accounts/{account}/menu", web::put().to(put))
@@ -93,9 +93,8 @@ pub(crate) async fn put(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<HttpResponse, AdminError> {
-    let body = json_body(&body)?;
     let version = menu::publish(&state.services, &path.into_inner(), &actor.0, body).await?;
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
@@ -139,9 +138,8 @@ pub(crate) async fn validate(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<HttpResponse, AdminError> {
-    let body = json_body(&body)?;
     let problems = menu::validate(&state.services, &path.into_inner(), &body)?;
     Ok(HttpResponse::Ok().json(json!({ "valid": problems.is_empty(), "problems": problems })))
 }
@@ -229,9 +227,8 @@ pub(crate) async fn add_conditional(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<HttpResponse, AdminError> {
-    let body = json_body(&body)?;
     let menuid = menu::add_conditional(&state.services, &path.into_inner(), &actor.0, body).await?;
     Ok(HttpResponse::Ok().json(json!({ "menuid": menuid })))
 }
@@ -283,9 +280,8 @@ pub(crate) async fn try_match(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    JsonBody(body): JsonBody<TryMatch>,
 ) -> Result<HttpResponse, AdminError> {
-    let body: TryMatch = json_body(&body)?;
     let answer = menu::try_match(&state.services, &path.into_inner(), &body.user_id).await?;
     Ok(HttpResponse::Ok().json(answer))
 }

@@ -7,15 +7,15 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::admin::Actor;
-use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
-use super::AppState;
+use super::extract::{Actor, JsonBody};
+use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::domain::autoreply::Reply;
 use crate::domain::scene::SceneInput;
 use crate::error::AdminError;
+use crate::http::AppState;
 use crate::services::qrcode::{create_qr_code, CreateQrCode};
 
-pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope.route("/accounts/{account}/qrcodes", web::post().to(create))
 }
 
@@ -37,7 +37,7 @@ pub(crate) struct Body {
     /// WeCom only: the members the contact-me code reaches.
     #[serde(default)]
     users: Vec<String>,
-    /// The welcome reply of the followers this code brings (issue 8): `{"text": {"content"}}`,
+    /// The welcome reply of the followers this code brings: `{"text": {"content"}}`,
     /// `{"image": {"media_id"}}` or `{"news": {"title", "description", "pic_url", "url"}}`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -74,9 +74,8 @@ pub(crate) async fn create(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    JsonBody(body): JsonBody<Body>,
 ) -> Result<HttpResponse, AdminError> {
-    let body: Body = super::admin::json_body(&body)?;
     let scene = match &body.scene {
         serde_json::Value::String(s) => SceneInput::Str(s.clone()),
         serde_json::Value::Number(n) => SceneInput::Id(n.as_i64().ok_or_else(|| {

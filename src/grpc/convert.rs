@@ -1,0 +1,273 @@
+//! The conversions between the messages of `gateway.proto` and the use cases' inputs and
+//! answers (`crate::services`), in one place, so that each rpc of [`super::gateway`] reads:
+//! authenticate, convert at the door, call the use case the admin API calls, convert back.
+//!
+//! A request that is missing a field or names an unknown one is refused with
+//! `AdminError::Validation` naming the field (`INVALID_ARGUMENT`, like the admin API's 400).
+
+use crate::domain::autoreply::{Matcher, Reply, Rule};
+use crate::domain::scene::SceneInput;
+use crate::error::AdminError;
+use crate::pb::{self, create_qr_code_request, reply_content, send_message_request};
+use crate::services::autoreply::StoredRule;
+use crate::services::broadcast::JobView;
+use crate::services::links::CreatedLink;
+use crate::services::menu::LiveMenu;
+use crate::services::message::Outgoing;
+use crate::services::qrcode::{CreateQrCode, QrCode};
+use crate::services::tags::Tagged;
+
+// QR codes.
+
+impl TryFrom<pb::CreateQrCodeRequest> for CreateQrCode {
+    type Error = AdminError;
+
+    fn try_from(r: pb::CreateQrCodeRequest) -> Result<Self, AdminError> {
+        let scene = match r.scene {
+            Some(create_qr_code_request::Scene::SceneId(id)) => SceneInput::Id(id.into()),
+            Some(create_qr_code_request::Scene::SceneStr(s)) => SceneInput::Str(s),
+            None => {
+                return Err(AdminError::Validation(
+                    "scene: set scene_id or scene_str".into(),
+                ))
+            }
+        };
+        Ok(Self {
+            scene,
+            permanent: r.permanent,
+            expire_seconds: (r.expire_seconds != 0).then_some(r.expire_seconds.into()),
+            label: r.label,
+            metadata: r.metadata.into_iter().collect(),
+            users: r.users,
+            welcome: r.welcome.map(|w| reply_from_pb(w, "welcome")).transpose()?,
+        })
+    }
+}
+
+impl From<QrCode> for pb::CreateQrCodeResponse {
+    fn from(code: QrCode) -> Self {
+        Self {
+            scene: code.scene,
+            ticket: code.ticket,
+            url: code.url,
+            image_url: code.image_url,
+            expire_at: code
+                .expire_at
+                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+        }
+    }
+}
+
+// Customer-service messages.
+
+/// The `message` oneof of `SendMessageRequest`, which must be set.
+impl TryFrom<Option<send_message_request::Message>> for Outgoing {
+    type Error = AdminError;
+
+    fn try_from(m: Option<send_message_request::Message>) -> Result<Self, AdminError> {
+        match m {
+            Some(send_message_request::Message::Text(t)) => Ok(Self::Text(t.content)),
+            Some(send_message_request::Message::Image(i)) => Ok(Self::Image {
+                media_id: i.media_id,
+            }),
+            None => Err(AdminError::Validation("message: set text or image".into())),
+        }
+    }
+}
+
+// Menus.
+
+/// `SetMenuRequest.menu_json`: WeChat's own menu JSON, as the admin API's body.
+pub(crate) fn menu_json(s: &str) -> Result<serde_json::Value, AdminError> {
+    serde_json::from_str(s).map_err(|e| AdminError::Validation(format!("menu_json: not JSON: {e}")))
+}
+
+impl From<LiveMenu> for pb::GetMenuResponse {
+    fn from(live: LiveMenu) -> Self {
+        Self {
+            menu_json: live.menu.to_string(),
+            version: live.version.unwrap_or(0),
+            drift: live.drift,
+        }
+    }
+}
+
+// Auto-reply rules and welcomes.
+
+/// A reply, which must have its content set; `at` names the field in the refusal.
+fn reply_from_pb(r: pb::ReplyContent, at: &str) -> Result<Reply, AdminError> {
+    Ok(match r.content {
+        Some(reply_content::Content::Text(t)) => Reply::Text { content: t.content },
+        Some(reply_content::Content::Image(i)) => Reply::Image {
+            media_id: i.media_id,
+        },
+        Some(reply_content::Content::News(n)) => Reply::News {
+            title: n.title,
+            description: n.description,
+            pic_url: n.pic_url,
+            url: n.url,
+        },
+        None => {
+            return Err(AdminError::Validation(format!(
+                "{at}: set text, image or news"
+            )))
+        }
+    })
+}
+
+impl From<&Reply> for pb::ReplyContent {
+    fn from(r: &Reply) -> Self {
+        let content = match r {
+            Reply::Text { content } => reply_content::Content::Text(pb::TextContent {
+                content: content.clone(),
+            }),
+            Reply::Image { media_id } => reply_content::Content::Image(pb::ImageContent {
+                media_id: media_id.clone(),
+            }),
+            Reply::News {
+                title,
+                description,
+                pic_url,
+                url,
+            } => reply_content::Content::News(pb::NewsArticle {
+                title: title.clone(),
+                description: description.clone(),
+                pic_url: pic_url.clone(),
+                url: url.clone(),
+            }),
+        };
+        Self {
+            content: Some(content),
+        }
+    }
+}
+
+/// `PutReplyRuleRequest.rule`, which must be set.
+impl TryFrom<Option<pb::ReplyRule>> for Rule {
+    type Error = AdminError;
+
+    fn try_from(r: Option<pb::ReplyRule>) -> Result<Self, AdminError> {
+        let r = r.ok_or_else(|| AdminError::Validation("rule: required".into()))?;
+        let value = r.match_value;
+        let matcher = match r.match_kind.as_str() {
+            "exact" => Matcher::Exact(value),
+            "prefix" => Matcher::Prefix(value),
+            "contains" => Matcher::Contains(value),
+            "regex" => Matcher::Regex(value),
+            "click" => Matcher::Click(value),
+            other => {
+                return Err(AdminError::Validation(format!(
+                    "rule.match_kind: {other:?} is not exact, prefix, contains, regex or click"
+                )))
+            }
+        };
+        let reply = reply_from_pb(
+            r.reply.ok_or_else(|| {
+                AdminError::Validation("rule.reply: set text, image or news".into())
+            })?,
+            "rule.reply",
+        )?;
+        Ok(Self {
+            id: r.id,
+            matcher,
+            reply,
+            priority: r.priority,
+            enabled: r.enabled.unwrap_or(true),
+        })
+    }
+}
+
+impl From<&StoredRule> for pb::ReplyRule {
+    fn from(s: &StoredRule) -> Self {
+        let (kind, value) = match &s.rule.matcher {
+            Matcher::Exact(v) => ("exact", v),
+            Matcher::Prefix(v) => ("prefix", v),
+            Matcher::Contains(v) => ("contains", v),
+            Matcher::Regex(v) => ("regex", v),
+            Matcher::Click(v) => ("click", v),
+        };
+        Self {
+            id: s.rule.id.clone(),
+            match_kind: kind.to_owned(),
+            match_value: value.clone(),
+            reply: Some((&s.rule.reply).into()),
+            priority: s.rule.priority,
+            enabled: Some(s.rule.enabled),
+            created_at_ms: s.created_at_ms as i64,
+            updated_at_ms: s.updated_at_ms as i64,
+            actor: s.actor.clone(),
+        }
+    }
+}
+
+// Tracked links.
+
+impl From<CreatedLink> for pb::CreateLinkResponse {
+    fn from(l: CreatedLink) -> Self {
+        Self {
+            code: l.code,
+            url: l.url,
+            target: l.target,
+            label: l.label,
+        }
+    }
+}
+
+// User tags.
+
+impl From<Tagged> for pb::TagUsersResponse {
+    fn from(done: Tagged) -> Self {
+        Self {
+            users: done.users as u64,
+            batches: done.batches as u64,
+        }
+    }
+}
+
+// Broadcasts.
+
+/// `message_json` of the broadcast requests: the message as the admin API's body has it.
+pub(crate) fn message_json(s: &str) -> Result<serde_json::Value, AdminError> {
+    serde_json::from_str(s)
+        .map_err(|e| AdminError::Validation(format!("message_json: not JSON: {e}")))
+}
+
+/// A job as every broadcast rpc answers it; `created` only for the request that made it.
+pub(crate) fn job_to_pb(job: JobView, created: bool) -> pb::BroadcastJob {
+    let count = |v: Option<i64>| v.unwrap_or(-1);
+    pb::BroadcastJob {
+        job_id: job.job_id,
+        status: job.status.to_owned(),
+        created,
+        msgtype: job.msgtype,
+        client_msg_id: job.client_msg_id.unwrap_or_default(),
+        cancelled_at: job.cancelled_at.unwrap_or(0),
+        batches: job
+            .batches
+            .into_iter()
+            .map(|b| pb::BroadcastBatch {
+                index: b.index as u32,
+                status: b.status.to_owned(),
+                msg_id: match b.msg_id {
+                    serde_json::Value::Null => String::new(),
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                },
+                client_msg_id: b.client_msg_id,
+                size: b.size as u64,
+                total: count(b.total),
+                filtered: count(b.filtered),
+                sent: count(b.sent),
+                errors: count(b.errors),
+                wechat_status: b.wechat_status.unwrap_or_default(),
+                already_sent: b.already_sent,
+                reconciled: b.reconciled,
+                error: b.error.unwrap_or_default(),
+                fail_list: b.fail_list,
+                pending_confirmation: b.pending_confirmation,
+                deleted: b.deleted,
+                attempts: b.attempts,
+            })
+            .collect(),
+    }
+}

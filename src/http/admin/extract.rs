@@ -1,0 +1,113 @@
+//! The admin handlers' extractors: who is asking ([`Actor`], from the bearer token) and what
+//! they sent ([`JsonBody`] within `http.max_body_bytes`, [`LargeJsonBody`] within
+//! `broadcasts.max_body_bytes`). Each one fails with an `AdminError`, so a refused request is
+//! answered in the admin API's JSON shape like any other error.
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures::future::LocalBoxFuture;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::domain::match_token;
+use crate::error::AdminError;
+use crate::http::AppState;
+
+/// The authenticated operator: the `name` of the admin token presented.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+impl FromRequest for Actor {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, AdminError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Actor, AdminError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(AdminError::MissingToken)?;
+    let presented = header
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AdminError::MissingToken)?;
+    let tokens = state(req)
+        .admin_tokens
+        .iter()
+        .map(|t| (t.name.as_str(), &t.token));
+    match_token(tokens, presented)
+        .map(|name| Actor(name.to_owned()))
+        .ok_or(AdminError::BadToken)
+}
+
+fn state(req: &HttpRequest) -> &AppState {
+    req.app_data::<web::Data<AppState>>()
+        .expect("AppState is registered on the App")
+}
+
+/// A JSON body of at most `http.max_body_bytes` (the `PayloadConfig` of the App), the limit of
+/// every admin route but the few that take audiences.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = AdminError;
+    type Future = LocalBoxFuture<'static, Result<Self, AdminError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes
+                .await
+                .map_err(|e| match e.as_error::<PayloadError>() {
+                    Some(PayloadError::Overflow) => AdminError::PayloadTooLarge {
+                        limit: "http.max_body_bytes",
+                    },
+                    _ => AdminError::Validation(format!("cannot read the body: {e}")),
+                })?;
+            parse(&bytes).map(Self)
+        })
+    }
+}
+
+/// A JSON body of at most `broadcasts.max_body_bytes`: a broadcast audience or a CRM segment can
+/// list hundreds of thousands of openids, far over `http.max_body_bytes` (sized for callbacks).
+pub struct LargeJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for LargeJsonBody<T> {
+    type Error = AdminError;
+    type Future = LocalBoxFuture<'static, Result<Self, AdminError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = state(req).services.broadcasts.config().max_body_bytes;
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let mut bytes = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk
+                    .map_err(|e| AdminError::Validation(format!("cannot read the body: {e}")))?;
+                if bytes.len() + chunk.len() > limit {
+                    return Err(AdminError::PayloadTooLarge {
+                        limit: "broadcasts.max_body_bytes",
+                    });
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            parse(&bytes).map(Self)
+        })
+    }
+}
+
+/// Every admin route answers a body that is not the JSON it expects the same way (400).
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AdminError::Validation(format!("invalid JSON body: {e}")))
+}

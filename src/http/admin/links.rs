@@ -1,0 +1,87 @@
+//! The tracked-link routes of the admin API: create a link and list an account's links
+//! (`POST`/`GET /admin/v1/accounts/{account}/links`), through [`crate::services::links`]. The
+//! public routes a follower opens (`/l/...`) are `crate::http::links`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::extract::{Actor, JsonBody};
+use super::responses::{AccountErrors, ErrorBody};
+use crate::error::AdminError;
+use crate::http::AppState;
+use crate::services::links;
+
+pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+    scope.service(
+        web::resource("/accounts/{account}/links")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+}
+
+/// The JSON body of `POST .../links`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreateLinkBody)]
+pub(crate) struct Body {
+    /// An https URL on one of `links.allowed_domains` (or a subdomain of one).
+    target: String,
+    #[serde(default)]
+    label: String,
+}
+
+fn link_json(l: &links::CreatedLink) -> serde_json::Value {
+    serde_json::json!({"code": l.code, "url": l.url, "target": l.target, "label": l.label})
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/links",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    request_body(content = Body, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"code\", \"url\", \"target\", \"label\"}`", body = Object),
+        (status = 400, description = "a target off the allowed domains, not https, with userinfo or a port; a bad label", body = ErrorBody),
+        AccountErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    JsonBody(body): JsonBody<Body>,
+) -> Result<HttpResponse, AdminError> {
+    let link = links::create_link(
+        &state.services,
+        &path.into_inner(),
+        &actor.0,
+        &body.target,
+        &body.label,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(link_json(&link)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{account}/links",
+    tag = "admin",
+    params(("account" = String, Path, description = "the account id from the configuration")),
+    responses(
+        (status = 200, description = "`{\"links\": [{\"code\", \"url\", \"target\", \"label\"}]}`, oldest first", body = Object),
+        AccountErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(
+    _actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let all = links::list_links(&state.services, &path.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"links": all.iter().map(link_json).collect::<Vec<_>>()})))
+}

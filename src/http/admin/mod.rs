@@ -1,0 +1,46 @@
+//! The admin API under `/admin/v1`, for operators. Every route requires a bearer token from
+//! `admin.tokens`; the token's name is the actor recorded in logs.
+//!
+//! This module only wires the routes; each resource lives in its own file and calls the same
+//! use cases (`crate::services`) as the gRPC `Gateway` service:
+//!
+//! - [`dead_letters`]: events the CRM refused, to inspect and replay;
+//! - [`links`]: tracked links (the public `/l/` routes a follower opens are
+//!   `crate::http::links`);
+//! - [`qrcodes`], [`menu`], [`broadcasts`], [`tags`], [`replies`] (auto-replies and welcomes);
+//! - [`openapi`]: the OpenAPI document of all of them.
+//!
+//! Handlers take their inputs through [`extract`] (the actor from the bearer token, JSON bodies
+//! within their size limit) and answer errors as `crate::error::AdminError`, whose one HTTP map
+//! writes every error body; [`responses`] describes those bodies to the OpenAPI document.
+
+mod broadcasts;
+mod dead_letters;
+mod extract;
+mod links;
+mod menu;
+mod openapi;
+mod qrcodes;
+mod replies;
+pub(crate) mod responses;
+mod tags;
+
+use actix_web::web;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let scope =
+        web::scope("/admin/v1").route("/openapi.json", web::get().to(openapi::openapi_json));
+    let scope = [
+        dead_letters::routes,
+        links::routes,
+        qrcodes::routes,
+        menu::routes,
+        broadcasts::routes,
+        tags::routes,
+        replies::routes,
+    ]
+    .into_iter()
+    .fold(scope, |scope, resource| resource(scope));
+    // Unknown admin paths still demand a token first, so they reveal nothing.
+    cfg.service(scope.default_service(web::to(responses::unknown_route)));
+}

@@ -1,0 +1,101 @@
+//! What the admin API answers when it refuses: the error body every refusal carries
+//! ([`ErrorBody`], written by the one HTTP map of `crate::error::AdminError`), the error sets
+//! the handlers' OpenAPI annotations share, and the answer to a path no route serves.
+
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+use utoipa::{IntoResponses, ToSchema};
+
+use super::extract::Actor;
+use crate::error::AdminError;
+
+/// Every admin error: `{"error": {"code", "message"}}` (see `crate::error::AdminError`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+impl ErrorBody {
+    pub(crate) fn new(code: &str, message: String) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+            },
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Machine-readable, e.g. `invalid_request`, `missing_token`, `not_found`, `wechat_error`.
+    code: String,
+    /// For people; on a WeChat refusal it carries WeChat's errcode and errmsg.
+    message: String,
+}
+
+// The error sets for `responses(...)`: a handler lists its success response, the sets that
+// apply, then the errors that are its own, so that an answer many routes share is described
+// once. The variants only describe responses (handlers answer `AdminError`): nothing builds one.
+
+/// The token: every admin route.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum TokenErrors {
+    #[response(status = 401, description = "no or bad token")]
+    Unauthorized(ErrorBody),
+}
+
+/// The token, then the account: every `/accounts/{account}/...` route.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum AccountErrors {
+    #[response(status = 401, description = "no or bad token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "unknown account")]
+    UnknownAccount(ErrorBody),
+    #[response(status = 503, description = "the store is unavailable: retry later")]
+    Unavailable(ErrorBody),
+}
+
+/// The store: the routes outside `/accounts/{account}` that read or write it.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum StoreErrors {
+    #[response(status = 503, description = "the store is unavailable: retry later")]
+    Unavailable(ErrorBody),
+}
+
+/// WeChat's refusal: the routes that call the WeChat API.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses; nothing builds it")]
+pub(crate) enum WeChatErrors {
+    #[response(
+        status = 502,
+        description = "WeChat refused (its errcode and errmsg in the message)"
+    )]
+    Refused(ErrorBody),
+    #[response(
+        status = 503,
+        description = "WeChat is busy (-1 after the retries), the account's access token cannot be \
+                       fetched, or the store is unavailable: retry later"
+    )]
+    Busy(ErrorBody),
+    #[response(
+        status = 504,
+        description = "WeChat did not answer within wechat.timeout_ms"
+    )]
+    Unreachable(ErrorBody),
+}
+
+/// Any path under `/admin/v1` that no route serves: a 404, after the token like every route.
+pub(super) async fn unknown_route(
+    _actor: Actor,
+    req: HttpRequest,
+) -> Result<HttpResponse, AdminError> {
+    Err(AdminError::NotFound(format!(
+        "no admin route {} {}",
+        req.method(),
+        req.path()
+    )))
+}
