@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tonic::{Request, Response, Status};
+
+use super::convert::message_json;
 
 use crate::config::AdminToken;
 use crate::domain::match_token;
@@ -13,10 +14,10 @@ use crate::domain::scene::SceneInput;
 use crate::error::AdminError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
-    self, create_qr_code_request, send_broadcast_request, send_message_request, CreateLinkRequest,
-    CreateLinkResponse, CreateQrCodeRequest, CreateQrCodeResponse, DeleteMenuRequest,
-    DeleteMenuResponse, GetMenuRequest, GetMenuResponse, ListLinksRequest, ListLinksResponse,
-    SendMessageRequest, SendMessageResponse, SetMenuRequest, SetMenuResponse,
+    self, create_qr_code_request, send_message_request, CreateLinkRequest, CreateLinkResponse,
+    CreateQrCodeRequest, CreateQrCodeResponse, DeleteMenuRequest, DeleteMenuResponse,
+    GetMenuRequest, GetMenuResponse, ListLinksRequest, ListLinksResponse, SendMessageRequest,
+    SendMessageResponse, SetMenuRequest, SetMenuResponse,
 };
 use crate::pb::{
     DeleteReplyRuleRequest, DeleteReplyRuleResponse, ListReplyRulesRequest, ListReplyRulesResponse,
@@ -248,34 +249,10 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::BroadcastJob>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        let audience = match r.audience {
-            Some(send_broadcast_request::Audience::TagId(tag_id)) => json!({ "tag_id": tag_id }),
-            Some(send_broadcast_request::Audience::All(all)) => json!({ "all": all }),
-            Some(send_broadcast_request::Audience::OpenIds(list)) => {
-                json!({ "open_ids": list.open_ids })
-            }
-            Some(send_broadcast_request::Audience::External(e)) => json!({
-                "external_user_ids": e.external_user_ids, "sender": e.sender,
-            }),
-            None => {
-                return Err(AdminError::Validation(
-                    "audience: set tag_id, all, open_ids or external".into(),
-                )
-                .into())
-            }
-        };
-        let message = message_json(&r.message_json)?;
-        let (job, created) = broadcast::create_job(
-            &self.services,
-            &r.account_id,
-            &actor,
-            broadcast::SendBroadcast {
-                audience,
-                message,
-                client_msg_id: (!r.client_msg_id.is_empty()).then_some(r.client_msg_id),
-            },
-        )
-        .await?;
+        let account_id = r.account_id.clone();
+        let req = broadcast::SendBroadcast::try_from(r)?;
+        let (job, created) =
+            broadcast::create_job(&self.services, &account_id, &actor, req).await?;
         Ok(Response::new(job_to_pb(job, created)))
     }
 
@@ -376,11 +353,6 @@ fn link_response(l: links::CreatedLink) -> CreateLinkResponse {
         target: l.target,
         label: l.label,
     }
-}
-
-fn message_json(s: &str) -> Result<serde_json::Value, AdminError> {
-    serde_json::from_str(s)
-        .map_err(|e| AdminError::Validation(format!("message_json: not JSON: {e}")))
 }
 
 fn job_to_pb(job: broadcast::JobView, created: bool) -> pb::BroadcastJob {

@@ -15,6 +15,7 @@ use utoipa::{IntoResponses, ToSchema};
 use super::admin::{json_body, Actor};
 use super::openapi::{AccountErrors, ErrorBody, WeChatErrors};
 use super::AppState;
+use crate::domain::broadcast::Broadcast;
 use crate::error::AdminError;
 use crate::services::broadcast::{self, SendBroadcast};
 
@@ -94,13 +95,16 @@ pub(crate) async fn create(
         Err(too_large) => return Ok(too_large),
     };
     let body: Body = json_body(&bytes)?;
+    let account = path.into_inner();
+    let platform = state.services.account(&account)?.platform;
+    let broadcast = Broadcast::parse(platform, &body.audience, &body.message)
+        .map_err(AdminError::Validation)?;
     let (job, created) = broadcast::create_job(
         &state.services,
-        &path.into_inner(),
+        &account,
         &actor.0,
         SendBroadcast {
-            audience: body.audience,
-            message: body.message,
+            broadcast,
             client_msg_id: body.client_msg_id,
         },
     )
