@@ -8,6 +8,8 @@
 
 use serde_json::{json, Value};
 
+use super::Platform;
+
 /// Most openids one `mass/send` call takes.
 pub const MAX_BATCH: usize = 10_000;
 /// Fewest openids one `mass/send` call takes.
@@ -55,10 +57,7 @@ impl Audience {
                 .as_u64()
                 .map(Self::Tag)
                 .ok_or_else(|| "audience.tag_id must be a non-negative integer".to_owned()),
-            "all" => match obj["all"].as_bool() {
-                Some(true) => Ok(Self::All),
-                _ => Err("audience.all must be true (leave it out otherwise)".into()),
-            },
+            "all" => Self::all(obj["all"].as_bool() == Some(true)),
             _ => {
                 let list = obj["open_ids"]
                     .as_array()
@@ -68,19 +67,45 @@ impl Audience {
                     let id = id
                         .as_str()
                         .ok_or_else(|| format!("audience.open_ids[{i}] must be a string"))?;
-                    if !is_open_id(id) {
-                        return Err(format!(
-                            "audience.open_ids[{i}] {id:?} is not an openid (1 to 64 characters \
-                             of letters, digits, '-' and '_')"
-                        ));
-                    }
+                    check_listed_open_id(i, id)?;
                     ids.push(id.to_owned());
                 }
                 Ok(Self::OpenIds(ids))
             }
         }
     }
+
+    /// `all`: only `true` means everyone.
+    pub fn all(all: bool) -> Result<Self, String> {
+        if all {
+            Ok(Self::All)
+        } else {
+            Err("audience.all must be true (leave it out otherwise)".into())
+        }
+    }
+
+    /// An explicit list, each an openid.
+    pub fn open_ids(ids: Vec<String>) -> Result<Self, String> {
+        for (i, id) in ids.iter().enumerate() {
+            check_listed_open_id(i, id)?;
+        }
+        Ok(Self::OpenIds(ids))
+    }
 }
+
+fn check_listed_open_id(i: usize, id: &str) -> Result<(), String> {
+    if is_open_id(id) {
+        return Ok(());
+    }
+    Err(format!(
+        "audience.open_ids[{i}] {id:?} is not an openid (1 to 64 characters of letters, digits, \
+         '-' and '_')"
+    ))
+}
+
+/// The shape of a WeCom audience, quoted by every refusal of one.
+const EXTERNAL_SHAPE: &str =
+    "on a WeCom account the audience is {\"external_user_ids\": [...], \"sender\": \"userid\"}";
 
 /// The audience of a broadcast on a WeCom account (客户群发, `externalcontact/add_msg_template`):
 /// external contacts, and the member in whose name the message goes out (who must confirm it
@@ -94,45 +119,128 @@ pub struct ExternalAudience {
 impl ExternalAudience {
     /// Parses `{"external_user_ids": [...], "sender": "userid"}`.
     pub fn parse(v: &Value) -> Result<Self, String> {
-        const SHAPE: &str = "on a WeCom account the audience is {\"external_user_ids\": [...], \
-                             \"sender\": \"userid\"}";
         let Some(obj) = v.as_object() else {
-            return Err(SHAPE.into());
+            return Err(EXTERNAL_SHAPE.into());
         };
         if let Some(k) = obj
             .keys()
             .find(|k| *k != "external_user_ids" && *k != "sender")
         {
-            return Err(format!("audience.{k} is not allowed: {SHAPE}"));
+            return Err(format!("audience.{k} is not allowed: {EXTERNAL_SHAPE}"));
         }
-        let sender = match obj.get("sender").and_then(Value::as_str) {
-            Some(s) if !s.is_empty() && s.len() <= 64 && !s.chars().any(char::is_control) => s,
-            _ => {
-                return Err(format!(
-                    "audience.sender must be a WeCom userid (1 to 64 characters): {SHAPE}"
-                ))
-            }
-        };
+        let sender = obj
+            .get("sender")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        check_sender(sender)?;
         let list = obj
             .get("external_user_ids")
             .and_then(Value::as_array)
-            .ok_or_else(|| format!("audience.external_user_ids must be an array: {SHAPE}"))?;
+            .ok_or_else(|| {
+                format!("audience.external_user_ids must be an array: {EXTERNAL_SHAPE}")
+            })?;
         let mut ids = Vec::with_capacity(list.len());
         for (i, id) in list.iter().enumerate() {
-            match id.as_str() {
-                Some(id) if is_open_id(id) => ids.push(id.to_owned()),
-                _ => {
-                    return Err(format!(
-                        "audience.external_user_ids[{i}] is not an external_userid (1 to 64 \
-                         characters of letters, digits, '-' and '_')"
-                    ))
-                }
-            }
+            let id = id.as_str().unwrap_or_default();
+            check_external_user_id(i, id)?;
+            ids.push(id.to_owned());
         }
         Ok(Self {
             external_user_ids: ids,
             sender: sender.to_owned(),
         })
+    }
+
+    /// External contacts and the sending member, each checked.
+    pub fn new(external_user_ids: Vec<String>, sender: String) -> Result<Self, String> {
+        check_sender(&sender)?;
+        for (i, id) in external_user_ids.iter().enumerate() {
+            check_external_user_id(i, id)?;
+        }
+        Ok(Self {
+            external_user_ids,
+            sender,
+        })
+    }
+}
+
+/// A WeCom userid: 1 to 64 characters, none a control character.
+fn check_sender(sender: &str) -> Result<(), String> {
+    if !sender.is_empty() && sender.len() <= 64 && !sender.chars().any(char::is_control) {
+        return Ok(());
+    }
+    Err(format!(
+        "audience.sender must be a WeCom userid (1 to 64 characters): {EXTERNAL_SHAPE}"
+    ))
+}
+
+fn check_external_user_id(i: usize, id: &str) -> Result<(), String> {
+    if is_open_id(id) {
+        return Ok(());
+    }
+    Err(format!(
+        "audience.external_user_ids[{i}] is not an external_userid (1 to 64 characters of \
+         letters, digits, '-' and '_')"
+    ))
+}
+
+/// Who a broadcast goes to, as either transport received it: an Official Account's followers
+/// or a WeCom account's external contacts. Which of the two an account takes is its
+/// platform's ([`BroadcastAudience::check_platform`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BroadcastAudience {
+    Followers(Audience),
+    External(ExternalAudience),
+}
+
+impl BroadcastAudience {
+    /// Refuses the audience an account of `platform` cannot send to, in the words the admin
+    /// API's JSON parse would have used for it.
+    pub fn check_platform(&self, platform: Platform) -> Result<(), String> {
+        match (platform, self) {
+            (Platform::Mp, Self::Followers(_)) | (Platform::Work, Self::External(_)) => Ok(()),
+            (Platform::Mp, Self::External(_)) => {
+                Err("audience needs exactly one of tag_id, all and open_ids; got none".into())
+            }
+            (Platform::Work, Self::Followers(a)) => {
+                let key = match a {
+                    Audience::Tag(_) => "tag_id",
+                    Audience::All => "all",
+                    Audience::OpenIds(_) => "open_ids",
+                };
+                Err(format!("audience.{key} is not allowed: {EXTERNAL_SHAPE}"))
+            }
+        }
+    }
+}
+
+/// A broadcast request parsed: who receives it and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    pub audience: BroadcastAudience,
+    pub message: MassMessage,
+}
+
+impl Broadcast {
+    /// Parses the admin API's JSON `audience` and `message` for an account of `platform`: the
+    /// audience's shape is the platform's (an Official Account ignores keys beside its one
+    /// choice; WeCom refuses them). The first rule broken is the error: on an Official Account
+    /// the message's, then the audience's; on WeCom the other way round.
+    pub fn parse(platform: Platform, audience: &Value, message: &Value) -> Result<Self, String> {
+        let (audience, message) = match platform {
+            Platform::Mp => {
+                let message = MassMessage::parse(message)?;
+                (
+                    BroadcastAudience::Followers(Audience::parse(audience)?),
+                    message,
+                )
+            }
+            Platform::Work => {
+                let audience = BroadcastAudience::External(ExternalAudience::parse(audience)?);
+                (audience, MassMessage::parse(message)?)
+            }
+        };
+        Ok(Self { audience, message })
     }
 }
 
@@ -364,6 +472,66 @@ mod tests {
             let err = Audience::parse(&bad).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_broadcast_parses_by_its_platform_and_refuses_the_other_platforms_audience() {
+        let text = json!({"text": {"content": "hi"}});
+        let mp = Broadcast::parse(Platform::Mp, &json!({"tag_id": 2, "sender": "u"}), &text);
+        assert_eq!(
+            mp.unwrap().audience,
+            BroadcastAudience::Followers(Audience::Tag(2)),
+            "an Official Account ignores keys beside its one choice"
+        );
+        let work = Broadcast::parse(Platform::Work, &json!({"tag_id": 2}), &text).unwrap_err();
+        assert!(work.starts_with("audience.tag_id is not allowed"), "{work}");
+        // The first rule broken: the message's on an Official Account, the audience's on WeCom.
+        let both = (json!({"all": false}), json!({"news": {}}));
+        let mp = Broadcast::parse(Platform::Mp, &both.0, &both.1).unwrap_err();
+        assert!(mp.contains("cannot be mass-sent"), "{mp}");
+        let work = Broadcast::parse(Platform::Work, &both.0, &both.1).unwrap_err();
+        assert!(work.starts_with("audience.all is not allowed"), "{work}");
+
+        // A typed audience of the other platform is refused in the same words.
+        let followers = BroadcastAudience::Followers(Audience::All);
+        assert_eq!(followers.check_platform(Platform::Mp), Ok(()));
+        assert_eq!(
+            followers.check_platform(Platform::Work),
+            Err(Broadcast::parse(Platform::Work, &json!({"all": true}), &text).unwrap_err())
+        );
+        let external = BroadcastAudience::External(
+            ExternalAudience::new(vec!["wmA".into()], "zhangsan".into()).unwrap(),
+        );
+        assert_eq!(external.check_platform(Platform::Work), Ok(()));
+        assert_eq!(
+            external.check_platform(Platform::Mp),
+            Err(Broadcast::parse(
+                Platform::Mp,
+                &json!({"external_user_ids": ["wmA"], "sender": "zhangsan"}),
+                &text
+            )
+            .unwrap_err())
+        );
+    }
+
+    #[test]
+    fn typed_audiences_follow_the_json_rules_in_the_same_words() {
+        assert_eq!(
+            Audience::all(false),
+            Audience::parse(&json!({"all": false}))
+        );
+        assert_eq!(
+            Audience::open_ids(vec!["oA".into(), "o B".into()]),
+            Audience::parse(&json!({"open_ids": ["oA", "o B"]}))
+        );
+        assert_eq!(
+            ExternalAudience::new(vec!["wmA".into()], String::new()),
+            ExternalAudience::parse(&json!({"external_user_ids": ["wmA"], "sender": ""}))
+        );
+        assert_eq!(
+            ExternalAudience::new(vec!["wmA".into(), "a b".into()], "u".into()),
+            ExternalAudience::parse(&json!({"external_user_ids": ["wmA", "a b"], "sender": "u"}))
+        );
     }
 
     #[test]

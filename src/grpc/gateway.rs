@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::convert::{job_to_pb, menu_json, message_json};
@@ -14,7 +13,7 @@ use crate::domain::match_token;
 use crate::error::AdminError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
-    self, send_broadcast_request, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest,
+    self, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest,
     CreateQrCodeResponse, DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse,
     ListLinksRequest, ListLinksResponse, SendMessageRequest, SendMessageResponse, SetMenuRequest,
     SetMenuResponse,
@@ -199,34 +198,10 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::BroadcastJob>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        let audience = match r.audience {
-            Some(send_broadcast_request::Audience::TagId(tag_id)) => json!({ "tag_id": tag_id }),
-            Some(send_broadcast_request::Audience::All(all)) => json!({ "all": all }),
-            Some(send_broadcast_request::Audience::OpenIds(list)) => {
-                json!({ "open_ids": list.open_ids })
-            }
-            Some(send_broadcast_request::Audience::External(e)) => json!({
-                "external_user_ids": e.external_user_ids, "sender": e.sender,
-            }),
-            None => {
-                return Err(AdminError::Validation(
-                    "audience: set tag_id, all, open_ids or external".into(),
-                )
-                .into())
-            }
-        };
-        let message = message_json(&r.message_json)?;
-        let (job, created) = broadcast::create_job(
-            &self.services,
-            &r.account_id,
-            &actor,
-            broadcast::SendBroadcast {
-                audience,
-                message,
-                client_msg_id: (!r.client_msg_id.is_empty()).then_some(r.client_msg_id),
-            },
-        )
-        .await?;
+        let account_id = r.account_id.clone();
+        let req = broadcast::SendBroadcast::try_from(r)?;
+        let (job, created) =
+            broadcast::create_job(&self.services, &account_id, &actor, req).await?;
         Ok(Response::new(job_to_pb(job, created)))
     }
 

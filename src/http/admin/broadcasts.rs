@@ -12,6 +12,7 @@ use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody, LargeJsonBody};
 use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
+use crate::domain::broadcast::Broadcast;
 use crate::error::AdminError;
 use crate::http::AppState;
 use crate::services::broadcast::{self, SendBroadcast};
@@ -87,13 +88,16 @@ pub(crate) async fn create(
     path: web::Path<String>,
     LargeJsonBody(body): LargeJsonBody<Body>,
 ) -> Result<HttpResponse, AdminError> {
+    let account = path.into_inner();
+    let platform = state.services.account(&account)?.platform;
+    let broadcast = Broadcast::parse(platform, &body.audience, &body.message)
+        .map_err(AdminError::Validation)?;
     let (job, created) = broadcast::create_job(
         &state.services,
-        &path.into_inner(),
+        &account,
         &actor.0,
         SendBroadcast {
-            audience: body.audience,
-            message: body.message,
+            broadcast,
             client_msg_id: body.client_msg_id,
         },
     )

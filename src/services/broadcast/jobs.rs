@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use crate::config::Account;
 use crate::domain::broadcast::{
-    batch_client_msg_id, is_open_id, plan_batches, plan_external_batches, Audience,
-    ExternalAudience, MassMessage,
+    batch_client_msg_id, is_open_id, plan_batches, plan_external_batches, Audience, Broadcast,
+    BroadcastAudience, MassMessage,
 };
 use crate::domain::Platform;
 use crate::error::AdminError;
@@ -23,11 +23,11 @@ use super::views::{view, JobView};
 /// Longest caller `client_msg_id`.
 const MAX_CALLER_ID: usize = 128;
 
-/// A broadcast request as either transport received it; checked in [`create_job`].
+/// A broadcast request as either transport parsed it; checked against the account and
+/// planned into batches in [`create_job`].
 #[derive(Debug, Clone)]
 pub struct SendBroadcast {
-    pub audience: Value,
-    pub message: Value,
+    pub broadcast: Broadcast,
     pub client_msg_id: Option<String>,
 }
 
@@ -39,12 +39,13 @@ struct Plan {
     batches: Vec<Vec<String>>,
 }
 
-fn plan(account: &Account, req: &SendBroadcast) -> Result<Plan, AdminError> {
+fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, AdminError> {
     let v = AdminError::Validation;
-    match account.platform {
-        Platform::Mp => {
-            let message = MassMessage::parse(&req.message).map_err(v)?;
-            let (target, batches) = match Audience::parse(&req.audience).map_err(v)? {
+    let Broadcast { audience, message } = broadcast;
+    audience.check_platform(account.platform).map_err(v)?;
+    match audience {
+        BroadcastAudience::Followers(audience) => {
+            let (target, batches) = match audience {
                 Audience::Tag(tag_id) => (Target::Tag { tag_id }, vec![Vec::new()]),
                 Audience::All => (Target::All, vec![Vec::new()]),
                 Audience::OpenIds(ids) => (Target::OpenIds, plan_batches(&ids).map_err(v)?),
@@ -55,9 +56,7 @@ fn plan(account: &Account, req: &SendBroadcast) -> Result<Plan, AdminError> {
                 batches,
             })
         }
-        Platform::Work => {
-            let audience = ExternalAudience::parse(&req.audience).map_err(v)?;
-            let message = MassMessage::parse(&req.message).map_err(v)?;
+        BroadcastAudience::External(audience) => {
             if !matches!(message.msgtype, "text" | "image") {
                 return Err(AdminError::Validation(format!(
                     "message type {:?} cannot be sent to WeCom external contacts here; the \
@@ -101,7 +100,7 @@ pub async fn create_job(
     req: SendBroadcast,
 ) -> Result<(JobView, bool), AdminError> {
     let account = svc.account(account_id)?.clone();
-    let plan = plan(&account, &req)?;
+    let plan = plan(&account, req.broadcast)?;
     if let Some(id) = &req.client_msg_id {
         check_caller_id(id)?;
     }

@@ -1,4 +1,4 @@
-//! Broadcasts as tracked, resumable jobs (issue 5): a CRM fires one request, the gateway sends
+//! Broadcasts as tracked, resumable jobs: a CRM fires one request, the gateway sends
 //! it to WeChat in batches, paced, exactly once per batch across crashes, and records what
 //! WeChat reports back.
 //!
