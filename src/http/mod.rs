@@ -15,7 +15,6 @@ pub mod health;
 pub mod limits;
 pub mod links;
 pub mod openapi;
-pub mod query;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! WeChat's callback XML: a hardened reader (no DOCTYPE, no entities beyond the five predefined,
-//! bounded depth) and the writers for passive replies.
+//! bounded depth) and the writers of replies: the passive reply XML and the encrypted envelope
+//! around it ([`super::envelope`] seals one into the other).
 //!
 //! Every callback body is parsed twice on the hot path (the encrypted envelope, then the
 //! decrypted message), so [`Document`] keeps one copy of the input and stores every field as a
@@ -11,6 +12,8 @@ use std::ops::Range;
 use quick_xml::events::{BytesRef, Event};
 use quick_xml::Reader;
 use thiserror::Error;
+
+use crate::domain::autoreply::Reply;
 
 /// The deepest nesting accepted, counting `<xml>` as level 1. WeChat's deepest callback
 /// (`xml > SendPicsInfo > PicList > item > PicMd5Sum`) has 5 levels.
@@ -543,6 +546,30 @@ pub fn news_reply(
     }
     out.push_str("</Articles></xml>");
     out
+}
+
+/// The passive reply XML of an auto-reply: a text, an image, or one article.
+pub fn passive_reply(to_user: &str, from_user: &str, create_time: u64, reply: &Reply) -> String {
+    match reply {
+        Reply::Text { content } => text_reply(to_user, from_user, create_time, content),
+        Reply::Image { media_id } => image_reply(to_user, from_user, create_time, media_id),
+        Reply::News {
+            title,
+            description,
+            pic_url,
+            url,
+        } => news_reply(
+            to_user,
+            from_user,
+            create_time,
+            &[Article {
+                title,
+                description,
+                pic_url,
+                url,
+            }],
+        ),
+    }
 }
 
 #[cfg(test)]
