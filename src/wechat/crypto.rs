@@ -717,6 +717,20 @@ mod tests {
                 &signature(v.token, v.timestamp, v.nonce),
                 v.expected
             ));
+            assert!(signature_holds(v.expected, v.token, v.timestamp, v.nonce));
+            assert!(signature_holds(
+                &v.expected.to_ascii_uppercase(),
+                v.token,
+                v.timestamp,
+                v.nonce
+            ));
+            assert!(!signature_holds(v.expected, v.token, v.timestamp, "x"));
+            assert!(!signature_holds(
+                &v.expected[1..],
+                v.token,
+                v.timestamp,
+                v.nonce
+            ));
         }
     }
 
@@ -732,6 +746,20 @@ mod tests {
                 v.expected
             );
             assert!(signatures_match(&got, v.expected));
+            assert!(msg_signature_holds(
+                v.expected,
+                v.token,
+                v.timestamp,
+                v.nonce,
+                encrypt
+            ));
+            assert!(!msg_signature_holds(
+                v.expected,
+                v.token,
+                v.timestamp,
+                v.nonce,
+                &encrypt[1..]
+            ));
             count += 1;
         }
         assert_eq!(count, ENVELOPES.len());

@@ -854,6 +854,35 @@ mod tests {
     }
 
     #[test]
+    fn an_auto_reply_is_written_as_its_kind_of_passive_reply() {
+        let text = Reply::Text {
+            content: "你好".into(),
+        };
+        assert_eq!(
+            passive_reply("toUser", "fromUser", 12345678, &text),
+            text_reply("toUser", "fromUser", 12345678, "你好")
+        );
+        let image = Reply::Image {
+            media_id: "M".into(),
+        };
+        assert_eq!(
+            passive_reply("u", "a", 1, &image),
+            image_reply("u", "a", 1, "M")
+        );
+        let news = Reply::News {
+            title: "T".into(),
+            description: "D".into(),
+            pic_url: "https://p".into(),
+            url: "https://u".into(),
+        };
+        let doc = Document::parse(passive_reply("u", "a", 1, &news).as_bytes()).unwrap();
+        assert_eq!(doc.get("MsgType"), Some("news"));
+        assert_eq!(doc.get("ArticleCount"), Some("1"));
+        assert_eq!(doc.get("Description"), Some("D"));
+        assert_eq!(doc.get("Url"), Some("https://u"));
+    }
+
+    #[test]
     fn the_text_reply_has_wechat_s_layout() {
         assert_eq!(
             text_reply("toUser", "fromUser", 12345678, "你好"),
