@@ -8,9 +8,12 @@ use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use prost::Message;
-use wechat_gateway::domain::{AccountId, Platform};
+use wechat_gateway::config::{Account, CallbackMode};
+use wechat_gateway::domain::{AccountId, Platform, Secret};
 use wechat_gateway::wechat::crypto::{self, MsgCrypto};
+use wechat_gateway::wechat::envelope::{self, Entry};
 use wechat_gateway::wechat::normalize::normalize;
+use wechat_gateway::wechat::query::CallbackQuery;
 use wechat_gateway::wechat::xml::Document;
 
 const APP_ID: &str = "wxb11529c136998cb6";
@@ -32,8 +35,13 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("callback_path");
     g.bench_function("baseline: verify msg_signature", |b| {
         b.iter(|| {
-            let s = crypto::msg_signature(TOKEN, "1700000000", "nonce", &enc);
-            assert!(crypto::signatures_match(&s, &sig));
+            assert!(crypto::msg_signature_holds(
+                &sig,
+                TOKEN,
+                "1700000000",
+                "nonce",
+                &enc
+            ));
         })
     });
     g.bench_function("decrypt", |b| b.iter(|| key.decrypt(&enc, APP_ID).unwrap()));
@@ -50,15 +58,27 @@ fn bench(c: &mut Criterion) {
         b.iter(|| normalize(&account, Platform::Mp, &doc, xml, SystemTime::now()).unwrap())
     });
     g.bench_function("encode event", |b| b.iter(|| event.encode_to_vec()));
+    // What the callback handler runs: the envelope's open (query, clock, envelope XML,
+    // signature, AES), then the message's parse and normalize, then the store's encoding.
+    let mp = Account {
+        id: account.clone(),
+        platform: Platform::Mp,
+        receiver_id: APP_ID.into(),
+        secret: Secret::new("bench"),
+        token: Secret::new(TOKEN),
+        mode: CallbackMode::Safe,
+        keys: vec![key.clone()],
+        encoding_aes_key: Some(Secret::new(KEY)),
+        agent_id: 0,
+    };
+    let query = format!("signature=x&timestamp=1700000000&nonce=nonce&openid=oBenchUser000000000000000000&encrypt_type=aes&msg_signature={sig}");
     g.bench_function("full: verify, decrypt, parse, normalize, encode", |b| {
         b.iter(|| {
-            let env = Document::parse(envelope.as_bytes()).unwrap();
-            let e = env.get("Encrypt").unwrap();
-            let s = crypto::msg_signature(TOKEN, "1700000000", "nonce", e);
-            assert!(crypto::signatures_match(&s, &sig));
-            let plain = key.decrypt(e, APP_ID).unwrap();
-            let doc = Document::parse(&plain).unwrap();
-            let raw = std::str::from_utf8(&plain).unwrap();
+            let q = CallbackQuery::parse(&query).unwrap();
+            let opened =
+                envelope::open(&mp, &q, Entry::Callback(envelope.as_bytes()), None).unwrap();
+            let doc = Document::parse(&opened.content).unwrap();
+            let raw = std::str::from_utf8(&opened.content).unwrap();
             normalize(&account, Platform::Mp, &doc, raw, SystemTime::now())
                 .unwrap()
                 .encode_to_vec()

@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::http::admin::responses::ErrorBody;
 use crate::store::StoreError;
 use crate::wechat::api::ApiError;
-use crate::wechat::crypto::CryptoError;
+use crate::wechat::envelope::EnvelopeError;
 use crate::wechat::tokens::TokenError;
 use crate::wechat::xml::XmlError;
 
@@ -26,24 +26,12 @@ pub enum CallbackError {
         account: String,
         expected: &'static str,
     },
-    #[error("missing query parameter {0:?}")]
-    MissingParam(&'static str),
-    #[error("query parameter {0:?} is given more than once")]
-    DuplicateParam(&'static str),
-    #[error("signature does not verify")]
-    BadSignature,
-    #[error("timestamp {0:?} is not a number of seconds")]
-    BadTimestamp(String),
-    #[error(
-        "timestamp is {skew_seconds} s away from the gateway's clock (allowed: {max_seconds} s)"
-    )]
-    StaleTimestamp { skew_seconds: u64, max_seconds: u64 },
-    #[error("{0}")]
-    ModeRefused(&'static str),
+    /// The request did not open: its query, clock, signature or encryption.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// The message inside the envelope (the plain body, or the decrypted one).
     #[error("cannot parse XML: {0}")]
     Xml(#[from] XmlError),
-    #[error("cannot decrypt: {0}")]
-    Decrypt(#[from] CryptoError),
     #[error("the event could not be stored; WeChat will retry: {0}")]
     Store(#[from] StoreError),
     /// Over a concurrency limit (`callbacks.max_in_flight*`): refused before anything was read
@@ -56,13 +44,18 @@ impl ResponseError for CallbackError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::UnknownAccount(_) | Self::WrongPlatform { .. } => StatusCode::NOT_FOUND,
-            Self::BadSignature | Self::StaleTimestamp { .. } => StatusCode::UNAUTHORIZED,
-            Self::MissingParam(_)
-            | Self::DuplicateParam(_)
-            | Self::BadTimestamp(_)
-            | Self::ModeRefused(_)
-            | Self::Xml(_)
-            | Self::Decrypt(_) => StatusCode::BAD_REQUEST,
+            Self::Envelope(e) => match e {
+                EnvelopeError::BadSignature | EnvelopeError::StaleTimestamp { .. } => {
+                    StatusCode::UNAUTHORIZED
+                }
+                EnvelopeError::MissingParam(_)
+                | EnvelopeError::DuplicateParam(_)
+                | EnvelopeError::BadTimestamp(_)
+                | EnvelopeError::ModeRefused(_)
+                | EnvelopeError::Xml(_)
+                | EnvelopeError::Decrypt(_) => StatusCode::BAD_REQUEST,
+            },
+            Self::Xml(_) => StatusCode::BAD_REQUEST,
             Self::Store(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -79,14 +72,17 @@ impl CallbackError {
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::UnknownAccount(_) | Self::WrongPlatform { .. } => "unknown_account",
-            Self::MissingParam(_)
-            | Self::DuplicateParam(_)
-            | Self::BadTimestamp(_)
-            | Self::ModeRefused(_) => "bad_request",
-            Self::BadSignature => "bad_signature",
-            Self::StaleTimestamp { .. } => "stale",
+            Self::Envelope(e) => match e {
+                EnvelopeError::MissingParam(_)
+                | EnvelopeError::DuplicateParam(_)
+                | EnvelopeError::BadTimestamp(_)
+                | EnvelopeError::ModeRefused(_) => "bad_request",
+                EnvelopeError::BadSignature => "bad_signature",
+                EnvelopeError::StaleTimestamp { .. } => "stale",
+                EnvelopeError::Xml(_) => "bad_xml",
+                EnvelopeError::Decrypt(_) => "bad_encryption",
+            },
             Self::Xml(_) => "bad_xml",
-            Self::Decrypt(_) => "bad_encryption",
             Self::Store(_) => "store_unavailable",
             Self::Overloaded(_) => "overloaded",
         }

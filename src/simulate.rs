@@ -1,6 +1,7 @@
 //! `wechat-gateway simulate`: plays the WeChat platform against a running gateway. It builds a
-//! sample callback, signs it with the account's Token and, where the account encrypts, encrypts
-//! it with its EncodingAESKey, then POSTs it (or runs URL verification) and prints the answer.
+//! sample callback, signs it with the account's Token and, where the account encrypts, seals it
+//! with its EncodingAESKey as the gateway seals a reply ([`seal_message`]), then POSTs it (or
+//! runs URL verification) and prints the answer.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,6 +11,7 @@ use clap::{Args, ValueEnum};
 use crate::config::{Account, CallbackMode, Config};
 use crate::domain::Platform;
 use crate::wechat::crypto;
+use crate::wechat::envelope::{seal_message, Sealed};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -192,15 +194,12 @@ pub async fn run(cfg: &Config, args: &SimulateArgs) -> anyhow::Result<()> {
                     .keys
                     .first()
                     .context("the account has no encoding_aes_key")?;
-                let enc = key.encrypt(echostr.as_bytes(), &account.receiver_id);
+                let sealed = seal_message(account, key, &timestamp, &nonce, echostr.as_bytes());
                 client.get(&url).query(&[
-                    (
-                        "msg_signature",
-                        crypto::msg_signature(token, &timestamp, &nonce, &enc),
-                    ),
+                    ("msg_signature", sealed.msg_signature),
                     ("timestamp", timestamp.clone()),
                     ("nonce", nonce.clone()),
-                    ("echostr", enc),
+                    ("echostr", sealed.encrypt),
                 ])
             }
         }
@@ -229,8 +228,10 @@ pub async fn run(cfg: &Config, args: &SimulateArgs) -> anyhow::Result<()> {
                     .keys
                     .first()
                     .context("the account has no encoding_aes_key")?;
-                let enc = key.encrypt(body.as_bytes(), &account.receiver_id);
-                let msg_signature = crypto::msg_signature(token, &timestamp, &nonce, &enc);
+                let Sealed {
+                    encrypt: enc,
+                    msg_signature,
+                } = seal_message(account, key, &timestamp, &nonce, body.as_bytes());
                 let envelope = match account.platform {
                     Platform::Mp => format!(
                         "<xml><ToUserName><![CDATA[gh_simulated0000]]></ToUserName><Encrypt>{}</Encrypt></xml>",

@@ -1,31 +1,36 @@
-//! The callback URL of every account: `/wechat/mp/{account}` and `/wechat/work/{account}`.
+//! The callback URL of every account: `/wechat/mp/{account}` and `/wechat/work/{account}`, a thin
+//! adapter from actix to the envelope and the callback use case.
 //!
-//! Each POST is verified, decrypted, normalized and recorded (de-duplicated and appended to the
-//! outbox, atomically) before it is answered: a 200 means the event is durable. The path never
-//! waits on the CRM, so the answer leaves well inside WeChat's 5-second window.
+//! A POST is opened by [`envelope::open`] (query, clock, signature, decryption, in one order for
+//! every kind of request), normalized, and accepted by [`callbacks::accept`] (the auto-reply
+//! chosen, the event de-duplicated and appended to the outbox, atomically) before it is
+//! answered: a 200 means the event is durable. The path never waits on the CRM, so the answer
+//! leaves well inside WeChat's 5-second window. A GET, WeChat's URL verification, goes through
+//! the same [`envelope::open`] and answers the `echostr`.
 //!
-//! When an auto-reply rule or a welcome answers the callback (issue 8,
-//! [`crate::services::autoreply`]), the 200 carries the passive reply instead of `success`,
-//! encrypted with the key that decrypted the request when it was encrypted.
+//! When an auto-reply rule or a welcome answers the callback, the 200 carries the passive reply
+//! instead of `success`, sealed by the envelope as the request was: encrypted with the key that
+//! decrypted it, or plain.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use actix_web::http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::query::{required, CallbackQuery};
 use super::AppState;
-use crate::config::{Account, CallbackMode};
+use crate::config::Account;
 use crate::domain::Platform;
 use crate::error::CallbackError;
-use crate::services::autoreply::{self, Answer};
+use crate::services::callbacks;
 use crate::store::Recorded;
-use crate::wechat::crypto::{self, CryptoError};
+use crate::wechat::envelope::{self, Entry};
 use crate::wechat::normalize::normalize;
+use crate::wechat::query::CallbackQuery;
 use crate::wechat::xml::{Document, XmlError};
 
 /// One scope per platform, with a static prefix: actix matches a `{account}` segment with a
@@ -83,10 +88,9 @@ async fn entry(
         return Ok(not_found());
     };
     let q = CallbackQuery::parse(req.query_string())?;
-    match (req.method(), platform) {
-        (&Method::POST, _) => Ok(callback(platform, state, account, &q, body).await),
-        (&Method::GET, Platform::Mp) => mp_verify(state, account, &q),
-        (&Method::GET, Platform::Work) => work_verify(state, account, &q),
+    match *req.method() {
+        Method::POST => Ok(callback(platform, state, account, &q, body).await),
+        Method::GET => verify(platform, state, account, &q),
         _ => Ok(method_not_allowed()),
     }
 }
@@ -104,10 +108,7 @@ async fn callback(
 ) -> HttpResponse {
     let started = Instant::now();
     let result = match state.callback_limits.try_acquire(account_id) {
-        Ok(_permit) => match platform {
-            Platform::Mp => mp_callback(state, account_id, q, body).await,
-            Platform::Work => work_callback(state, account_id, q, body).await,
-        },
+        Ok(_permit) => handle(platform, state, account_id, q, body).await,
         Err(scope) => Err(CallbackError::Overloaded(scope)),
     };
     observe(
@@ -136,86 +137,30 @@ impl AppState {
         }
         Ok(account.clone())
     }
-
-    /// Refuses a timestamp further from now than `callbacks.max_clock_skew_seconds`, so a
-    /// captured request cannot be replayed later.
-    fn check_timestamp(&self, timestamp: &str) -> Result<(), CallbackError> {
-        let ts: u64 = timestamp
-            .parse()
-            .map_err(|_| CallbackError::BadTimestamp(timestamp.to_owned()))?;
-        let Some(max) = self.max_clock_skew else {
-            return Ok(());
-        };
-        let now = unix_now();
-        let skew = now.abs_diff(ts);
-        if skew > max.as_secs() {
-            return Err(CallbackError::StaleTimestamp {
-                skew_seconds: skew,
-                max_seconds: max.as_secs(),
-            });
-        }
-        Ok(())
-    }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Checks `msg_signature` over the encrypted value and decrypts it with the current key, then
-/// the previous one (key rotation). Returns the plaintext and the index of the key that worked,
-/// so that a reply is encrypted with the same key.
-fn verify_and_decrypt(
-    account: &Account,
-    q: &CallbackQuery<'_>,
-    encrypted: &str,
-) -> Result<(Vec<u8>, usize), CallbackError> {
-    let msg_signature = required(&q.msg_signature, "msg_signature")?;
-    let timestamp = required(&q.timestamp, "timestamp")?;
-    let nonce = required(&q.nonce, "nonce")?;
-    let expected = crypto::msg_signature(account.token.expose(), timestamp, nonce, encrypted);
-    if !crypto::signatures_match(&expected, msg_signature) {
-        return Err(CallbackError::BadSignature);
-    }
-    if account.keys.is_empty() {
-        return Err(CallbackError::ModeRefused(
-            "encrypted callback, but no encoding_aes_key is configured for this account",
-        ));
-    }
-    let mut first_err: Option<CryptoError> = None;
-    for (i, key) in account.keys.iter().enumerate() {
-        match key.decrypt(encrypted, &account.receiver_id) {
-            Ok(plain) => return Ok((plain, i)),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_err.expect("at least one key was tried").into())
-}
-
-/// A recorded callback: its kind label, and the passive reply XML (not yet encrypted) if an
-/// auto-reply rule or a welcome answers it (issue 8).
+/// A recorded callback: its kind label, and the passive reply (sealed) if an auto-reply rule or
+/// a welcome answers it.
 struct Handled {
     kind: &'static str,
     reply: Option<String>,
 }
 
-/// Parses, normalizes and durably records one decrypted callback body. The reply is chosen
-/// before the write, so that the recorded event names it (`reply_rule_id`) and a WeChat retry
-/// (a duplicate) gets the same reply again; it leaves only after the write.
-async fn record(state: &AppState, account: &Account, xml: &[u8]) -> Result<Handled, CallbackError> {
+/// One POST: open, normalize, accept; the reply sealed as the request was.
+async fn handle(
+    platform: Platform,
+    state: &AppState,
+    account_id: &str,
+    q: &CallbackQuery<'_>,
+    body: &[u8],
+) -> Result<Handled, CallbackError> {
+    let account = state.account(account_id, platform)?;
+    let opened = envelope::open(&account, q, Entry::Callback(body), state.max_clock_skew)?;
     let received = Instant::now();
-    let doc = Document::parse(xml)?;
-    let raw = std::str::from_utf8(xml).map_err(|_| XmlError::Utf8)?;
-    let mut event = normalize(&account.id, account.platform, &doc, raw, SystemTime::now())?;
+    let mut event = to_event(&account, opened.content)?;
     let kind = kind_label(&event);
-    let answer = autoreply::decide(&state.services, &mut event).await;
-    let recorded = state.store.record(&event).await?;
-    match recorded {
+    let accepted = callbacks::accept(&state.services, &mut event, received).await?;
+    match accepted.recorded {
         Recorded::New => tracing::debug!(event_id = %event.id, kind, "event recorded"),
         Recorded::Duplicate => {
             metrics::counter!("wgw_callback_duplicates_total", "account" => account.id.to_string())
@@ -223,42 +168,21 @@ async fn record(state: &AppState, account: &Account, xml: &[u8]) -> Result<Handl
             tracing::debug!(event_id = %event.id, kind, "retry of a recorded event");
         }
     }
-    let reply = match answer {
-        Some(Answer::Passive(reply)) => Some(autoreply::passive_xml(&event, &reply)),
-        Some(Answer::WelcomeMsg {
-            welcome_code,
-            reply,
-        }) => {
-            // A WelcomeCode works once: a retry of the event sends nothing more.
-            if recorded == Recorded::New {
-                autoreply::send_welcome_soon(
-                    state.services.clone(),
-                    account.id.to_string(),
-                    welcome_code,
-                    reply,
-                    received,
-                );
-            }
-            None
-        }
-        None => None,
-    };
+    let reply = accepted.reply.map(|r| opened.seal.reply(&event, &r));
     Ok(Handled { kind, reply })
 }
 
-/// Encrypts the reply of a decrypted callback with the key that decrypted it.
-fn sealed(
-    account: &Account,
-    key: usize,
-    q: &CallbackQuery<'_>,
-    mut handled: Handled,
-) -> Result<Handled, CallbackError> {
-    if let Some(reply) = handled.reply.take() {
-        let timestamp = required(&q.timestamp, "timestamp")?;
-        let nonce = required(&q.nonce, "nonce")?;
-        handled.reply = Some(autoreply::seal(account, key, timestamp, nonce, &reply));
-    }
-    Ok(handled)
+/// Parses and normalizes an opened message (taken by value: it is not kept past this).
+fn to_event(account: &Account, xml: Cow<'_, [u8]>) -> Result<crate::pb::Event, CallbackError> {
+    let doc = Document::parse(&xml)?;
+    let raw = std::str::from_utf8(&xml).map_err(|_| XmlError::Utf8)?;
+    Ok(normalize(
+        &account.id,
+        account.platform,
+        &doc,
+        raw,
+        SystemTime::now(),
+    )?)
 }
 
 /// The metrics label of an event's kind (bounded set: the oneof's names).
@@ -388,107 +312,17 @@ fn answer(handled: Handled) -> HttpResponse {
     }
 }
 
-/// `GET /wechat/mp/{account}`: WeChat's URL verification; echo `echostr` when `signature` holds.
-fn mp_verify(
+/// `GET`: WeChat's URL verification. An Official Account's `echostr` is echoed when
+/// `signature` holds; WeCom's is answered decrypted.
+fn verify(
+    platform: Platform,
     state: &AppState,
     account_id: &str,
     q: &CallbackQuery<'_>,
 ) -> Result<HttpResponse, CallbackError> {
-    let account = state.account(account_id, Platform::Mp)?;
-    let signature = required(&q.signature, "signature")?;
-    let timestamp = required(&q.timestamp, "timestamp")?;
-    let nonce = required(&q.nonce, "nonce")?;
-    let echostr = required(&q.echostr, "echostr")?;
-    let expected = crypto::signature(account.token.expose(), timestamp, nonce);
-    if !crypto::signatures_match(&expected, signature) {
-        return Err(CallbackError::BadSignature);
-    }
-    state.check_timestamp(timestamp)?;
+    let account = state.account(account_id, platform)?;
+    let opened = envelope::open(&account, q, Entry::Verification, state.max_clock_skew)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
-        .body(echostr.to_owned()))
-}
-
-/// `POST /wechat/mp/{account}`: a message or event, plain or encrypted.
-async fn mp_callback(
-    state: &AppState,
-    account_id: &str,
-    q: &CallbackQuery<'_>,
-    body: &[u8],
-) -> Result<Handled, CallbackError> {
-    let account = state.account(account_id, Platform::Mp)?;
-    let encrypted = q.encrypt_type.as_deref() == Some("aes");
-    match (encrypted, account.mode) {
-        (true, CallbackMode::Plain) => {
-            return Err(CallbackError::ModeRefused(
-                "encrypted callback, but this account is configured for plain mode",
-            ))
-        }
-        (false, CallbackMode::Safe) => {
-            return Err(CallbackError::ModeRefused(
-                "plain callback, but this account is configured for safe mode (encrypt_type=aes)",
-            ))
-        }
-        _ => {}
-    }
-    if encrypted {
-        let timestamp = required(&q.timestamp, "timestamp")?;
-        let envelope = Document::parse(body)?;
-        let encrypt = envelope
-            .get("Encrypt")
-            .ok_or(XmlError::Missing("Encrypt"))?;
-        let (plain, key) = verify_and_decrypt(&account, q, encrypt)?;
-        state.check_timestamp(timestamp)?;
-        // Compatible mode too: an encrypted request gets an encrypted reply, a plain one a
-        // plain reply (WeChat reads either there).
-        let handled = record(state, &account, &plain).await?;
-        sealed(&account, key, q, handled)
-    } else {
-        let signature = required(&q.signature, "signature")?;
-        let timestamp = required(&q.timestamp, "timestamp")?;
-        let nonce = required(&q.nonce, "nonce")?;
-        let expected = crypto::signature(account.token.expose(), timestamp, nonce);
-        if !crypto::signatures_match(&expected, signature) {
-            return Err(CallbackError::BadSignature);
-        }
-        state.check_timestamp(timestamp)?;
-        record(state, &account, body).await
-    }
-}
-
-/// `GET /wechat/work/{account}`: WeCom's URL verification; answer the decrypted `echostr`.
-fn work_verify(
-    state: &AppState,
-    account_id: &str,
-    q: &CallbackQuery<'_>,
-) -> Result<HttpResponse, CallbackError> {
-    let account = state.account(account_id, Platform::Work)?;
-    let timestamp = required(&q.timestamp, "timestamp")?;
-    let echostr = required(&q.echostr, "echostr")?;
-    // A `+` of the base64 echostr that reached us unescaped was decoded as a space.
-    let echostr = echostr.replace(' ', "+");
-    let (plain, _key) = verify_and_decrypt(&account, q, &echostr)?;
-    state.check_timestamp(timestamp)?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body(plain))
-}
-
-/// `POST /wechat/work/{account}`: an encrypted WeCom message or event.
-async fn work_callback(
-    state: &AppState,
-    account_id: &str,
-    q: &CallbackQuery<'_>,
-    body: &[u8],
-) -> Result<Handled, CallbackError> {
-    let account = state.account(account_id, Platform::Work)?;
-    let timestamp = required(&q.timestamp, "timestamp")?;
-    let envelope = Document::parse(body)?;
-    let encrypt = envelope
-        .get("Encrypt")
-        .ok_or(XmlError::Missing("Encrypt"))?;
-    let (plain, key) = verify_and_decrypt(&account, q, encrypt)?;
-    state.check_timestamp(timestamp)?;
-    let handled = record(state, &account, &plain).await?;
-    sealed(&account, key, q, handled)
+        .body(opened.content.into_owned()))
 }

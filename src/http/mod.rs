@@ -9,7 +9,6 @@ pub mod callbacks;
 pub mod health;
 pub mod limits;
 pub mod links;
-pub mod query;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -15,6 +15,8 @@
 //! contact-me code gets the welcome of its `State` through `externalcontact/send_welcome_msg`,
 //! sent by a task spawned after the event is durable ([`send_welcome_soon`]): WeCom honours a
 //! `WelcomeCode` only within 20 seconds of its event, and only once.
+//! This decides what answers (a [`Reply`]); how the answer travels, plain or encrypted, is
+//! `crate::wechat::envelope`'s business.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,15 +26,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Account;
 use crate::domain::autoreply::{check_rule_id, Reply, Rule, RuleSet};
 use crate::error::AdminError;
 use crate::pb;
 use crate::pb::event::Kind;
 use crate::store::{DocWrite, Store, StoreError};
 use crate::wechat::api::Empty;
-use crate::wechat::crypto;
-use crate::wechat::xml::{self, Article};
 
 use super::Services;
 
@@ -478,55 +477,6 @@ async fn choose_welcome(
     }
     let reply = snapshot?.welcome.clone()?;
     Some(("welcome:default".to_owned(), reply))
-}
-
-/// The passive reply XML to the sender of `event` (ToUserName and FromUserName swapped).
-pub fn passive_xml(event: &pb::Event, reply: &Reply) -> String {
-    let to = if event.open_id.is_empty() {
-        &event.user_id
-    } else {
-        &event.open_id
-    };
-    let from = &event.to_user_name;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    match reply {
-        Reply::Text { content } => xml::text_reply(to, from, now, content),
-        Reply::Image { media_id } => xml::image_reply(to, from, now, media_id),
-        Reply::News {
-            title,
-            description,
-            pic_url,
-            url,
-        } => xml::news_reply(
-            to,
-            from,
-            now,
-            &[Article {
-                title,
-                description,
-                pic_url,
-                url,
-            }],
-        ),
-    }
-}
-
-/// The encrypted envelope of a reply in safe (and encrypted compatible) mode and on WeCom:
-/// encrypted with the key that decrypted the request (`key`: its index in `account.keys`, the
-/// previous key during a rotation) and signed over token, timestamp, nonce and Encrypt.
-pub fn seal(
-    account: &Account,
-    key: usize,
-    timestamp: &str,
-    nonce: &str,
-    reply_xml: &str,
-) -> String {
-    let crypto = &account.keys[key];
-    let encrypt = crypto.encrypt(reply_xml.as_bytes(), &account.receiver_id);
-    let signature = crypto::msg_signature(account.token.expose(), timestamp, nonce, &encrypt);
-    xml::encrypted_reply(&encrypt, &signature, timestamp, nonce)
 }
 
 /// `send_welcome_msg`'s body: text as `text`, an image or an article as an attachment.

@@ -4,6 +4,7 @@
 
 pub mod autoreply;
 pub mod broadcast;
+pub mod callbacks;
 pub mod links;
 pub mod menu;
 pub mod message;

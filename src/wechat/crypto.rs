@@ -213,26 +213,53 @@ fn split_message(plain: &[u8], receiver_id: &str) -> Result<usize, CryptoError> 
     Ok(HEADER_LEN + declared)
 }
 
-/// Lowercase hex SHA-1 of the parts sorted byte-wise and concatenated, hashed incrementally.
-fn sorted_sha1_hex<const N: usize>(mut parts: [&str; N]) -> String {
+/// Lowercase hex SHA-1 of the parts sorted byte-wise and concatenated, hashed incrementally,
+/// on the stack: checking a callback's signature allocates nothing.
+fn sorted_sha1_hex<const N: usize>(mut parts: [&str; N]) -> [u8; 40] {
     parts.sort_unstable();
     let mut hasher = Sha1::new();
     for part in parts {
         hasher.update(part.as_bytes());
     }
-    hex::encode(hasher.finalize())
+    let mut hex = [0u8; 40];
+    hex::encode_to_slice(hasher.finalize(), &mut hex).expect("a SHA-1 is 20 bytes, 40 hex digits");
+    hex
+}
+
+fn hex_string(hex: [u8; 40]) -> String {
+    String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
 }
 
 /// `signature` of plain-mode callbacks and URL verification: hex SHA-1 of the sorted, concatenated
 /// token, timestamp and nonce.
 pub fn signature(token: &str, timestamp: &str, nonce: &str) -> String {
-    sorted_sha1_hex([token, timestamp, nonce])
+    hex_string(sorted_sha1_hex([token, timestamp, nonce]))
 }
 
 /// `msg_signature` of encrypted callbacks: hex SHA-1 of the sorted, concatenated token,
 /// timestamp, nonce and the `Encrypt` value.
 pub fn msg_signature(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> String {
-    sorted_sha1_hex([token, timestamp, nonce, encrypt])
+    hex_string(sorted_sha1_hex([token, timestamp, nonce, encrypt]))
+}
+
+/// Whether `provided` is the [`signature`] of token, timestamp and nonce ([`signatures_match`]).
+pub fn signature_holds(provided: &str, token: &str, timestamp: &str, nonce: &str) -> bool {
+    hex_matches(&sorted_sha1_hex([token, timestamp, nonce]), provided)
+}
+
+/// Whether `provided` is the [`msg_signature`] of token, timestamp, nonce and the `Encrypt`
+/// value ([`signatures_match`]).
+pub fn msg_signature_holds(
+    provided: &str,
+    token: &str,
+    timestamp: &str,
+    nonce: &str,
+    encrypt: &str,
+) -> bool {
+    hex_matches(
+        &sorted_sha1_hex([token, timestamp, nonce, encrypt]),
+        provided,
+    )
 }
 
 /// Compares a computed hex signature with the one WeChat sent, in constant time and
@@ -241,7 +268,11 @@ pub fn msg_signature(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -
 /// Different lengths (and an empty expected value, which no computed signature is) compare
 /// unequal without examining the contents; equal lengths are compared in full.
 pub fn signatures_match(expected_hex: &str, provided: &str) -> bool {
-    let (expected, provided) = (expected_hex.as_bytes(), provided.as_bytes());
+    hex_matches(expected_hex.as_bytes(), provided)
+}
+
+fn hex_matches(expected: &[u8], provided: &str) -> bool {
+    let provided = provided.as_bytes();
     if expected.is_empty() || expected.len() != provided.len() {
         return false;
     }
@@ -686,6 +717,20 @@ mod tests {
                 &signature(v.token, v.timestamp, v.nonce),
                 v.expected
             ));
+            assert!(signature_holds(v.expected, v.token, v.timestamp, v.nonce));
+            assert!(signature_holds(
+                &v.expected.to_ascii_uppercase(),
+                v.token,
+                v.timestamp,
+                v.nonce
+            ));
+            assert!(!signature_holds(v.expected, v.token, v.timestamp, "x"));
+            assert!(!signature_holds(
+                &v.expected[1..],
+                v.token,
+                v.timestamp,
+                v.nonce
+            ));
         }
     }
 
@@ -701,6 +746,20 @@ mod tests {
                 v.expected
             );
             assert!(signatures_match(&got, v.expected));
+            assert!(msg_signature_holds(
+                v.expected,
+                v.token,
+                v.timestamp,
+                v.nonce,
+                encrypt
+            ));
+            assert!(!msg_signature_holds(
+                v.expected,
+                v.token,
+                v.timestamp,
+                v.nonce,
+                &encrypt[1..]
+            ));
             count += 1;
         }
         assert_eq!(count, ENVELOPES.len());

@@ -1,5 +1,6 @@
 //! WeChat's callback XML: a hardened reader (no DOCTYPE, no entities beyond the five predefined,
-//! bounded depth) and the writers for passive replies.
+//! bounded depth) and the writers of replies: the passive reply XML and the encrypted envelope
+//! around it ([`super::envelope`] seals one into the other).
 //!
 //! Every callback body is parsed twice on the hot path (the encrypted envelope, then the
 //! decrypted message), so [`Document`] keeps one copy of the input and stores every field as a
@@ -11,6 +12,8 @@ use std::ops::Range;
 use quick_xml::events::{BytesRef, Event};
 use quick_xml::Reader;
 use thiserror::Error;
+
+use crate::domain::autoreply::Reply;
 
 /// The deepest nesting accepted, counting `<xml>` as level 1. WeChat's deepest callback
 /// (`xml > SendPicsInfo > PicList > item > PicMd5Sum`) has 5 levels.
@@ -545,6 +548,30 @@ pub fn news_reply(
     out
 }
 
+/// The passive reply XML of an auto-reply: a text, an image, or one article.
+pub fn passive_reply(to_user: &str, from_user: &str, create_time: u64, reply: &Reply) -> String {
+    match reply {
+        Reply::Text { content } => text_reply(to_user, from_user, create_time, content),
+        Reply::Image { media_id } => image_reply(to_user, from_user, create_time, media_id),
+        Reply::News {
+            title,
+            description,
+            pic_url,
+            url,
+        } => news_reply(
+            to_user,
+            from_user,
+            create_time,
+            &[Article {
+                title,
+                description,
+                pic_url,
+                url,
+            }],
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -824,6 +851,35 @@ mod tests {
                 ("Content", content),
             ]
         );
+    }
+
+    #[test]
+    fn an_auto_reply_is_written_as_its_kind_of_passive_reply() {
+        let text = Reply::Text {
+            content: "你好".into(),
+        };
+        assert_eq!(
+            passive_reply("toUser", "fromUser", 12345678, &text),
+            text_reply("toUser", "fromUser", 12345678, "你好")
+        );
+        let image = Reply::Image {
+            media_id: "M".into(),
+        };
+        assert_eq!(
+            passive_reply("u", "a", 1, &image),
+            image_reply("u", "a", 1, "M")
+        );
+        let news = Reply::News {
+            title: "T".into(),
+            description: "D".into(),
+            pic_url: "https://p".into(),
+            url: "https://u".into(),
+        };
+        let doc = Document::parse(passive_reply("u", "a", 1, &news).as_bytes()).unwrap();
+        assert_eq!(doc.get("MsgType"), Some("news"));
+        assert_eq!(doc.get("ArticleCount"), Some("1"));
+        assert_eq!(doc.get("Description"), Some("D"));
+        assert_eq!(doc.get("Url"), Some("https://u"));
     }
 
     #[test]

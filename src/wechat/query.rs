@@ -1,4 +1,5 @@
-//! The query string WeChat appends to a callback URL, read without serde.
+//! The query string WeChat appends to a callback URL, read without serde: the first thing the
+//! [`super::envelope`] reads of a request.
 //!
 //! Every callback carries one (`signature` or `msg_signature`, `timestamp`, `nonce`, and
 //! `encrypt_type` / `echostr` where they apply). Deserializing it with `web::Query` cost ~9,500
@@ -9,9 +10,9 @@
 
 use std::borrow::Cow;
 
-use crate::error::CallbackError;
+use super::envelope::EnvelopeError;
 
-/// The parameters the callback handlers read; anything else in the query is ignored.
+/// The parameters the envelope reads; anything else in the query is ignored.
 #[derive(Debug, Default)]
 pub struct CallbackQuery<'a> {
     pub signature: Option<Cow<'a, str>>,
@@ -25,7 +26,7 @@ pub struct CallbackQuery<'a> {
 impl<'a> CallbackQuery<'a> {
     /// A parameter given twice is refused: which one a signature was computed over would be
     /// ambiguous.
-    pub fn parse(query: &'a str) -> Result<Self, CallbackError> {
+    pub fn parse(query: &'a str) -> Result<Self, EnvelopeError> {
         let mut q = Self::default();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             let (slot, name) = match &*name {
@@ -38,7 +39,7 @@ impl<'a> CallbackQuery<'a> {
                 _ => continue,
             };
             if slot.replace(value).is_some() {
-                return Err(CallbackError::DuplicateParam(name));
+                return Err(EnvelopeError::DuplicateParam(name));
             }
         }
         Ok(q)
@@ -49,8 +50,8 @@ impl<'a> CallbackQuery<'a> {
 pub fn required<'a>(
     v: &'a Option<Cow<'_, str>>,
     name: &'static str,
-) -> Result<&'a str, CallbackError> {
-    v.as_deref().ok_or(CallbackError::MissingParam(name))
+) -> Result<&'a str, EnvelopeError> {
+    v.as_deref().ok_or(EnvelopeError::MissingParam(name))
 }
 
 #[cfg(test)]
@@ -73,7 +74,7 @@ mod tests {
 
     #[test]
     fn escaped_values_are_decoded_as_a_form_is() {
-        // A base64 echostr: `%2B` is a plus, `+` a space (the WeCom handler turns that back).
+        // A base64 echostr: `%2B` is a plus, `+` a space (the envelope turns that back on WeCom).
         let q = CallbackQuery::parse("echostr=ab%2Bc%2F%3D%3D&nonce=a+b&timestamp=%zz").unwrap();
         assert_eq!(q.echostr.as_deref(), Some("ab+c/=="));
         assert_eq!(q.nonce.as_deref(), Some("a b"));
@@ -85,7 +86,7 @@ mod tests {
     fn a_parameter_given_twice_is_refused_by_name() {
         let e = CallbackQuery::parse("timestamp=1&nonce=2&timestamp=3").unwrap_err();
         assert!(
-            matches!(e, CallbackError::DuplicateParam("timestamp")),
+            matches!(e, EnvelopeError::DuplicateParam("timestamp")),
             "{e:?}"
         );
         assert_eq!(
