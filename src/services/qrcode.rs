@@ -1,4 +1,4 @@
-//! Parametric QR codes (Official Accounts, `cgi-bin/qrcode/create`) and "contact me" codes
+//! Parametric QR codes (Official Accounts, `qrcode/create`) and "contact me" codes
 //! (WeCom, `externalcontact/add_contact_way`), registered in the scene registry so that the
 //! forwarder can attach their label to the events they bring.
 //!
@@ -14,7 +14,7 @@ use crate::domain::scene::{ContactWayState, Label, QrSpec, SceneInput};
 use crate::domain::Platform;
 use crate::error::AdminError;
 use crate::store::SceneRecord;
-use crate::wechat::api::{ContactWay, QrTicket};
+use crate::wechat::api::qrcode;
 
 use super::Services;
 
@@ -129,15 +129,7 @@ pub async fn create_qr_code(
 
     let answer = match code {
         Code::Mp(spec) => {
-            let ticket: QrTicket = svc
-                .tokens
-                .post(
-                    &account,
-                    "qrcode/create",
-                    "/cgi-bin/qrcode/create",
-                    &spec.wechat_body(),
-                )
-                .await?;
+            let ticket = qrcode::create(&svc.tokens, &account, &spec).await?;
             let lifetime = ticket
                 .expire_seconds
                 .or(spec.expire_seconds().map(u64::from));
@@ -155,22 +147,7 @@ pub async fn create_qr_code(
             }
         }
         Code::Work { state, users } => {
-            // type 1 (one member) or 2 (several), scene 2 (a QR code).
-            let body = serde_json::json!({
-                "type": if users.len() == 1 { 1 } else { 2 },
-                "scene": 2,
-                "state": state.as_str(),
-                "user": users,
-            });
-            let way: ContactWay = svc
-                .tokens
-                .post(
-                    &account,
-                    "externalcontact/add_contact_way",
-                    "/cgi-bin/externalcontact/add_contact_way",
-                    &body,
-                )
-                .await?;
+            let way = qrcode::add_contact_way(&svc.tokens, &account, &state, &users).await?;
             QrCode {
                 scene,
                 ticket: way.config_id,
