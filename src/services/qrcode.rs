@@ -18,8 +18,6 @@ use crate::wechat::api::qrcode;
 
 use super::Services;
 
-/// Where WeChat serves the image of a ticket (the ticket URL-encoded).
-const SHOW_QR_CODE: &str = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket=";
 /// Most metadata entries kept with a scene, and their sizes.
 const MAX_METADATA: usize = 20;
 const MAX_METADATA_KEY_CHARS: usize = 64;
@@ -134,7 +132,7 @@ pub async fn create_qr_code(
                 .expire_seconds
                 .or(spec.expire_seconds().map(u64::from));
             QrCode {
-                image_url: format!("{SHOW_QR_CODE}{}", url_encode(&ticket.ticket)),
+                image_url: ticket.image_url(),
                 scene,
                 ticket: ticket.ticket,
                 url: ticket.url,
@@ -201,20 +199,6 @@ fn check_users(users: &[String]) -> Result<Vec<String>, AdminError> {
     Ok(users.to_vec())
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters (a ticket is base64, so
-/// `+`, `/` and `=` must be encoded).
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -224,15 +208,6 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tickets_are_url_encoded_for_the_image_url() {
-        assert_eq!(
-            url_encode("gQH47joAAAAAAAAAASxodHRw+Oi8v/a=="),
-            "gQH47joAAAAAAAAAASxodHRw%2BOi8v%2Fa%3D%3D"
-        );
-        assert_eq!(url_encode("a-b_c.d~"), "a-b_c.d~");
-    }
 
     #[test]
     fn metadata_and_users_are_bounded() {

@@ -119,7 +119,7 @@ impl TokenAuthority {
     /// POSTs `body` to an action API of the account with its access token; a rejected token
     /// is replaced and the call made once more. For the typed functions of
     /// [`crate::wechat::api`]'s areas: a use case calls those.
-    pub async fn post<T: DeserializeOwned>(
+    pub(in crate::wechat) async fn post<T: DeserializeOwned>(
         &self,
         account: &Account,
         api: &'static str,
@@ -133,7 +133,7 @@ impl TokenAuthority {
     /// [`Self::post`] in one attempt: a timeout, a 5xx or an errcode -1 is reported, not sent
     /// again (a rejected token still is: WeChat did not act on the request). For a send that
     /// WeChat does not de-duplicate, see [`Attempts::Once`].
-    pub async fn post_once<T: DeserializeOwned>(
+    pub(in crate::wechat) async fn post_once<T: DeserializeOwned>(
         &self,
         account: &Account,
         api: &'static str,

@@ -33,6 +33,8 @@ use thiserror::Error;
 use crate::config::WechatConfig;
 use crate::domain::{Platform, Secret};
 
+pub mod groupmsg;
+pub mod mass;
 pub mod menu;
 pub mod message;
 pub mod oauth;
@@ -128,6 +130,24 @@ impl RetryPolicy {
 /// An answer with nothing but errcode/errmsg (checked before this is decoded).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Empty {}
+
+/// A message of any type as the mass and group message APIs carry it:
+/// `{"msgtype": "<type>", "<type>": {...}}`, the body as the job stored it.
+#[derive(Debug, Clone, Copy)]
+pub struct Typed<'a> {
+    pub msgtype: &'a str,
+    pub body: &'a serde_json::Value,
+}
+
+impl Serialize for Typed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("msgtype", self.msgtype)?;
+        map.serialize_entry(self.msgtype, self.body)?;
+        map.end()
+    }
+}
 
 /// One request to WeChat. `query` and `body` may hold secrets: never logged.
 struct Request<'a, B: ?Sized> {
@@ -335,9 +355,9 @@ impl WeChatApi {
 }
 
 /// 45065 on a mass send: "a send with this clientmsgid exists (within 24 hours)". It carries the
-/// `msg_id` of that send, so it is an answer, not a failure: it is decoded like a success and
-/// the caller reads `errcode` from it (see `crate::services::broadcast`).
-pub const ALREADY_SENT: i64 = 45065;
+/// `msg_id` of that send, so it is an answer, not a failure: it is decoded like a success, and
+/// [`mass::Sent::already_sent`] reads it.
+const ALREADY_SENT: i64 = 45065;
 
 fn is_already_sent(errcode: i64, value: &serde_json::Value) -> bool {
     errcode == ALREADY_SENT && value.get("msg_id").is_some()

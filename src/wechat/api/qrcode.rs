@@ -19,6 +19,30 @@ pub struct QrTicket {
     pub url: String,
 }
 
+/// Where WeChat serves the image of a ticket (the ticket URL-encoded).
+const SHOW_QR_CODE: &str = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket=";
+
+impl QrTicket {
+    /// The QR image of the ticket (`showqrcode`).
+    pub fn image_url(&self) -> String {
+        format!("{SHOW_QR_CODE}{}", url_encode(&self.ticket))
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (a ticket is base64, so
+/// `+`, `/` and `=` must be encoded).
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The answer of `externalcontact/add_contact_way`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContactWay {
@@ -144,6 +168,15 @@ mod tests {
 
     fn body(spec: &QrSpec) -> serde_json::Value {
         serde_json::to_value(Create::from(spec)).unwrap()
+    }
+
+    #[test]
+    fn tickets_are_url_encoded_for_the_image_url() {
+        assert_eq!(
+            url_encode("gQH47joAAAAAAAAAASxodHRw+Oi8v/a=="),
+            "gQH47joAAAAAAAAAASxodHRw%2BOi8v%2Fa%3D%3D"
+        );
+        assert_eq!(url_encode("a-b_c.d~"), "a-b_c.d~");
     }
 
     #[test]
