@@ -17,9 +17,9 @@ use serde_json::{Map, Value};
 /// Which product's menu rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MenuFlavor {
-    /// An Official Account menu (`cgi-bin/menu/create`).
+    /// An Official Account menu (`menu/create`).
     Mp,
-    /// A WeCom application menu (`cgi-bin/menu/create?agentid=`).
+    /// A WeCom application menu (`menu/create?agentid=`).
     Work,
 }
 

@@ -2,7 +2,7 @@
 //! once, at the door (admin HTTP or gRPC), with a message that names the rule broken; inside
 //! the gateway a value of these types is always one WeChat accepts.
 //!
-//! The rules are those of "生成带参数的二维码" (Official Accounts, `cgi-bin/qrcode/create`) and
+//! The rules are those of "生成带参数的二维码" (Official Accounts, `qrcode/create`) and
 //! "配置客户联系「联系我」方式" (WeCom, `externalcontact/add_contact_way`).
 
 use std::fmt;
@@ -158,27 +158,6 @@ impl QrSpec {
             Self::PermanentId { .. } | Self::PermanentStr { .. } => None,
         }
     }
-
-    /// The request body of `cgi-bin/qrcode/create`.
-    pub fn wechat_body(&self) -> serde_json::Value {
-        use serde_json::json;
-        match self {
-            Self::TemporaryId {
-                scene_id,
-                expire_seconds,
-            } => json!({"expire_seconds": expire_seconds, "action_name": "QR_SCENE",
-                        "action_info": {"scene": {"scene_id": scene_id}}}),
-            Self::TemporaryStr {
-                scene,
-                expire_seconds,
-            } => json!({"expire_seconds": expire_seconds, "action_name": "QR_STR_SCENE",
-                        "action_info": {"scene": {"scene_str": scene.as_str()}}}),
-            Self::PermanentId { scene_id } => json!({"action_name": "QR_LIMIT_SCENE",
-                        "action_info": {"scene": {"scene_id": scene_id}}}),
-            Self::PermanentStr { scene } => json!({"action_name": "QR_LIMIT_STR_SCENE",
-                        "action_info": {"scene": {"scene_str": scene.as_str()}}}),
-        }
-    }
 }
 
 fn id_in(id: i64, max: u32, action: &str) -> Result<u32, String> {
@@ -284,14 +263,11 @@ mod tests {
     }
 
     #[test]
-    fn the_wechat_body_names_the_action_and_the_scene_key_is_what_a_scan_carries() {
+    fn the_scene_key_is_what_a_scan_carries() {
+        // The request body of each kind of code is checked in `crate::wechat::api::qrcode`.
         let spec = QrSpec::parse(&id(42), false, Some(600)).unwrap();
-        assert_eq!(spec.wechat_body()["action_name"], "QR_SCENE");
-        assert_eq!(spec.wechat_body()["action_info"]["scene"]["scene_id"], 42);
         assert_eq!(spec.scene_key(), "42");
         let spec = QrSpec::parse(&s("spring-expo"), true, None).unwrap();
-        assert_eq!(spec.wechat_body()["action_name"], "QR_LIMIT_STR_SCENE");
-        assert!(spec.wechat_body().get("expire_seconds").is_none());
         assert_eq!(spec.scene_key(), "spring-expo");
     }
 

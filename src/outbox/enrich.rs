@@ -4,7 +4,7 @@
 //! - **Enrichment.** An Official Account event with an `open_id` whose user the gateway has not
 //!   looked up within `enrichment.user_ttl_seconds` (the user cache: documents of kind
 //!   [`USER_KIND`], id = openid, with that TTL), or whose cache entry predates a `subscribe` in
-//!   the batch (the subscribe scene and QR scene change with each follow), gets its user looked up with `cgi-bin/user/info/batchget`,
+//!   the batch (the subscribe scene and QR scene change with each follow), gets its user looked up with `user/info/batchget`,
 //!   at most [`BATCHGET_MAX`] users per call as WeChat documents it, so a batch of n users to
 //!   look up costs ceil(n / 100) calls. The answer is cached and `union_id` and `profile` are set
 //!   on the event. A WeCom event with an `external_user_id` is looked up with
@@ -41,7 +41,7 @@ use crate::domain::Platform;
 use crate::pb::{self, event::Kind};
 use crate::services::{links, Services};
 use crate::store::{DocWrite, Store};
-use crate::wechat::api::ApiError;
+use crate::wechat::api::{user, ApiError};
 use crate::wechat::tokens::TokenError;
 
 /// Document kind of the user cache (id: openid, or WeCom external_userid).
@@ -80,43 +80,6 @@ impl CachedUser {
             name: self.name.clone(),
         }
     }
-}
-
-/// One entry of `user_info_list`.
-#[derive(Debug, Deserialize)]
-struct WxUser {
-    openid: String,
-    #[serde(default)]
-    unionid: String,
-    #[serde(default)]
-    subscribe_time: i64,
-    #[serde(default)]
-    subscribe_scene: String,
-    #[serde(default)]
-    qr_scene: i64,
-    #[serde(default)]
-    qr_scene_str: String,
-    #[serde(default)]
-    tagid_list: Vec<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct BatchGet {
-    #[serde(default)]
-    user_info_list: Vec<WxUser>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ExternalContactAnswer {
-    external_contact: ExternalContact,
-}
-
-#[derive(Debug, Deserialize)]
-struct ExternalContact {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    unionid: String,
 }
 
 pub struct Enricher {
@@ -371,18 +334,9 @@ impl Enricher {
         let mut found = Vec::new();
         let mut queue: std::collections::VecDeque<&[String]> = users.chunks(BATCHGET_MAX).collect();
         while let Some(chunk) = queue.pop_front() {
-            let body = serde_json::json!({
-                "user_list": chunk.iter().map(|u| serde_json::json!({"openid": u, "lang": "zh_CN"}))
-                    .collect::<Vec<_>>(),
-            });
             metrics::counter!("wgw_enrichment_lookups_total", "account" => account.id.to_string())
                 .increment(1);
-            let call = self.services.tokens.post::<BatchGet>(
-                account,
-                "user/info/batchget",
-                "/cgi-bin/user/info/batchget",
-                &body,
-            );
+            let call = user::batchget(&self.services.tokens, account, chunk);
             let answer = match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(TokenError::Api(ApiError::Refused { errcode: 40003, .. }))) => {
@@ -437,14 +391,7 @@ impl Enricher {
         for user in users {
             metrics::counter!("wgw_enrichment_lookups_total", "account" => account.id.to_string())
                 .increment(1);
-            let query = [("external_userid", user.as_str())];
-            let call = self.services.tokens.call::<ExternalContactAnswer>(
-                account,
-                "externalcontact/get",
-                "/cgi-bin/externalcontact/get",
-                &query,
-                None,
-            );
+            let call = user::external_contact(&self.services.tokens, account, user);
             let answer = match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(e)) => return Err((found, e.to_string())),

@@ -31,7 +31,7 @@ use crate::error::AdminError;
 use crate::pb;
 use crate::pb::event::Kind;
 use crate::store::{DocWrite, Store, StoreError};
-use crate::wechat::api::Empty;
+use crate::wechat::api::welcome;
 
 use super::Services;
 
@@ -479,30 +479,6 @@ async fn choose_welcome(
     Some(("welcome:default".to_owned(), reply))
 }
 
-/// `send_welcome_msg`'s body: text as `text`, an image or an article as an attachment.
-fn welcome_body(welcome_code: &str, reply: &Reply) -> serde_json::Value {
-    match reply {
-        Reply::Text { content } => serde_json::json!({
-            "welcome_code": welcome_code, "text": {"content": content}
-        }),
-        Reply::Image { media_id } => serde_json::json!({
-            "welcome_code": welcome_code,
-            "attachments": [{"msgtype": "image", "image": {"media_id": media_id}}]
-        }),
-        Reply::News {
-            title,
-            description,
-            pic_url,
-            url,
-        } => serde_json::json!({
-            "welcome_code": welcome_code,
-            "attachments": [{"msgtype": "link", "link": {
-                "title": title, "picurl": pic_url, "desc": description, "url": url
-            }}]
-        }),
-    }
-}
-
 /// Sends a contact-me welcome off the callback path, within what is left of the code's 20
 /// seconds since `received`. A failure is logged and counted
 /// (`wgw_welcome_messages_total{outcome}`), never retried: the code is single-use, and WeCom
@@ -538,13 +514,7 @@ async fn send_welcome(
         );
         return "expired";
     };
-    let body = welcome_body(welcome_code, reply);
-    let call = svc.tokens.post::<Empty>(
-        account,
-        "externalcontact/send_welcome_msg",
-        "/cgi-bin/externalcontact/send_welcome_msg",
-        &body,
-    );
+    let call = welcome::send_welcome_msg(&svc.tokens, account, welcome_code, reply);
     match tokio::time::timeout(left, call).await {
         Ok(Ok(_)) => {
             tracing::info!(account = account_id, "contact-me welcome sent");
@@ -567,32 +537,6 @@ async fn send_welcome(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn welcome_bodies_follow_send_welcome_msg() {
-        let text = welcome_body(
-            "WC",
-            &Reply::Text {
-                content: "hi".into(),
-            },
-        );
-        assert_eq!(
-            text,
-            serde_json::json!({"welcome_code": "WC", "text": {"content": "hi"}})
-        );
-        let news = welcome_body(
-            "WC",
-            &Reply::News {
-                title: "T".into(),
-                description: "D".into(),
-                pic_url: "https://p".into(),
-                url: "https://u".into(),
-            },
-        );
-        assert_eq!(news["attachments"][0]["msgtype"], "link");
-        assert_eq!(news["attachments"][0]["link"]["desc"], "D");
-        assert_eq!(news["attachments"][0]["link"]["picurl"], "https://p");
-    }
 
     #[test]
     fn stored_rules_keep_the_admin_shape_flat() {

@@ -3,11 +3,11 @@
 //! is kept as a numbered version, any version can be published again in one call, and a live
 //! menu that is not the latest version (edited in WeChat's own console) is reported as drift.
 //!
-//! - Official Accounts: `cgi-bin/menu/create`, `menu/delete`, `get_current_selfmenu_info` (the
+//! - Official Accounts: `menu/create`, `menu/delete`, `get_current_selfmenu_info` (the
 //!   menu followers see, console edits included) with `menu/get` (for the conditional menus),
 //!   and the conditional menus: `menu/addconditional` → menuid, `menu/delconditional`,
 //!   `menu/trymatch`.
-//! - WeCom applications: `cgi-bin/menu/create?agentid=`, `menu/get?agentid=`,
+//! - WeCom applications: `menu/create?agentid=`, `menu/get?agentid=`,
 //!   `menu/delete?agentid=`, with WeCom's own limits ([`MenuFlavor::Work`]). They have no
 //!   conditional menus.
 //!
@@ -29,7 +29,7 @@ use crate::domain::menu::{validate_conditional_menu, validate_menu, MenuFlavor, 
 use crate::domain::Platform;
 use crate::error::AdminError;
 use crate::store::MenuVersion;
-use crate::wechat::api::{ApiError, Empty};
+use crate::wechat::api::{menu as api, ApiError};
 
 use super::Services;
 
@@ -161,54 +161,25 @@ pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, Adm
     let account = svc.account(account_id)?.clone();
     let (buttons, conditional) = match account.platform {
         Platform::Mp => {
-            let current: Value = svc
-                .tokens
-                .call(
-                    &account,
-                    "get_current_selfmenu_info",
-                    "/cgi-bin/get_current_selfmenu_info",
-                    &[],
-                    None,
-                )
-                .await?;
-            let open = current["is_menu_open"].as_i64() == Some(1);
+            let current = api::current_selfmenu_info(&svc.tokens, &account).await?;
+            let open = current.is_menu_open == 1;
             let buttons = if open {
-                canonical(&current["selfmenu_info"]["button"])
+                canonical(&current.selfmenu_info.button)
             } else {
                 Vec::new()
             };
-            let conditional = match svc
-                .tokens
-                .call::<Value>(&account, "menu/get", "/cgi-bin/menu/get", &[], None)
-                .await
-            {
-                Ok(got) => got["conditionalmenu"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
+            let conditional = match api::get(&svc.tokens, &account).await {
+                Ok(got) => got.conditionalmenu,
                 Err(e) if is_no_menu(&e) => Vec::new(),
                 Err(e) => return Err(e.into()),
             };
             (buttons, Some(conditional))
         }
-        Platform::Work => {
-            let agent = account.agent_id.to_string();
-            let got = svc
-                .tokens
-                .call::<Value>(
-                    &account,
-                    "menu/get",
-                    "/cgi-bin/menu/get",
-                    &[("agentid", &agent)],
-                    None,
-                )
-                .await;
-            match got {
-                Ok(got) => (canonical(&got["button"]), None),
-                Err(e) if is_no_menu(&e) => (Vec::new(), None),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Platform::Work => match api::get(&svc.tokens, &account).await {
+            Ok(got) => (canonical(&got.button), None),
+            Err(e) if is_no_menu(&e) => (Vec::new(), None),
+            Err(e) => return Err(e.into()),
+        },
     };
     let latest = svc.store.menu_versions(account_id).await?.pop();
     let drift = match &latest {
@@ -260,25 +231,8 @@ pub async fn add_conditional(
         account,
         actor,
         move |svc, account, _actor| async move {
-            let added: Value = svc
-                .tokens
-                .post(
-                    &account,
-                    "menu/addconditional",
-                    "/cgi-bin/menu/addconditional",
-                    &menu,
-                )
-                .await?;
-            let menuid = match &added["menuid"] {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                other => {
-                    return Err(ApiError::BadResponse(format!(
-                        "menu/addconditional answered no menuid: {other}"
-                    ))
-                    .into())
-                }
-            };
+            let added = api::add_conditional(&svc.tokens, &account, &menu).await?;
+            let menuid = added.menuid.to_string();
             tracing::info!(menuid, "conditional menu added");
             Ok(menuid)
         },
@@ -300,21 +254,13 @@ pub async fn delete_conditional(
             "menuid: WeChat's menuid is a number, not {menuid:?}"
         )));
     }
-    let body = json!({ "menuid": menuid });
+    let menuid = menuid.to_owned();
     detached(
         svc,
         account,
         actor,
         move |svc, account, _actor| async move {
-            let _: Empty = svc
-                .tokens
-                .post(
-                    &account,
-                    "menu/delconditional",
-                    "/cgi-bin/menu/delconditional",
-                    &body,
-                )
-                .await?;
+            api::del_conditional(&svc.tokens, &account, &menuid).await?;
             tracing::info!("conditional menu deleted");
             Ok(())
         },
@@ -337,20 +283,7 @@ pub async fn try_match(
             "user_id: an openid or WeChat id of 1 to 64 characters".into(),
         ));
     }
-    let mut answer: Value = svc
-        .tokens
-        .post(
-            &account,
-            "menu/trymatch",
-            "/cgi-bin/menu/trymatch",
-            &json!({ "user_id": user_id }),
-        )
-        .await?;
-    if let Some(fields) = answer.as_object_mut() {
-        fields.remove("errcode");
-        fields.remove("errmsg");
-    }
-    Ok(answer)
+    Ok(api::try_match(&svc.tokens, &account, user_id).await?)
 }
 
 /// What a publish of `menu` on `account` would refuse.
@@ -464,30 +397,13 @@ async fn change(
     what: Change,
     restored_from: Option<u64>,
 ) -> Result<u64, AdminError> {
-    let agent = account.agent_id.to_string();
-    let extra: &[(&'static str, &str)] = match account.platform {
-        Platform::Mp => &[],
-        Platform::Work => &[("agentid", &agent)],
-    };
     let menu = match what {
-        Change::Publish(menu) => {
-            let _: Empty = svc
-                .tokens
-                .call(
-                    account,
-                    "menu/create",
-                    "/cgi-bin/menu/create",
-                    extra,
-                    Some(&menu),
-                )
-                .await?;
-            Some(menu)
+        Change::Publish(published) => {
+            api::create(&svc.tokens, account, &published).await?;
+            Some(published)
         }
         Change::Delete => {
-            let _: Empty = svc
-                .tokens
-                .call(account, "menu/delete", "/cgi-bin/menu/delete", extra, None)
-                .await?;
+            api::delete(&svc.tokens, account).await?;
             None
         }
     };

@@ -1,10 +1,10 @@
 //! A message to one user: a customer-service message on an Official Account
-//! (`cgi-bin/message/custom/send`, within 48 hours of the user's last interaction), an
-//! application message to one member on WeCom (`cgi-bin/message/send`).
+//! (`message/custom/send`, within 48 hours of the user's last interaction), an
+//! application message to one member on WeCom (`message/send`).
 
 use crate::domain::Platform;
 use crate::error::AdminError;
-use crate::wechat::api::{Empty, WorkSent};
+use crate::wechat::api::message::{self as api, Content};
 
 use super::Services;
 
@@ -40,14 +40,10 @@ impl Outgoing {
         Ok(())
     }
 
-    fn body(&self, to_user: &str) -> serde_json::Value {
+    fn content(&self) -> Content<'_> {
         match self {
-            Self::Text(content) => serde_json::json!({
-                "touser": to_user, "msgtype": "text", "text": {"content": content}
-            }),
-            Self::Image { media_id } => serde_json::json!({
-                "touser": to_user, "msgtype": "image", "image": {"media_id": media_id}
-            }),
+            Self::Text(content) => Content::Text(content),
+            Self::Image { media_id } => Content::Image { media_id },
         }
     }
 }
@@ -67,26 +63,14 @@ pub async fn send_message(
         ));
     }
     message.check()?;
-    let mut body = message.body(to_user);
+    let content = message.content();
     match account.platform {
         Platform::Mp => {
-            let _: Empty = svc
-                .tokens
-                .post(
-                    &account,
-                    "message/custom/send",
-                    "/cgi-bin/message/custom/send",
-                    &body,
-                )
-                .await?;
+            api::custom_send(&svc.tokens, &account, to_user, content).await?;
             Ok(String::new())
         }
         Platform::Work => {
-            body["agentid"] = account.agent_id.into();
-            let sent: WorkSent = svc
-                .tokens
-                .post(&account, "message/send", "/cgi-bin/message/send", &body)
-                .await?;
+            let sent = api::send(&svc.tokens, &account, to_user, content).await?;
             if !sent.invaliduser.is_empty() {
                 return Err(AdminError::NotFound(format!(
                     "WeCom does not know the member {to_user:?} (or the application may not \

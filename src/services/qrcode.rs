@@ -1,4 +1,4 @@
-//! Parametric QR codes (Official Accounts, `cgi-bin/qrcode/create`) and "contact me" codes
+//! Parametric QR codes (Official Accounts, `qrcode/create`) and "contact me" codes
 //! (WeCom, `externalcontact/add_contact_way`), registered in the scene registry so that the
 //! forwarder can attach their label to the events they bring.
 //!
@@ -14,12 +14,10 @@ use crate::domain::scene::{ContactWayState, Label, QrSpec, SceneInput};
 use crate::domain::Platform;
 use crate::error::AdminError;
 use crate::store::SceneRecord;
-use crate::wechat::api::{ContactWay, QrTicket};
+use crate::wechat::api::qrcode;
 
 use super::Services;
 
-/// Where WeChat serves the image of a ticket (the ticket URL-encoded).
-const SHOW_QR_CODE: &str = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket=";
 /// Most metadata entries kept with a scene, and their sizes.
 const MAX_METADATA: usize = 20;
 const MAX_METADATA_KEY_CHARS: usize = 64;
@@ -129,20 +127,12 @@ pub async fn create_qr_code(
 
     let answer = match code {
         Code::Mp(spec) => {
-            let ticket: QrTicket = svc
-                .tokens
-                .post(
-                    &account,
-                    "qrcode/create",
-                    "/cgi-bin/qrcode/create",
-                    &spec.wechat_body(),
-                )
-                .await?;
+            let ticket = qrcode::create(&svc.tokens, &account, &spec).await?;
             let lifetime = ticket
                 .expire_seconds
                 .or(spec.expire_seconds().map(u64::from));
             QrCode {
-                image_url: format!("{SHOW_QR_CODE}{}", url_encode(&ticket.ticket)),
+                image_url: ticket.image_url(),
                 scene,
                 ticket: ticket.ticket,
                 url: ticket.url,
@@ -155,22 +145,7 @@ pub async fn create_qr_code(
             }
         }
         Code::Work { state, users } => {
-            // type 1 (one member) or 2 (several), scene 2 (a QR code).
-            let body = serde_json::json!({
-                "type": if users.len() == 1 { 1 } else { 2 },
-                "scene": 2,
-                "state": state.as_str(),
-                "user": users,
-            });
-            let way: ContactWay = svc
-                .tokens
-                .post(
-                    &account,
-                    "externalcontact/add_contact_way",
-                    "/cgi-bin/externalcontact/add_contact_way",
-                    &body,
-                )
-                .await?;
+            let way = qrcode::add_contact_way(&svc.tokens, &account, &state, &users).await?;
             QrCode {
                 scene,
                 ticket: way.config_id,
@@ -224,20 +199,6 @@ fn check_users(users: &[String]) -> Result<Vec<String>, AdminError> {
     Ok(users.to_vec())
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters (a ticket is base64, so
-/// `+`, `/` and `=` must be encoded).
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -247,15 +208,6 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tickets_are_url_encoded_for_the_image_url() {
-        assert_eq!(
-            url_encode("gQH47joAAAAAAAAAASxodHRw+Oi8v/a=="),
-            "gQH47joAAAAAAAAAASxodHRw%2BOi8v%2Fa%3D%3D"
-        );
-        assert_eq!(url_encode("a-b_c.d~"), "a-b_c.d~");
-    }
 
     #[test]
     fn metadata_and_users_are_bounded() {

@@ -4,14 +4,11 @@
 //! is sent in batches of 50. Tagging is idempotent on WeChat's side, so a request that failed
 //! half-way can simply be made again.
 
-use serde::Deserialize;
-use serde_json::json;
-
 use crate::config::Account;
 use crate::domain::broadcast::is_open_id;
 use crate::domain::Platform;
 use crate::error::AdminError;
-use crate::wechat::api::{ApiError, Empty};
+use crate::wechat::api::{tags, ApiError};
 use crate::wechat::tokens::TokenError;
 
 use super::Services;
@@ -53,24 +50,7 @@ pub async fn create_tag(svc: &Services, account_id: &str, name: &str) -> Result<
             "name: a tag name is 1 to {MAX_TAG_NAME} characters, got {chars}"
         )));
     }
-    #[derive(Deserialize)]
-    struct Tag {
-        id: u64,
-    }
-    #[derive(Deserialize)]
-    struct Created {
-        tag: Tag,
-    }
-    match svc
-        .tokens
-        .post::<Created>(
-            &account,
-            "tags/create",
-            "/cgi-bin/tags/create",
-            &json!({ "tag": { "name": name } }),
-        )
-        .await
-    {
+    match tags::create(&svc.tokens, &account, name).await {
         Ok(c) => Ok(c.tag.id),
         Err(TokenError::Api(ApiError::Refused {
             errcode: NAME_TAKEN,
@@ -106,28 +86,13 @@ pub async fn tag_users(
     }
     let mut seen = std::collections::HashSet::new();
     let unique: Vec<&String> = open_ids.iter().filter(|id| seen.insert(*id)).collect();
-    let (api, path) = if untag {
-        (
-            "tags/members/batchuntagging",
-            "/cgi-bin/tags/members/batchuntagging",
-        )
-    } else {
-        (
-            "tags/members/batchtagging",
-            "/cgi-bin/tags/members/batchtagging",
-        )
-    };
     let mut batches = 0;
     for chunk in unique.chunks(TAG_BATCH) {
-        let _: Empty = svc
-            .tokens
-            .post(
-                &account,
-                api,
-                path,
-                &json!({ "openid_list": chunk, "tagid": tag_id }),
-            )
-            .await?;
+        if untag {
+            tags::untag_users(&svc.tokens, &account, tag_id, chunk).await?;
+        } else {
+            tags::tag_users(&svc.tokens, &account, tag_id, chunk).await?;
+        }
         batches += 1;
     }
     tracing::info!(users = unique.len(), batches, "tag members changed");

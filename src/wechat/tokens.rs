@@ -28,13 +28,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 
 use crate::config::Account;
 use crate::domain::{Platform, Secret};
 use crate::store::{CachedToken, Store, StoreError};
-use crate::wechat::api::{AccessToken, ApiError, Attempts, WeChatApi};
+use crate::wechat::api::token::AccessToken;
+use crate::wechat::api::{ApiError, Attempts, WeChatApi};
 
 /// A token fetch that WeChat refused (quota, bad secret, IP whitelist) is answered from memory
 /// this long to the requests that were waiting for it, instead of each asking WeChat again.
@@ -115,51 +117,54 @@ impl TokenAuthority {
     }
 
     /// POSTs `body` to an action API of the account with its access token; a rejected token
-    /// is replaced and the call made once more.
-    pub async fn post<T: DeserializeOwned>(
+    /// is replaced and the call made once more. For the typed functions of
+    /// [`crate::wechat::api`]'s areas: a use case calls those.
+    pub(in crate::wechat) async fn post<T: DeserializeOwned>(
         &self,
         account: &Account,
         api: &'static str,
         path: &'static str,
-        body: &serde_json::Value,
+        body: &(impl Serialize + ?Sized),
     ) -> Result<T, TokenError> {
-        self.call(account, api, path, &[], Some(body)).await
+        self.call(account, api, path, &[], Some(body), Attempts::Retried)
+            .await
     }
 
     /// [`Self::post`] in one attempt: a timeout, a 5xx or an errcode -1 is reported, not sent
     /// again (a rejected token still is: WeChat did not act on the request). For a send that
     /// WeChat does not de-duplicate, see [`Attempts::Once`].
-    pub async fn post_once<T: DeserializeOwned>(
+    pub(in crate::wechat) async fn post_once<T: DeserializeOwned>(
         &self,
         account: &Account,
         api: &'static str,
         path: &'static str,
-        body: &serde_json::Value,
+        body: &(impl Serialize + ?Sized),
     ) -> Result<T, TokenError> {
-        self.call_attempts(account, api, path, &[], Some(body), Attempts::Once)
+        self.call(account, api, path, &[], Some(body), Attempts::Once)
             .await
     }
 
-    /// [`Self::post`] with `extra` query parameters, and a GET when there is no body.
-    pub async fn call<T: DeserializeOwned>(
+    /// A GET of a read API of the account, with `query` besides the access token.
+    pub(in crate::wechat) async fn get<T: DeserializeOwned>(
+        &self,
+        account: &Account,
+        api: &'static str,
+        path: &'static str,
+        query: &[(&'static str, &str)],
+    ) -> Result<T, TokenError> {
+        self.call(account, api, path, query, None::<&()>, Attempts::Retried)
+            .await
+    }
+
+    /// [`Self::post`] with `extra` query parameters (WeCom's `agentid`), and a GET when there
+    /// is no body.
+    pub(in crate::wechat) async fn call<T: DeserializeOwned>(
         &self,
         account: &Account,
         api: &'static str,
         path: &'static str,
         extra: &[(&'static str, &str)],
-        body: Option<&serde_json::Value>,
-    ) -> Result<T, TokenError> {
-        self.call_attempts(account, api, path, extra, body, Attempts::Retried)
-            .await
-    }
-
-    async fn call_attempts<T: DeserializeOwned>(
-        &self,
-        account: &Account,
-        api: &'static str,
-        path: &'static str,
-        extra: &[(&'static str, &str)],
-        body: Option<&serde_json::Value>,
+        body: Option<&(impl Serialize + ?Sized)>,
         attempts: Attempts,
     ) -> Result<T, TokenError> {
         let id = account.id.as_str();

@@ -1,8 +1,7 @@
 //! The job use cases both transports call: create (check the request, plan its batches, and
 //! persist everything before the runner sends anything), read, cancel, preview and delete.
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::Account;
 use crate::domain::broadcast::{
@@ -13,6 +12,7 @@ use crate::domain::Platform;
 use crate::error::AdminError;
 use crate::services::Services;
 use crate::store::{DocWrite, StoreError};
+use crate::wechat::api::{groupmsg, mass, Typed};
 
 use super::model::{
     unix_now, Batch, BatchResult, BatchStatus, Job, Target, ACTIVE, CMID, JOB, RECIPIENTS, RESULT,
@@ -276,22 +276,11 @@ pub async fn preview(
         ));
     }
     let message = MassMessage::parse(message).map_err(AdminError::Validation)?;
-    let mut body = json!({ "touser": open_id, "msgtype": message.msgtype });
-    body[message.msgtype] = message.body;
-    #[derive(Deserialize)]
-    struct Previewed {
-        #[serde(default)]
-        msg_id: Option<i64>,
-    }
-    let answer: Previewed = svc
-        .tokens
-        .post(
-            &account,
-            "mass/preview",
-            "/cgi-bin/message/mass/preview",
-            &body,
-        )
-        .await?;
+    let message = Typed {
+        msgtype: message.msgtype,
+        body: &message.body,
+    };
+    let answer = mass::preview(&svc.tokens, &account, open_id, message).await?;
     Ok(answer.msg_id)
 }
 
@@ -336,15 +325,7 @@ pub async fn delete_job(
         let msg_id: i64 = msg_id
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("batch {i} has msg_id {msg_id:?}")))?;
-        let _: crate::wechat::api::Empty = svc
-            .tokens
-            .post(
-                &account,
-                "mass/delete",
-                "/cgi-bin/message/mass/delete",
-                &json!({ "msg_id": msg_id, "article_idx": 0 }),
-            )
-            .await?;
+        mass::delete(&svc.tokens, &account, msg_id).await?;
         update_job(store, account_id, job_id, |j| j.batches[i].deleted = true).await?;
     }
     tracing::info!("broadcast deleted");
@@ -362,15 +343,7 @@ async fn cancel_group_message(
     msgid: &str,
 ) -> Result<(), AdminError> {
     let account_id = account.id.as_str();
-    let _: crate::wechat::api::Empty = svc
-        .tokens
-        .post(
-            account,
-            "externalcontact/cancel_groupmsg_send",
-            "/cgi-bin/externalcontact/cancel_groupmsg_send",
-            &json!({ "msgid": msgid }),
-        )
-        .await?;
+    groupmsg::cancel_groupmsg_send(&svc.tokens, account, msgid).await?;
     let result = BatchResult {
         status: "cancelled".into(),
         source: "cancel_groupmsg_send".into(),

@@ -6,8 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +15,7 @@ use crate::domain::Platform;
 use crate::error::AdminError;
 use crate::pb::{self, event::Kind};
 use crate::store::{DocWrite, Store, StoreError};
+use crate::wechat::api::{groupmsg, mass};
 
 use super::model::{unix_now, BatchResult, Job, MsgIndex, Target, MSGID, RESULT};
 use super::persist::{batch_key, decode_result, load_job, update_job};
@@ -126,41 +126,12 @@ impl Runner {
         let start = since
             .saturating_sub(CLOCK_SKEW)
             .max(end.saturating_sub(MAX_WINDOW));
-        #[derive(Deserialize)]
-        struct GroupMsg {
-            msgid: String,
-            #[serde(default)]
-            text: Option<Value>,
-            #[serde(default)]
-            attachments: Vec<Value>,
-        }
-        #[derive(Deserialize)]
-        struct GroupMsgList {
-            #[serde(default)]
-            group_msg_list: Vec<GroupMsg>,
-            #[serde(default)]
-            next_cursor: String,
-        }
         let mut cursor = String::new();
         for _ in 0..MAX_PAGES {
-            let list: GroupMsgList = self
-                .svc
-                .tokens
-                .post(
-                    account,
-                    "externalcontact/get_groupmsg_list_v2",
-                    "/cgi-bin/externalcontact/get_groupmsg_list_v2",
-                    &json!({
-                        "chat_type": "single",
-                        "start_time": start,
-                        "end_time": end,
-                        "filter_type": 0,
-                        "limit": 100,
-                        "cursor": cursor,
-                    }),
-                )
-                .await
-                .map_err(classify)?;
+            let list =
+                groupmsg::get_groupmsg_list_v2(&self.svc.tokens, account, start, end, &cursor)
+                    .await
+                    .map_err(classify)?;
             for m in list.group_msg_list {
                 if !same_content(job, m.text.as_ref(), &m.attachments) {
                     continue;
@@ -207,31 +178,17 @@ impl Runner {
         msgid: &str,
         recipients: &HashSet<String>,
     ) -> Result<bool, Outcome> {
-        #[derive(Deserialize)]
-        struct Sent {
-            #[serde(default)]
-            external_userid: String,
-        }
-        #[derive(Deserialize)]
-        struct SendResult {
-            #[serde(default)]
-            send_list: Vec<Sent>,
-            #[serde(default)]
-            next_cursor: String,
-        }
         let mut cursor = String::new();
         let mut any = false;
         for _ in 0..MAX_PAGES {
-            let page: SendResult = match self
-                .svc
-                .tokens
-                .post(
-                    account,
-                    "externalcontact/get_groupmsg_send_result",
-                    "/cgi-bin/externalcontact/get_groupmsg_send_result",
-                    &json!({ "msgid": msgid, "userid": sender, "limit": 1000, "cursor": cursor }),
-                )
-                .await
+            let page = match groupmsg::get_groupmsg_send_result(
+                &self.svc.tokens,
+                account,
+                msgid,
+                sender,
+                &cursor,
+            )
+            .await
             {
                 Ok(page) => page,
                 Err(e) => {
@@ -342,20 +299,7 @@ impl Runner {
         let msg_id: i64 = msg_id
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("msg_id {msg_id:?}")))?;
-        #[derive(Deserialize)]
-        struct Status {
-            msg_status: String,
-        }
-        let s: Status = self
-            .svc
-            .tokens
-            .post(
-                account,
-                "mass/get",
-                "/cgi-bin/message/mass/get",
-                &json!({ "msg_id": msg_id }),
-            )
-            .await?;
+        let s = mass::get(&self.svc.tokens, account, msg_id).await?;
         Ok((s.msg_status != "SENDING").then(|| BatchResult {
             status: s.msg_status,
             source: "mass/get".into(),
@@ -370,27 +314,7 @@ impl Runner {
         account: &Account,
         msgid: &str,
     ) -> Result<Option<BatchResult>, AdminError> {
-        #[derive(Deserialize)]
-        struct Task {
-            userid: String,
-            #[serde(default)]
-            status: i64,
-        }
-        #[derive(Deserialize)]
-        struct Tasks {
-            #[serde(default)]
-            task_list: Vec<Task>,
-        }
-        let t: Tasks = self
-            .svc
-            .tokens
-            .post(
-                account,
-                "externalcontact/get_groupmsg_task",
-                "/cgi-bin/externalcontact/get_groupmsg_task",
-                &json!({ "msgid": msgid, "limit": 1000 }),
-            )
-            .await?;
+        let t = groupmsg::get_groupmsg_task(&self.svc.tokens, account, msgid).await?;
         let pending: Vec<String> = t
             .task_list
             .into_iter()
@@ -435,6 +359,7 @@ fn same_content(job: &Job, text: Option<&Value>, attachments: &[Value]) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_listed_group_message_is_a_candidate_only_with_the_jobs_content() {

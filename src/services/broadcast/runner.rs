@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +15,7 @@ use crate::config::{Account, BroadcastConfig};
 use crate::error::AdminError;
 use crate::services::Services;
 use crate::store::{DocWrite, Store};
-use crate::wechat::api::{ApiError, ALREADY_SENT};
+use crate::wechat::api::{groupmsg, mass, ApiError, Typed};
 use crate::wechat::tokens::TokenError;
 
 use super::lease::{release_lease, renew_lease, take_lease};
@@ -460,35 +458,15 @@ impl Runner {
             Err(outcome) => return outcome,
         };
         let tokens = &self.svc.tokens;
+        let message = Typed {
+            msgtype: &job.msgtype,
+            body: &job.body,
+        };
         match &job.target {
             Target::External { sender } => {
-                let mut body = json!({
-                    "chat_type": "single",
-                    "external_userid": recipients,
-                    "sender": sender,
-                });
-                match job.msgtype.as_str() {
-                    "text" => body["text"] = job.body.clone(),
-                    _ => {
-                        body["attachments"] =
-                            json!([{ "msgtype": job.msgtype, job.msgtype.as_str(): job.body }])
-                    }
-                }
-                #[derive(Deserialize)]
-                struct Template {
-                    msgid: String,
-                    #[serde(default)]
-                    fail_list: Vec<String>,
-                }
                 // One attempt: a repeat would be a second task for the sender; a lost answer
                 // is reconciled instead (see `reconcile`).
-                match tokens
-                    .post_once::<Template>(
-                        account,
-                        "externalcontact/add_msg_template",
-                        "/cgi-bin/externalcontact/add_msg_template",
-                        &body,
-                    )
+                match groupmsg::add_msg_template(tokens, account, sender, &recipients, message)
                     .await
                 {
                     Ok(t) => Outcome::Sent {
@@ -501,39 +479,23 @@ impl Runner {
                 }
             }
             target => {
-                let mut body = json!({
-                    "msgtype": job.msgtype,
-                    "send_ignore_reprint": u8::from(job.ignore_reprint),
-                    "clientmsgid": batch.client_msg_id,
-                });
-                body[job.msgtype.as_str()] = job.body.clone();
-                let (api, path) = match target {
-                    Target::Tag { tag_id } => {
-                        body["filter"] = json!({ "is_to_all": false, "tag_id": tag_id });
-                        ("mass/sendall", "/cgi-bin/message/mass/sendall")
-                    }
-                    Target::All => {
-                        body["filter"] = json!({ "is_to_all": true });
-                        ("mass/sendall", "/cgi-bin/message/mass/sendall")
-                    }
-                    _ => {
-                        body["touser"] = json!(recipients);
-                        ("mass/send", "/cgi-bin/message/mass/send")
-                    }
+                let send = mass::Send {
+                    message,
+                    ignore_reprint: job.ignore_reprint,
+                    clientmsgid: &batch.client_msg_id,
                 };
-                #[derive(Deserialize)]
-                struct MassSent {
-                    #[serde(default)]
-                    errcode: i64,
-                    msg_id: i64,
-                    #[serde(default)]
-                    msg_data_id: Option<i64>,
-                }
-                match tokens.post::<MassSent>(account, api, path, &body).await {
+                let sent = match target {
+                    Target::Tag { tag_id } => {
+                        mass::send_all(tokens, account, Some(*tag_id), &send).await
+                    }
+                    Target::All => mass::send_all(tokens, account, None, &send).await,
+                    _ => mass::send_to(tokens, account, &recipients, &send).await,
+                };
+                match sent {
                     Ok(sent) => Outcome::Sent {
                         msg_id: sent.msg_id.to_string(),
                         msg_data_id: sent.msg_data_id,
-                        already_sent: sent.errcode == ALREADY_SENT,
+                        already_sent: sent.already_sent(),
                         fail_list: Vec::new(),
                     },
                     Err(e) => classify(e),

@@ -1,13 +1,25 @@
 //! The WeChat HTTP API client, for Official Accounts (`wechat.mp_api_base`) and WeCom
-//! (`wechat.work_api_base`).
+//! (`wechat.work_api_base`): this module is its core (one request, its retries and metrics, and
+//! the mapping of WeChat's errcodes to [`ApiError`]); its children are WeChat's own areas, one
+//! typed function per endpoint the gateway uses, with its request and answer structs:
+//!
+//! - [`token`]: the access tokens (`stable_token`, WeCom's `gettoken`), and [`oauth`]: the web
+//!   OAuth code exchange. These take the account's secret, not a token.
+//! - [`mass`] (Official Account mass sends), [`groupmsg`] (WeCom customer group messages),
+//!   [`menu`], [`tags`], [`user`] (user and external contact lookups), [`qrcode`] (parametric
+//!   QR codes, WeCom contact ways), [`welcome`] (WeCom contact welcomes) and [`message`] (a
+//!   message to one user). These go through the token authority
+//!   ([`crate::wechat::tokens::TokenAuthority`]), which adds the access token and calls once
+//!   more with a fresh one when WeChat rejects it, so a use case writes
+//!   `tags::create(&svc.tokens, &account, name)` and never sees a path or a JSON shape.
 //!
 //! Every call has a deadline (`wechat.timeout_ms`), is counted in
 //! `wgw_wechat_api_calls_total{account,api,errcode}` (one count per attempt; `errcode` is WeChat's
 //! code, `0` on success, or `network`/`timeout`/`http_<status>`/`bad_response` when no code came
 //! back), and is retried with capped, jittered backoff when the failure is transient: the network,
-//! a 5xx, or errcode -1 ("系统繁忙"). WeChat's other codes become typed [`ApiError`]s and are not
-//! retried here: a rejected token is the token authority's to handle
-//! ([`crate::wechat::tokens`]), a quota is reported, never looped on.
+//! a 5xx, or errcode -1 ("系统繁忙"), unless its endpoint is sent [`Attempts::Once`]. WeChat's
+//! other codes become typed [`ApiError`]s and are not retried here: a rejected token is the token
+//! authority's to handle ([`crate::wechat::tokens`]), a quota is reported, never looped on.
 //!
 //! Secrets travel in query strings (`access_token`, `corpsecret`) and request bodies (`secret`):
 //! no URL, query or body is ever logged, and reqwest's errors are stripped of their URL.
@@ -15,11 +27,22 @@
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::WechatConfig;
 use crate::domain::{Platform, Secret};
+
+pub mod groupmsg;
+pub mod mass;
+pub mod menu;
+pub mod message;
+pub mod oauth;
+pub mod qrcode;
+pub mod tags;
+pub mod token;
+pub mod user;
+pub mod welcome;
 
 /// A WeChat API failure, classified as the callers need it.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -104,69 +127,39 @@ impl RetryPolicy {
     }
 }
 
-/// An access token as WeChat issued it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AccessToken {
-    pub access_token: Secret,
-    /// Seconds from now (7200 as WeChat documents it).
-    pub expires_in: u64,
-}
-
-/// The answer of `cgi-bin/qrcode/create`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct QrTicket {
-    pub ticket: String,
-    /// Absent for permanent codes.
-    #[serde(default)]
-    pub expire_seconds: Option<u64>,
-    /// The URL the QR image encodes.
-    pub url: String,
-}
-
-/// The answer of `externalcontact/add_contact_way`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ContactWay {
-    pub config_id: String,
-    /// The URL of the QR code image (scene 2).
-    #[serde(default)]
-    pub qr_code: String,
-}
-
-/// The answer of WeCom's `message/send`: the recipients it could not reach.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct WorkSent {
-    #[serde(default)]
-    pub invaliduser: String,
-    #[serde(default)]
-    pub msgid: String,
-}
-
-/// The answer of `sns/oauth2/access_token` (web OAuth, issue 8): who opened the page. Its
-/// `access_token` (a web token, unrelated to the account's) is not kept.
-#[derive(Debug, Clone, Deserialize)]
-pub struct OAuthIdentity {
-    pub openid: String,
-    /// Only where the account is bound to an open platform (and, by WeChat's rule, mostly with
-    /// `snsapi_userinfo`); enrichment fills it otherwise.
-    #[serde(default)]
-    pub unionid: String,
-}
-
 /// An answer with nothing but errcode/errmsg (checked before this is decoded).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Empty {}
 
+/// A message of any type as the mass and group message APIs carry it:
+/// `{"msgtype": "<type>", "<type>": {...}}`, the body as the job stored it.
+#[derive(Debug, Clone, Copy)]
+pub struct Typed<'a> {
+    pub msgtype: &'a str,
+    pub body: &'a serde_json::Value,
+}
+
+impl Serialize for Typed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("msgtype", self.msgtype)?;
+        map.serialize_entry(self.msgtype, self.body)?;
+        map.end()
+    }
+}
+
 /// One request to WeChat. `query` and `body` may hold secrets: never logged.
-struct Request<'a> {
+struct Request<'a, B: ?Sized> {
     account: &'a str,
     platform: Platform,
     /// Metric label and log field, e.g. `qrcode/create`.
     api: &'static str,
     path: &'static str,
     query: Vec<(&'static str, &'a str)>,
-    body: Option<&'a serde_json::Value>,
-    /// One attempt only ([`Attempts::Once`]).
-    once: bool,
+    /// A POST of this as JSON, or a GET without one.
+    body: Option<&'a B>,
+    attempts: Attempts,
 }
 
 /// How often a call may be sent when the answer is a timeout, a 5xx or an errcode -1.
@@ -209,106 +202,11 @@ impl WeChatApi {
         &self.policy
     }
 
-    /// `cgi-bin/stable_token`: the Official Account token that other holders of the same appid
-    /// share; `force_refresh` invalidates the previous one (WeChat allows 20 a day, 30 s apart).
-    pub async fn stable_token(
-        &self,
-        account: &str,
-        app_id: &str,
-        secret: &Secret,
-        force_refresh: bool,
-    ) -> Result<AccessToken, ApiError> {
-        let body = serde_json::json!({
-            "grant_type": "client_credential",
-            "appid": app_id,
-            "secret": secret.expose(),
-            "force_refresh": force_refresh,
-        });
-        self.call(Request {
-            account,
-            platform: Platform::Mp,
-            api: "stable_token",
-            path: "/cgi-bin/stable_token",
-            query: Vec::new(),
-            body: Some(&body),
-            once: false,
-        })
-        .await
-    }
-
-    /// WeCom `cgi-bin/gettoken`: one token per corp and application secret.
-    pub async fn work_token(
-        &self,
-        account: &str,
-        corp_id: &str,
-        secret: &Secret,
-    ) -> Result<AccessToken, ApiError> {
-        self.call(Request {
-            account,
-            platform: Platform::Work,
-            api: "gettoken",
-            path: "/cgi-bin/gettoken",
-            query: vec![("corpid", corp_id), ("corpsecret", secret.expose())],
-            body: None,
-            once: false,
-        })
-        .await
-    }
-
-    /// `sns/oauth2/access_token`: exchanges the `code` that WeChat's web OAuth handed to the
-    /// follower's browser for the follower's openid (40029 invalid code, 40163 code already
-    /// used: a code is good for one exchange, within 5 minutes).
-    pub async fn oauth_identity(
-        &self,
-        account: &str,
-        app_id: &str,
-        secret: &Secret,
-        code: &str,
-    ) -> Result<OAuthIdentity, ApiError> {
-        self.call(Request {
-            account,
-            platform: Platform::Mp,
-            api: "sns/oauth2/access_token",
-            path: "/sns/oauth2/access_token",
-            query: vec![
-                ("appid", app_id),
-                ("secret", secret.expose()),
-                ("code", code),
-                ("grant_type", "authorization_code"),
-            ],
-            body: None,
-            once: false,
-        })
-        .await
-    }
-
-    /// A POST of JSON with `?access_token=`, as every action API of both platforms takes it.
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        account: &str,
-        platform: Platform,
-        api: &'static str,
-        path: &'static str,
-        token: &Secret,
-        body: &serde_json::Value,
-    ) -> Result<T, ApiError> {
-        self.with_token(
-            account,
-            platform,
-            api,
-            path,
-            token,
-            &[],
-            Some(body),
-            Attempts::Retried,
-        )
-        .await
-    }
-
     /// A call with `?access_token=` and `extra` query parameters (WeCom's `agentid`): a POST of
-    /// `body`, or a GET without one (the read and delete APIs of menus are GETs).
+    /// `body`, or a GET without one (the read and delete APIs of menus are GETs). Only the token
+    /// authority calls it, for the typed functions of this module's children.
     #[allow(clippy::too_many_arguments)]
-    pub async fn with_token<T: DeserializeOwned>(
+    pub(in crate::wechat) async fn with_token<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         account: &str,
         platform: Platform,
@@ -316,7 +214,7 @@ impl WeChatApi {
         path: &'static str,
         token: &Secret,
         extra: &[(&'static str, &str)],
-        body: Option<&serde_json::Value>,
+        body: Option<&B>,
         attempts: Attempts,
     ) -> Result<T, ApiError> {
         let mut query = vec![("access_token", token.expose())];
@@ -328,12 +226,15 @@ impl WeChatApi {
             path,
             query,
             body,
-            once: attempts == Attempts::Once,
+            attempts,
         })
         .await
     }
 
-    async fn call<T: DeserializeOwned>(&self, req: Request<'_>) -> Result<T, ApiError> {
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        req: Request<'_, B>,
+    ) -> Result<T, ApiError> {
         let base = match req.platform {
             Platform::Mp => &self.mp_base,
             Platform::Work => &self.work_base,
@@ -341,7 +242,7 @@ impl WeChatApi {
         let url = format!("{base}{}", req.path);
         let mut failures = 0;
         loop {
-            let (label, outcome) = self.attempt::<T>(&url, &req).await;
+            let (label, outcome) = self.attempt::<B, T>(&url, &req).await;
             metrics::counter!("wgw_wechat_api_calls_total",
                 "account" => req.account.to_owned(), "api" => req.api, "errcode" => label.clone())
             .increment(1);
@@ -355,7 +256,7 @@ impl WeChatApi {
                 Err(Attempt::Transient(e)) => e,
             };
             failures += 1;
-            if req.once || failures >= self.policy.attempts {
+            if req.attempts == Attempts::Once || failures >= self.policy.attempts {
                 let e = match transient {
                     ApiError::Busy { errmsg, .. } => ApiError::Busy {
                         attempts: failures,
@@ -379,10 +280,10 @@ impl WeChatApi {
     }
 
     /// One attempt: its metric label and its outcome.
-    async fn attempt<T: DeserializeOwned>(
+    async fn attempt<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         url: &str,
-        req: &Request<'_>,
+        req: &Request<'_, B>,
     ) -> (String, Result<T, Attempt>) {
         let builder = match req.body {
             Some(body) => self.http.post(url).json(body),
@@ -454,9 +355,9 @@ impl WeChatApi {
 }
 
 /// 45065 on a mass send: "a send with this clientmsgid exists (within 24 hours)". It carries the
-/// `msg_id` of that send, so it is an answer, not a failure: it is decoded like a success and
-/// the caller reads `errcode` from it (see `crate::services::broadcast`).
-pub const ALREADY_SENT: i64 = 45065;
+/// `msg_id` of that send, so it is an answer, not a failure: it is decoded like a success, and
+/// [`mass::Sent::already_sent`] reads it.
+const ALREADY_SENT: i64 = 45065;
 
 fn is_already_sent(errcode: i64, value: &serde_json::Value) -> bool {
     errcode == ALREADY_SENT && value.get("msg_id").is_some()
@@ -518,13 +419,15 @@ mod tests {
         .unwrap();
         let token = Secret::new("ACCESS-TOKEN-VALUE-1");
         let e = api
-            .post::<Empty>(
+            .with_token::<_, Empty>(
                 "acme",
                 Platform::Mp,
                 "x",
                 "/x",
                 &token,
-                &serde_json::json!({}),
+                &[],
+                Some(&serde_json::json!({})),
+                Attempts::Retried,
             )
             .await
             .unwrap_err();

@@ -1,0 +1,288 @@
+//! WeCom customer group messages (客户群发, `externalcontact/*groupmsg*`): a message becomes a
+//! task for the sending member (`add_msg_template`), who confirms it in WeCom; the lists and
+//! results tell what became of it, and `cancel_groupmsg_send` stops it for the members who have
+//! not sent it yet.
+//!
+//! `add_msg_template` is sent once ([`super::Attempts::Once`]): WeCom does not de-duplicate it, so a
+//! repeat would be a second task for the sender; a caller whose answer was lost looks for the
+//! send in `get_groupmsg_list_v2` and `get_groupmsg_send_result` instead.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Account;
+use crate::wechat::tokens::{TokenAuthority, TokenError};
+
+use super::{Empty, Typed};
+
+/// Most entries WeCom lists on one page of `get_groupmsg_send_result` and `get_groupmsg_task`.
+const RESULT_PAGE: u32 = 1000;
+/// Most group messages on one page of `get_groupmsg_list_v2`.
+const LIST_PAGE: u32 = 100;
+
+/// The answer of `add_msg_template`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Template {
+    pub msgid: String,
+    /// The external contacts the message cannot reach.
+    #[serde(default)]
+    pub fail_list: Vec<String>,
+}
+
+/// A page of `get_groupmsg_list_v2`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupMsgList {
+    #[serde(default)]
+    pub group_msg_list: Vec<GroupMsg>,
+    /// Empty on the last page.
+    #[serde(default)]
+    pub next_cursor: String,
+}
+
+/// A group message as `get_groupmsg_list_v2` shows it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupMsg {
+    pub msgid: String,
+    #[serde(default)]
+    pub text: Option<Value>,
+    #[serde(default)]
+    pub attachments: Vec<Value>,
+}
+
+/// A page of `get_groupmsg_send_result`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SendResult {
+    #[serde(default)]
+    pub send_list: Vec<SendEntry>,
+    /// Empty on the last page.
+    #[serde(default)]
+    pub next_cursor: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SendEntry {
+    #[serde(default)]
+    pub external_userid: String,
+}
+
+/// The answer of `get_groupmsg_task`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tasks {
+    #[serde(default)]
+    pub task_list: Vec<Task>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Task {
+    pub userid: String,
+    /// 2: the member sent (confirmed) it.
+    #[serde(default)]
+    pub status: i64,
+}
+
+#[derive(Serialize)]
+struct AddMsgTemplate<'a> {
+    chat_type: &'static str,
+    external_userid: &'a [String],
+    sender: &'a str,
+    /// A text message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a Value>,
+    /// Any other message: an attachment.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    attachments: Vec<Typed<'a>>,
+}
+
+#[derive(Serialize)]
+struct ListV2<'a> {
+    chat_type: &'static str,
+    start_time: u64,
+    end_time: u64,
+    /// 0: created by anyone.
+    filter_type: u8,
+    limit: u32,
+    cursor: &'a str,
+}
+
+#[derive(Serialize)]
+struct SendResultQuery<'a> {
+    msgid: &'a str,
+    userid: &'a str,
+    limit: u32,
+    cursor: &'a str,
+}
+
+#[derive(Serialize)]
+struct TaskQuery<'a> {
+    msgid: &'a str,
+    limit: u32,
+}
+
+#[derive(Serialize)]
+struct Cancel<'a> {
+    msgid: &'a str,
+}
+
+impl<'a> AddMsgTemplate<'a> {
+    fn new(sender: &'a str, external_userids: &'a [String], message: Typed<'a>) -> Self {
+        let (text, attachments) = match message.msgtype {
+            "text" => (Some(message.body), Vec::new()),
+            _ => (None, vec![message]),
+        };
+        Self {
+            chat_type: "single",
+            external_userid: external_userids,
+            sender,
+            text,
+            attachments,
+        }
+    }
+}
+
+/// `cgi-bin/externalcontact/add_msg_template`: `message` to `external_userids`, as a task for
+/// the member `sender`. Sent once (see the module comment).
+pub async fn add_msg_template(
+    tokens: &TokenAuthority,
+    account: &Account,
+    sender: &str,
+    external_userids: &[String],
+    message: Typed<'_>,
+) -> Result<Template, TokenError> {
+    tokens
+        .post_once(
+            account,
+            "externalcontact/add_msg_template",
+            "/cgi-bin/externalcontact/add_msg_template",
+            &AddMsgTemplate::new(sender, external_userids, message),
+        )
+        .await
+}
+
+/// `cgi-bin/externalcontact/get_groupmsg_list_v2`: a page of the one-to-one group messages
+/// created between `start_time` and `end_time` (unix seconds) by anyone, from `cursor` (empty:
+/// the first page).
+pub async fn get_groupmsg_list_v2(
+    tokens: &TokenAuthority,
+    account: &Account,
+    start_time: u64,
+    end_time: u64,
+    cursor: &str,
+) -> Result<GroupMsgList, TokenError> {
+    let body = ListV2 {
+        chat_type: "single",
+        start_time,
+        end_time,
+        filter_type: 0,
+        limit: LIST_PAGE,
+        cursor,
+    };
+    tokens
+        .post(
+            account,
+            "externalcontact/get_groupmsg_list_v2",
+            "/cgi-bin/externalcontact/get_groupmsg_list_v2",
+            &body,
+        )
+        .await
+}
+
+/// `cgi-bin/externalcontact/get_groupmsg_send_result`: a page of whom the member `userid` sent
+/// the group message `msgid` to, from `cursor` (empty: the first page).
+pub async fn get_groupmsg_send_result(
+    tokens: &TokenAuthority,
+    account: &Account,
+    msgid: &str,
+    userid: &str,
+    cursor: &str,
+) -> Result<SendResult, TokenError> {
+    let body = SendResultQuery {
+        msgid,
+        userid,
+        limit: RESULT_PAGE,
+        cursor,
+    };
+    tokens
+        .post(
+            account,
+            "externalcontact/get_groupmsg_send_result",
+            "/cgi-bin/externalcontact/get_groupmsg_send_result",
+            &body,
+        )
+        .await
+}
+
+/// `cgi-bin/externalcontact/get_groupmsg_task`: which members have sent the group message.
+pub async fn get_groupmsg_task(
+    tokens: &TokenAuthority,
+    account: &Account,
+    msgid: &str,
+) -> Result<Tasks, TokenError> {
+    let body = TaskQuery {
+        msgid,
+        limit: RESULT_PAGE,
+    };
+    tokens
+        .post(
+            account,
+            "externalcontact/get_groupmsg_task",
+            "/cgi-bin/externalcontact/get_groupmsg_task",
+            &body,
+        )
+        .await
+}
+
+/// `cgi-bin/externalcontact/cancel_groupmsg_send`: stops the group message for the members
+/// who have not sent it yet.
+pub async fn cancel_groupmsg_send(
+    tokens: &TokenAuthority,
+    account: &Account,
+    msgid: &str,
+) -> Result<Empty, TokenError> {
+    tokens
+        .post(
+            account,
+            "externalcontact/cancel_groupmsg_send",
+            "/cgi-bin/externalcontact/cancel_groupmsg_send",
+            &Cancel { msgid },
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_text_goes_as_text_and_anything_else_as_an_attachment() {
+        let users = ["wm1".to_owned()];
+        let text = json!({"content": "hi"});
+        let t = AddMsgTemplate::new(
+            "zhangsan",
+            &users,
+            Typed {
+                msgtype: "text",
+                body: &text,
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(&t).unwrap(),
+            json!({"chat_type": "single", "external_userid": ["wm1"], "sender": "zhangsan",
+                "text": {"content": "hi"}})
+        );
+        let image = json!({"media_id": "M"});
+        let i = AddMsgTemplate::new(
+            "zhangsan",
+            &users,
+            Typed {
+                msgtype: "image",
+                body: &image,
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(&i).unwrap(),
+            json!({"chat_type": "single", "external_userid": ["wm1"], "sender": "zhangsan",
+                "attachments": [{"msgtype": "image", "image": {"media_id": "M"}}]})
+        );
+    }
+}
