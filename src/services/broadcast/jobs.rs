@@ -1,0 +1,425 @@
+//! The job use cases both transports call: create (check the request, plan its batches, and
+//! persist everything before the runner sends anything), read, cancel, preview and delete.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::Account;
+use crate::domain::broadcast::{
+    batch_client_msg_id, is_open_id, plan_batches, plan_external_batches, Audience,
+    ExternalAudience, MassMessage,
+};
+use crate::domain::Platform;
+use crate::error::AdminError;
+use crate::services::Services;
+use crate::store::{DocWrite, StoreError};
+
+use super::model::{
+    unix_now, Batch, BatchResult, BatchStatus, Job, Target, ACTIVE, CMID, JOB, RECIPIENTS, RESULT,
+};
+use super::persist::{batch_key, load_job, new_job_id, update_job};
+use super::views::{view, JobView};
+
+/// Longest caller `client_msg_id`.
+const MAX_CALLER_ID: usize = 128;
+
+/// A broadcast request as either transport received it; checked in [`create_job`].
+#[derive(Debug, Clone)]
+pub struct SendBroadcast {
+    pub audience: Value,
+    pub message: Value,
+    pub client_msg_id: Option<String>,
+}
+
+/// What a valid request turns into.
+struct Plan {
+    target: Target,
+    message: MassMessage,
+    /// The recipients of each batch; one empty batch for a tag or everyone.
+    batches: Vec<Vec<String>>,
+}
+
+fn plan(account: &Account, req: &SendBroadcast) -> Result<Plan, AdminError> {
+    let v = AdminError::Validation;
+    match account.platform {
+        Platform::Mp => {
+            let message = MassMessage::parse(&req.message).map_err(v)?;
+            let (target, batches) = match Audience::parse(&req.audience).map_err(v)? {
+                Audience::Tag(tag_id) => (Target::Tag { tag_id }, vec![Vec::new()]),
+                Audience::All => (Target::All, vec![Vec::new()]),
+                Audience::OpenIds(ids) => (Target::OpenIds, plan_batches(&ids).map_err(v)?),
+            };
+            Ok(Plan {
+                target,
+                message,
+                batches,
+            })
+        }
+        Platform::Work => {
+            let audience = ExternalAudience::parse(&req.audience).map_err(v)?;
+            let message = MassMessage::parse(&req.message).map_err(v)?;
+            if !matches!(message.msgtype, "text" | "image") {
+                return Err(AdminError::Validation(format!(
+                    "message type {:?} cannot be sent to WeCom external contacts here; the \
+                     types are text and image (externalcontact/add_msg_template)",
+                    message.msgtype
+                )));
+            }
+            Ok(Plan {
+                target: Target::External {
+                    sender: audience.sender,
+                },
+                message,
+                batches: plan_external_batches(&audience.external_user_ids).map_err(v)?,
+            })
+        }
+    }
+}
+
+fn check_caller_id(id: &str) -> Result<(), AdminError> {
+    if id.is_empty()
+        || id.len() > MAX_CALLER_ID
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return Err(AdminError::Validation(format!(
+            "client_msg_id must be 1 to {MAX_CALLER_ID} characters of letters, digits, '-', \
+             '_', '.' and ':'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the request, persists the job and its batches, and wakes the runner. The same
+/// `client_msg_id` again answers the job it made, and sends nothing (`false`).
+#[tracing::instrument(skip_all, fields(account = account_id, actor = actor))]
+pub async fn create_job(
+    svc: &Services,
+    account_id: &str,
+    actor: &str,
+    req: SendBroadcast,
+) -> Result<(JobView, bool), AdminError> {
+    let account = svc.account(account_id)?.clone();
+    let plan = plan(&account, &req)?;
+    if let Some(id) = &req.client_msg_id {
+        check_caller_id(id)?;
+    }
+    let store = &*svc.store;
+    let mut job_id = new_job_id();
+    if let Some(id) = &req.client_msg_id {
+        if !store
+            .put_doc(
+                account_id,
+                CMID,
+                id,
+                job_id.as_bytes(),
+                DocWrite::IfAbsent,
+                None,
+            )
+            .await?
+        {
+            // Another request with this id claimed a job id: that is the job. If its creator
+            // died before writing the job, this request finishes writing it.
+            let claimed = store.doc(account_id, CMID, id).await?.ok_or_else(|| {
+                AdminError::Conflict(format!(
+                    "client_msg_id {id:?} is being used by a request in progress; try again"
+                ))
+            })?;
+            job_id = String::from_utf8(claimed)
+                .map_err(|_| StoreError::Corrupt("a bcast-cmid document".into()))?;
+        }
+    }
+    if let Some((job, _)) = load_job(store, account_id, &job_id).await? {
+        return Ok((view(store, account_id, &account, &job).await?, false));
+    }
+    for (i, recipients) in plan.batches.iter().enumerate() {
+        if !recipients.is_empty() {
+            let bytes = serde_json::to_vec(recipients).expect("a list of strings serializes");
+            store
+                .put_doc(
+                    account_id,
+                    RECIPIENTS,
+                    &batch_key(&job_id, i),
+                    &bytes,
+                    DocWrite::IfAbsent,
+                    None,
+                )
+                .await?;
+        }
+    }
+    let job = Job {
+        client_msg_id: req.client_msg_id.clone(),
+        actor: actor.to_owned(),
+        created_at: unix_now(),
+        target: plan.target,
+        msgtype: plan.message.msgtype.to_owned(),
+        body: plan.message.body,
+        ignore_reprint: plan.message.ignore_reprint,
+        batches: plan
+            .batches
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Batch {
+                client_msg_id: batch_client_msg_id(&job_id, i),
+                size: r.len(),
+                status: BatchStatus::Queued,
+                attempts: 0,
+                msg_id: None,
+                msg_data_id: None,
+                sent_at: None,
+                already_sent: false,
+                reconciled: false,
+                attempt_started_at: None,
+                error: None,
+                fail_list: Vec::new(),
+                checked_at: None,
+                deleted: false,
+            })
+            .collect(),
+        job_id: job_id.clone(),
+        cancelled_at: None,
+        cancelled_by: None,
+    };
+    // Active first: a job that exists is always one the runner will find.
+    store
+        .put_doc(account_id, ACTIVE, &job_id, b"1", DocWrite::Always, None)
+        .await?;
+    let bytes = serde_json::to_vec(&job).expect("a job serializes");
+    let created = store
+        .put_doc(account_id, JOB, &job_id, &bytes, DocWrite::IfAbsent, None)
+        .await?;
+    let (job, _) = load_job(store, account_id, &job_id)
+        .await?
+        .ok_or_else(|| StoreError::Unavailable("the job just written is not there".into()))?;
+    if created {
+        tracing::info!(job_id = %job_id, batches = job.batches.len(), msgtype = %job.msgtype,
+            "broadcast job created");
+        svc.broadcasts.kick.notify_one();
+    }
+    Ok((view(store, account_id, &account, &job).await?, created))
+}
+
+/// The job and every batch, with the results WeChat reported.
+pub async fn get_job(
+    svc: &Services,
+    account_id: &str,
+    job_id: &str,
+) -> Result<JobView, AdminError> {
+    let account = svc.account(account_id)?.clone();
+    let (job, _) = load_job(&*svc.store, account_id, job_id)
+        .await?
+        .ok_or_else(|| not_found(job_id))?;
+    Ok(view(&*svc.store, account_id, &account, &job).await?)
+}
+
+/// Cancels a job: its queued batches are never sent; a batch being sent finishes its attempt
+/// (it cannot be undone) and keeps its result. Idempotent: a cancelled job answers its view
+/// again. A job with nothing left to send is a conflict.
+#[tracing::instrument(skip_all, fields(account = account_id, job_id = job_id, actor = actor))]
+pub async fn cancel_job(
+    svc: &Services,
+    account_id: &str,
+    job_id: &str,
+    actor: &str,
+) -> Result<JobView, AdminError> {
+    let account = svc.account(account_id)?.clone();
+    let store = &*svc.store;
+    let now = unix_now();
+    let mut cancelled_now = false;
+    // Compare-and-swap against the runners' writes: a batch the runner marked `sending` first
+    // stays `sending` (its attempt is in flight), every other pending batch is cancelled.
+    let job = update_job(store, account_id, job_id, |j| {
+        cancelled_now = false;
+        let pending = j
+            .batches
+            .iter()
+            .any(|b| matches!(b.status, BatchStatus::Queued | BatchStatus::Sending));
+        if j.cancelled_at.is_none() && pending {
+            j.cancelled_at = Some(now);
+            j.cancelled_by = Some(actor.to_owned());
+            for b in &mut j.batches {
+                if b.status == BatchStatus::Queued {
+                    b.status = BatchStatus::Cancelled;
+                }
+            }
+            cancelled_now = true;
+        }
+    })
+    .await?;
+    let view = view(store, account_id, &account, &job).await?;
+    if job.cancelled_at.is_none() {
+        return Err(AdminError::Precondition(format!(
+            "broadcast job {job_id:?} has nothing left to send (it is {}): only a queued or \
+             sending job can be cancelled",
+            view.status
+        )));
+    }
+    if cancelled_now {
+        tracing::info!("broadcast job cancelled");
+    }
+    Ok(view)
+}
+
+/// `mass/preview`: the message to one follower, to check it before a broadcast.
+#[tracing::instrument(skip_all, fields(account = account_id))]
+pub async fn preview(
+    svc: &Services,
+    account_id: &str,
+    open_id: &str,
+    message: &Value,
+) -> Result<Option<i64>, AdminError> {
+    let account = svc.account(account_id)?.clone();
+    mp_only(&account, "preview")?;
+    if !is_open_id(open_id) {
+        return Err(AdminError::Validation(
+            "open_id must be an openid (1 to 64 characters of letters, digits, '-' and '_')".into(),
+        ));
+    }
+    let message = MassMessage::parse(message).map_err(AdminError::Validation)?;
+    let mut body = json!({ "touser": open_id, "msgtype": message.msgtype });
+    body[message.msgtype] = message.body;
+    #[derive(Deserialize)]
+    struct Previewed {
+        #[serde(default)]
+        msg_id: Option<i64>,
+    }
+    let answer: Previewed = svc
+        .tokens
+        .post(
+            &account,
+            "mass/preview",
+            "/cgi-bin/message/mass/preview",
+            &body,
+        )
+        .await?;
+    Ok(answer.msg_id)
+}
+
+/// `mass/delete` of every sent batch: WeChat then shows the articles as deleted (it deletes
+/// only mpnews and mpvideo mass sends, and only once they were sent). On WeCom, the group
+/// message of every batch is cancelled for the members who have not sent it.
+#[tracing::instrument(skip_all, fields(account = account_id, job_id = job_id))]
+pub async fn delete_job(
+    svc: &Services,
+    account_id: &str,
+    job_id: &str,
+) -> Result<JobView, AdminError> {
+    let account = svc.account(account_id)?.clone();
+    let store = &*svc.store;
+    let (job, _) = load_job(store, account_id, job_id)
+        .await?
+        .ok_or_else(|| not_found(job_id))?;
+    let mp = account.platform == Platform::Mp;
+    if mp && !matches!(job.msgtype.as_str(), "mpnews" | "mpvideo") {
+        return Err(AdminError::Validation(format!(
+            "WeChat deletes only mpnews and mpvideo mass sends (mass/delete); this job sent {}",
+            job.msgtype
+        )));
+    }
+    if job
+        .batches
+        .iter()
+        .any(|b| matches!(b.status, BatchStatus::Queued | BatchStatus::Sending))
+    {
+        return Err(AdminError::Precondition(
+            "the job is still sending; delete it once every batch is sent".into(),
+        ));
+    }
+    for (i, batch) in job.batches.iter().enumerate() {
+        let Some(msg_id) = batch.msg_id.as_deref().filter(|_| !batch.deleted) else {
+            continue;
+        };
+        if !mp {
+            cancel_group_message(svc, &account, job_id, i, msg_id).await?;
+            continue;
+        }
+        let msg_id: i64 = msg_id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("batch {i} has msg_id {msg_id:?}")))?;
+        let _: crate::wechat::api::Empty = svc
+            .tokens
+            .post(
+                &account,
+                "mass/delete",
+                "/cgi-bin/message/mass/delete",
+                &json!({ "msg_id": msg_id, "article_idx": 0 }),
+            )
+            .await?;
+        update_job(store, account_id, job_id, |j| j.batches[i].deleted = true).await?;
+    }
+    tracing::info!("broadcast deleted");
+    get_job(svc, account_id, job_id).await
+}
+
+/// WeCom's nearest to a delete: `externalcontact/cancel_groupmsg_send` stops the group
+/// message for the members who have not sent it yet. Its result is final ("cancelled"), so
+/// the job no longer waits for their confirmation.
+async fn cancel_group_message(
+    svc: &Services,
+    account: &Account,
+    job_id: &str,
+    batch: usize,
+    msgid: &str,
+) -> Result<(), AdminError> {
+    let account_id = account.id.as_str();
+    let _: crate::wechat::api::Empty = svc
+        .tokens
+        .post(
+            account,
+            "externalcontact/cancel_groupmsg_send",
+            "/cgi-bin/externalcontact/cancel_groupmsg_send",
+            &json!({ "msgid": msgid }),
+        )
+        .await?;
+    let result = BatchResult {
+        status: "cancelled".into(),
+        source: "cancel_groupmsg_send".into(),
+        at: unix_now(),
+        ..Default::default()
+    };
+    let bytes = serde_json::to_vec(&result).expect("a result serializes");
+    svc.store
+        .put_doc(
+            account_id,
+            RESULT,
+            &batch_key(job_id, batch),
+            &bytes,
+            DocWrite::Always,
+            None,
+        )
+        .await?;
+    update_job(&*svc.store, account_id, job_id, |j| {
+        j.batches[batch].deleted = true
+    })
+    .await?;
+    Ok(())
+}
+
+fn mp_only(account: &Account, what: &str) -> Result<(), AdminError> {
+    match account.platform {
+        Platform::Mp => Ok(()),
+        Platform::Work => Err(AdminError::Validation(format!(
+            "account {:?} is a WeCom application: broadcast {what} is an Official Account \
+             feature (mass/{what})",
+            account.id.as_str()
+        ))),
+    }
+}
+
+pub(super) fn not_found(job_id: &str) -> AdminError {
+    AdminError::NotFound(format!("no broadcast job {job_id:?} on this account"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_ids_are_checked() {
+        assert!(check_caller_id("crm-2026-12-01:campaign.7").is_ok());
+        assert!(check_caller_id("").is_err());
+        assert!(check_caller_id("a b").is_err());
+        assert!(check_caller_id(&"x".repeat(129)).is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! The stored shapes of a broadcast job: the document kinds, the job and the state of each
+//! batch, what WeChat reported for a batch, and the index from WeChat's msg_id back to its
+//! batch. Each is JSON in one of the store's documents (the module documentation says which).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub(super) const JOB: &str = "bcast-job";
+pub(super) const RECIPIENTS: &str = "bcast-batch";
+pub(super) const CMID: &str = "bcast-cmid";
+pub(super) const ACTIVE: &str = "bcast-active";
+pub(super) const MSGID: &str = "bcast-msgid";
+pub(super) const RESULT: &str = "bcast-result";
+pub(crate) const LEASE: &str = "bcast-lease";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum Target {
+    Tag { tag_id: u64 },
+    All,
+    OpenIds,
+    External { sender: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum BatchStatus {
+    Queued,
+    Sending,
+    Sent,
+    Failed,
+    /// The job was cancelled before this batch was sent.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Batch {
+    pub(super) client_msg_id: String,
+    /// Recipients; 0 for a tag or everyone (WeChat counts them).
+    pub(super) size: usize,
+    pub(super) status: BatchStatus,
+    pub(super) attempts: u32,
+    /// WeChat's msg_id (a number on Official Accounts, WeCom's msgid string).
+    #[serde(default)]
+    pub(super) msg_id: Option<String>,
+    #[serde(default)]
+    pub(super) msg_data_id: Option<i64>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub(super) sent_at: Option<u64>,
+    /// WeChat answered 45065: the batch had been sent already (by an attempt whose answer was
+    /// lost); its msg_id is that send's.
+    #[serde(default)]
+    pub(super) already_sent: bool,
+    /// WeCom: the send of an attempt whose answer was lost, found by [`Runner::reconcile`]
+    /// (`already_sent` is set too).
+    #[serde(default)]
+    pub(super) reconciled: bool,
+    /// Unix seconds when the first attempt started, persisted before the call: a WeCom
+    /// reconcile searches WeCom's record from there on, so its window covers every attempt.
+    #[serde(default)]
+    pub(super) attempt_started_at: Option<u64>,
+    /// The last failure (errcode and errmsg), kept while retrying and when failed.
+    #[serde(default)]
+    pub(super) error: Option<String>,
+    /// WeCom: external contacts the message cannot reach (`fail_list`).
+    #[serde(default)]
+    pub(super) fail_list: Vec<String>,
+    /// Unix seconds of the last `mass/get` / `get_groupmsg_task` check.
+    #[serde(default)]
+    pub(super) checked_at: Option<u64>,
+    #[serde(default)]
+    pub(super) deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Job {
+    pub(super) job_id: String,
+    pub(super) actor: String,
+    pub(super) created_at: u64,
+    #[serde(default)]
+    pub(super) client_msg_id: Option<String>,
+    pub(super) target: Target,
+    pub(super) msgtype: String,
+    pub(super) body: Value,
+    pub(super) ignore_reprint: bool,
+    pub(super) batches: Vec<Batch>,
+    /// Unix seconds of the cancel, and who cancelled.
+    #[serde(default)]
+    pub(super) cancelled_at: Option<u64>,
+    #[serde(default)]
+    pub(super) cancelled_by: Option<String>,
+}
+
+/// What WeChat reported for a batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct BatchResult {
+    /// MASSSENDJOBFINISH `Status` ("send success", "err(10001)", ...), `mass/get`'s
+    /// `msg_status` (SEND_SUCCESS, SEND_FAIL, DELETE), or on WeCom "confirmed" / "pending".
+    pub(super) status: String,
+    #[serde(default)]
+    pub(super) total: Option<i64>,
+    #[serde(default)]
+    pub(super) filtered: Option<i64>,
+    #[serde(default)]
+    pub(super) sent: Option<i64>,
+    #[serde(default)]
+    pub(super) errors: Option<i64>,
+    /// "callback", "mass/get" or "get_groupmsg_task".
+    pub(super) source: String,
+    /// WeCom: members who have not yet confirmed the group message.
+    #[serde(default)]
+    pub(super) pending_confirmation: Vec<String>,
+    pub(super) at: u64,
+}
+
+impl BatchResult {
+    /// Whether nothing more will come: on WeCom only once every member confirmed.
+    pub(super) fn is_final(&self) -> bool {
+        self.source != "get_groupmsg_task" || self.pending_confirmation.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct MsgIndex {
+    pub(super) job_id: String,
+    pub(super) batch: usize,
+}
+
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,488 @@
+//! What WeChat reports back, matched to the batches: MASSSENDJOBFINISH callbacks (the
+//! forwarder's side, [`attach_to_jobs`]), the runner's `mass/get` and `get_groupmsg_task`
+//! checks of sent batches, and the WeCom reconcile of a batch whose send answer was lost.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Account;
+use crate::domain::Platform;
+use crate::error::AdminError;
+use crate::pb::{self, event::Kind};
+use crate::store::{DocWrite, Store, StoreError};
+
+use super::model::{unix_now, BatchResult, Job, MsgIndex, Target, MSGID, RESULT};
+use super::persist::{batch_key, decode_result, load_job, update_job};
+use super::runner::{classify, Outcome, Runner, Turn};
+
+/// Slack on each side of a reconcile window, for the clocks of WeCom and this host.
+const CLOCK_SKEW: u64 = 300;
+/// The widest reconcile window: `get_groupmsg_list_v2` takes at most a month (93338).
+const MAX_WINDOW: u64 = 28 * 24 * 3600;
+/// Pages read before a reconcile gives up (and tries again later): 100 messages a page.
+const MAX_PAGES: usize = 1000;
+
+// ---- the forwarder's side --------------------------------------------------------------------
+
+/// For every MASSSENDJOBFINISH whose msg_id is a batch of a job: sets `broadcast_job_id` and
+/// records the batch's result. A lookup that fails leaves the event as it is (and is logged):
+/// delivery never waits or fails because of it, and the runner's `mass/get` check covers the
+/// result.
+pub async fn attach_to_jobs(store: &dyn Store, events: &mut [pb::Event]) {
+    for event in events.iter_mut() {
+        let Some(Kind::MassSendFinished(m)) = &event.kind else {
+            continue;
+        };
+        let found = match store
+            .doc(&event.account_id, MSGID, &m.msg_id.to_string())
+            .await
+        {
+            Ok(Some(bytes)) => serde_json::from_slice::<MsgIndex>(&bytes).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(event_id = %event.id, error = %e,
+                    "cannot look up the broadcast of a MASSSENDJOBFINISH");
+                None
+            }
+        };
+        let Some(index) = found else { continue };
+        let result = BatchResult {
+            status: m.status.clone(),
+            total: Some(m.total_count),
+            filtered: Some(m.filter_count),
+            sent: Some(m.sent_count),
+            errors: Some(m.error_count),
+            source: "callback".into(),
+            pending_confirmation: Vec::new(),
+            at: unix_now(),
+        };
+        let bytes = serde_json::to_vec(&result).expect("a result serializes");
+        // Always: a retried delivery writes the same, and the callback's report replaces a
+        // mass/get status.
+        if let Err(e) = store
+            .put_doc(
+                &event.account_id,
+                RESULT,
+                &batch_key(&index.job_id, index.batch),
+                &bytes,
+                DocWrite::Always,
+                None,
+            )
+            .await
+        {
+            tracing::warn!(event_id = %event.id, error = %e, "cannot record a broadcast result");
+        }
+        event.broadcast_job_id = index.job_id;
+    }
+}
+
+/// What WeCom's record says about a batch in doubt.
+pub(super) enum Reconciled {
+    /// The lost attempt created this group message.
+    Found(String),
+    /// No group message of this batch: the attempt did not land.
+    NotLanded,
+}
+impl Runner {
+    /// WeCom: whether an earlier attempt of batch `i`, whose answer was lost, created the
+    /// group message. `add_msg_template` has no idempotency key, so WeCom's own record is read
+    /// (developer.work.weixin.qq.com/document/path/93338):
+    ///
+    /// - `get_groupmsg_list_v2` (`chat_type` single, `start_time`/`end_time` in unix seconds,
+    ///   at most a month apart, `filter_type` 0 = created by the enterprise, which is what the
+    ///   API creates, `limit` at most 100, `cursor` → `next_cursor`, empty on the last page)
+    ///   lists the group messages created since the first attempt. Not filtered by `creator`:
+    ///   the page documents that messages created through the API do not carry one, so a
+    ///   `creator` filter could hide the very message looked for.
+    /// - A candidate has this job's content (`text.content`, or the image's `media_id` in
+    ///   `attachments`) and a msgid no other batch recorded (`bcast-msgid`).
+    /// - `get_groupmsg_send_result` (`msgid`, `userid` = the sender, `limit` at most 1000,
+    ///   `cursor`) lists its `send_list` (`external_userid`, `userid`, `status`): it is this
+    ///   batch's send when every contact listed is one of this batch's recipients. The batches
+    ///   of a job are disjoint, so a message of another batch, or of another job to other
+    ///   contacts, has a contact that is not ours.
+    ///
+    /// Every page is read before concluding: a failed read is `Err(Retry)` (nothing is sent
+    /// while unsure), a refused list `Err(Failed)`.
+    pub(super) async fn reconcile(
+        &self,
+        account: &Account,
+        job: &Job,
+        i: usize,
+    ) -> Result<Reconciled, Outcome> {
+        let Target::External { sender } = &job.target else {
+            return Ok(Reconciled::NotLanded);
+        };
+        let id = account.id.as_str();
+        let recipients: HashSet<String> = self.recipients(id, job, i).await?.into_iter().collect();
+        let since = job.batches[i].attempt_started_at.unwrap_or(job.created_at);
+        let end = unix_now() + CLOCK_SKEW;
+        let start = since
+            .saturating_sub(CLOCK_SKEW)
+            .max(end.saturating_sub(MAX_WINDOW));
+        #[derive(Deserialize)]
+        struct GroupMsg {
+            msgid: String,
+            #[serde(default)]
+            text: Option<Value>,
+            #[serde(default)]
+            attachments: Vec<Value>,
+        }
+        #[derive(Deserialize)]
+        struct GroupMsgList {
+            #[serde(default)]
+            group_msg_list: Vec<GroupMsg>,
+            #[serde(default)]
+            next_cursor: String,
+        }
+        let mut cursor = String::new();
+        for _ in 0..MAX_PAGES {
+            let list: GroupMsgList = self
+                .svc
+                .tokens
+                .post(
+                    account,
+                    "externalcontact/get_groupmsg_list_v2",
+                    "/cgi-bin/externalcontact/get_groupmsg_list_v2",
+                    &json!({
+                        "chat_type": "single",
+                        "start_time": start,
+                        "end_time": end,
+                        "filter_type": 0,
+                        "limit": 100,
+                        "cursor": cursor,
+                    }),
+                )
+                .await
+                .map_err(classify)?;
+            for m in list.group_msg_list {
+                if !same_content(job, m.text.as_ref(), &m.attachments) {
+                    continue;
+                }
+                match self.store().doc(id, MSGID, &m.msgid).await {
+                    Ok(Some(bytes)) => {
+                        let ours = serde_json::from_slice::<MsgIndex>(&bytes)
+                            .is_ok_and(|x| x.job_id == job.job_id && x.batch == i);
+                        if ours {
+                            // Recorded before a crash that came before the job's update.
+                            return Ok(Reconciled::Found(m.msgid));
+                        }
+                        continue; // another batch's send
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Outcome::Retry(e.to_string())),
+                }
+                if self
+                    .sends_to(account, sender, &m.msgid, &recipients)
+                    .await?
+                {
+                    tracing::info!(account = id, job_id = %job.job_id, batch = i,
+                        msgid = %m.msgid, "a lost WeCom group message was found");
+                    return Ok(Reconciled::Found(m.msgid));
+                }
+            }
+            if list.next_cursor.is_empty() {
+                return Ok(Reconciled::NotLanded);
+            }
+            cursor = list.next_cursor;
+        }
+        Err(Outcome::Retry(format!(
+            "get_groupmsg_list_v2 had more than {MAX_PAGES} pages; not sent again while unsure"
+        )))
+    }
+
+    /// Whether the group message `msgid` goes, in `sender`'s name, to this batch's recipients
+    /// only (`get_groupmsg_send_result`, every page). A refusal means the sender has no task
+    /// in that message, so it is not ours; a failed read is `Err(Retry)`.
+    async fn sends_to(
+        &self,
+        account: &Account,
+        sender: &str,
+        msgid: &str,
+        recipients: &HashSet<String>,
+    ) -> Result<bool, Outcome> {
+        #[derive(Deserialize)]
+        struct Sent {
+            #[serde(default)]
+            external_userid: String,
+        }
+        #[derive(Deserialize)]
+        struct SendResult {
+            #[serde(default)]
+            send_list: Vec<Sent>,
+            #[serde(default)]
+            next_cursor: String,
+        }
+        let mut cursor = String::new();
+        let mut any = false;
+        for _ in 0..MAX_PAGES {
+            let page: SendResult = match self
+                .svc
+                .tokens
+                .post(
+                    account,
+                    "externalcontact/get_groupmsg_send_result",
+                    "/cgi-bin/externalcontact/get_groupmsg_send_result",
+                    &json!({ "msgid": msgid, "userid": sender, "limit": 1000, "cursor": cursor }),
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    return match classify(e) {
+                        Outcome::Failed(_) => Ok(false),
+                        other => Err(other),
+                    }
+                }
+            };
+            for s in &page.send_list {
+                if !recipients.contains(&s.external_userid) {
+                    return Ok(false);
+                }
+                any = true;
+            }
+            if page.next_cursor.is_empty() {
+                return Ok(any);
+            }
+            cursor = page.next_cursor;
+        }
+        Err(Outcome::Retry(format!(
+            "get_groupmsg_send_result had more than {MAX_PAGES} pages; not sent again while unsure"
+        )))
+    }
+
+    /// Sent batches without a final result get checked once `check_after` passed since they
+    /// were sent (or last checked). `Done` once every sent batch has its final result.
+    pub(super) async fn check_results(
+        &mut self,
+        account: &Arc<Account>,
+        job_id: &str,
+        held: &CancellationToken,
+    ) -> Result<Turn, AdminError> {
+        let id = account.id.as_str();
+        let Some((job, _)) = load_job(self.store(), id, job_id).await? else {
+            return Ok(Turn::Later);
+        };
+        let check_after = self.cfg().check_after.as_secs();
+        let now = unix_now();
+        // The earliest next check, in seconds from now.
+        let mut open: Option<u64> = None;
+        let mut wait = |secs: u64| open = Some(open.map_or(secs, |o: u64| o.min(secs)));
+        for (i, batch) in job.batches.iter().enumerate() {
+            let Some(msg_id) = batch.msg_id.as_deref() else {
+                continue; // failed or cancelled
+            };
+            let key = batch_key(job_id, i);
+            let stored = self.store().doc(id, RESULT, &key).await?;
+            let result = stored.as_deref().map(decode_result).transpose()?;
+            if result.as_ref().is_some_and(BatchResult::is_final) {
+                continue;
+            }
+            let since = batch.checked_at.or(batch.sent_at).unwrap_or(now);
+            if now < since + check_after {
+                wait(since + check_after - now);
+                continue;
+            }
+            if held.is_cancelled() {
+                return Ok(Turn::Stopped);
+            }
+            let checked = match account.platform {
+                Platform::Mp => self.mass_get(account, msg_id).await,
+                Platform::Work => self.groupmsg_task(account, msg_id).await,
+            };
+            update_job(self.store(), id, job_id, |j| {
+                j.batches[i].checked_at = Some(now)
+            })
+            .await?;
+            match checked {
+                Ok(Some(result)) => {
+                    let bytes = serde_json::to_vec(&result).expect("a result serializes");
+                    // The runner never replaces a result (the callback's is the full one),
+                    // except its own WeCom confirmation status, and that only if nobody
+                    // changed it meanwhile (a DELETE's "cancelled" stays).
+                    let write = match stored {
+                        Some(old) => DocWrite::IfEquals(old),
+                        None => DocWrite::IfAbsent,
+                    };
+                    self.store()
+                        .put_doc(id, RESULT, &key, &bytes, write, None)
+                        .await?;
+                    if !result.is_final() {
+                        wait(check_after);
+                    }
+                }
+                Ok(None) => wait(check_after),
+                Err(e) => {
+                    tracing::info!(account = id, job_id, batch = i, error = %e,
+                        "cannot check a broadcast batch; checking again later");
+                    wait(check_after);
+                }
+            }
+        }
+        Ok(match open {
+            None => Turn::Done,
+            // Results come in through callbacks meanwhile; a look once a minute retires a job
+            // whose results are all in without waiting for the check.
+            Some(secs) => Turn::WaitUntil(Instant::now() + Duration::from_secs(secs.clamp(1, 60))),
+        })
+    }
+
+    /// `mass/get`: `None` while WeChat is still sending.
+    async fn mass_get(
+        &self,
+        account: &Account,
+        msg_id: &str,
+    ) -> Result<Option<BatchResult>, AdminError> {
+        let msg_id: i64 = msg_id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("msg_id {msg_id:?}")))?;
+        #[derive(Deserialize)]
+        struct Status {
+            msg_status: String,
+        }
+        let s: Status = self
+            .svc
+            .tokens
+            .post(
+                account,
+                "mass/get",
+                "/cgi-bin/message/mass/get",
+                &json!({ "msg_id": msg_id }),
+            )
+            .await?;
+        Ok((s.msg_status != "SENDING").then(|| BatchResult {
+            status: s.msg_status,
+            source: "mass/get".into(),
+            at: unix_now(),
+            ..Default::default()
+        }))
+    }
+
+    /// WeCom `get_groupmsg_task`: which members have confirmed (status 2) the group message.
+    async fn groupmsg_task(
+        &self,
+        account: &Account,
+        msgid: &str,
+    ) -> Result<Option<BatchResult>, AdminError> {
+        #[derive(Deserialize)]
+        struct Task {
+            userid: String,
+            #[serde(default)]
+            status: i64,
+        }
+        #[derive(Deserialize)]
+        struct Tasks {
+            #[serde(default)]
+            task_list: Vec<Task>,
+        }
+        let t: Tasks = self
+            .svc
+            .tokens
+            .post(
+                account,
+                "externalcontact/get_groupmsg_task",
+                "/cgi-bin/externalcontact/get_groupmsg_task",
+                &json!({ "msgid": msgid, "limit": 1000 }),
+            )
+            .await?;
+        let pending: Vec<String> = t
+            .task_list
+            .into_iter()
+            .filter(|t| t.status != 2)
+            .map(|t| t.userid)
+            .collect();
+        Ok(Some(BatchResult {
+            status: if pending.is_empty() {
+                "confirmed"
+            } else {
+                "pending"
+            }
+            .into(),
+            source: "get_groupmsg_task".into(),
+            pending_confirmation: pending,
+            at: unix_now(),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Whether a group message listed by `get_groupmsg_list_v2` has this job's content: a text
+/// message the same text and no attachment; an image message no text and an image attachment
+/// with the same `media_id`, or with none shown (the list may show a `pic_url` instead: the
+/// recipients then decide).
+fn same_content(job: &Job, text: Option<&Value>, attachments: &[Value]) -> bool {
+    let content = text.and_then(|t| t.get("content")).filter(|c| *c != "");
+    match job.msgtype.as_str() {
+        "text" => attachments.is_empty() && content == job.body.get("content"),
+        kind => {
+            content.is_none()
+                && attachments.iter().any(|a| {
+                    a["msgtype"] == kind
+                        && a[kind]
+                            .get("media_id")
+                            .is_none_or(|m| Some(m) == job.body.get("media_id"))
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_group_message_is_a_candidate_only_with_the_jobs_content() {
+        let job = |msgtype: &str, body: Value| Job {
+            job_id: "j".into(),
+            actor: "ops".into(),
+            created_at: 0,
+            client_msg_id: None,
+            target: Target::External {
+                sender: "zhangsan".into(),
+            },
+            msgtype: msgtype.into(),
+            body,
+            ignore_reprint: false,
+            batches: Vec::new(),
+            cancelled_at: None,
+            cancelled_by: None,
+        };
+        let text = job("text", json!({"content": "新品上市"}));
+        assert!(same_content(
+            &text,
+            Some(&json!({"content": "新品上市"})),
+            &[]
+        ));
+        assert!(!same_content(
+            &text,
+            Some(&json!({"content": "other"})),
+            &[]
+        ));
+        assert!(!same_content(&text, None, &[]));
+        let image = json!({"msgtype": "image", "image": {"media_id": "IMG"}});
+        assert!(!same_content(
+            &text,
+            Some(&json!({"content": "新品上市"})),
+            std::slice::from_ref(&image)
+        ));
+        let img = job("image", json!({"media_id": "IMG"}));
+        assert!(same_content(&img, None, &[image]));
+        assert!(same_content(
+            &img,
+            Some(&json!({"content": ""})),
+            &[json!({"msgtype": "image", "image": {"pic_url": "http://p.qpic.cn/x"}})]
+        ));
+        assert!(!same_content(
+            &img,
+            None,
+            &[json!({"msgtype": "image", "image": {"media_id": "OTHER"}})]
+        ));
+        assert!(!same_content(&img, None, &[]));
+    }
+}
