@@ -66,8 +66,10 @@ kinds! {
     BROADCAST_MSG_ID = "bcast-msgid", Never;
     /// What WeChat reported for a batch of a broadcast job.
     BROADCAST_RESULT = "bcast-result", Never;
-    /// Which instance runs a broadcast job, as a document written with a TTL.
-    BROADCAST_LEASE = "bcast-lease", AfterTtl;
+    /// Which instance runs a broadcast job, as earlier versions kept it (a document with a TTL;
+    /// it is a [`crate::store::LeaseKey::broadcast_job`] lease now). Nothing writes it any
+    /// more: listed so that the sweeper removes what is left of it.
+    BROADCAST_LEASE_LEGACY = "bcast-lease", AfterTtl;
 }
 
 /// The kinds whose documents lapse: what the sweeper goes through.
@@ -88,7 +90,7 @@ mod tests {
     }
 
     #[test]
-    fn the_lapsing_kinds_are_the_user_cache_the_link_clicks_and_the_broadcast_leases() {
+    fn the_lapsing_kinds_are_the_user_cache_the_link_clicks_and_the_legacy_broadcast_leases() {
         let names: Vec<_> = lapsing().map(|k| k.name()).collect();
         assert_eq!(names, ["user", "link_clicks", "bcast-lease"]);
     }
