@@ -2,8 +2,8 @@
 //! before delivery, never on the callback path.
 //!
 //! - **Enrichment.** An Official Account event with an `open_id` whose user the gateway has not
-//!   looked up within `enrichment.user_ttl_seconds` (the user cache: documents of kind
-//!   [`USER_KIND`], id = openid, with that TTL), or whose cache entry predates a `subscribe` in
+//!   looked up within `enrichment.user_ttl_seconds` (the user cache: [`USER_CACHE`] documents,
+//!   id = openid, with that TTL), or whose cache entry predates a `subscribe` in
 //!   the batch (the subscribe scene and QR scene change with each follow), gets its user looked up with `user/info/batchget`,
 //!   at most [`BATCHGET_MAX`] users per call as WeChat documents it, so a batch of n users to
 //!   look up costs ceil(n / 100) calls. The answer is cached and `union_id` and `profile` are set
@@ -40,12 +40,12 @@ use crate::config::Account;
 use crate::domain::Platform;
 use crate::pb::{self, event::Kind};
 use crate::services::{links, Services};
-use crate::store::{DocWrite, Store};
+use crate::store::{kinds, DocKind, DocWrite, Store};
 use crate::wechat::api::{user, ApiError};
 use crate::wechat::tokens::TokenError;
 
-/// Document kind of the user cache (id: openid, or WeCom external_userid).
-pub const USER_KIND: &str = "user";
+/// The user cache (id: openid, or WeCom external_userid), written with the cache's TTL.
+const USER_CACHE: DocKind<CachedUser> = DocKind::new(kinds::USER);
 /// WeChat's limit of `user/info/batchget`: 100 users per call.
 pub const BATCHGET_MAX: usize = 100;
 /// All the lookups of one batch, together.
@@ -175,8 +175,8 @@ impl Enricher {
             return;
         }
         for (user, plan) in plans.iter_mut() {
-            plan.cached = match self.store().doc(account_id, USER_KIND, user).await {
-                Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+            plan.cached = match USER_CACHE.read(self.store(), account_id, user).await {
+                Ok(Some(stored)) => stored.value.ok(),
                 Ok(None) => None,
                 Err(e) => {
                     tracing::warn!(account = account_id, error = %e, "cannot read the user cache");
@@ -263,16 +263,14 @@ impl Enricher {
                 _ => None,
             };
             if let (Some(keep), false) = (keep, plan.last_leaves) {
-                let bytes = serde_json::to_vec(keep).expect("a cached user serializes");
-                if let Err(e) = self
-                    .store()
-                    .put_doc(
+                if let Err(e) = USER_CACHE
+                    .put_lapsing(
+                        self.store(),
                         account_id,
-                        USER_KIND,
                         user,
-                        &bytes,
+                        keep,
                         DocWrite::Always,
-                        Some(self.ttl),
+                        self.ttl,
                     )
                     .await
                 {
@@ -286,7 +284,7 @@ impl Enricher {
     /// through (whether or not there was anything).
     async fn purge(&self, account: &Account, user: &str) -> bool {
         let account_id = account.id.as_str();
-        let cache = self.store().delete_doc(account_id, USER_KIND, user).await;
+        let cache = USER_CACHE.delete(self.store(), account_id, user).await;
         let clicks = links::forget_follower(self.store(), account_id, user).await;
         match (cache, clicks) {
             (Ok(_), Ok(_)) => {

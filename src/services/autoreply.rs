@@ -1,5 +1,5 @@
 //! Keyword auto-replies and campaign welcomes (issue 8): the rules and the default welcome of
-//! each account, kept as store documents (kinds [`RULE_KIND`] and [`WELCOME_KIND`]) and
+//! each account, kept as store documents ([`RULES`] and [`WELCOME`]) and
 //! managed by the admin API and gRPC; an in-memory snapshot per account that the callback path
 //! reads without touching the store; and what the callback path does with them.
 //!
@@ -30,15 +30,15 @@ use crate::domain::autoreply::{check_rule_id, Reply, Rule, RuleSet};
 use crate::error::AdminError;
 use crate::pb;
 use crate::pb::event::Kind;
-use crate::store::{DocWrite, Store, StoreError};
+use crate::store::{kinds, DocKind, DocWrite, Store, StoreError};
 use crate::wechat::api::welcome;
 
 use super::Services;
 
-/// The store document kind of the rules (one document per rule, by id).
-pub const RULE_KIND: &str = "reply-rule";
-/// The store document kind of the account's default welcome (one document, [`DEFAULT_WELCOME`]).
-pub const WELCOME_KIND: &str = "reply-welcome";
+/// The rules (one document per rule, by id).
+const RULES: DocKind<StoredRule> = DocKind::new(kinds::REPLY_RULE);
+/// The account's default welcome (one document, [`DEFAULT_WELCOME`]).
+const WELCOME: DocKind<StoredWelcome> = DocKind::new(kinds::REPLY_WELCOME);
 const DEFAULT_WELCOME: &str = "default";
 /// How often every instance re-reads the rules from the store.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
@@ -99,17 +99,17 @@ impl Replies {
     pub async fn reload(&self, store: &dyn Store, account: &str) -> Result<(), StoreError> {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let mut rules: Vec<StoredRule> = Vec::new();
-        for (id, bytes) in store.docs(account, RULE_KIND).await? {
-            match serde_json::from_slice::<StoredRule>(&bytes) {
+        for stored in RULES.list(store, account).await? {
+            match stored.value {
                 Ok(r) => rules.push(r),
                 Err(e) => {
-                    tracing::warn!(account, rule = %id, error = %e, "auto-reply rule skipped: it does not decode");
+                    tracing::warn!(account, rule = %stored.id, error = %e, "auto-reply rule skipped: it does not decode");
                 }
             }
         }
         rules.sort_by(|a, b| (a.created_at_ms, &a.rule.id).cmp(&(b.created_at_ms, &b.rule.id)));
-        let welcome = match store.doc(account, WELCOME_KIND, DEFAULT_WELCOME).await? {
-            Some(bytes) => match serde_json::from_slice::<StoredWelcome>(&bytes) {
+        let welcome = match WELCOME.read(store, account, DEFAULT_WELCOME).await? {
+            Some(stored) => match stored.value {
                 Ok(w) if w.reply.problems("welcome").is_empty() => Some(w.reply),
                 Ok(_) => {
                     tracing::warn!(account, "default welcome skipped: it is not a valid reply");
@@ -183,15 +183,6 @@ fn validated(rule: &Rule) -> Result<(), AdminError> {
     }
 }
 
-fn decode_rule(bytes: &[u8], id: &str) -> Result<StoredRule, AdminError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| AdminError::Store(StoreError::Corrupt(format!("reply rule {id:?}: {e}"))))
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("a reply record serializes")
-}
-
 /// Applies a change to this instance's snapshot at once (the others follow within
 /// [`REFRESH_EVERY`]). The change is stored already: a failed reload is only logged.
 async fn after_change(svc: &Services, account: &str) {
@@ -204,11 +195,13 @@ async fn after_change(svc: &Services, account: &str) {
 pub async fn list_rules(svc: &Services, account: &str) -> Result<Vec<StoredRule>, AdminError> {
     svc.account(account)?;
     let mut rules = Vec::new();
-    for (id, bytes) in svc.store.docs(account, RULE_KIND).await? {
-        match decode_rule(&bytes, &id) {
+    for stored in RULES.list(&*svc.store, account).await? {
+        match stored.value {
             Ok(r) => rules.push(r),
             // Shown to no one, used by no one: the refresh skips it too.
-            Err(e) => tracing::warn!(account, rule = %id, error = %e, "unreadable rule not listed"),
+            Err(e) => {
+                tracing::warn!(account, rule = %stored.id, error = %e, "unreadable rule not listed")
+            }
         }
     }
     rules.sort_by(|a, b| {
@@ -227,7 +220,7 @@ pub async fn list_rules(svc: &Services, account: &str) -> Result<Vec<StoredRule>
 }
 
 async fn check_room(svc: &Services, account: &str) -> Result<(), AdminError> {
-    if svc.store.docs(account, RULE_KIND).await?.len() >= MAX_RULES {
+    if RULES.list(&*svc.store, account).await?.len() >= MAX_RULES {
         return Err(AdminError::Validation(format!(
             "an account has at most {MAX_RULES} reply rules; delete one first"
         )));
@@ -256,15 +249,13 @@ pub async fn create_rule(
         updated_at_ms: now,
         actor: actor.to_owned(),
     };
-    let written = svc
-        .store
-        .put_doc(
+    let written = RULES
+        .put(
+            &*svc.store,
             account,
-            RULE_KIND,
             &stored.rule.id,
-            &encode(&stored),
+            &stored,
             DocWrite::IfAbsent,
-            None,
         )
         .await?;
     if !written {
@@ -291,12 +282,12 @@ pub async fn put_rule(
     validated(&rule)?;
     for _ in 0..CAS_ATTEMPTS {
         let now = now_ms();
-        let current = svc.store.doc(account, RULE_KIND, &rule.id).await?;
+        let current = RULES.read(&*svc.store, account, &rule.id).await?;
         let (created_at_ms, write) = match &current {
-            Some(bytes) => {
+            Some(current) => {
                 // An unreadable record is replaced: that is how an operator repairs it.
-                let created = decode_rule(bytes, &rule.id).map_or(now, |r| r.created_at_ms);
-                (created, DocWrite::IfEquals(bytes.clone()))
+                let created = current.value.as_ref().map_or(now, |r| r.created_at_ms);
+                (created, DocWrite::IfEquals(current.bytes.clone()))
             }
             None => {
                 check_room(svc, account).await?;
@@ -309,9 +300,8 @@ pub async fn put_rule(
             updated_at_ms: now,
             actor: actor.to_owned(),
         };
-        if svc
-            .store
-            .put_doc(account, RULE_KIND, &rule.id, &encode(&stored), write, None)
+        if RULES
+            .put(&*svc.store, account, &rule.id, &stored, write)
             .await?
         {
             tracing::info!(rule = %rule.id, created = current.is_none(), "reply rule stored");
@@ -334,7 +324,7 @@ pub async fn delete_rule(
 ) -> Result<(), AdminError> {
     svc.account(account)?;
     check_rule_id(id).map_err(AdminError::Validation)?;
-    if !svc.store.delete_doc(account, RULE_KIND, id).await? {
+    if !RULES.delete(&*svc.store, account, id).await? {
         return Err(AdminError::NotFound(format!("no reply rule {id:?}")));
     }
     tracing::info!(rule = id, "reply rule deleted");
@@ -345,16 +335,7 @@ pub async fn delete_rule(
 /// The account's default welcome, if set.
 pub async fn welcome(svc: &Services, account: &str) -> Result<Option<StoredWelcome>, AdminError> {
     svc.account(account)?;
-    match svc
-        .store
-        .doc(account, WELCOME_KIND, DEFAULT_WELCOME)
-        .await?
-    {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| AdminError::Store(StoreError::Corrupt(format!("default welcome: {e}")))),
-        None => Ok(None),
-    }
+    Ok(WELCOME.get(&*svc.store, account, DEFAULT_WELCOME).await?)
 }
 
 #[tracing::instrument(skip_all, fields(account = account, actor = actor))]
@@ -374,14 +355,13 @@ pub async fn put_welcome(
         updated_at_ms: now_ms(),
         actor: actor.to_owned(),
     };
-    svc.store
-        .put_doc(
+    WELCOME
+        .put(
+            &*svc.store,
             account,
-            WELCOME_KIND,
             DEFAULT_WELCOME,
-            &encode(&stored),
+            &stored,
             DocWrite::Always,
-            None,
         )
         .await?;
     tracing::info!("default welcome stored");
@@ -392,9 +372,8 @@ pub async fn put_welcome(
 #[tracing::instrument(skip_all, fields(account = account, actor = actor))]
 pub async fn delete_welcome(svc: &Services, account: &str, actor: &str) -> Result<(), AdminError> {
     svc.account(account)?;
-    if !svc
-        .store
-        .delete_doc(account, WELCOME_KIND, DEFAULT_WELCOME)
+    if !WELCOME
+        .delete(&*svc.store, account, DEFAULT_WELCOME)
         .await?
     {
         return Err(AdminError::NotFound("no default welcome is set".into()));

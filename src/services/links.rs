@@ -1,15 +1,14 @@
 //! Tracked links (issue 8): short gateway URLs that record who opened them, then redirect.
 //!
-//! A link is a document (kind [`LINK_KIND`], id = its code) under its account: the target,
+//! A link is a document ([`LINKS`], id = its code) under its account: the target,
 //! checked against `links.allowed_domains` when it was created and never taken from a request
 //! afterwards, and a label. Opening it inside WeChat goes through web OAuth (`snsapi_base`, no
 //! consent screen) to learn the follower's openid; elsewhere the click is anonymous. Either
-//! way a `LinkClick` event is recorded through [`Store::record`], so it reaches the CRM through
+//! way a `LinkClick` event is recorded through [`crate::store::Outbox::record`], so it reaches the CRM through
 //! the outbox like any callback, with a stable id per click (a reload of the OAuth callback is
 //! the same click, de-duplicated by the store).
 //!
-//! What the gateway keeps about a follower's clicks is one document per openid (kind
-//! [`CLICKS_KIND`]): the codes and times of their last [`MAX_REMEMBERED`] identified clicks,
+//! What the gateway keeps about a follower's clicks is one document per openid ([`CLICKS`]): the codes and times of their last [`MAX_REMEMBERED`] identified clicks,
 //! lapsing 30 days after the last one. Its one use is to count a second open of the same link
 //! within [`CLICK_REPEAT_WINDOW`] (a double tap, the in-app browser loading the page again) as
 //! one click. It is deleted with the rest of the follower's data on unsubscribe
@@ -25,14 +24,14 @@ use crate::domain::link::{LinkCode, LinkTarget, MAX_LABEL_CHARS};
 use crate::domain::Platform;
 use crate::error::AdminError;
 use crate::pb::{self, event::Kind};
-use crate::store::{DocWrite, Recorded, Store, StoreError};
+use crate::store::{kinds, DocKind, DocWrite, Recorded, Store, StoreError};
 
 use super::Services;
 
-/// Document kind of a link (id: its code).
-pub const LINK_KIND: &str = "link";
-/// Document kind of a follower's recent clicks (id: the openid).
-pub const CLICKS_KIND: &str = "link_clicks";
+/// The links (id: its code).
+const LINKS: DocKind<Link> = DocKind::new(kinds::LINK);
+/// A follower's recent clicks (id: the openid), lapsing [`CLICKS_TTL`] after the last one.
+const CLICKS: DocKind<Clicks> = DocKind::new(kinds::LINK_CLICKS);
 /// A second identified open of the same link by the same follower this soon is the same click.
 pub const CLICK_REPEAT_WINDOW: Duration = Duration::from_secs(30);
 /// Clicks remembered per follower.
@@ -96,7 +95,7 @@ pub async fn create_link(
             "label: must not contain control characters".into(),
         ));
     }
-    if svc.store.docs(account_id, LINK_KIND).await?.len() >= MAX_LINKS {
+    if LINKS.list(&*svc.store, account_id).await?.len() >= MAX_LINKS {
         return Err(AdminError::Precondition(format!(
             "the account has {MAX_LINKS} links already"
         )));
@@ -109,17 +108,14 @@ pub async fn create_link(
             actor: actor.to_owned(),
             created_at: unix_now(),
         };
-        let bytes = serde_json::to_vec(&link).expect("a link serializes");
         // Create-only: a collision of two 131-bit codes never happens, but must not overwrite.
-        if svc
-            .store
-            .put_doc(
+        if LINKS
+            .put(
+                &*svc.store,
                 account_id,
-                LINK_KIND,
                 &link.code,
-                &bytes,
+                &link,
                 DocWrite::IfAbsent,
-                None,
             )
             .await?
         {
@@ -140,9 +136,8 @@ pub async fn list_links(svc: &Services, account_id: &str) -> Result<Vec<CreatedL
     svc.account(account_id)?;
     let base = svc.links.public_base_url.as_deref().unwrap_or_default();
     let mut links = Vec::new();
-    for (_, bytes) in svc.store.docs(account_id, LINK_KIND).await? {
-        let link: Link = decode(&bytes, "link")?;
-        links.push(link);
+    for stored in LINKS.list(&*svc.store, account_id).await? {
+        links.push(stored.value?);
     }
     links.sort_by(|a, b| (a.created_at, &a.code).cmp(&(b.created_at, &b.code)));
     Ok(links
@@ -162,11 +157,7 @@ pub async fn find(
     account_id: &str,
     code: &LinkCode,
 ) -> Result<Option<Link>, StoreError> {
-    store
-        .doc(account_id, LINK_KIND, code.as_str())
-        .await?
-        .map(|bytes| decode(&bytes, "link"))
-        .transpose()
+    LINKS.get(store, account_id, code.as_str()).await
 }
 
 /// Who opened a link, as far as the gateway could tell.
@@ -256,10 +247,10 @@ async fn remember_click(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     for _ in 0..8 {
-        let old = store.doc(account, CLICKS_KIND, open_id).await?;
-        let mut clicks: Clicks = match &old {
-            Some(bytes) => decode(bytes, "link clicks")?,
-            None => Clicks::default(),
+        let old = CLICKS.read(store, account, open_id).await?;
+        let (mut clicks, write) = match old {
+            Some(old) => (old.value?, DocWrite::IfEquals(old.bytes)),
+            None => (Clicks::default(), DocWrite::IfAbsent),
         };
         let window = CLICK_REPEAT_WINDOW.as_millis() as u64;
         if clicks
@@ -272,20 +263,8 @@ async fn remember_click(
         clicks.clicks.push((code.to_owned(), now_ms));
         let excess = clicks.clicks.len().saturating_sub(MAX_REMEMBERED);
         clicks.clicks.drain(..excess);
-        let bytes = serde_json::to_vec(&clicks).expect("clicks serialize");
-        let write = match old {
-            Some(old) => DocWrite::IfEquals(old),
-            None => DocWrite::IfAbsent,
-        };
-        if store
-            .put_doc(
-                account,
-                CLICKS_KIND,
-                open_id,
-                &bytes,
-                write,
-                Some(CLICKS_TTL),
-            )
+        if CLICKS
+            .put_lapsing(store, account, open_id, &clicks, write, CLICKS_TTL)
             .await?
         {
             return Ok(true);
@@ -302,11 +281,7 @@ pub async fn forget_follower(
     account: &str,
     open_id: &str,
 ) -> Result<bool, StoreError> {
-    store.delete_doc(account, CLICKS_KIND, open_id).await
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    CLICKS.delete(store, account, open_id).await
 }
 
 fn unix_now() -> u64 {

@@ -28,7 +28,7 @@ use crate::config::Account;
 use crate::domain::menu::{validate_conditional_menu, validate_menu, MenuFlavor, Problem};
 use crate::domain::Platform;
 use crate::error::AdminError;
-use crate::store::MenuVersion;
+use crate::store::{LeaseKey, MenuVersion};
 use crate::wechat::api::{menu as api, ApiError};
 
 use super::Services;
@@ -366,7 +366,11 @@ where
             // Long enough for a change with every retry of its calls (and a token refresh).
             let ttl = svc.tokens.api().policy().worst_case() * 3 + Duration::from_secs(1);
             let deadline = tokio::time::Instant::now() + ttl + LEASE_POLL;
-            while !svc.store.try_menu_lease(&id, &locks.owner, ttl).await? {
+            while !svc
+                .store
+                .try_lease(&LeaseKey::menu(&id), &locks.owner, ttl)
+                .await?
+            {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(AdminError::Conflict(format!(
                         "another instance is changing the menu of {id:?}; try again"
@@ -375,7 +379,11 @@ where
                 tokio::time::sleep(LEASE_POLL).await;
             }
             let result = f(svc.clone(), account, actor).await;
-            if let Err(e) = svc.store.release_menu_lease(&id, &locks.owner).await {
+            if let Err(e) = svc
+                .store
+                .release_lease(&LeaseKey::menu(&id), &locks.owner)
+                .await
+            {
                 // It lapses by itself; until then the other instances wait.
                 tracing::warn!(account = %id, error = %e, "cannot release a menu lease");
             }

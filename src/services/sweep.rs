@@ -1,11 +1,12 @@
-//! Lapsed documents out of the store. The user cache (`enrichment.user_ttl_seconds`), the
-//! link-click mapping and the broadcast leases are written with a TTL and read as absent once
-//! it passes, but neither backend removes them by itself (Redis 7.0 cannot expire a hash field;
+//! Lapsed documents out of the store. The kinds declared lapsing in the registry
+//! ([`crate::store::kinds`]: the user cache of `enrichment.user_ttl_seconds`, the link-click
+//! mapping, ...) are written with a TTL and read as absent once it passes, but neither backend
+//! removes them by itself (Redis 7.0 cannot expire a hash field;
 //! redb has no expiry): without a sweep an account would keep a record of every follower it
 //! ever looked up, which is both unbounded growth and data nobody may keep any longer.
 //!
 //! Every `store.sweep_interval_seconds` the sweeper goes through those kinds of every account in
-//! steps of [`STEP`] documents, removing the lapsed ones ([`crate::store::Store::sweep_docs`]).
+//! steps of [`STEP`] documents, removing the lapsed ones ([`crate::store::Documents::sweep_docs`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Services;
-use crate::outbox::enrich::USER_KIND;
-use crate::services::{broadcast, links};
-
-/// The document kinds written with a TTL.
-pub const LAPSING_KINDS: [&str; 3] = [USER_KIND, links::CLICKS_KIND, broadcast::LEASE];
+use crate::store::kinds;
 
 /// Documents looked at per store call: small enough that one step never holds up callbacks.
 const STEP: usize = 1000;
@@ -38,7 +35,7 @@ pub async fn run(svc: Arc<Services>, every: Duration, shutdown: CancellationToke
 pub async fn sweep_all(svc: &Services, shutdown: &CancellationToken) -> usize {
     let mut total = 0;
     for account in svc.accounts.keys() {
-        for kind in LAPSING_KINDS {
+        for kind in kinds::lapsing().map(|k| k.name()) {
             let mut cursor: Option<String> = None;
             loop {
                 if shutdown.is_cancelled() {

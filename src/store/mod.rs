@@ -1,15 +1,28 @@
-//! The storage interface: de-duplication and the outbox, written atomically on the callback
-//! path, and the claim/ack/dead-letter operations of the forwarder; the WeChat access tokens
-//! every instance shares, with the lease that lets one instance at a time refresh them; the
-//! registry of QR scenes created through the gateway; and the numbered versions of each account's
-//! menu, with the lease that lets one instance at a time change it.
+//! The storage interface, as roles a feature depends on only as it needs them:
+//! - [`Outbox`]: de-duplication and the outbox, written atomically on the callback path, and the
+//!   claim/ack/dead-letter operations of the forwarder;
+//! - [`TokenCache`]: the WeChat access tokens every instance shares;
+//! - [`Leases`]: one owner at a time for a [`LeaseKey`] (a token refresh, a menu change, a
+//!   broadcast job);
+//! - [`Scenes`]: the registry of QR scenes created through the gateway;
+//! - [`MenuVersions`]: the numbered versions of each account's menu;
+//! - [`Documents`]: the small records of the use cases, read and written through the typed
+//!   [`DocKind`]s declared in [`kinds`].
+//!
+//! [`Store`] is all of them: what a backend implements and start-up wires.
 //!
 //! Two backends implement it and pass the same test suite: [`embedded`] (redb, one node, the
 //! default) and [`redis`] (several instances side by side). Nothing outside this module names
 //! either database.
 
+pub mod docs;
 pub mod embedded;
+pub mod kinds;
+mod lease;
 pub mod redis;
+
+pub use docs::{DocKind, DocWrite, Lapse, Stored};
+pub use lease::LeaseKey;
 
 use std::time::Duration;
 
@@ -27,7 +40,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// What [`Store::record`] did.
+/// What [`Outbox::record`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
     /// First time this event id was seen: it is now durably in the outbox.
@@ -86,14 +99,16 @@ pub struct SceneRecord {
     pub actor: String,
     /// Unix seconds.
     pub created_at: u64,
-    /// The welcome of the followers this code brings (issue 8), instead of the account default.
+    /// The welcome of the followers this code brings, instead of the account's default welcome.
     /// Absent in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub welcome: Option<crate::domain::autoreply::Reply>,
 }
 
+/// The callback outbox: de-duplication and the append, written atomically on the callback path,
+/// and the claim/ack/dead-letter operations of the forwarder.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Outbox: Send + Sync {
     /// Atomically: if `event.id` has not been seen within the de-duplication window, mark it seen
     /// and append the event to the outbox. Returns only once both are durable; on error neither
     /// happened (so the callback answers 503 and WeChat retries).
@@ -139,7 +154,12 @@ pub trait Store: Send + Sync + 'static {
     async fn replay_dead_letter(&self, event_id: &str) -> Result<bool, StoreError>;
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+}
 
+/// The WeChat access tokens every instance shares (refreshed under a [`LeaseKey::token_refresh`]
+/// lease).
+#[async_trait]
+pub trait TokenCache: Send + Sync {
     /// The token cached under `key`, evicted or not; `None` if there never was one.
     async fn cached_token(&self, key: &str) -> Result<Option<CachedToken>, StoreError>;
 
@@ -151,14 +171,29 @@ pub trait Store: Send + Sync + 'static {
     /// the budget fields. `true` when this call evicted it; `false` when it had already been
     /// replaced or evicted (by another instance, or another request of this one).
     async fn evict_token(&self, key: &str, rejected: &str) -> Result<bool, StoreError>;
+}
 
-    /// Takes the refresh lease of `key` for `owner` unless someone else holds it (it lapses
-    /// after `ttl`). `true` when taken.
-    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+/// Leases: one owner at a time does something (refreshes a token, changes a menu, runs a
+/// broadcast job) across every instance sharing the store.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes the lease for `owner` when it is free or lapsed, or renews it when `owner` already
+    /// holds it; either way it then lapses `ttl` from now. `false` (and nothing changed) while
+    /// another owner holds it.
+    async fn try_lease(
+        &self,
+        key: &LeaseKey,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
 
-    /// Releases the lease of `key` if `owner` still holds it.
-    async fn release_lease(&self, key: &str, owner: &str) -> Result<(), StoreError>;
+    /// Releases the lease if `owner` still holds it; otherwise does nothing.
+    async fn release_lease(&self, key: &LeaseKey, owner: &str) -> Result<(), StoreError>;
+}
 
+/// The registry of QR scenes created through the gateway.
+#[async_trait]
+pub trait Scenes: Send + Sync {
     /// Registers (or replaces) a scene of an account.
     async fn put_scene(
         &self,
@@ -169,9 +204,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The registered scene, if the gateway created it.
     async fn scene(&self, account: &str, scene: &str) -> Result<Option<SceneRecord>, StoreError>;
+}
 
-    // ---- Menu versions (issue 4): each account's menu history, and its change lease. ----
-
+/// Each account's menu history (changed under a [`LeaseKey::menu`] lease).
+#[async_trait]
+pub trait MenuVersions: Send + Sync {
     /// Stores `version` under its number unless that number is taken; `false` then (another
     /// instance recorded one meanwhile: the caller takes the next number).
     async fn put_menu_version(
@@ -182,22 +219,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every version of the account's menu, oldest first.
     async fn menu_versions(&self, account: &str) -> Result<Vec<MenuVersion>, StoreError>;
+}
 
-    /// Takes (or renews) the account's menu lease for `owner` unless another owner holds it; it
-    /// lapses after `ttl`. `true` when held.
-    async fn try_menu_lease(
-        &self,
-        account: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError>;
-
-    /// Releases the account's menu lease if `owner` still holds it.
-    async fn release_menu_lease(&self, account: &str, owner: &str) -> Result<(), StoreError>;
-
-    // ---- Documents: the small records of the use cases (broadcast jobs, reply rules, links,
-    // the user cache), opaque bytes under (account, kind, id). ----
-
+/// Documents: the small records of the use cases (broadcast jobs, reply rules, links, the user
+/// cache), bytes under (account, kind, id). Use cases read and write them through their typed
+/// [`DocKind`]s (see [`kinds`]), which do the encoding; these are the raw operations.
+#[async_trait]
+pub trait Documents: Send + Sync {
     /// Writes the document `(account, kind, id)` as `write` allows; `ttl` makes it lapse (it
     /// then reads as absent). `true` when written, `false` when the condition did not hold.
     async fn put_doc(
@@ -235,41 +263,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Option<String>, usize), StoreError>;
 }
 
-/// The condition of a [`Store::put_doc`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DocWrite {
-    /// Create or replace.
-    Always,
-    /// Create only: `false` when a live document is there (an idempotency key, a claimed code).
-    IfAbsent,
-    /// Compare-and-swap: replace only if the live document is exactly these bytes, so that two
-    /// writers of one record never lose each other's change.
-    IfEquals(Vec<u8>),
+/// Every role at once: what a backend is, and what start-up wires. A feature that needs one
+/// role takes `&dyn` that role (an `Arc<dyn Store>` upcasts to it).
+pub trait Store:
+    Outbox + TokenCache + Leases + Scenes + MenuVersions + Documents + 'static
+{
 }
 
-/// A stored document is its expiry (unix ms, big-endian; 0 = never) followed by its bytes, in
-/// both backends, so that a lapsed document reads as absent whatever the backend can expire.
-pub(crate) fn encode_doc(value: &[u8], ttl: Option<Duration>, now_ms: u64) -> Vec<u8> {
-    let expires = ttl.map_or(0, |t| now_ms.saturating_add(t.as_millis() as u64).max(1));
-    let mut out = Vec::with_capacity(8 + value.len());
-    out.extend_from_slice(&expires.to_be_bytes());
-    out.extend_from_slice(value);
-    out
+impl<T> Store for T where
+    T: Outbox + TokenCache + Leases + Scenes + MenuVersions + Documents + 'static
+{
 }
 
-/// The live value of a stored document, `None` when it lapsed.
-pub(crate) fn live_doc(stored: &[u8], now_ms: u64) -> Result<Option<&[u8]>, StoreError> {
-    let Some((head, value)) = stored.split_first_chunk::<8>() else {
-        return Err(StoreError::Corrupt(
-            "a stored document is shorter than its header".into(),
-        ));
-    };
-    let expires = u64::from_be_bytes(*head);
-    Ok((expires == 0 || expires > now_ms).then_some(value))
-}
-
-/// One version of an account's default menu: what a publish, a delete or a restore made live
-/// (issue 4). Numbered from 1 per account, never reused.
+/// One version of an account's default menu: what a publish, a delete or a restore made live.
+/// Numbered from 1 per account, never reused.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MenuVersion {
     pub version: u64,

@@ -34,7 +34,7 @@ use thiserror::Error;
 
 use crate::config::Account;
 use crate::domain::{Platform, Secret};
-use crate::store::{CachedToken, Store, StoreError};
+use crate::store::{CachedToken, LeaseKey, Store, StoreError};
 use crate::wechat::api::token::AccessToken;
 use crate::wechat::api::{ApiError, Attempts, WeChatApi};
 
@@ -244,7 +244,11 @@ impl TokenAuthority {
             }
             if self
                 .store
-                .try_lease(&key, &self.owner, self.policy.lease)
+                .try_lease(
+                    &LeaseKey::token_refresh(&key),
+                    &self.owner,
+                    self.policy.lease,
+                )
                 .await?
             {
                 let result = self.refresh(account, &key, rejected.as_ref()).await;
@@ -256,7 +260,11 @@ impl TokenAuthority {
                             .insert(key.clone(), (tokio::time::Instant::now(), e.clone()));
                     }
                 }
-                if let Err(e) = self.store.release_lease(&key, &self.owner).await {
+                if let Err(e) = self
+                    .store
+                    .release_lease(&LeaseKey::token_refresh(&key), &self.owner)
+                    .await
+                {
                     // It lapses by itself; until then the others wait for nothing.
                     tracing::warn!(account = %account.id, error = %e, "cannot release a token lease");
                 }

@@ -407,7 +407,7 @@ async fn an_openid_wechat_refuses_is_isolated_by_halving_and_the_others_are_stil
 #[tokio::test]
 async fn lapsed_user_cache_and_click_entries_are_swept_out_of_redis_by_the_running_gateway() {
     use wechat_gateway::store::redis::RedisStore;
-    use wechat_gateway::store::{DocWrite, Store};
+    use wechat_gateway::store::{DocWrite, Documents};
 
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_db_url().await;

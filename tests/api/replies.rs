@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use wechat_gateway::pb::gateway_client::GatewayClient;
 use wechat_gateway::pb::{self, reply_content, ReplyContent};
 use wechat_gateway::store::redis::RedisStore;
-use wechat_gateway::store::{DocWrite, Store};
+use wechat_gateway::store::{DocWrite, Documents};
 use wechat_gateway::wechat::crypto::{self, MsgCrypto};
 use wechat_gateway::wechat::xml::Document;
 

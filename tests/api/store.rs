@@ -11,7 +11,8 @@ use wechat_gateway::pb;
 use wechat_gateway::store::embedded::EmbeddedStore;
 use wechat_gateway::store::redis::RedisStore;
 use wechat_gateway::store::{
-    CachedToken, DocWrite, MenuVersion, OutboxEntry, Recorded, SceneRecord, Store, StoreError,
+    CachedToken, DocWrite, LeaseKey, MenuVersion, Outbox, OutboxEntry, Recorded, SceneRecord,
+    Store, StoreError,
 };
 
 use crate::support::redis::{fresh_db_url, shared_url, RedisServer};
@@ -423,7 +424,7 @@ async fn a_cached_token_is_evicted_only_while_it_is_still_the_rejected_one(b: im
 
 async fn one_owner_at_a_time_holds_a_token_lease_until_it_releases_or_it_lapses(b: impl Backend) {
     let store = b.open().await;
-    let key = format!("mp-{}", b.accounts()[1]);
+    let key = LeaseKey::token_refresh(&format!("mp-{}", b.accounts()[1]));
     let long = Duration::from_secs(30);
     assert!(store.try_lease(&key, "a", long).await.unwrap());
     assert!(!store.try_lease(&key, "b", long).await.unwrap());
@@ -508,30 +509,87 @@ async fn menu_versions_are_kept_in_order_per_account_and_a_number_is_taken_once(
 
 async fn one_owner_at_a_time_holds_a_menu_lease_until_it_releases_or_it_lapses(b: impl Backend) {
     let [a, other] = b.accounts();
+    let (a, other) = (&LeaseKey::menu(a), &LeaseKey::menu(other));
     let store = b.open().await;
     let ttl = Duration::from_millis(300);
-    assert!(store.try_menu_lease(a, "one", ttl).await.unwrap());
+    assert!(store.try_lease(a, "one", ttl).await.unwrap());
+    assert!(store.try_lease(a, "one", ttl).await.unwrap(), "renewed");
+    assert!(!store.try_lease(a, "two", ttl).await.unwrap());
     assert!(
-        store.try_menu_lease(a, "one", ttl).await.unwrap(),
-        "renewed"
-    );
-    assert!(!store.try_menu_lease(a, "two", ttl).await.unwrap());
-    assert!(
-        store.try_menu_lease(other, "two", ttl).await.unwrap(),
+        store.try_lease(other, "two", ttl).await.unwrap(),
         "per account"
     );
-    store.release_menu_lease(a, "two").await.unwrap();
+    store.release_lease(a, "two").await.unwrap();
     assert!(
-        !store.try_menu_lease(a, "two", ttl).await.unwrap(),
+        !store.try_lease(a, "two", ttl).await.unwrap(),
         "not two's to release"
     );
-    store.release_menu_lease(a, "one").await.unwrap();
-    assert!(store.try_menu_lease(a, "two", ttl).await.unwrap());
+    store.release_lease(a, "one").await.unwrap();
+    assert!(store.try_lease(a, "two", ttl).await.unwrap());
     let lapsed = Instant::now() + ttl + Duration::from_millis(100);
     while Instant::now() < lapsed {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(store.try_menu_lease(a, "one", ttl).await.unwrap(), "lapsed");
+    assert!(store.try_lease(a, "one", ttl).await.unwrap(), "lapsed");
+}
+
+async fn a_lease_is_taken_renewed_by_its_holder_refused_to_others_released_and_lapses(
+    b: impl Backend,
+) {
+    let [a, other] = b.accounts();
+    let store = b.open().await;
+    let ttl = Duration::from_millis(400);
+    for key in [
+        LeaseKey::token_refresh(&format!("mp-{a}")),
+        LeaseKey::menu(a),
+        LeaseKey::broadcast_job(a, "j1"),
+    ] {
+        assert!(
+            store.try_lease(&key, "one", ttl).await.unwrap(),
+            "{key}: taken"
+        );
+        assert!(
+            !store.try_lease(&key, "two", ttl).await.unwrap(),
+            "{key}: refused to another owner"
+        );
+        // Renewed before it lapses, it outlives its first ttl.
+        tokio::time::sleep(ttl / 2).await;
+        assert!(
+            store.try_lease(&key, "one", ttl).await.unwrap(),
+            "{key}: renewed"
+        );
+        tokio::time::sleep(ttl * 3 / 4).await;
+        assert!(
+            !store.try_lease(&key, "two", ttl).await.unwrap(),
+            "{key}: the renewal pushed the lapse back"
+        );
+        store.release_lease(&key, "two").await.unwrap();
+        assert!(
+            !store.try_lease(&key, "two", ttl).await.unwrap(),
+            "{key}: only its holder releases it"
+        );
+        store.release_lease(&key, "one").await.unwrap();
+        assert!(
+            store.try_lease(&key, "two", ttl).await.unwrap(),
+            "{key}: free once released"
+        );
+        // Left to lapse: then anyone takes it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !store.try_lease(&key, "three", ttl).await.unwrap() {
+            assert!(Instant::now() < deadline, "{key}: the lease never lapsed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Leases are per key: the same name under another namespace, account or job is another lease.
+    let held = LeaseKey::broadcast_job(a, "j2");
+    assert!(store.try_lease(&held, "one", ttl).await.unwrap());
+    for key in [
+        LeaseKey::broadcast_job(a, "j3"),
+        LeaseKey::broadcast_job(other, "j2"),
+        LeaseKey::menu(other),
+    ] {
+        assert!(store.try_lease(&key, "two", ttl).await.unwrap(), "{key}");
+    }
 }
 
 async fn documents_are_written_as_their_condition_allows_per_account_and_kind(b: impl Backend) {
@@ -765,6 +823,7 @@ conformance!(
     registered_scenes_are_found_per_account_and_survive_reopening,
     menu_versions_are_kept_in_order_per_account_and_a_number_is_taken_once,
     one_owner_at_a_time_holds_a_menu_lease_until_it_releases_or_it_lapses,
+    a_lease_is_taken_renewed_by_its_holder_refused_to_others_released_and_lapses,
     documents_are_written_as_their_condition_allows_per_account_and_kind,
     a_document_with_a_ttl_lapses_and_can_then_be_created_again,
     lapsed_documents_are_swept_in_steps_and_live_ones_stay,

@@ -14,9 +14,10 @@
 //!   a MASSSENDJOBFINISH callback (replacing whatever is there: the callback is the full
 //!   report); the runner's `mass/get` check writes it only if absent. So the runner and the
 //!   forwarder never overwrite each other's job record.
-//! - `bcast-lease/<job>`: which instance runs the job. A document lease, not `try_lease`,
-//!   because its holder can renew it atomically (compare-and-swap with a new TTL) on both
-//!   backends, where Redis' `SET NX` lease cannot be renewed by its holder.
+//!
+//! **Lease.** Which instance runs a job is the store's lease
+//! [`LeaseKey::broadcast_job`](crate::store::LeaseKey::broadcast_job), taken for a turn on the
+//! job and renewed by its holder while the turn lasts.
 //!
 //! **Exactly one send per batch.** Everything is persisted before the first call to WeChat.
 //! Each batch carries a `clientmsgid` derived from the job id and the batch number
@@ -60,7 +61,6 @@ mod runner;
 mod views;
 
 pub use jobs::{cancel_job, create_job, delete_job, get_job, preview, SendBroadcast};
-pub(crate) use model::LEASE;
 pub use reconcile::attach_to_jobs;
 pub use runner::{run, Broadcasts};
 pub use views::{BatchView, JobView};

@@ -7,13 +7,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub(super) const JOB: &str = "bcast-job";
-pub(super) const RECIPIENTS: &str = "bcast-batch";
-pub(super) const CMID: &str = "bcast-cmid";
-pub(super) const ACTIVE: &str = "bcast-active";
-pub(super) const MSGID: &str = "bcast-msgid";
-pub(super) const RESULT: &str = "bcast-result";
-pub(crate) const LEASE: &str = "bcast-lease";
+use crate::store::kinds;
+
+// The document kinds, as declared in the store's registry.
+pub(super) const JOB: &str = kinds::BROADCAST_JOB.name();
+pub(super) const RECIPIENTS: &str = kinds::BROADCAST_BATCH.name();
+pub(super) const CMID: &str = kinds::BROADCAST_CLIENT_MSG_ID.name();
+pub(super) const ACTIVE: &str = kinds::BROADCAST_ACTIVE.name();
+pub(super) const MSGID: &str = kinds::BROADCAST_MSG_ID.name();
+pub(super) const RESULT: &str = kinds::BROADCAST_RESULT.name();
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -19,9 +19,7 @@ use crate::wechat::api::{groupmsg, mass, ApiError, Typed};
 use crate::wechat::tokens::TokenError;
 
 use super::lease::{release_lease, renew_lease, take_lease};
-use super::model::{
-    unix_now, BatchStatus, Job, MsgIndex, Target, ACTIVE, LEASE, MSGID, RECIPIENTS,
-};
+use super::model::{unix_now, BatchStatus, Job, MsgIndex, Target, ACTIVE, MSGID, RECIPIENTS};
 use super::persist::{batch_key, load_job, update_job};
 use super::reconcile::Reconciled;
 
@@ -166,11 +164,8 @@ impl Runner {
         match result {
             Ok(Turn::Done) => {
                 self.failures.remove(job_id);
-                // The lease document goes too: nothing runs a retired job any more.
-                for kind in [ACTIVE, LEASE] {
-                    if let Err(e) = self.store().delete_doc(id, kind, job_id).await {
-                        tracing::warn!(account = id, job_id, error = %e, "cannot retire a job");
-                    }
+                if let Err(e) = self.store().delete_doc(id, ACTIVE, job_id).await {
+                    tracing::warn!(account = id, job_id, error = %e, "cannot retire a job");
                 }
             }
             Ok(Turn::WaitUntil(at)) => {
