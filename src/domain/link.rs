@@ -1,6 +1,6 @@
-//! Tracked links (issue 8): the rules that keep them from being an open redirect, their
-//! unguessable codes, and the signed OAuth `state` that carries a click through WeChat's
-//! `snsapi_base` authorization and back.
+//! Tracked links: the rules that keep them from being an open redirect, their unguessable
+//! codes, and the signed OAuth `state` that carries a click through WeChat's `snsapi_base`
+//! authorization and back.
 //!
 //! - A target is an `https` URL whose host is one of `links.allowed_domains` or a subdomain of
 //!   one, with no userinfo and no explicit port. It is parsed with the WHATWG URL parser (the

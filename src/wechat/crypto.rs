@@ -1277,9 +1277,9 @@ mod tests {
     }
 }
 
-/// Property tests (issue 7): nothing here panics on any input, every envelope `encrypt` makes
-/// decrypts to its message for its receiver only, and `decrypt` agrees with an independent
-/// reading of the frame on arbitrary plaintexts under the right key.
+/// Property tests, the abuse proofs of SECURITY.md: nothing here panics on any input, every
+/// envelope `encrypt` makes decrypts to its message for its receiver only, and `decrypt` agrees
+/// with an independent reading of the frame on arbitrary plaintexts under the right key.
 #[cfg(test)]
 mod proptests {
     use proptest::prelude::*;

@@ -1814,8 +1814,9 @@ mod tests {
     }
 }
 
-/// Property tests (issue 7): `normalize` never panics on any document the reader accepts, and
-/// an event's id depends only on the callback, never on when it was received.
+/// Property tests, the abuse proofs of SECURITY.md: `normalize` never panics on any document the
+/// reader accepts, and an event's id depends only on the callback, never on when it was
+/// received.
 #[cfg(test)]
 mod proptests {
     use std::time::{Duration, UNIX_EPOCH};

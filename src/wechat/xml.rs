@@ -955,8 +955,8 @@ mod tests {
     }
 }
 
-/// Property tests (issue 7): the reader never panics on any input, and what the writers produce
-/// always reads back as the values written.
+/// Property tests, the abuse proofs of SECURITY.md: the reader never panics on any input, and
+/// what the writers produce always reads back as the values written.
 #[cfg(test)]
 mod proptests {
     use proptest::prelude::*;

@@ -1,5 +1,5 @@
-//! Abuse (issue 7): every kind of bad request gets the contract's status and a message that says
-//! what was wrong, and none of them produces an event. The refusals already proven in
+//! Abuse: every kind of bad request gets the contract's status and a message that says what was
+//! wrong, and none of them produces an event. The refusals already proven in
 //! `callbacks.rs` (forged and replayed Official Account callbacks, a wrong appid, a wrong key,
 //! bad base64, an oversize plain body, a DOCTYPE bomb, a plain body to a safe-mode account, an
 //! unknown account) and in `admin.rs` (missing and wrong admin tokens) are not repeated here.

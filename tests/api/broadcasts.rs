@@ -1,8 +1,8 @@
-//! Broadcast jobs (issue 5) against the fake WeChat API (`support::fake_wechat::mass`), which
-//! enforces WeChat's mass-send rules (2..10,000 openids, clientmsgid de-duplication answered
-//! 45065 with the first msg_id) and records every send it accepted; the assertions count the
-//! sends WeChat *accepted*, which is what reaches followers. The SIGKILL test runs the real
-//! binary (issue 7).
+//! Broadcast jobs against the fake WeChat API (`support::fake_wechat::mass`), which enforces
+//! WeChat's mass-send rules (2..10,000 openids, clientmsgid de-duplication answered 45065 with
+//! the first msg_id) and records every send it accepted; the assertions count the sends WeChat
+//! *accepted*, which is what reaches followers. The SIGKILL test runs the real binary, like the
+//! fault tests of `crash.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -1140,7 +1140,7 @@ async fn grpc_send_and_get_broadcast_follow_the_admin_rules() {
     app.stop().await;
 }
 
-// ---- issue 7: SIGKILL in the middle of a job ------------------------------------------------
+// ---- faults: SIGKILL in the middle of a job -------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_job_interrupted_by_sigkill_finishes_after_restart_with_no_batch_sent_twice() {

@@ -1,7 +1,7 @@
-//! Identity enrichment and the privacy purge (issue 8, items 4 and 5): the forwarder looks
-//! users up in the fake's `user/info/batchget` (100 per call, as WeChat documents it), caches
-//! them, attaches `union_id` and `profile`, never holds an event back for a lookup, and on an
-//! unsubscribe deletes what it holds about the user and says so in `Unsubscribe.data_purged`.
+//! Identity enrichment and the privacy purge: the forwarder looks users up in the fake's
+//! `user/info/batchget` (100 per call, as WeChat documents it), caches them, attaches
+//! `union_id` and `profile`, never holds an event back for a lookup, and on an unsubscribe
+//! deletes what it holds about the user and says so in `Unsubscribe.data_purged`.
 
 use std::time::Duration;
 

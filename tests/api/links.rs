@@ -1,7 +1,7 @@
-//! Tracked links (issue 8, item 3): created through the admin API and gRPC, limited to the
-//! configured domains; opened inside WeChat they go through the fake's web OAuth
-//! (`snsapi_base`) and yield a `LinkClick` event with the follower's openid; opened elsewhere,
-//! an anonymous click. Redirects are followed by hand, as a browser would.
+//! Tracked links: created through the admin API and gRPC, limited to the configured domains;
+//! opened inside WeChat they go through the fake's web OAuth (`snsapi_base`) and yield a
+//! `LinkClick` event with the follower's openid; opened elsewhere, an anonymous click.
+//! Redirects are followed by hand, as a browser would.
 
 use std::time::Duration;
 

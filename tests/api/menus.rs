@@ -1,4 +1,4 @@
-//! Menus (issue 4): checked locally before anything reaches WeChat, published, versioned,
+//! Menus: checked locally before anything reaches WeChat, published, versioned,
 //! restored, deleted, conditional menus, WeCom application menus, drift, serialized changes, and
 //! the gRPC `GetMenu`/`SetMenu`/`DeleteMenu`. WeChat is the fake of `support::fake_wechat`,
 //! which keeps the menu as WeChat does.

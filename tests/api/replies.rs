@@ -1,4 +1,4 @@
-//! Auto-replies and campaign welcomes (issue 8): rules managed through the admin API and gRPC,
+//! Auto-replies and campaign welcomes: rules managed through the admin API and gRPC,
 //! answered as the passive reply of the callback (encrypted, in safe mode, with the key that
 //! decrypted the request, and signed), recorded in the forwarded event's `reply_rule_id`;
 //! welcomes chosen by the QR scene on subscribe, and WeCom contact-me welcomes sent through the

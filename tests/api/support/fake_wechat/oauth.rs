@@ -1,4 +1,5 @@
-//! The fake's web OAuth and user lookups, as WeChat documents them (issue 8):
+//! The fake's web OAuth and user lookups, as WeChat documents them (for tracked links and
+//! identity enrichment):
 //!
 //! - `GET /connect/oauth2/authorize` (open.weixin.qq.com): WeChat's consent page. With
 //!   `scope=snsapi_base` there is no page: the browser is sent straight back to `redirect_uri`
