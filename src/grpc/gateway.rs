@@ -1,7 +1,7 @@
 //! `wechat_gateway.v1.Gateway`: thin, like the admin routes. Each rpc authenticates, converts
 //! its request at the door ([`super::convert`]), calls the same use case as the admin API
 //! (`crate::services`), converts the answer back, and maps errors through the one
-//! `AdminError` → `Status` map in `crate::error`.
+//! `ServiceError` → `Status` map in `crate::error`.
 
 use std::sync::Arc;
 
@@ -10,13 +10,12 @@ use tonic::{Request, Response, Status};
 use super::convert::{job_to_pb, menu_json, message_json};
 use crate::config::AdminToken;
 use crate::domain::match_token;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
-    self, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest,
-    CreateQrCodeResponse, DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse,
-    ListLinksRequest, ListLinksResponse, SendMessageRequest, SendMessageResponse, SetMenuRequest,
-    SetMenuResponse,
+    self, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest, CreateQrCodeResponse,
+    DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse, ListLinksRequest,
+    ListLinksResponse, SendMessageRequest, SendMessageResponse, SetMenuRequest, SetMenuResponse,
 };
 use crate::pb::{
     DeleteReplyRuleRequest, DeleteReplyRuleResponse, ListReplyRulesRequest, ListReplyRulesResponse,
@@ -43,7 +42,7 @@ impl GatewayService {
     }
 
     /// The caller's token name, from `authorization: Bearer <token>` metadata.
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<String, AdminError> {
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<String, ServiceError> {
         if self.tokens.is_empty() {
             return Ok(ANONYMOUS.to_owned());
         }
@@ -54,11 +53,11 @@ impl GatewayService {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or(AdminError::MissingToken)?;
+            .ok_or(ServiceError::MissingToken)?;
         let tokens = self.tokens.iter().map(|t| (t.name.as_str(), &t.token));
         match_token(tokens, presented)
             .map(str::to_owned)
-            .ok_or(AdminError::BadToken)
+            .ok_or(ServiceError::BadToken)
     }
 }
 

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::autoreply::{check_rule_id, Reply, Rule, RuleSet};
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::pb;
 use crate::pb::event::Kind;
 use crate::store::{kinds, DocKind, DocWrite, Store, StoreError};
@@ -170,12 +170,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn validated(rule: &Rule) -> Result<(), AdminError> {
+fn validated(rule: &Rule) -> Result<(), ServiceError> {
     let problems = rule.problems();
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(AdminError::Validation(format!(
+        Err(ServiceError::Validation(format!(
             "rule {:?}: {}",
             rule.id,
             problems.join("; ")
@@ -192,7 +192,7 @@ async fn after_change(svc: &Services, account: &str) {
 }
 
 /// Every rule of the account, in evaluation order (priority, highest first; then oldest first).
-pub async fn list_rules(svc: &Services, account: &str) -> Result<Vec<StoredRule>, AdminError> {
+pub async fn list_rules(svc: &Services, account: &str) -> Result<Vec<StoredRule>, ServiceError> {
     svc.account(account)?;
     let mut rules = Vec::new();
     for stored in RULES.list(&*svc.store, account).await? {
@@ -219,9 +219,9 @@ pub async fn list_rules(svc: &Services, account: &str) -> Result<Vec<StoredRule>
     Ok(rules)
 }
 
-async fn check_room(svc: &Services, account: &str) -> Result<(), AdminError> {
+async fn check_room(svc: &Services, account: &str) -> Result<(), ServiceError> {
     if RULES.list(&*svc.store, account).await?.len() >= MAX_RULES {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "an account has at most {MAX_RULES} reply rules; delete one first"
         )));
     }
@@ -235,7 +235,7 @@ pub async fn create_rule(
     account: &str,
     actor: &str,
     mut rule: Rule,
-) -> Result<StoredRule, AdminError> {
+) -> Result<StoredRule, ServiceError> {
     svc.account(account)?;
     if rule.id.is_empty() {
         rule.id = format!("r{:012x}", rand::random::<u64>() >> 16);
@@ -259,7 +259,7 @@ pub async fn create_rule(
         )
         .await?;
     if !written {
-        return Err(AdminError::Conflict(format!(
+        return Err(ServiceError::Conflict(format!(
             "a reply rule with id {:?} exists; PUT it to replace it",
             stored.rule.id
         )));
@@ -277,7 +277,7 @@ pub async fn put_rule(
     account: &str,
     actor: &str,
     rule: Rule,
-) -> Result<(StoredRule, bool), AdminError> {
+) -> Result<(StoredRule, bool), ServiceError> {
     svc.account(account)?;
     validated(&rule)?;
     for _ in 0..CAS_ATTEMPTS {
@@ -309,7 +309,7 @@ pub async fn put_rule(
             return Ok((stored, current.is_none()));
         }
     }
-    Err(AdminError::Conflict(format!(
+    Err(ServiceError::Conflict(format!(
         "reply rule {:?} kept changing under this request; try again",
         rule.id
     )))
@@ -321,11 +321,11 @@ pub async fn delete_rule(
     account: &str,
     actor: &str,
     id: &str,
-) -> Result<(), AdminError> {
+) -> Result<(), ServiceError> {
     svc.account(account)?;
-    check_rule_id(id).map_err(AdminError::Validation)?;
+    check_rule_id(id).map_err(ServiceError::Validation)?;
     if !RULES.delete(&*svc.store, account, id).await? {
-        return Err(AdminError::NotFound(format!("no reply rule {id:?}")));
+        return Err(ServiceError::NotFound(format!("no reply rule {id:?}")));
     }
     tracing::info!(rule = id, "reply rule deleted");
     after_change(svc, account).await;
@@ -333,7 +333,7 @@ pub async fn delete_rule(
 }
 
 /// The account's default welcome, if set.
-pub async fn welcome(svc: &Services, account: &str) -> Result<Option<StoredWelcome>, AdminError> {
+pub async fn welcome(svc: &Services, account: &str) -> Result<Option<StoredWelcome>, ServiceError> {
     svc.account(account)?;
     Ok(WELCOME.get(&*svc.store, account, DEFAULT_WELCOME).await?)
 }
@@ -344,11 +344,11 @@ pub async fn put_welcome(
     account: &str,
     actor: &str,
     reply: Reply,
-) -> Result<StoredWelcome, AdminError> {
+) -> Result<StoredWelcome, ServiceError> {
     svc.account(account)?;
     let problems = reply.problems("welcome");
     if !problems.is_empty() {
-        return Err(AdminError::Validation(problems.join("; ")));
+        return Err(ServiceError::Validation(problems.join("; ")));
     }
     let stored = StoredWelcome {
         reply,
@@ -370,13 +370,17 @@ pub async fn put_welcome(
 }
 
 #[tracing::instrument(skip_all, fields(account = account, actor = actor))]
-pub async fn delete_welcome(svc: &Services, account: &str, actor: &str) -> Result<(), AdminError> {
+pub async fn delete_welcome(
+    svc: &Services,
+    account: &str,
+    actor: &str,
+) -> Result<(), ServiceError> {
     svc.account(account)?;
     if !WELCOME
         .delete(&*svc.store, account, DEFAULT_WELCOME)
         .await?
     {
-        return Err(AdminError::NotFound("no default welcome is set".into()));
+        return Err(ServiceError::NotFound("no default welcome is set".into()));
     }
     tracing::info!("default welcome deleted");
     after_change(svc, account).await;

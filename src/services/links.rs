@@ -22,7 +22,7 @@ use sha1::{Digest, Sha1};
 use crate::config::Account;
 use crate::domain::link::{LinkCode, LinkTarget, MAX_LABEL_CHARS};
 use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::pb::{self, event::Kind};
 use crate::store::{kinds, DocKind, DocWrite, Recorded, Store, StoreError};
 
@@ -74,29 +74,29 @@ pub async fn create_link(
     actor: &str,
     target: &str,
     label: &str,
-) -> Result<CreatedLink, AdminError> {
+) -> Result<CreatedLink, ServiceError> {
     svc.account(account_id)?;
     let Some(base) = svc.links.public_base_url.as_deref() else {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "links: set links.public_base_url (the gateway's public address) to create links"
                 .into(),
         ));
     };
     let target =
-        LinkTarget::parse(target, &svc.links.allowed_domains).map_err(AdminError::Validation)?;
+        LinkTarget::parse(target, &svc.links.allowed_domains).map_err(ServiceError::Validation)?;
     if label.chars().count() > MAX_LABEL_CHARS {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "label: at most {MAX_LABEL_CHARS} characters, got {}",
             label.chars().count()
         )));
     }
     if label.chars().any(char::is_control) {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "label: must not contain control characters".into(),
         ));
     }
     if LINKS.list(&*svc.store, account_id).await?.len() >= MAX_LINKS {
-        return Err(AdminError::Precondition(format!(
+        return Err(ServiceError::Precondition(format!(
             "the account has {MAX_LINKS} links already"
         )));
     }
@@ -132,7 +132,10 @@ pub async fn create_link(
 }
 
 /// Every link of the account, oldest first.
-pub async fn list_links(svc: &Services, account_id: &str) -> Result<Vec<CreatedLink>, AdminError> {
+pub async fn list_links(
+    svc: &Services,
+    account_id: &str,
+) -> Result<Vec<CreatedLink>, ServiceError> {
     svc.account(account_id)?;
     let base = svc.links.public_base_url.as_deref().unwrap_or_default();
     let mut links = Vec::new();

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::config::Account;
 use crate::domain::menu::{validate_conditional_menu, validate_menu, MenuFlavor, Problem};
 use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::store::{LeaseKey, MenuVersion};
 use crate::wechat::api::{menu as api, ApiError};
 
@@ -88,7 +88,7 @@ pub fn validate(
     svc: &Services,
     account_id: &str,
     menu: &Value,
-) -> Result<Vec<Problem>, AdminError> {
+) -> Result<Vec<Problem>, ServiceError> {
     let account = svc.account(account_id)?;
     Ok(problems(account, menu))
 }
@@ -100,7 +100,7 @@ pub async fn publish(
     account_id: &str,
     actor: &str,
     menu: Value,
-) -> Result<u64, AdminError> {
+) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
     refuse(problems(&account, &menu))?;
     detached(svc, account, actor, move |svc, account, actor| async move {
@@ -112,7 +112,11 @@ pub async fn publish(
 /// Deletes the menu (on Official Accounts WeChat deletes the conditional menus with it) and
 /// records the deletion as the next version.
 #[tracing::instrument(skip_all, fields(account = account_id, actor))]
-pub async fn delete(svc: &Arc<Services>, account_id: &str, actor: &str) -> Result<u64, AdminError> {
+pub async fn delete(
+    svc: &Arc<Services>,
+    account_id: &str,
+    actor: &str,
+) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
     detached(svc, account, actor, |svc, account, actor| async move {
         change(&svc, &account, &actor, Change::Delete, None).await
@@ -127,11 +131,11 @@ pub async fn restore(
     account_id: &str,
     actor: &str,
     n: u64,
-) -> Result<u64, AdminError> {
+) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let versions = svc.store.menu_versions(account_id).await?;
     let Some(old) = versions.into_iter().find(|v| v.version == n) else {
-        return Err(AdminError::NotFound(format!(
+        return Err(ServiceError::NotFound(format!(
             "account {account_id:?} has no menu version {n}"
         )));
     };
@@ -150,14 +154,14 @@ pub async fn restore(
 }
 
 /// Every recorded version, oldest first.
-pub async fn versions(svc: &Services, account_id: &str) -> Result<Vec<MenuVersion>, AdminError> {
+pub async fn versions(svc: &Services, account_id: &str) -> Result<Vec<MenuVersion>, ServiceError> {
     svc.account(account_id)?;
     Ok(svc.store.menu_versions(account_id).await?)
 }
 
 /// The menu live in WeChat now, compared with the latest version.
 #[tracing::instrument(skip_all, fields(account = account_id))]
-pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, AdminError> {
+pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let (buttons, conditional) = match account.platform {
         Platform::Mp => {
@@ -222,7 +226,7 @@ pub async fn add_conditional(
     account_id: &str,
     actor: &str,
     menu: Value,
-) -> Result<String, AdminError> {
+) -> Result<String, ServiceError> {
     let account = svc.account(account_id)?.clone();
     official_only(&account)?;
     refuse(validate_conditional_menu(&menu))?;
@@ -246,11 +250,11 @@ pub async fn delete_conditional(
     account_id: &str,
     actor: &str,
     menuid: &str,
-) -> Result<(), AdminError> {
+) -> Result<(), ServiceError> {
     let account = svc.account(account_id)?.clone();
     official_only(&account)?;
     if menuid.is_empty() || !menuid.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "menuid: WeChat's menuid is a number, not {menuid:?}"
         )));
     }
@@ -275,11 +279,11 @@ pub async fn try_match(
     svc: &Services,
     account_id: &str,
     user_id: &str,
-) -> Result<Value, AdminError> {
+) -> Result<Value, ServiceError> {
     let account = svc.account(account_id)?.clone();
     official_only(&account)?;
     if user_id.is_empty() || user_id.len() > 64 || user_id.chars().any(char::is_control) {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "user_id: an openid or WeChat id of 1 to 64 characters".into(),
         ));
     }
@@ -308,7 +312,7 @@ fn flavor(account: &Account) -> MenuFlavor {
 }
 
 /// A 400 listing every problem, or nothing.
-fn refuse(problems: Vec<Problem>) -> Result<(), AdminError> {
+fn refuse(problems: Vec<Problem>) -> Result<(), ServiceError> {
     if problems.is_empty() {
         return Ok(());
     }
@@ -317,16 +321,16 @@ fn refuse(problems: Vec<Problem>) -> Result<(), AdminError> {
         .map(|p| format!("{}: {}", p.path, p.message))
         .collect::<Vec<_>>()
         .join("; ");
-    Err(AdminError::Validation(format!(
+    Err(ServiceError::Validation(format!(
         "the menu breaks {} rule(s), nothing was sent to WeChat: {list}",
         problems.len()
     )))
 }
 
-fn official_only(account: &Account) -> Result<(), AdminError> {
+fn official_only(account: &Account) -> Result<(), ServiceError> {
     match account.platform {
         Platform::Mp => Ok(()),
-        Platform::Work => Err(AdminError::Validation(format!(
+        Platform::Work => Err(ServiceError::Validation(format!(
             "account {:?} is a WeCom application: conditional menus are an Official Account \
              feature",
             account.id.as_str()
@@ -350,11 +354,11 @@ async fn detached<T, F, Fut>(
     account: Arc<Account>,
     actor: &str,
     f: F,
-) -> Result<T, AdminError>
+) -> Result<T, ServiceError>
 where
     T: Send + 'static,
     F: FnOnce(Arc<Services>, Arc<Account>, String) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, AdminError>> + Send + 'static,
+    Fut: Future<Output = Result<T, ServiceError>> + Send + 'static,
 {
     let svc = svc.clone();
     let actor = actor.to_owned();
@@ -372,7 +376,7 @@ where
                 .await?
             {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(AdminError::Conflict(format!(
+                    return Err(ServiceError::Conflict(format!(
                         "another instance is changing the menu of {id:?}; try again"
                     )));
                 }
@@ -404,7 +408,7 @@ async fn change(
     actor: &str,
     what: Change,
     restored_from: Option<u64>,
-) -> Result<u64, AdminError> {
+) -> Result<u64, ServiceError> {
     let menu = match what {
         Change::Publish(published) => {
             api::create(&svc.tokens, account, &published).await?;
@@ -434,7 +438,7 @@ async fn record(
     actor: &str,
     menu: Option<Value>,
     restored_from: Option<u64>,
-) -> Result<u64, AdminError> {
+) -> Result<u64, ServiceError> {
     let latest = svc
         .store
         .menu_versions(account_id)

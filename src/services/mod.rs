@@ -1,6 +1,6 @@
 //! Use cases shared by the admin HTTP API and the gRPC `Gateway` service: each is written once
 //! here, takes validated inputs (or validates them before any call to WeChat) and answers with
-//! an [`AdminError`] that both transports map in `crate::error`.
+//! a [`ServiceError`] that both transports map in `crate::error`.
 
 pub mod autoreply;
 pub mod broadcast;
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Account;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::store::Store;
 use crate::wechat::tokens::TokenAuthority;
 
@@ -36,9 +36,9 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn account(&self, id: &str) -> Result<&Arc<Account>, AdminError> {
+    pub fn account(&self, id: &str) -> Result<&Arc<Account>, ServiceError> {
         self.accounts
             .get(id)
-            .ok_or_else(|| AdminError::NotFound(format!("unknown account {id:?}")))
+            .ok_or_else(|| ServiceError::unknown_account(id))
     }
 }

@@ -13,7 +13,7 @@ use utoipa::{IntoResponses, ToSchema};
 use super::extract::{Actor, JsonBody, LargeJsonBody};
 use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::domain::broadcast::Broadcast;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
 use crate::services::broadcast::{self, SendBroadcast};
 
@@ -87,11 +87,11 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
     LargeJsonBody(body): LargeJsonBody<Body>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let account = path.into_inner();
     let platform = state.services.account(&account)?.platform;
     let broadcast = Broadcast::parse(platform, &body.audience, &body.message)
-        .map_err(AdminError::Validation)?;
+        .map_err(ServiceError::Validation)?;
     let (job, created) = broadcast::create_job(
         &state.services,
         &account,
@@ -129,7 +129,7 @@ pub(crate) async fn get(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, job_id) = path.into_inner();
     let job = broadcast::get_job(&state.services, &account, &job_id).await?;
     Ok(HttpResponse::Ok().json(job))
@@ -162,7 +162,7 @@ pub(crate) async fn preview(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<PreviewBody>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let msg_id = broadcast::preview(
         &state.services,
         &path.into_inner(),
@@ -194,7 +194,7 @@ pub(crate) async fn delete(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, job_id) = path.into_inner();
     let job = broadcast::delete_job(&state.services, &account, &job_id).await?;
     tracing::info!(actor = %actor.0, job_id = %job_id, "broadcast deleted");
@@ -220,7 +220,7 @@ pub(crate) async fn cancel(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, job_id) = path.into_inner();
     let job = broadcast::cancel_job(&state.services, &account, &job_id, &actor.0).await?;
     Ok(HttpResponse::Ok().json(job))

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::extract::{Actor, JsonBody};
 use super::responses::{AccountErrors, ErrorBody};
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
 use crate::services::links;
 
@@ -53,7 +53,7 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<Body>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let link = links::create_link(
         &state.services,
         &path.into_inner(),
@@ -80,7 +80,7 @@ pub(crate) async fn list(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let all = links::list_links(&state.services, &path.into_inner()).await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"links": all.iter().map(link_json).collect::<Vec<_>>()})))

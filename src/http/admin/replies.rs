@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use super::extract::{Actor, JsonBody};
 use super::responses::{AccountErrors, ErrorBody, StoreErrors, TokenErrors};
 use crate::domain::autoreply::{Matcher, Reply, Rule};
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
 use crate::services::autoreply;
 
@@ -97,7 +97,7 @@ pub(crate) async fn list(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let rules = autoreply::list_rules(&state.services, &path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(json!({ "rules": rules })))
 }
@@ -121,7 +121,7 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<RuleBody>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let stored = autoreply::create_rule(
         &state.services,
         &path.into_inner(),
@@ -152,12 +152,12 @@ pub(crate) async fn put(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     JsonBody(mut body): JsonBody<RuleBody>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, id) = path.into_inner();
     if body.id.is_empty() {
         body.id = id.clone();
     } else if body.id != id {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "id: the body says {:?} but the path says {id:?}",
             body.id
         )));
@@ -188,7 +188,7 @@ pub(crate) async fn delete(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, id) = path.into_inner();
     autoreply::delete_rule(&state.services, &account, &actor.0, &id).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": id, "deleted": true })))
@@ -215,10 +215,10 @@ pub(crate) async fn get_welcome(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     match autoreply::welcome(&state.services, &path.into_inner()).await? {
         Some(w) => Ok(HttpResponse::Ok().json(welcome_json(&w))),
-        None => Err(AdminError::NotFound("no default welcome is set".into())),
+        None => Err(ServiceError::NotFound("no default welcome is set".into())),
     }
 }
 
@@ -240,7 +240,7 @@ pub(crate) async fn put_welcome(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(reply): JsonBody<Reply>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let stored =
         autoreply::put_welcome(&state.services, &path.into_inner(), &actor.0, reply).await?;
     Ok(HttpResponse::Ok().json(welcome_json(&stored)))
@@ -263,7 +263,7 @@ pub(crate) async fn delete_welcome(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     autoreply::delete_welcome(&state.services, &path.into_inner(), &actor.0).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted": true })))
 }

@@ -9,7 +9,7 @@ use crate::domain::broadcast::{
     BroadcastAudience, MassMessage,
 };
 use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::services::Services;
 use crate::store::{DocWrite, StoreError};
 use crate::wechat::api::{groupmsg, mass, Typed};
@@ -39,8 +39,8 @@ struct Plan {
     batches: Vec<Vec<String>>,
 }
 
-fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, AdminError> {
-    let v = AdminError::Validation;
+fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, ServiceError> {
+    let v = ServiceError::Validation;
     let Broadcast { audience, message } = broadcast;
     audience.check_platform(account.platform).map_err(v)?;
     match audience {
@@ -58,7 +58,7 @@ fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, AdminError> {
         }
         BroadcastAudience::External(audience) => {
             if !matches!(message.msgtype, "text" | "image") {
-                return Err(AdminError::Validation(format!(
+                return Err(ServiceError::Validation(format!(
                     "message type {:?} cannot be sent to WeCom external contacts here; the \
                      types are text and image (externalcontact/add_msg_template)",
                     message.msgtype
@@ -75,14 +75,14 @@ fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, AdminError> {
     }
 }
 
-fn check_caller_id(id: &str) -> Result<(), AdminError> {
+fn check_caller_id(id: &str) -> Result<(), ServiceError> {
     if id.is_empty()
         || id.len() > MAX_CALLER_ID
         || !id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
     {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "client_msg_id must be 1 to {MAX_CALLER_ID} characters of letters, digits, '-', \
              '_', '.' and ':'"
         )));
@@ -98,7 +98,7 @@ pub async fn create_job(
     account_id: &str,
     actor: &str,
     req: SendBroadcast,
-) -> Result<(JobView, bool), AdminError> {
+) -> Result<(JobView, bool), ServiceError> {
     let account = svc.account(account_id)?.clone();
     let plan = plan(&account, req.broadcast)?;
     if let Some(id) = &req.client_msg_id {
@@ -121,7 +121,7 @@ pub async fn create_job(
             // Another request with this id claimed a job id: that is the job. If its creator
             // died before writing the job, this request finishes writing it.
             let claimed = store.doc(account_id, CMID, id).await?.ok_or_else(|| {
-                AdminError::Conflict(format!(
+                ServiceError::Conflict(format!(
                     "client_msg_id {id:?} is being used by a request in progress; try again"
                 ))
             })?;
@@ -204,7 +204,7 @@ pub async fn get_job(
     svc: &Services,
     account_id: &str,
     job_id: &str,
-) -> Result<JobView, AdminError> {
+) -> Result<JobView, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let (job, _) = load_job(&*svc.store, account_id, job_id)
         .await?
@@ -221,7 +221,7 @@ pub async fn cancel_job(
     account_id: &str,
     job_id: &str,
     actor: &str,
-) -> Result<JobView, AdminError> {
+) -> Result<JobView, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let store = &*svc.store;
     let now = unix_now();
@@ -248,7 +248,7 @@ pub async fn cancel_job(
     .await?;
     let view = view(store, account_id, &account, &job).await?;
     if job.cancelled_at.is_none() {
-        return Err(AdminError::Precondition(format!(
+        return Err(ServiceError::Precondition(format!(
             "broadcast job {job_id:?} has nothing left to send (it is {}): only a queued or \
              sending job can be cancelled",
             view.status
@@ -267,15 +267,15 @@ pub async fn preview(
     account_id: &str,
     open_id: &str,
     message: &Value,
-) -> Result<Option<i64>, AdminError> {
+) -> Result<Option<i64>, ServiceError> {
     let account = svc.account(account_id)?.clone();
     mp_only(&account, "preview")?;
     if !is_open_id(open_id) {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "open_id must be an openid (1 to 64 characters of letters, digits, '-' and '_')".into(),
         ));
     }
-    let message = MassMessage::parse(message).map_err(AdminError::Validation)?;
+    let message = MassMessage::parse(message).map_err(ServiceError::Validation)?;
     let message = Typed {
         msgtype: message.msgtype,
         body: &message.body,
@@ -292,7 +292,7 @@ pub async fn delete_job(
     svc: &Services,
     account_id: &str,
     job_id: &str,
-) -> Result<JobView, AdminError> {
+) -> Result<JobView, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let store = &*svc.store;
     let (job, _) = load_job(store, account_id, job_id)
@@ -300,7 +300,7 @@ pub async fn delete_job(
         .ok_or_else(|| not_found(job_id))?;
     let mp = account.platform == Platform::Mp;
     if mp && !matches!(job.msgtype.as_str(), "mpnews" | "mpvideo") {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "WeChat deletes only mpnews and mpvideo mass sends (mass/delete); this job sent {}",
             job.msgtype
         )));
@@ -310,7 +310,7 @@ pub async fn delete_job(
         .iter()
         .any(|b| matches!(b.status, BatchStatus::Queued | BatchStatus::Sending))
     {
-        return Err(AdminError::Precondition(
+        return Err(ServiceError::Precondition(
             "the job is still sending; delete it once every batch is sent".into(),
         ));
     }
@@ -341,7 +341,7 @@ async fn cancel_group_message(
     job_id: &str,
     batch: usize,
     msgid: &str,
-) -> Result<(), AdminError> {
+) -> Result<(), ServiceError> {
     let account_id = account.id.as_str();
     groupmsg::cancel_groupmsg_send(&svc.tokens, account, msgid).await?;
     let result = BatchResult {
@@ -368,10 +368,10 @@ async fn cancel_group_message(
     Ok(())
 }
 
-fn mp_only(account: &Account, what: &str) -> Result<(), AdminError> {
+fn mp_only(account: &Account, what: &str) -> Result<(), ServiceError> {
     match account.platform {
         Platform::Mp => Ok(()),
-        Platform::Work => Err(AdminError::Validation(format!(
+        Platform::Work => Err(ServiceError::Validation(format!(
             "account {:?} is a WeCom application: broadcast {what} is an Official Account \
              feature (mass/{what})",
             account.id.as_str()
@@ -379,8 +379,8 @@ fn mp_only(account: &Account, what: &str) -> Result<(), AdminError> {
     }
 }
 
-pub(super) fn not_found(job_id: &str) -> AdminError {
-    AdminError::NotFound(format!("no broadcast job {job_id:?} on this account"))
+pub(super) fn not_found(job_id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no broadcast job {job_id:?} on this account"))
 }
 
 #[cfg(test)]
