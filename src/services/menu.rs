@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::config::Account;
 use crate::domain::menu::{validate_conditional_menu, validate_menu, MenuFlavor, Problem};
-use crate::domain::Platform;
+use crate::domain::{AccountId, Actor, Platform};
 use crate::error::ServiceError;
 use crate::store::{LeaseKey, MenuVersion};
 use crate::wechat::api::{menu as api, ApiError};
@@ -86,7 +86,7 @@ impl MenuLocks {
 /// The verdict of `POST .../menu/validate`: exactly what a publish would refuse.
 pub fn validate(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     menu: &Value,
 ) -> Result<Vec<Problem>, ServiceError> {
     let account = svc.account(account_id)?;
@@ -94,11 +94,11 @@ pub fn validate(
 }
 
 /// Checks, then publishes the default menu and records it as the next version.
-#[tracing::instrument(skip_all, fields(account = account_id, actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn publish(
     svc: &Arc<Services>,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     menu: Value,
 ) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
@@ -111,11 +111,11 @@ pub async fn publish(
 
 /// Deletes the menu (on Official Accounts WeChat deletes the conditional menus with it) and
 /// records the deletion as the next version.
-#[tracing::instrument(skip_all, fields(account = account_id, actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn delete(
     svc: &Arc<Services>,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
 ) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
     detached(svc, account, actor, |svc, account, actor| async move {
@@ -125,18 +125,19 @@ pub async fn delete(
 }
 
 /// Publishes version `n` again (or deletes again, if `n` was a deletion) as a new version.
-#[tracing::instrument(skip_all, fields(account = account_id, actor, restore = n))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor, restore = n))]
 pub async fn restore(
     svc: &Arc<Services>,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     n: u64,
 ) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
-    let versions = svc.store.menu_versions(account_id).await?;
+    let versions = svc.store.menu_versions(account_id.as_str()).await?;
     let Some(old) = versions.into_iter().find(|v| v.version == n) else {
         return Err(ServiceError::NotFound(format!(
-            "account {account_id:?} has no menu version {n}"
+            "account {:?} has no menu version {n}",
+            account_id.as_str()
         )));
     };
     let what = match old.menu {
@@ -154,14 +155,17 @@ pub async fn restore(
 }
 
 /// Every recorded version, oldest first.
-pub async fn versions(svc: &Services, account_id: &str) -> Result<Vec<MenuVersion>, ServiceError> {
+pub async fn versions(
+    svc: &Services,
+    account_id: &AccountId,
+) -> Result<Vec<MenuVersion>, ServiceError> {
     svc.account(account_id)?;
-    Ok(svc.store.menu_versions(account_id).await?)
+    Ok(svc.store.menu_versions(account_id.as_str()).await?)
 }
 
 /// The menu live in WeChat now, compared with the latest version.
-#[tracing::instrument(skip_all, fields(account = account_id))]
-pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, ServiceError> {
+#[tracing::instrument(skip_all, fields(account = %account_id))]
+pub async fn live_menu(svc: &Services, account_id: &AccountId) -> Result<LiveMenu, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let (buttons, conditional) = match account.platform {
         Platform::Mp => {
@@ -185,7 +189,7 @@ pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, Ser
             Err(e) => return Err(e.into()),
         },
     };
-    let latest = svc.store.menu_versions(account_id).await?.pop();
+    let latest = svc.store.menu_versions(account_id.as_str()).await?.pop();
     let drift = match &latest {
         Some(v) => {
             let recorded = v
@@ -196,7 +200,7 @@ pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, Ser
         }
         None => !buttons.is_empty(),
     };
-    metrics::gauge!("wgw_menu_drift", "account" => account_id.to_owned()).set(if drift {
+    metrics::gauge!("wgw_menu_drift", "account" => account_id.to_string()).set(if drift {
         1.0
     } else {
         0.0
@@ -220,11 +224,11 @@ pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, Ser
 
 /// Checks a conditional menu (`button` and `matchrule`) and adds it: WeChat's menuid.
 /// Conditional menus are not versioned: the versions are those of the default menu.
-#[tracing::instrument(skip_all, fields(account = account_id, actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn add_conditional(
     svc: &Arc<Services>,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     menu: Value,
 ) -> Result<String, ServiceError> {
     let account = svc.account(account_id)?.clone();
@@ -244,11 +248,11 @@ pub async fn add_conditional(
     .await
 }
 
-#[tracing::instrument(skip_all, fields(account = account_id, actor, menuid))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor, menuid))]
 pub async fn delete_conditional(
     svc: &Arc<Services>,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     menuid: &str,
 ) -> Result<(), ServiceError> {
     let account = svc.account(account_id)?.clone();
@@ -274,10 +278,10 @@ pub async fn delete_conditional(
 
 /// The menu a user (openid or WeChat id) would see: WeChat's `menu/trymatch` answer,
 /// `{"button": [...]}`.
-#[tracing::instrument(skip_all, fields(account = account_id))]
+#[tracing::instrument(skip_all, fields(account = %account_id))]
 pub async fn try_match(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     user_id: &str,
 ) -> Result<Value, ServiceError> {
     let account = svc.account(account_id)?.clone();
@@ -352,16 +356,16 @@ fn is_no_menu(e: &crate::wechat::tokens::TokenError) -> bool {
 async fn detached<T, F, Fut>(
     svc: &Arc<Services>,
     account: Arc<Account>,
-    actor: &str,
+    actor: &Actor,
     f: F,
 ) -> Result<T, ServiceError>
 where
     T: Send + 'static,
-    F: FnOnce(Arc<Services>, Arc<Account>, String) -> Fut + Send + 'static,
+    F: FnOnce(Arc<Services>, Arc<Account>, Actor) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, ServiceError>> + Send + 'static,
 {
     let svc = svc.clone();
-    let actor = actor.to_owned();
+    let actor = actor.clone();
     let task = tokio::spawn(
         async move {
             let id = account.id.as_str().to_owned();
@@ -405,7 +409,7 @@ where
 async fn change(
     svc: &Services,
     account: &Account,
-    actor: &str,
+    actor: &Actor,
     what: Change,
     restored_from: Option<u64>,
 ) -> Result<u64, ServiceError> {
@@ -435,7 +439,7 @@ async fn change(
 async fn record(
     svc: &Services,
     account_id: &str,
-    actor: &str,
+    actor: &Actor,
     menu: Option<Value>,
     restored_from: Option<u64>,
 ) -> Result<u64, ServiceError> {
@@ -450,7 +454,7 @@ async fn record(
         created_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        actor: actor.to_owned(),
+        actor: actor.to_string(),
         menu,
         restored_from,
     };

@@ -2,7 +2,7 @@
 //! (`message/custom/send`, within 48 hours of the user's last interaction), an
 //! application message to one member on WeCom (`message/send`).
 
-use crate::domain::Platform;
+use crate::domain::{AccountId, Platform};
 use crate::error::ServiceError;
 use crate::wechat::api::message::{self as api, Content};
 
@@ -49,10 +49,10 @@ impl Outgoing {
 }
 
 /// Sends; answers WeCom's msgid (empty on Official Accounts).
-#[tracing::instrument(skip_all, fields(account = account_id))]
+#[tracing::instrument(skip_all, fields(account = %account_id))]
 pub async fn send_message(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     to_user: &str,
     message: Outgoing,
 ) -> Result<String, ServiceError> {

@@ -1,6 +1,7 @@
 //! Use cases shared by the admin HTTP API and the gRPC `Gateway` service: each is written once
-//! here, takes validated inputs (or validates them before any call to WeChat) and answers with
-//! a [`ServiceError`] that both transports map in `crate::error`.
+//! here, takes validated inputs (the account as an [`AccountId`] parsed at the door, the caller
+//! as a domain [`Actor`](crate::domain::Actor), bodies parsed or validated before any call to
+//! WeChat) and answers with a [`ServiceError`] that both transports map in `crate::error`.
 
 pub mod autoreply;
 pub mod broadcast;
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Account;
+use crate::domain::AccountId;
 use crate::error::ServiceError;
 use crate::store::Store;
 use crate::wechat::tokens::TokenAuthority;
@@ -36,9 +38,16 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn account(&self, id: &str) -> Result<&Arc<Account>, ServiceError> {
+    pub fn account(&self, id: &AccountId) -> Result<&Arc<Account>, ServiceError> {
         self.accounts
-            .get(id)
-            .ok_or_else(|| ServiceError::unknown_account(id))
+            .get(id.as_str())
+            .ok_or_else(|| ServiceError::unknown_account(id.as_str()))
     }
+}
+
+/// The account id a caller named (an admin path segment, a gRPC `account_id` field), parsed at
+/// the door. An id that does not parse names no configured account, so it is answered like an
+/// unknown one (404, `NOT_FOUND`), not as a malformed request.
+pub fn account_id(raw: &str) -> Result<AccountId, ServiceError> {
+    AccountId::parse(raw).map_err(|_| ServiceError::unknown_account(raw))
 }

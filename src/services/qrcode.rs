@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::domain::autoreply::Reply;
 use crate::domain::scene::{ContactWayState, Label, QrSpec, SceneInput};
-use crate::domain::Platform;
+use crate::domain::{AccountId, Actor, Platform};
 use crate::error::ServiceError;
 use crate::store::SceneRecord;
 use crate::wechat::api::qrcode;
@@ -59,11 +59,11 @@ enum Code {
     },
 }
 
-#[tracing::instrument(skip_all, fields(account = account_id, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn create_qr_code(
     svc: &Services,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     req: CreateQrCode,
 ) -> Result<QrCode, ServiceError> {
     let account = svc.account(account_id)?.clone();
@@ -113,12 +113,12 @@ pub async fn create_qr_code(
     let now = unix_now();
     svc.store
         .put_scene(
-            account_id,
+            account_id.as_str(),
             &scene,
             &SceneRecord {
                 label: label.as_str().to_owned(),
                 metadata: req.metadata,
-                actor: actor.to_owned(),
+                actor: actor.to_string(),
                 created_at: now,
                 welcome: req.welcome,
             },

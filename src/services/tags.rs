@@ -6,7 +6,7 @@
 
 use crate::config::Account;
 use crate::domain::broadcast::is_open_id;
-use crate::domain::Platform;
+use crate::domain::{AccountId, Platform};
 use crate::error::ServiceError;
 use crate::wechat::api::{tags, ApiError};
 use crate::wechat::tokens::TokenError;
@@ -40,8 +40,12 @@ fn mp_only(account: &Account) -> Result<(), ServiceError> {
 }
 
 /// `tags/create`: answers the new tag's id.
-#[tracing::instrument(skip_all, fields(account = account_id))]
-pub async fn create_tag(svc: &Services, account_id: &str, name: &str) -> Result<u64, ServiceError> {
+#[tracing::instrument(skip_all, fields(account = %account_id))]
+pub async fn create_tag(
+    svc: &Services,
+    account_id: &AccountId,
+    name: &str,
+) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
     mp_only(&account)?;
     let chars = name.chars().count();
@@ -63,10 +67,10 @@ pub async fn create_tag(svc: &Services, account_id: &str, name: &str) -> Result<
 }
 
 /// Adds (`untag: false`) or removes the users of a tag, 50 openids a call.
-#[tracing::instrument(skip_all, fields(account = account_id, tag_id, untag))]
+#[tracing::instrument(skip_all, fields(account = %account_id, tag_id, untag))]
 pub async fn tag_users(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     tag_id: u64,
     open_ids: &[String],
     untag: bool,

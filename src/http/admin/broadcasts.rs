@@ -15,6 +15,7 @@ use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::domain::broadcast::Broadcast;
 use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::broadcast::{self, SendBroadcast};
 
 /// The token, then the account and the job: every `/broadcasts/{job_id}` route.
@@ -88,14 +89,14 @@ pub(crate) async fn create(
     path: web::Path<String>,
     LargeJsonBody(body): LargeJsonBody<Body>,
 ) -> Result<HttpResponse, ServiceError> {
-    let account = path.into_inner();
+    let account = account_id(&path)?;
     let platform = state.services.account(&account)?.platform;
     let broadcast = Broadcast::parse(platform, &body.audience, &body.message)
         .map_err(ServiceError::Validation)?;
     let (job, created) = broadcast::create_job(
         &state.services,
         &account,
-        &actor.0,
+        &actor,
         SendBroadcast {
             broadcast,
             client_msg_id: body.client_msg_id,
@@ -131,7 +132,7 @@ pub(crate) async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ServiceError> {
     let (account, job_id) = path.into_inner();
-    let job = broadcast::get_job(&state.services, &account, &job_id).await?;
+    let job = broadcast::get_job(&state.services, &account_id(&account)?, &job_id).await?;
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -165,12 +166,12 @@ pub(crate) async fn preview(
 ) -> Result<HttpResponse, ServiceError> {
     let msg_id = broadcast::preview(
         &state.services,
-        &path.into_inner(),
+        &account_id(&path)?,
         &body.open_id,
         &body.message,
     )
     .await?;
-    tracing::info!(actor = %actor.0, "broadcast previewed");
+    tracing::info!(actor = %actor, "broadcast previewed");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "open_id": body.open_id, "msg_id": msg_id })))
 }
 
@@ -196,8 +197,8 @@ pub(crate) async fn delete(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ServiceError> {
     let (account, job_id) = path.into_inner();
-    let job = broadcast::delete_job(&state.services, &account, &job_id).await?;
-    tracing::info!(actor = %actor.0, job_id = %job_id, "broadcast deleted");
+    let job = broadcast::delete_job(&state.services, &account_id(&account)?, &job_id).await?;
+    tracing::info!(actor = %actor, job_id = %job_id, "broadcast deleted");
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -222,6 +223,7 @@ pub(crate) async fn cancel(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ServiceError> {
     let (account, job_id) = path.into_inner();
-    let job = broadcast::cancel_job(&state.services, &account, &job_id, &actor.0).await?;
+    let job =
+        broadcast::cancel_job(&state.services, &account_id(&account)?, &job_id, &actor).await?;
     Ok(HttpResponse::Ok().json(job))
 }

@@ -53,7 +53,7 @@ pub(crate) async fn list_dead_letters(
         )));
     }
     let letters = state.store.dead_letters(limit).await?;
-    tracing::info!(actor = %actor.0, count = letters.len(), "dead letters listed");
+    tracing::info!(actor = %actor, count = letters.len(), "dead letters listed");
     let items: Vec<_> = letters
         .into_iter()
         .map(|d| {
@@ -94,6 +94,6 @@ pub(crate) async fn replay_dead_letter(
             "no dead letter with event id {id:?}"
         )));
     }
-    tracing::info!(actor = %actor.0, event_id = %id, "dead letter replayed");
+    tracing::info!(actor = %actor, event_id = %id, "dead letter replayed");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "event_id": id, "replayed": true })))
 }

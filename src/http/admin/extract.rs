@@ -1,5 +1,5 @@
-//! The admin handlers' extractors: who is asking ([`Actor`], from the bearer token) and what
-//! they sent ([`JsonBody`] within `http.max_body_bytes`, [`LargeJsonBody`] within
+//! The admin handlers' extractors: who is asking (the domain [`Actor`], from the bearer token)
+//! and what they sent ([`JsonBody`] within `http.max_body_bytes`, [`LargeJsonBody`] within
 //! `broadcasts.max_body_bytes`). Each one fails with a `ServiceError`, so a refused request is
 //! answered in the admin API's JSON shape like any other error.
 
@@ -13,13 +13,11 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::domain::match_token;
+pub(crate) use crate::domain::Actor;
 use crate::error::ServiceError;
 use crate::http::AppState;
 
 /// The authenticated operator: the `name` of the admin token presented.
-#[derive(Debug, Clone)]
-pub struct Actor(pub String);
-
 impl FromRequest for Actor {
     type Error = ServiceError;
     type Future = Ready<Result<Self, ServiceError>>;
@@ -45,7 +43,7 @@ fn authenticate(req: &HttpRequest) -> Result<Actor, ServiceError> {
         .iter()
         .map(|t| (t.name.as_str(), &t.token));
     match_token(tokens, presented)
-        .map(|name| Actor(name.to_owned()))
+        .map(Actor::new)
         .ok_or(ServiceError::BadToken)
 }
 

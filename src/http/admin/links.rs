@@ -10,6 +10,7 @@ use super::extract::{Actor, JsonBody};
 use super::responses::{AccountErrors, ErrorBody};
 use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::links;
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -56,8 +57,8 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, ServiceError> {
     let link = links::create_link(
         &state.services,
-        &path.into_inner(),
-        &actor.0,
+        &account_id(&path)?,
+        &actor,
         &body.target,
         &body.label,
     )
@@ -81,7 +82,7 @@ pub(crate) async fn list(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
-    let all = links::list_links(&state.services, &path.into_inner()).await?;
+    let all = links::list_links(&state.services, &account_id(&path)?).await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"links": all.iter().map(link_json).collect::<Vec<_>>()})))
 }

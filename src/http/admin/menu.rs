@@ -11,6 +11,7 @@ use super::extract::{Actor, JsonBody};
 use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::menu;
 use crate::store::MenuVersion;
 
@@ -68,7 +69,7 @@ pub(crate) async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
-    let live = menu::live_menu(&state.services, &path.into_inner()).await?;
+    let live = menu::live_menu(&state.services, &account_id(&path)?).await?;
     let mut answer = live.menu;
     answer["version"] = json!(live.version);
     answer["drift"] = json!(live.drift);
@@ -95,7 +96,7 @@ pub(crate) async fn put(
     path: web::Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<HttpResponse, ServiceError> {
-    let version = menu::publish(&state.services, &path.into_inner(), &actor.0, body).await?;
+    let version = menu::publish(&state.services, &account_id(&path)?, &actor, body).await?;
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
 
@@ -116,7 +117,7 @@ pub(crate) async fn delete(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
-    let version = menu::delete(&state.services, &path.into_inner(), &actor.0).await?;
+    let version = menu::delete(&state.services, &account_id(&path)?, &actor).await?;
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
 
@@ -140,7 +141,7 @@ pub(crate) async fn validate(
     path: web::Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<HttpResponse, ServiceError> {
-    let problems = menu::validate(&state.services, &path.into_inner(), &body)?;
+    let problems = menu::validate(&state.services, &account_id(&path)?, &body)?;
     Ok(HttpResponse::Ok().json(json!({ "valid": problems.is_empty(), "problems": problems })))
 }
 
@@ -178,7 +179,7 @@ pub(crate) async fn versions(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
-    let versions = menu::versions(&state.services, &path.into_inner()).await?;
+    let versions = menu::versions(&state.services, &account_id(&path)?).await?;
     let versions: Vec<_> = versions.iter().map(version_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "versions": versions })))
 }
@@ -205,7 +206,7 @@ pub(crate) async fn restore(
     let n: u64 = n
         .parse()
         .map_err(|_| ServiceError::Validation(format!("version: {n:?} is not a version number")))?;
-    let version = menu::restore(&state.services, &account, &actor.0, n).await?;
+    let version = menu::restore(&state.services, &account_id(&account)?, &actor, n).await?;
     Ok(HttpResponse::Ok().json(json!({ "version": version, "restored_from": n })))
 }
 
@@ -229,7 +230,7 @@ pub(crate) async fn add_conditional(
     path: web::Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<HttpResponse, ServiceError> {
-    let menuid = menu::add_conditional(&state.services, &path.into_inner(), &actor.0, body).await?;
+    let menuid = menu::add_conditional(&state.services, &account_id(&path)?, &actor, body).await?;
     Ok(HttpResponse::Ok().json(json!({ "menuid": menuid })))
 }
 
@@ -252,7 +253,7 @@ pub(crate) async fn delete_conditional(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ServiceError> {
     let (account, menuid) = path.into_inner();
-    menu::delete_conditional(&state.services, &account, &actor.0, &menuid).await?;
+    menu::delete_conditional(&state.services, &account_id(&account)?, &actor, &menuid).await?;
     Ok(HttpResponse::Ok().json(json!({ "menuid": menuid, "deleted": true })))
 }
 
@@ -282,6 +283,6 @@ pub(crate) async fn try_match(
     path: web::Path<String>,
     JsonBody(body): JsonBody<TryMatch>,
 ) -> Result<HttpResponse, ServiceError> {
-    let answer = menu::try_match(&state.services, &path.into_inner(), &body.user_id).await?;
+    let answer = menu::try_match(&state.services, &account_id(&path)?, &body.user_id).await?;
     Ok(HttpResponse::Ok().json(answer))
 }

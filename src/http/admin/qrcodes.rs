@@ -13,6 +13,7 @@ use crate::domain::autoreply::Reply;
 use crate::domain::scene::SceneInput;
 use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::qrcode::{create_qr_code, CreateQrCode};
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -89,8 +90,8 @@ pub(crate) async fn create(
     };
     let code = create_qr_code(
         &state.services,
-        &path.into_inner(),
-        &actor.0,
+        &account_id(&path)?,
+        &actor,
         CreateQrCode {
             scene,
             permanent: body.permanent,

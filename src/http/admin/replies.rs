@@ -21,6 +21,7 @@ use super::responses::{AccountErrors, ErrorBody, StoreErrors, TokenErrors};
 use crate::domain::autoreply::{Matcher, Reply, Rule};
 use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::autoreply;
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -98,7 +99,7 @@ pub(crate) async fn list(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
-    let rules = autoreply::list_rules(&state.services, &path.into_inner()).await?;
+    let rules = autoreply::list_rules(&state.services, &account_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(json!({ "rules": rules })))
 }
 
@@ -124,8 +125,8 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, ServiceError> {
     let stored = autoreply::create_rule(
         &state.services,
-        &path.into_inner(),
-        &actor.0,
+        &account_id(&path)?,
+        &actor,
         body.into_rule(),
     )
     .await?;
@@ -162,8 +163,13 @@ pub(crate) async fn put(
             body.id
         )));
     }
-    let (stored, created) =
-        autoreply::put_rule(&state.services, &account, &actor.0, body.into_rule()).await?;
+    let (stored, created) = autoreply::put_rule(
+        &state.services,
+        &account_id(&account)?,
+        &actor,
+        body.into_rule(),
+    )
+    .await?;
     Ok(if created {
         HttpResponse::Created().json(stored)
     } else {
@@ -190,7 +196,7 @@ pub(crate) async fn delete(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ServiceError> {
     let (account, id) = path.into_inner();
-    autoreply::delete_rule(&state.services, &account, &actor.0, &id).await?;
+    autoreply::delete_rule(&state.services, &account_id(&account)?, &actor, &id).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": id, "deleted": true })))
 }
 
@@ -216,7 +222,7 @@ pub(crate) async fn get_welcome(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
-    match autoreply::welcome(&state.services, &path.into_inner()).await? {
+    match autoreply::welcome(&state.services, &account_id(&path)?).await? {
         Some(w) => Ok(HttpResponse::Ok().json(welcome_json(&w))),
         None => Err(ServiceError::NotFound("no default welcome is set".into())),
     }
@@ -242,7 +248,7 @@ pub(crate) async fn put_welcome(
     JsonBody(reply): JsonBody<Reply>,
 ) -> Result<HttpResponse, ServiceError> {
     let stored =
-        autoreply::put_welcome(&state.services, &path.into_inner(), &actor.0, reply).await?;
+        autoreply::put_welcome(&state.services, &account_id(&path)?, &actor, reply).await?;
     Ok(HttpResponse::Ok().json(welcome_json(&stored)))
 }
 
@@ -264,6 +270,6 @@ pub(crate) async fn delete_welcome(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
-    autoreply::delete_welcome(&state.services, &path.into_inner(), &actor.0).await?;
+    autoreply::delete_welcome(&state.services, &account_id(&path)?, &actor).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted": true })))
 }

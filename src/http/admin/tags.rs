@@ -13,6 +13,7 @@ use super::extract::{Actor, JsonBody, LargeJsonBody};
 use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::tags;
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -63,8 +64,8 @@ pub(crate) async fn create(
     path: web::Path<String>,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<HttpResponse, ServiceError> {
-    let tag_id = tags::create_tag(&state.services, &path.into_inner(), &body.name).await?;
-    tracing::info!(actor = %actor.0, tag_id, "tag created");
+    let tag_id = tags::create_tag(&state.services, &account_id(&path)?, &body.name).await?;
+    tracing::info!(actor = %actor, tag_id, "tag created");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tag_id": tag_id, "name": body.name })))
 }
 
@@ -138,8 +139,15 @@ async fn members(
     untag: bool,
 ) -> Result<HttpResponse, ServiceError> {
     let (account, tag_id) = path.into_inner();
-    let done = tags::tag_users(&state.services, &account, tag_id, &body.open_ids, untag).await?;
-    tracing::info!(actor = %actor.0, tag_id, users = done.users, untag, "tag members changed");
+    let done = tags::tag_users(
+        &state.services,
+        &account_id(&account)?,
+        tag_id,
+        &body.open_ids,
+        untag,
+    )
+    .await?;
+    tracing::info!(actor = %actor, tag_id, users = done.users, untag, "tag members changed");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "tag_id": tag_id, "users": done.users, "batches": done.batches,
     })))

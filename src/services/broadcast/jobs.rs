@@ -8,7 +8,7 @@ use crate::domain::broadcast::{
     batch_client_msg_id, is_open_id, plan_batches, plan_external_batches, Audience, Broadcast,
     BroadcastAudience, MassMessage,
 };
-use crate::domain::Platform;
+use crate::domain::{AccountId, Actor, Platform};
 use crate::error::ServiceError;
 use crate::services::Services;
 use crate::store::{DocWrite, StoreError};
@@ -92,11 +92,11 @@ fn check_caller_id(id: &str) -> Result<(), ServiceError> {
 
 /// Checks the request, persists the job and its batches, and wakes the runner. The same
 /// `client_msg_id` again answers the job it made, and sends nothing (`false`).
-#[tracing::instrument(skip_all, fields(account = account_id, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn create_job(
     svc: &Services,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     req: SendBroadcast,
 ) -> Result<(JobView, bool), ServiceError> {
     let account = svc.account(account_id)?.clone();
@@ -109,7 +109,7 @@ pub async fn create_job(
     if let Some(id) = &req.client_msg_id {
         if !store
             .put_doc(
-                account_id,
+                account_id.as_str(),
                 CMID,
                 id,
                 job_id.as_bytes(),
@@ -120,24 +120,30 @@ pub async fn create_job(
         {
             // Another request with this id claimed a job id: that is the job. If its creator
             // died before writing the job, this request finishes writing it.
-            let claimed = store.doc(account_id, CMID, id).await?.ok_or_else(|| {
-                ServiceError::Conflict(format!(
-                    "client_msg_id {id:?} is being used by a request in progress; try again"
-                ))
-            })?;
+            let claimed = store
+                .doc(account_id.as_str(), CMID, id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::Conflict(format!(
+                        "client_msg_id {id:?} is being used by a request in progress; try again"
+                    ))
+                })?;
             job_id = String::from_utf8(claimed)
                 .map_err(|_| StoreError::Corrupt("a bcast-cmid document".into()))?;
         }
     }
-    if let Some((job, _)) = load_job(store, account_id, &job_id).await? {
-        return Ok((view(store, account_id, &account, &job).await?, false));
+    if let Some((job, _)) = load_job(store, account_id.as_str(), &job_id).await? {
+        return Ok((
+            view(store, account_id.as_str(), &account, &job).await?,
+            false,
+        ));
     }
     for (i, recipients) in plan.batches.iter().enumerate() {
         if !recipients.is_empty() {
             let bytes = serde_json::to_vec(recipients).expect("a list of strings serializes");
             store
                 .put_doc(
-                    account_id,
+                    account_id.as_str(),
                     RECIPIENTS,
                     &batch_key(&job_id, i),
                     &bytes,
@@ -149,7 +155,7 @@ pub async fn create_job(
     }
     let job = Job {
         client_msg_id: req.client_msg_id.clone(),
-        actor: actor.to_owned(),
+        actor: actor.to_string(),
         created_at: unix_now(),
         target: plan.target,
         msgtype: plan.message.msgtype.to_owned(),
@@ -182,13 +188,27 @@ pub async fn create_job(
     };
     // Active first: a job that exists is always one the runner will find.
     store
-        .put_doc(account_id, ACTIVE, &job_id, b"1", DocWrite::Always, None)
+        .put_doc(
+            account_id.as_str(),
+            ACTIVE,
+            &job_id,
+            b"1",
+            DocWrite::Always,
+            None,
+        )
         .await?;
     let bytes = serde_json::to_vec(&job).expect("a job serializes");
     let created = store
-        .put_doc(account_id, JOB, &job_id, &bytes, DocWrite::IfAbsent, None)
+        .put_doc(
+            account_id.as_str(),
+            JOB,
+            &job_id,
+            &bytes,
+            DocWrite::IfAbsent,
+            None,
+        )
         .await?;
-    let (job, _) = load_job(store, account_id, &job_id)
+    let (job, _) = load_job(store, account_id.as_str(), &job_id)
         .await?
         .ok_or_else(|| StoreError::Unavailable("the job just written is not there".into()))?;
     if created {
@@ -196,31 +216,34 @@ pub async fn create_job(
             "broadcast job created");
         svc.broadcasts.kick.notify_one();
     }
-    Ok((view(store, account_id, &account, &job).await?, created))
+    Ok((
+        view(store, account_id.as_str(), &account, &job).await?,
+        created,
+    ))
 }
 
 /// The job and every batch, with the results WeChat reported.
 pub async fn get_job(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     job_id: &str,
 ) -> Result<JobView, ServiceError> {
     let account = svc.account(account_id)?.clone();
-    let (job, _) = load_job(&*svc.store, account_id, job_id)
+    let (job, _) = load_job(&*svc.store, account_id.as_str(), job_id)
         .await?
         .ok_or_else(|| not_found(job_id))?;
-    Ok(view(&*svc.store, account_id, &account, &job).await?)
+    Ok(view(&*svc.store, account_id.as_str(), &account, &job).await?)
 }
 
 /// Cancels a job: its queued batches are never sent; a batch being sent finishes its attempt
 /// (it cannot be undone) and keeps its result. Idempotent: a cancelled job answers its view
 /// again. A job with nothing left to send is a conflict.
-#[tracing::instrument(skip_all, fields(account = account_id, job_id = job_id, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, job_id = job_id, actor = %actor))]
 pub async fn cancel_job(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     job_id: &str,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<JobView, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let store = &*svc.store;
@@ -228,7 +251,7 @@ pub async fn cancel_job(
     let mut cancelled_now = false;
     // Compare-and-swap against the runners' writes: a batch the runner marked `sending` first
     // stays `sending` (its attempt is in flight), every other pending batch is cancelled.
-    let job = update_job(store, account_id, job_id, |j| {
+    let job = update_job(store, account_id.as_str(), job_id, |j| {
         cancelled_now = false;
         let pending = j
             .batches
@@ -236,7 +259,7 @@ pub async fn cancel_job(
             .any(|b| matches!(b.status, BatchStatus::Queued | BatchStatus::Sending));
         if j.cancelled_at.is_none() && pending {
             j.cancelled_at = Some(now);
-            j.cancelled_by = Some(actor.to_owned());
+            j.cancelled_by = Some(actor.to_string());
             for b in &mut j.batches {
                 if b.status == BatchStatus::Queued {
                     b.status = BatchStatus::Cancelled;
@@ -246,7 +269,7 @@ pub async fn cancel_job(
         }
     })
     .await?;
-    let view = view(store, account_id, &account, &job).await?;
+    let view = view(store, account_id.as_str(), &account, &job).await?;
     if job.cancelled_at.is_none() {
         return Err(ServiceError::Precondition(format!(
             "broadcast job {job_id:?} has nothing left to send (it is {}): only a queued or \
@@ -261,10 +284,10 @@ pub async fn cancel_job(
 }
 
 /// `mass/preview`: the message to one follower, to check it before a broadcast.
-#[tracing::instrument(skip_all, fields(account = account_id))]
+#[tracing::instrument(skip_all, fields(account = %account_id))]
 pub async fn preview(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     open_id: &str,
     message: &Value,
 ) -> Result<Option<i64>, ServiceError> {
@@ -287,15 +310,15 @@ pub async fn preview(
 /// `mass/delete` of every sent batch: WeChat then shows the articles as deleted (it deletes
 /// only mpnews and mpvideo mass sends, and only once they were sent). On WeCom, the group
 /// message of every batch is cancelled for the members who have not sent it.
-#[tracing::instrument(skip_all, fields(account = account_id, job_id = job_id))]
+#[tracing::instrument(skip_all, fields(account = %account_id, job_id = job_id))]
 pub async fn delete_job(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     job_id: &str,
 ) -> Result<JobView, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let store = &*svc.store;
-    let (job, _) = load_job(store, account_id, job_id)
+    let (job, _) = load_job(store, account_id.as_str(), job_id)
         .await?
         .ok_or_else(|| not_found(job_id))?;
     let mp = account.platform == Platform::Mp;
@@ -326,7 +349,10 @@ pub async fn delete_job(
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("batch {i} has msg_id {msg_id:?}")))?;
         mass::delete(&svc.tokens, &account, msg_id).await?;
-        update_job(store, account_id, job_id, |j| j.batches[i].deleted = true).await?;
+        update_job(store, account_id.as_str(), job_id, |j| {
+            j.batches[i].deleted = true
+        })
+        .await?;
     }
     tracing::info!("broadcast deleted");
     get_job(svc, account_id, job_id).await
