@@ -51,3 +51,18 @@ impl Services {
 pub fn account_id(raw: &str) -> Result<AccountId, ServiceError> {
     AccountId::parse(raw).map_err(|_| ServiceError::unknown_account(raw))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unparsable_account_id_is_answered_as_an_unknown_account() {
+        for raw in ["no/such", "", "a.b"] {
+            let e = account_id(raw).unwrap_err();
+            assert!(matches!(e, ServiceError::NotFound(_)));
+            assert_eq!(e.to_string(), format!("unknown account {raw:?}"));
+        }
+        assert_eq!(account_id("acme-mp").unwrap().as_str(), "acme-mp");
+    }
+}
