@@ -3,8 +3,9 @@
 //! not stored → 503 so WeChat retries. The match is exhaustive on purpose: a new variant does
 //! not build until its status is decided.
 //!
-//! The actions' error type ([`AdminError`], shared by the admin API and the gRPC `Gateway`
-//! service) and its two maps, to HTTP and to `tonic::Status`, side by side and exhaustive.
+//! The use cases' error type ([`ServiceError`]: what `crate::services` answers, and what the
+//! admin API and the gRPC `Gateway` service answer in turn) and its two maps, to HTTP and to
+//! `tonic::Status`, side by side and exhaustive.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -89,15 +90,15 @@ impl CallbackError {
     }
 }
 
-/// The actions' error type: every way a use case (`crate::services`) or the door in front of it
-/// (token, request body) can refuse, for the admin API and the gRPC `Gateway` service alike, so
-/// that no handler writes an error of its own. Every HTTP answer is `{"error": {"code",
+/// The use cases' error type: every way a use case (`crate::services`) or the door in front of
+/// it (token, request body, account id) can refuse, for the admin API and the gRPC `Gateway`
+/// service alike, so that no handler writes an error of its own. Every HTTP answer is `{"error": {"code",
 /// "message"}}` with the status the contract fixes (400 validation, 401 token, 404 unknown, 409
 /// conflict, 413 body too large, 502 WeChat refused, 503 store); WeChat being away is 503 (busy)
 /// or 504 (unreachable). Exhaustive, like the callback map, so a new variant must pick its HTTP
 /// status and its gRPC code here.
 #[derive(Debug, Error)]
-pub enum AdminError {
+pub enum ServiceError {
     #[error("missing or malformed Authorization header: expected \"Bearer <token>\"")]
     MissingToken,
     #[error("the bearer token is not one of admin.tokens")]
@@ -126,7 +127,7 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
-impl From<TokenError> for AdminError {
+impl From<TokenError> for ServiceError {
     fn from(e: TokenError) -> Self {
         match e {
             TokenError::Api(e) => Self::WeChat(e),
@@ -136,7 +137,13 @@ impl From<TokenError> for AdminError {
     }
 }
 
-impl AdminError {
+impl ServiceError {
+    /// The answer for an account id that names no configured account. An id that does not even
+    /// parse as an `AccountId` gets this answer too: it cannot be configured, so it is unknown.
+    pub fn unknown_account(id: &str) -> Self {
+        Self::NotFound(format!("unknown account {id:?}"))
+    }
+
     /// The machine-readable `error.code`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -164,18 +171,18 @@ impl AdminError {
 
 /// The gRPC map: the same decisions as [`ResponseError`] below, in `tonic::Code`s. The
 /// machine-readable code travels in the `wgw-error-code` metadata.
-impl From<AdminError> for tonic::Status {
-    fn from(e: AdminError) -> Self {
+impl From<ServiceError> for tonic::Status {
+    fn from(e: ServiceError) -> Self {
         use tonic::Code;
         let code = match &e {
-            AdminError::MissingToken | AdminError::BadToken => Code::Unauthenticated,
-            AdminError::Validation(_) => Code::InvalidArgument,
+            ServiceError::MissingToken | ServiceError::BadToken => Code::Unauthenticated,
+            ServiceError::Validation(_) => Code::InvalidArgument,
             // What tonic itself answers for a message over `max_decoding_message_size`.
-            AdminError::PayloadTooLarge { .. } => Code::OutOfRange,
-            AdminError::NotFound(_) => Code::NotFound,
-            AdminError::Conflict(_) => Code::AlreadyExists,
-            AdminError::Precondition(_) => Code::FailedPrecondition,
-            AdminError::WeChat(api) => match api {
+            ServiceError::PayloadTooLarge { .. } => Code::OutOfRange,
+            ServiceError::NotFound(_) => Code::NotFound,
+            ServiceError::Conflict(_) => Code::AlreadyExists,
+            ServiceError::Precondition(_) => Code::FailedPrecondition,
+            ServiceError::WeChat(api) => match api {
                 // Already retried once with a fresh token.
                 ApiError::TokenRejected { .. } => Code::Unavailable,
                 ApiError::QuotaExceeded { .. } => Code::ResourceExhausted,
@@ -185,7 +192,7 @@ impl From<AdminError> for tonic::Status {
                 ApiError::Busy { .. } | ApiError::Unreachable { .. } => Code::Unavailable,
                 ApiError::BadResponse(_) => Code::Internal,
             },
-            AdminError::TokenUnavailable(_) | AdminError::Store(_) => Code::Unavailable,
+            ServiceError::TokenUnavailable(_) | ServiceError::Store(_) => Code::Unavailable,
         };
         let mut status = tonic::Status::new(code, e.to_string());
         if let Ok(value) = e.code().parse() {
@@ -195,7 +202,7 @@ impl From<AdminError> for tonic::Status {
     }
 }
 
-impl ResponseError for AdminError {
+impl ResponseError for ServiceError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::BadToken => StatusCode::UNAUTHORIZED,

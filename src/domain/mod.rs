@@ -1,5 +1,5 @@
-//! Validated domain types. Each is parsed once at the edge (configuration, HTTP path) and is
-//! valid wherever it appears afterwards. No I/O here.
+//! Validated domain types. Each is parsed once at the edge (configuration, HTTP path, gRPC
+//! request) and is valid wherever it appears afterwards. No I/O here.
 
 pub mod autoreply;
 pub mod broadcast;
@@ -37,6 +37,29 @@ impl AccountId {
 }
 
 impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who asked for a change: the `name` of the admin token presented over HTTP, or of the
+/// `[[grpc.tokens]]` entry (`grpc` when none are configured). Recorded with what it changed
+/// (menu versions, reply rules, broadcast jobs) and in log lines; never a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor(String);
+
+impl Actor {
+    /// The caller's name, as the door that authenticated it knows it.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

@@ -3,14 +3,14 @@
 //! authenticate, convert at the door, call the use case the admin API calls, convert back.
 //!
 //! A request that is missing a field or names an unknown one is refused with
-//! `AdminError::Validation` naming the field (`INVALID_ARGUMENT`, like the admin API's 400).
+//! `ServiceError::Validation` naming the field (`INVALID_ARGUMENT`, like the admin API's 400).
 
 use crate::domain::autoreply::{Matcher, Reply, Rule};
 use crate::domain::broadcast::{
     Audience, Broadcast, BroadcastAudience, ExternalAudience, MassMessage,
 };
 use crate::domain::scene::SceneInput;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::pb::{
     self, create_qr_code_request, reply_content, send_broadcast_request, send_message_request,
 };
@@ -25,14 +25,14 @@ use crate::services::tags::Tagged;
 // QR codes.
 
 impl TryFrom<pb::CreateQrCodeRequest> for CreateQrCode {
-    type Error = AdminError;
+    type Error = ServiceError;
 
-    fn try_from(r: pb::CreateQrCodeRequest) -> Result<Self, AdminError> {
+    fn try_from(r: pb::CreateQrCodeRequest) -> Result<Self, ServiceError> {
         let scene = match r.scene {
             Some(create_qr_code_request::Scene::SceneId(id)) => SceneInput::Id(id.into()),
             Some(create_qr_code_request::Scene::SceneStr(s)) => SceneInput::Str(s),
             None => {
-                return Err(AdminError::Validation(
+                return Err(ServiceError::Validation(
                     "scene: set scene_id or scene_str".into(),
                 ))
             }
@@ -67,15 +67,17 @@ impl From<QrCode> for pb::CreateQrCodeResponse {
 
 /// The `message` oneof of `SendMessageRequest`, which must be set.
 impl TryFrom<Option<send_message_request::Message>> for Outgoing {
-    type Error = AdminError;
+    type Error = ServiceError;
 
-    fn try_from(m: Option<send_message_request::Message>) -> Result<Self, AdminError> {
+    fn try_from(m: Option<send_message_request::Message>) -> Result<Self, ServiceError> {
         match m {
             Some(send_message_request::Message::Text(t)) => Ok(Self::Text(t.content)),
             Some(send_message_request::Message::Image(i)) => Ok(Self::Image {
                 media_id: i.media_id,
             }),
-            None => Err(AdminError::Validation("message: set text or image".into())),
+            None => Err(ServiceError::Validation(
+                "message: set text or image".into(),
+            )),
         }
     }
 }
@@ -83,8 +85,9 @@ impl TryFrom<Option<send_message_request::Message>> for Outgoing {
 // Menus.
 
 /// `SetMenuRequest.menu_json`: WeChat's own menu JSON, as the admin API's body.
-pub(crate) fn menu_json(s: &str) -> Result<serde_json::Value, AdminError> {
-    serde_json::from_str(s).map_err(|e| AdminError::Validation(format!("menu_json: not JSON: {e}")))
+pub(crate) fn menu_json(s: &str) -> Result<serde_json::Value, ServiceError> {
+    serde_json::from_str(s)
+        .map_err(|e| ServiceError::Validation(format!("menu_json: not JSON: {e}")))
 }
 
 impl From<LiveMenu> for pb::GetMenuResponse {
@@ -100,7 +103,7 @@ impl From<LiveMenu> for pb::GetMenuResponse {
 // Auto-reply rules and welcomes.
 
 /// A reply, which must have its content set; `at` names the field in the refusal.
-fn reply_from_pb(r: pb::ReplyContent, at: &str) -> Result<Reply, AdminError> {
+fn reply_from_pb(r: pb::ReplyContent, at: &str) -> Result<Reply, ServiceError> {
     Ok(match r.content {
         Some(reply_content::Content::Text(t)) => Reply::Text { content: t.content },
         Some(reply_content::Content::Image(i)) => Reply::Image {
@@ -113,7 +116,7 @@ fn reply_from_pb(r: pb::ReplyContent, at: &str) -> Result<Reply, AdminError> {
             url: n.url,
         },
         None => {
-            return Err(AdminError::Validation(format!(
+            return Err(ServiceError::Validation(format!(
                 "{at}: set text, image or news"
             )))
         }
@@ -149,10 +152,10 @@ impl From<&Reply> for pb::ReplyContent {
 
 /// `PutReplyRuleRequest.rule`, which must be set.
 impl TryFrom<Option<pb::ReplyRule>> for Rule {
-    type Error = AdminError;
+    type Error = ServiceError;
 
-    fn try_from(r: Option<pb::ReplyRule>) -> Result<Self, AdminError> {
-        let r = r.ok_or_else(|| AdminError::Validation("rule: required".into()))?;
+    fn try_from(r: Option<pb::ReplyRule>) -> Result<Self, ServiceError> {
+        let r = r.ok_or_else(|| ServiceError::Validation("rule: required".into()))?;
         let value = r.match_value;
         let matcher = match r.match_kind.as_str() {
             "exact" => Matcher::Exact(value),
@@ -161,14 +164,14 @@ impl TryFrom<Option<pb::ReplyRule>> for Rule {
             "regex" => Matcher::Regex(value),
             "click" => Matcher::Click(value),
             other => {
-                return Err(AdminError::Validation(format!(
+                return Err(ServiceError::Validation(format!(
                     "rule.match_kind: {other:?} is not exact, prefix, contains, regex or click"
                 )))
             }
         };
         let reply = reply_from_pb(
             r.reply.ok_or_else(|| {
-                AdminError::Validation("rule.reply: set text, image or news".into())
+                ServiceError::Validation("rule.reply: set text, image or news".into())
             })?,
             "rule.reply",
         )?;
@@ -232,9 +235,9 @@ impl From<Tagged> for pb::TagUsersResponse {
 // Broadcasts.
 
 /// `message_json` of the broadcast requests: the message as the admin API's body has it.
-pub(crate) fn message_json(s: &str) -> Result<serde_json::Value, AdminError> {
+pub(crate) fn message_json(s: &str) -> Result<serde_json::Value, ServiceError> {
     serde_json::from_str(s)
-        .map_err(|e| AdminError::Validation(format!("message_json: not JSON: {e}")))
+        .map_err(|e| ServiceError::Validation(format!("message_json: not JSON: {e}")))
 }
 
 /// A job as every broadcast rpc answers it; `created` only for the request that made it.
@@ -281,11 +284,11 @@ pub(crate) fn job_to_pb(job: JobView, created: bool) -> pb::BroadcastJob {
 /// checked here by the rules (and in the words) the admin API's JSON parse uses. Whether the
 /// account's platform takes it is the use case's to check.
 impl TryFrom<pb::SendBroadcastRequest> for SendBroadcast {
-    type Error = AdminError;
+    type Error = ServiceError;
 
-    fn try_from(r: pb::SendBroadcastRequest) -> Result<Self, AdminError> {
+    fn try_from(r: pb::SendBroadcastRequest) -> Result<Self, ServiceError> {
         use send_broadcast_request::Audience as Pb;
-        let v = AdminError::Validation;
+        let v = ServiceError::Validation;
         let Some(audience) = r.audience else {
             return Err(v("audience: set tag_id, all, open_ids or external".into()));
         };
@@ -323,7 +326,7 @@ mod tests {
 
     fn refusal(r: pb::SendBroadcastRequest) -> String {
         match SendBroadcast::try_from(r) {
-            Err(AdminError::Validation(m)) => m,
+            Err(ServiceError::Validation(m)) => m,
             other => panic!("{other:?}"),
         }
     }

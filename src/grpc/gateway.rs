@@ -1,7 +1,7 @@
 //! `wechat_gateway.v1.Gateway`: thin, like the admin routes. Each rpc authenticates, converts
 //! its request at the door ([`super::convert`]), calls the same use case as the admin API
 //! (`crate::services`), converts the answer back, and maps errors through the one
-//! `AdminError` → `Status` map in `crate::error`.
+//! `ServiceError` → `Status` map in `crate::error`.
 
 use std::sync::Arc;
 
@@ -9,14 +9,13 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{job_to_pb, menu_json, message_json};
 use crate::config::AdminToken;
-use crate::domain::match_token;
-use crate::error::AdminError;
+use crate::domain::{match_token, Actor};
+use crate::error::ServiceError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
-    self, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest,
-    CreateQrCodeResponse, DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse,
-    ListLinksRequest, ListLinksResponse, SendMessageRequest, SendMessageResponse, SetMenuRequest,
-    SetMenuResponse,
+    self, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest, CreateQrCodeResponse,
+    DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse, ListLinksRequest,
+    ListLinksResponse, SendMessageRequest, SendMessageResponse, SetMenuRequest, SetMenuResponse,
 };
 use crate::pb::{
     DeleteReplyRuleRequest, DeleteReplyRuleResponse, ListReplyRulesRequest, ListReplyRulesResponse,
@@ -25,7 +24,7 @@ use crate::pb::{
 use crate::services::links;
 use crate::services::message::send_message;
 use crate::services::qrcode::create_qr_code;
-use crate::services::Services;
+use crate::services::{account_id, Services};
 use crate::services::{autoreply, broadcast, menu, tags};
 
 /// The actor recorded for changes made over gRPC when no `[[grpc.tokens]]` are configured.
@@ -42,10 +41,10 @@ impl GatewayService {
         Self { services, tokens }
     }
 
-    /// The caller's token name, from `authorization: Bearer <token>` metadata.
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<String, AdminError> {
+    /// The caller: its token's name, from `authorization: Bearer <token>` metadata.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<Actor, ServiceError> {
         if self.tokens.is_empty() {
-            return Ok(ANONYMOUS.to_owned());
+            return Ok(Actor::new(ANONYMOUS));
         }
         let presented = request
             .metadata()
@@ -54,11 +53,11 @@ impl GatewayService {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or(AdminError::MissingToken)?;
+            .ok_or(ServiceError::MissingToken)?;
         let tokens = self.tokens.iter().map(|t| (t.name.as_str(), &t.token));
         match_token(tokens, presented)
-            .map(str::to_owned)
-            .ok_or(AdminError::BadToken)
+            .map(Actor::new)
+            .ok_or(ServiceError::BadToken)
     }
 }
 
@@ -71,7 +70,8 @@ impl Gateway for GatewayService {
         let actor = self.authenticate(&request)?;
         let request = request.into_inner();
         let account = request.account_id.clone();
-        let code = create_qr_code(&self.services, &account, &actor, request.try_into()?).await?;
+        let req = request.try_into()?;
+        let code = create_qr_code(&self.services, &account_id(&account)?, &actor, req).await?;
         Ok(Response::new(code.into()))
     }
 
@@ -83,7 +83,13 @@ impl Gateway for GatewayService {
         let r = request.into_inner();
         tracing::info!(actor = %actor, account = %r.account_id, "SendMessage");
         let message = r.message.try_into()?;
-        let msg_id = send_message(&self.services, &r.account_id, &r.to_user, message).await?;
+        let msg_id = send_message(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &r.to_user,
+            message,
+        )
+        .await?;
         Ok(Response::new(SendMessageResponse { msg_id }))
     }
 
@@ -93,7 +99,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<GetMenuResponse>, Status> {
         self.authenticate(&request)?;
         let r = request.into_inner();
-        let live = menu::live_menu(&self.services, &r.account_id).await?;
+        let live = menu::live_menu(&self.services, &account_id(&r.account_id)?).await?;
         Ok(Response::new(live.into()))
     }
 
@@ -105,10 +111,13 @@ impl Gateway for GatewayService {
         let r = request.into_inner();
         let body = menu_json(&r.menu_json)?;
         let answer = if r.conditional {
-            let menuid = menu::add_conditional(&self.services, &r.account_id, &actor, body).await?;
+            let menuid =
+                menu::add_conditional(&self.services, &account_id(&r.account_id)?, &actor, body)
+                    .await?;
             SetMenuResponse { version: 0, menuid }
         } else {
-            let version = menu::publish(&self.services, &r.account_id, &actor, body).await?;
+            let version =
+                menu::publish(&self.services, &account_id(&r.account_id)?, &actor, body).await?;
             SetMenuResponse {
                 version,
                 menuid: String::new(),
@@ -124,9 +133,15 @@ impl Gateway for GatewayService {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
         let version = if r.menuid.is_empty() {
-            menu::delete(&self.services, &r.account_id, &actor).await?
+            menu::delete(&self.services, &account_id(&r.account_id)?, &actor).await?
         } else {
-            menu::delete_conditional(&self.services, &r.account_id, &actor, &r.menuid).await?;
+            menu::delete_conditional(
+                &self.services,
+                &account_id(&r.account_id)?,
+                &actor,
+                &r.menuid,
+            )
+            .await?;
             0
         };
         Ok(Response::new(DeleteMenuResponse { version }))
@@ -138,7 +153,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<ListReplyRulesResponse>, Status> {
         self.authenticate(&request)?;
         let r = request.into_inner();
-        let rules = autoreply::list_rules(&self.services, &r.account_id).await?;
+        let rules = autoreply::list_rules(&self.services, &account_id(&r.account_id)?).await?;
         Ok(Response::new(ListReplyRulesResponse {
             rules: rules.iter().map(Into::into).collect(),
         }))
@@ -152,7 +167,7 @@ impl Gateway for GatewayService {
         let r = request.into_inner();
         let rule = r.rule.try_into()?;
         let (stored, created) =
-            autoreply::put_rule(&self.services, &r.account_id, &actor, rule).await?;
+            autoreply::put_rule(&self.services, &account_id(&r.account_id)?, &actor, rule).await?;
         Ok(Response::new(PutReplyRuleResponse {
             rule: Some((&stored).into()),
             created,
@@ -165,7 +180,13 @@ impl Gateway for GatewayService {
     ) -> Result<Response<DeleteReplyRuleResponse>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        autoreply::delete_rule(&self.services, &r.account_id, &actor, &r.rule_id).await?;
+        autoreply::delete_rule(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &actor,
+            &r.rule_id,
+        )
+        .await?;
         Ok(Response::new(DeleteReplyRuleResponse {}))
     }
 
@@ -175,8 +196,14 @@ impl Gateway for GatewayService {
     ) -> Result<Response<CreateLinkResponse>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        let link =
-            links::create_link(&self.services, &r.account_id, &actor, &r.target, &r.label).await?;
+        let link = links::create_link(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &actor,
+            &r.target,
+            &r.label,
+        )
+        .await?;
         Ok(Response::new(link.into()))
     }
 
@@ -186,7 +213,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<ListLinksResponse>, Status> {
         self.authenticate(&request)?;
         let r = request.into_inner();
-        let all = links::list_links(&self.services, &r.account_id).await?;
+        let all = links::list_links(&self.services, &account_id(&r.account_id)?).await?;
         Ok(Response::new(ListLinksResponse {
             links: all.into_iter().map(Into::into).collect(),
         }))
@@ -198,10 +225,10 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::BroadcastJob>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        let account_id = r.account_id.clone();
+        let account = r.account_id.clone();
         let req = broadcast::SendBroadcast::try_from(r)?;
         let (job, created) =
-            broadcast::create_job(&self.services, &account_id, &actor, req).await?;
+            broadcast::create_job(&self.services, &account_id(&account)?, &actor, req).await?;
         Ok(Response::new(job_to_pb(job, created)))
     }
 
@@ -211,7 +238,8 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::BroadcastJob>, Status> {
         self.authenticate(&request)?;
         let r = request.into_inner();
-        let job = broadcast::get_job(&self.services, &r.account_id, &r.job_id).await?;
+        let job =
+            broadcast::get_job(&self.services, &account_id(&r.account_id)?, &r.job_id).await?;
         Ok(Response::new(job_to_pb(job, false)))
     }
 
@@ -223,8 +251,13 @@ impl Gateway for GatewayService {
         let r = request.into_inner();
         tracing::info!(actor = %actor, account = %r.account_id, "PreviewBroadcast");
         let message = message_json(&r.message_json)?;
-        let msg_id =
-            broadcast::preview(&self.services, &r.account_id, &r.open_id, &message).await?;
+        let msg_id = broadcast::preview(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &r.open_id,
+            &message,
+        )
+        .await?;
         Ok(Response::new(pb::PreviewBroadcastResponse {
             msg_id: msg_id.unwrap_or(0),
         }))
@@ -237,7 +270,8 @@ impl Gateway for GatewayService {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
         tracing::info!(actor = %actor, account = %r.account_id, job_id = %r.job_id, "DeleteBroadcast");
-        let job = broadcast::delete_job(&self.services, &r.account_id, &r.job_id).await?;
+        let job =
+            broadcast::delete_job(&self.services, &account_id(&r.account_id)?, &r.job_id).await?;
         Ok(Response::new(job_to_pb(job, false)))
     }
 
@@ -247,7 +281,13 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::BroadcastJob>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        let job = broadcast::cancel_job(&self.services, &r.account_id, &r.job_id, &actor).await?;
+        let job = broadcast::cancel_job(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &r.job_id,
+            &actor,
+        )
+        .await?;
         Ok(Response::new(job_to_pb(job, false)))
     }
 
@@ -258,7 +298,7 @@ impl Gateway for GatewayService {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
         tracing::info!(actor = %actor, account = %r.account_id, "CreateTag");
-        let tag_id = tags::create_tag(&self.services, &r.account_id, &r.name).await?;
+        let tag_id = tags::create_tag(&self.services, &account_id(&r.account_id)?, &r.name).await?;
         Ok(Response::new(pb::CreateTagResponse { tag_id }))
     }
 
@@ -286,8 +326,14 @@ impl GatewayService {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
         tracing::info!(actor = %actor, account = %r.account_id, untag, "TagUsers");
-        let done =
-            tags::tag_users(&self.services, &r.account_id, r.tag_id, &r.open_ids, untag).await?;
+        let done = tags::tag_users(
+            &self.services,
+            &account_id(&r.account_id)?,
+            r.tag_id,
+            &r.open_ids,
+            untag,
+        )
+        .await?;
         Ok(Response::new(done.into()))
     }
 }

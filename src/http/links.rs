@@ -74,7 +74,7 @@ async fn resolve(
     let (Some(acct), Some(code)) = (state.accounts.get(account), LinkCode::parse(code)) else {
         return Err(not_found());
     };
-    match links::find(&*state.store, account, &code).await {
+    match links::find(&*state.store, &acct.id, &code).await {
         Ok(Some(link)) => Ok((acct.clone(), link)),
         Ok(None) => Err(not_found()),
         Err(e) => {

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::autoreply::{check_rule_id, Reply, Rule, RuleSet};
-use crate::error::AdminError;
+use crate::domain::{AccountId, Actor};
+use crate::error::ServiceError;
 use crate::pb;
 use crate::pb::event::Kind;
 use crate::store::{kinds, DocKind, DocWrite, Store, StoreError};
@@ -170,12 +171,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn validated(rule: &Rule) -> Result<(), AdminError> {
+fn validated(rule: &Rule) -> Result<(), ServiceError> {
     let problems = rule.problems();
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(AdminError::Validation(format!(
+        Err(ServiceError::Validation(format!(
             "rule {:?}: {}",
             rule.id,
             problems.join("; ")
@@ -192,15 +193,18 @@ async fn after_change(svc: &Services, account: &str) {
 }
 
 /// Every rule of the account, in evaluation order (priority, highest first; then oldest first).
-pub async fn list_rules(svc: &Services, account: &str) -> Result<Vec<StoredRule>, AdminError> {
+pub async fn list_rules(
+    svc: &Services,
+    account: &AccountId,
+) -> Result<Vec<StoredRule>, ServiceError> {
     svc.account(account)?;
     let mut rules = Vec::new();
-    for stored in RULES.list(&*svc.store, account).await? {
+    for stored in RULES.list(&*svc.store, account.as_str()).await? {
         match stored.value {
             Ok(r) => rules.push(r),
             // Shown to no one, used by no one: the refresh skips it too.
             Err(e) => {
-                tracing::warn!(account, rule = %stored.id, error = %e, "unreadable rule not listed")
+                tracing::warn!(account = %account, rule = %stored.id, error = %e, "unreadable rule not listed")
             }
         }
     }
@@ -219,9 +223,9 @@ pub async fn list_rules(svc: &Services, account: &str) -> Result<Vec<StoredRule>
     Ok(rules)
 }
 
-async fn check_room(svc: &Services, account: &str) -> Result<(), AdminError> {
+async fn check_room(svc: &Services, account: &str) -> Result<(), ServiceError> {
     if RULES.list(&*svc.store, account).await?.len() >= MAX_RULES {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "an account has at most {MAX_RULES} reply rules; delete one first"
         )));
     }
@@ -229,60 +233,60 @@ async fn check_room(svc: &Services, account: &str) -> Result<(), AdminError> {
 }
 
 /// Creates a rule; an empty id gets a generated one. 409 when the id is taken.
-#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account, actor = %actor))]
 pub async fn create_rule(
     svc: &Services,
-    account: &str,
-    actor: &str,
+    account: &AccountId,
+    actor: &Actor,
     mut rule: Rule,
-) -> Result<StoredRule, AdminError> {
+) -> Result<StoredRule, ServiceError> {
     svc.account(account)?;
     if rule.id.is_empty() {
         rule.id = format!("r{:012x}", rand::random::<u64>() >> 16);
     }
     validated(&rule)?;
-    check_room(svc, account).await?;
+    check_room(svc, account.as_str()).await?;
     let now = now_ms();
     let stored = StoredRule {
         rule,
         created_at_ms: now,
         updated_at_ms: now,
-        actor: actor.to_owned(),
+        actor: actor.to_string(),
     };
     let written = RULES
         .put(
             &*svc.store,
-            account,
+            account.as_str(),
             &stored.rule.id,
             &stored,
             DocWrite::IfAbsent,
         )
         .await?;
     if !written {
-        return Err(AdminError::Conflict(format!(
+        return Err(ServiceError::Conflict(format!(
             "a reply rule with id {:?} exists; PUT it to replace it",
             stored.rule.id
         )));
     }
     tracing::info!(rule = %stored.rule.id, "reply rule created");
-    after_change(svc, account).await;
+    after_change(svc, account.as_str()).await;
     Ok(stored)
 }
 
 /// Creates or replaces the rule `rule.id`, keeping its creation time (and so its place among
 /// rules of equal priority). Answers the rule and whether it was created.
-#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account, actor = %actor))]
 pub async fn put_rule(
     svc: &Services,
-    account: &str,
-    actor: &str,
+    account: &AccountId,
+    actor: &Actor,
     rule: Rule,
-) -> Result<(StoredRule, bool), AdminError> {
+) -> Result<(StoredRule, bool), ServiceError> {
     svc.account(account)?;
     validated(&rule)?;
     for _ in 0..CAS_ATTEMPTS {
         let now = now_ms();
-        let current = RULES.read(&*svc.store, account, &rule.id).await?;
+        let current = RULES.read(&*svc.store, account.as_str(), &rule.id).await?;
         let (created_at_ms, write) = match &current {
             Some(current) => {
                 // An unreadable record is replaced: that is how an operator repairs it.
@@ -290,7 +294,7 @@ pub async fn put_rule(
                 (created, DocWrite::IfEquals(current.bytes.clone()))
             }
             None => {
-                check_room(svc, account).await?;
+                check_room(svc, account.as_str()).await?;
                 (now, DocWrite::IfAbsent)
             }
         };
@@ -298,88 +302,97 @@ pub async fn put_rule(
             rule: rule.clone(),
             created_at_ms,
             updated_at_ms: now,
-            actor: actor.to_owned(),
+            actor: actor.to_string(),
         };
         if RULES
-            .put(&*svc.store, account, &rule.id, &stored, write)
+            .put(&*svc.store, account.as_str(), &rule.id, &stored, write)
             .await?
         {
             tracing::info!(rule = %rule.id, created = current.is_none(), "reply rule stored");
-            after_change(svc, account).await;
+            after_change(svc, account.as_str()).await;
             return Ok((stored, current.is_none()));
         }
     }
-    Err(AdminError::Conflict(format!(
+    Err(ServiceError::Conflict(format!(
         "reply rule {:?} kept changing under this request; try again",
         rule.id
     )))
 }
 
-#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account, actor = %actor))]
 pub async fn delete_rule(
     svc: &Services,
-    account: &str,
-    actor: &str,
+    account: &AccountId,
+    actor: &Actor,
     id: &str,
-) -> Result<(), AdminError> {
+) -> Result<(), ServiceError> {
     svc.account(account)?;
-    check_rule_id(id).map_err(AdminError::Validation)?;
-    if !RULES.delete(&*svc.store, account, id).await? {
-        return Err(AdminError::NotFound(format!("no reply rule {id:?}")));
+    check_rule_id(id).map_err(ServiceError::Validation)?;
+    if !RULES.delete(&*svc.store, account.as_str(), id).await? {
+        return Err(ServiceError::NotFound(format!("no reply rule {id:?}")));
     }
     tracing::info!(rule = id, "reply rule deleted");
-    after_change(svc, account).await;
+    after_change(svc, account.as_str()).await;
     Ok(())
 }
 
 /// The account's default welcome, if set.
-pub async fn welcome(svc: &Services, account: &str) -> Result<Option<StoredWelcome>, AdminError> {
+pub async fn welcome(
+    svc: &Services,
+    account: &AccountId,
+) -> Result<Option<StoredWelcome>, ServiceError> {
     svc.account(account)?;
-    Ok(WELCOME.get(&*svc.store, account, DEFAULT_WELCOME).await?)
+    Ok(WELCOME
+        .get(&*svc.store, account.as_str(), DEFAULT_WELCOME)
+        .await?)
 }
 
-#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account, actor = %actor))]
 pub async fn put_welcome(
     svc: &Services,
-    account: &str,
-    actor: &str,
+    account: &AccountId,
+    actor: &Actor,
     reply: Reply,
-) -> Result<StoredWelcome, AdminError> {
+) -> Result<StoredWelcome, ServiceError> {
     svc.account(account)?;
     let problems = reply.problems("welcome");
     if !problems.is_empty() {
-        return Err(AdminError::Validation(problems.join("; ")));
+        return Err(ServiceError::Validation(problems.join("; ")));
     }
     let stored = StoredWelcome {
         reply,
         updated_at_ms: now_ms(),
-        actor: actor.to_owned(),
+        actor: actor.to_string(),
     };
     WELCOME
         .put(
             &*svc.store,
-            account,
+            account.as_str(),
             DEFAULT_WELCOME,
             &stored,
             DocWrite::Always,
         )
         .await?;
     tracing::info!("default welcome stored");
-    after_change(svc, account).await;
+    after_change(svc, account.as_str()).await;
     Ok(stored)
 }
 
-#[tracing::instrument(skip_all, fields(account = account, actor = actor))]
-pub async fn delete_welcome(svc: &Services, account: &str, actor: &str) -> Result<(), AdminError> {
+#[tracing::instrument(skip_all, fields(account = %account, actor = %actor))]
+pub async fn delete_welcome(
+    svc: &Services,
+    account: &AccountId,
+    actor: &Actor,
+) -> Result<(), ServiceError> {
     svc.account(account)?;
     if !WELCOME
-        .delete(&*svc.store, account, DEFAULT_WELCOME)
+        .delete(&*svc.store, account.as_str(), DEFAULT_WELCOME)
         .await?
     {
-        return Err(AdminError::NotFound("no default welcome is set".into()));
+        return Err(ServiceError::NotFound("no default welcome is set".into()));
     }
     tracing::info!("default welcome deleted");
-    after_change(svc, account).await;
+    after_change(svc, account.as_str()).await;
     Ok(())
 }
 
@@ -483,7 +496,7 @@ async fn send_welcome(
     reply: &Reply,
     received: Instant,
 ) -> &'static str {
-    let Ok(account) = svc.account(account_id) else {
+    let Some(account) = svc.accounts.get(account_id) else {
         return "failed";
     };
     let Some(left) = WELCOME_CODE_VALIDITY.checked_sub(received.elapsed()) else {

@@ -21,8 +21,8 @@ use sha1::{Digest, Sha1};
 
 use crate::config::Account;
 use crate::domain::link::{LinkCode, LinkTarget, MAX_LABEL_CHARS};
-use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::domain::{AccountId, Actor, Platform};
+use crate::error::ServiceError;
 use crate::pb::{self, event::Kind};
 use crate::store::{kinds, DocKind, DocWrite, Recorded, Store, StoreError};
 
@@ -67,36 +67,36 @@ pub fn short_url(base: &str, account: &str, code: &str) -> String {
     format!("{base}/l/{account}/{code}")
 }
 
-#[tracing::instrument(skip_all, fields(account = account_id, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn create_link(
     svc: &Services,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     target: &str,
     label: &str,
-) -> Result<CreatedLink, AdminError> {
+) -> Result<CreatedLink, ServiceError> {
     svc.account(account_id)?;
     let Some(base) = svc.links.public_base_url.as_deref() else {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "links: set links.public_base_url (the gateway's public address) to create links"
                 .into(),
         ));
     };
     let target =
-        LinkTarget::parse(target, &svc.links.allowed_domains).map_err(AdminError::Validation)?;
+        LinkTarget::parse(target, &svc.links.allowed_domains).map_err(ServiceError::Validation)?;
     if label.chars().count() > MAX_LABEL_CHARS {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "label: at most {MAX_LABEL_CHARS} characters, got {}",
             label.chars().count()
         )));
     }
     if label.chars().any(char::is_control) {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "label: must not contain control characters".into(),
         ));
     }
-    if LINKS.list(&*svc.store, account_id).await?.len() >= MAX_LINKS {
-        return Err(AdminError::Precondition(format!(
+    if LINKS.list(&*svc.store, account_id.as_str()).await?.len() >= MAX_LINKS {
+        return Err(ServiceError::Precondition(format!(
             "the account has {MAX_LINKS} links already"
         )));
     }
@@ -105,14 +105,14 @@ pub async fn create_link(
             code: LinkCode::generate().as_str().to_owned(),
             target: target.as_str().to_owned(),
             label: label.to_owned(),
-            actor: actor.to_owned(),
+            actor: actor.to_string(),
             created_at: unix_now(),
         };
         // Create-only: a collision of two 131-bit codes never happens, but must not overwrite.
         if LINKS
             .put(
                 &*svc.store,
-                account_id,
+                account_id.as_str(),
                 &link.code,
                 &link,
                 DocWrite::IfAbsent,
@@ -124,7 +124,7 @@ pub async fn create_link(
     };
     tracing::info!(code = %link.code, label = %link.label, "tracked link created");
     Ok(CreatedLink {
-        url: short_url(base, account_id, &link.code),
+        url: short_url(base, account_id.as_str(), &link.code),
         code: link.code,
         target: link.target,
         label: link.label,
@@ -132,18 +132,21 @@ pub async fn create_link(
 }
 
 /// Every link of the account, oldest first.
-pub async fn list_links(svc: &Services, account_id: &str) -> Result<Vec<CreatedLink>, AdminError> {
+pub async fn list_links(
+    svc: &Services,
+    account_id: &AccountId,
+) -> Result<Vec<CreatedLink>, ServiceError> {
     svc.account(account_id)?;
     let base = svc.links.public_base_url.as_deref().unwrap_or_default();
     let mut links = Vec::new();
-    for stored in LINKS.list(&*svc.store, account_id).await? {
+    for stored in LINKS.list(&*svc.store, account_id.as_str()).await? {
         links.push(stored.value?);
     }
     links.sort_by(|a, b| (a.created_at, &a.code).cmp(&(b.created_at, &b.code)));
     Ok(links
         .into_iter()
         .map(|l| CreatedLink {
-            url: short_url(base, account_id, &l.code),
+            url: short_url(base, account_id.as_str(), &l.code),
             code: l.code,
             target: l.target,
             label: l.label,
@@ -154,10 +157,10 @@ pub async fn list_links(svc: &Services, account_id: &str) -> Result<Vec<CreatedL
 /// The stored link of a code, if there is one.
 pub async fn find(
     store: &dyn Store,
-    account_id: &str,
+    account_id: &AccountId,
     code: &LinkCode,
 ) -> Result<Option<Link>, StoreError> {
-    LINKS.get(store, account_id, code.as_str()).await
+    LINKS.get(store, account_id.as_str(), code.as_str()).await
 }
 
 /// Who opened a link, as far as the gateway could tell.

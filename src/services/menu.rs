@@ -26,8 +26,8 @@ use tracing::Instrument;
 
 use crate::config::Account;
 use crate::domain::menu::{validate_conditional_menu, validate_menu, MenuFlavor, Problem};
-use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::domain::{AccountId, Actor, Platform};
+use crate::error::ServiceError;
 use crate::store::{LeaseKey, MenuVersion};
 use crate::wechat::api::{menu as api, ApiError};
 
@@ -86,21 +86,21 @@ impl MenuLocks {
 /// The verdict of `POST .../menu/validate`: exactly what a publish would refuse.
 pub fn validate(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     menu: &Value,
-) -> Result<Vec<Problem>, AdminError> {
+) -> Result<Vec<Problem>, ServiceError> {
     let account = svc.account(account_id)?;
     Ok(problems(account, menu))
 }
 
 /// Checks, then publishes the default menu and records it as the next version.
-#[tracing::instrument(skip_all, fields(account = account_id, actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn publish(
     svc: &Arc<Services>,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     menu: Value,
-) -> Result<u64, AdminError> {
+) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
     refuse(problems(&account, &menu))?;
     detached(svc, account, actor, move |svc, account, actor| async move {
@@ -111,8 +111,12 @@ pub async fn publish(
 
 /// Deletes the menu (on Official Accounts WeChat deletes the conditional menus with it) and
 /// records the deletion as the next version.
-#[tracing::instrument(skip_all, fields(account = account_id, actor))]
-pub async fn delete(svc: &Arc<Services>, account_id: &str, actor: &str) -> Result<u64, AdminError> {
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
+pub async fn delete(
+    svc: &Arc<Services>,
+    account_id: &AccountId,
+    actor: &Actor,
+) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
     detached(svc, account, actor, |svc, account, actor| async move {
         change(&svc, &account, &actor, Change::Delete, None).await
@@ -121,18 +125,19 @@ pub async fn delete(svc: &Arc<Services>, account_id: &str, actor: &str) -> Resul
 }
 
 /// Publishes version `n` again (or deletes again, if `n` was a deletion) as a new version.
-#[tracing::instrument(skip_all, fields(account = account_id, actor, restore = n))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor, restore = n))]
 pub async fn restore(
     svc: &Arc<Services>,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     n: u64,
-) -> Result<u64, AdminError> {
+) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
-    let versions = svc.store.menu_versions(account_id).await?;
+    let versions = svc.store.menu_versions(account_id.as_str()).await?;
     let Some(old) = versions.into_iter().find(|v| v.version == n) else {
-        return Err(AdminError::NotFound(format!(
-            "account {account_id:?} has no menu version {n}"
+        return Err(ServiceError::NotFound(format!(
+            "account {:?} has no menu version {n}",
+            account_id.as_str()
         )));
     };
     let what = match old.menu {
@@ -150,14 +155,17 @@ pub async fn restore(
 }
 
 /// Every recorded version, oldest first.
-pub async fn versions(svc: &Services, account_id: &str) -> Result<Vec<MenuVersion>, AdminError> {
+pub async fn versions(
+    svc: &Services,
+    account_id: &AccountId,
+) -> Result<Vec<MenuVersion>, ServiceError> {
     svc.account(account_id)?;
-    Ok(svc.store.menu_versions(account_id).await?)
+    Ok(svc.store.menu_versions(account_id.as_str()).await?)
 }
 
 /// The menu live in WeChat now, compared with the latest version.
-#[tracing::instrument(skip_all, fields(account = account_id))]
-pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, AdminError> {
+#[tracing::instrument(skip_all, fields(account = %account_id))]
+pub async fn live_menu(svc: &Services, account_id: &AccountId) -> Result<LiveMenu, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let (buttons, conditional) = match account.platform {
         Platform::Mp => {
@@ -181,7 +189,7 @@ pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, Adm
             Err(e) => return Err(e.into()),
         },
     };
-    let latest = svc.store.menu_versions(account_id).await?.pop();
+    let latest = svc.store.menu_versions(account_id.as_str()).await?.pop();
     let drift = match &latest {
         Some(v) => {
             let recorded = v
@@ -192,7 +200,7 @@ pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, Adm
         }
         None => !buttons.is_empty(),
     };
-    metrics::gauge!("wgw_menu_drift", "account" => account_id.to_owned()).set(if drift {
+    metrics::gauge!("wgw_menu_drift", "account" => account_id.to_string()).set(if drift {
         1.0
     } else {
         0.0
@@ -216,13 +224,13 @@ pub async fn live_menu(svc: &Services, account_id: &str) -> Result<LiveMenu, Adm
 
 /// Checks a conditional menu (`button` and `matchrule`) and adds it: WeChat's menuid.
 /// Conditional menus are not versioned: the versions are those of the default menu.
-#[tracing::instrument(skip_all, fields(account = account_id, actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn add_conditional(
     svc: &Arc<Services>,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     menu: Value,
-) -> Result<String, AdminError> {
+) -> Result<String, ServiceError> {
     let account = svc.account(account_id)?.clone();
     official_only(&account)?;
     refuse(validate_conditional_menu(&menu))?;
@@ -240,17 +248,17 @@ pub async fn add_conditional(
     .await
 }
 
-#[tracing::instrument(skip_all, fields(account = account_id, actor, menuid))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor, menuid))]
 pub async fn delete_conditional(
     svc: &Arc<Services>,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     menuid: &str,
-) -> Result<(), AdminError> {
+) -> Result<(), ServiceError> {
     let account = svc.account(account_id)?.clone();
     official_only(&account)?;
     if menuid.is_empty() || !menuid.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "menuid: WeChat's menuid is a number, not {menuid:?}"
         )));
     }
@@ -270,16 +278,16 @@ pub async fn delete_conditional(
 
 /// The menu a user (openid or WeChat id) would see: WeChat's `menu/trymatch` answer,
 /// `{"button": [...]}`.
-#[tracing::instrument(skip_all, fields(account = account_id))]
+#[tracing::instrument(skip_all, fields(account = %account_id))]
 pub async fn try_match(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     user_id: &str,
-) -> Result<Value, AdminError> {
+) -> Result<Value, ServiceError> {
     let account = svc.account(account_id)?.clone();
     official_only(&account)?;
     if user_id.is_empty() || user_id.len() > 64 || user_id.chars().any(char::is_control) {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "user_id: an openid or WeChat id of 1 to 64 characters".into(),
         ));
     }
@@ -308,7 +316,7 @@ fn flavor(account: &Account) -> MenuFlavor {
 }
 
 /// A 400 listing every problem, or nothing.
-fn refuse(problems: Vec<Problem>) -> Result<(), AdminError> {
+fn refuse(problems: Vec<Problem>) -> Result<(), ServiceError> {
     if problems.is_empty() {
         return Ok(());
     }
@@ -317,16 +325,16 @@ fn refuse(problems: Vec<Problem>) -> Result<(), AdminError> {
         .map(|p| format!("{}: {}", p.path, p.message))
         .collect::<Vec<_>>()
         .join("; ");
-    Err(AdminError::Validation(format!(
+    Err(ServiceError::Validation(format!(
         "the menu breaks {} rule(s), nothing was sent to WeChat: {list}",
         problems.len()
     )))
 }
 
-fn official_only(account: &Account) -> Result<(), AdminError> {
+fn official_only(account: &Account) -> Result<(), ServiceError> {
     match account.platform {
         Platform::Mp => Ok(()),
-        Platform::Work => Err(AdminError::Validation(format!(
+        Platform::Work => Err(ServiceError::Validation(format!(
             "account {:?} is a WeCom application: conditional menus are an Official Account \
              feature",
             account.id.as_str()
@@ -348,16 +356,16 @@ fn is_no_menu(e: &crate::wechat::tokens::TokenError) -> bool {
 async fn detached<T, F, Fut>(
     svc: &Arc<Services>,
     account: Arc<Account>,
-    actor: &str,
+    actor: &Actor,
     f: F,
-) -> Result<T, AdminError>
+) -> Result<T, ServiceError>
 where
     T: Send + 'static,
-    F: FnOnce(Arc<Services>, Arc<Account>, String) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, AdminError>> + Send + 'static,
+    F: FnOnce(Arc<Services>, Arc<Account>, Actor) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ServiceError>> + Send + 'static,
 {
     let svc = svc.clone();
-    let actor = actor.to_owned();
+    let actor = actor.clone();
     let task = tokio::spawn(
         async move {
             let id = account.id.as_str().to_owned();
@@ -372,7 +380,7 @@ where
                 .await?
             {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(AdminError::Conflict(format!(
+                    return Err(ServiceError::Conflict(format!(
                         "another instance is changing the menu of {id:?}; try again"
                     )));
                 }
@@ -401,10 +409,10 @@ where
 async fn change(
     svc: &Services,
     account: &Account,
-    actor: &str,
+    actor: &Actor,
     what: Change,
     restored_from: Option<u64>,
-) -> Result<u64, AdminError> {
+) -> Result<u64, ServiceError> {
     let menu = match what {
         Change::Publish(published) => {
             api::create(&svc.tokens, account, &published).await?;
@@ -431,10 +439,10 @@ async fn change(
 async fn record(
     svc: &Services,
     account_id: &str,
-    actor: &str,
+    actor: &Actor,
     menu: Option<Value>,
     restored_from: Option<u64>,
-) -> Result<u64, AdminError> {
+) -> Result<u64, ServiceError> {
     let latest = svc
         .store
         .menu_versions(account_id)
@@ -446,7 +454,7 @@ async fn record(
         created_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        actor: actor.to_owned(),
+        actor: actor.to_string(),
         menu,
         restored_from,
     };

@@ -2,8 +2,8 @@
 //! (`message/custom/send`, within 48 hours of the user's last interaction), an
 //! application message to one member on WeCom (`message/send`).
 
-use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::domain::{AccountId, Platform};
+use crate::error::ServiceError;
 use crate::wechat::api::message::{self as api, Content};
 
 use super::Services;
@@ -19,19 +19,19 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
-    fn check(&self) -> Result<(), AdminError> {
+    fn check(&self) -> Result<(), ServiceError> {
         match self {
             Self::Text(content) => {
                 let chars = content.chars().count();
                 if chars == 0 || chars > MAX_TEXT_CHARS {
-                    return Err(AdminError::Validation(format!(
+                    return Err(ServiceError::Validation(format!(
                         "text.content: 1 to {MAX_TEXT_CHARS} characters, got {chars}"
                     )));
                 }
             }
             Self::Image { media_id } => {
                 if media_id.is_empty() || media_id.len() > 128 {
-                    return Err(AdminError::Validation(
+                    return Err(ServiceError::Validation(
                         "image.media_id: 1 to 128 characters".into(),
                     ));
                 }
@@ -49,16 +49,16 @@ impl Outgoing {
 }
 
 /// Sends; answers WeCom's msgid (empty on Official Accounts).
-#[tracing::instrument(skip_all, fields(account = account_id))]
+#[tracing::instrument(skip_all, fields(account = %account_id))]
 pub async fn send_message(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     to_user: &str,
     message: Outgoing,
-) -> Result<String, AdminError> {
+) -> Result<String, ServiceError> {
     let account = svc.account(account_id)?.clone();
     if to_user.is_empty() || to_user.len() > 64 || to_user.chars().any(char::is_control) {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "to_user: an openid or userid of 1 to 64 characters".into(),
         ));
     }
@@ -72,7 +72,7 @@ pub async fn send_message(
         Platform::Work => {
             let sent = api::send(&svc.tokens, &account, to_user, content).await?;
             if !sent.invaliduser.is_empty() {
-                return Err(AdminError::NotFound(format!(
+                return Err(ServiceError::NotFound(format!(
                     "WeCom does not know the member {to_user:?} (or the application may not \
                      message them)"
                 )));

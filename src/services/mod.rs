@@ -1,6 +1,7 @@
 //! Use cases shared by the admin HTTP API and the gRPC `Gateway` service: each is written once
-//! here, takes validated inputs (or validates them before any call to WeChat) and answers with
-//! an [`AdminError`] that both transports map in `crate::error`.
+//! here, takes validated inputs (the account as an [`AccountId`] parsed at the door, the caller
+//! as a domain [`Actor`](crate::domain::Actor), bodies parsed or validated before any call to
+//! WeChat) and answers with a [`ServiceError`] that both transports map in `crate::error`.
 
 pub mod autoreply;
 pub mod broadcast;
@@ -16,7 +17,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Account;
-use crate::error::AdminError;
+use crate::domain::AccountId;
+use crate::error::ServiceError;
 use crate::store::Store;
 use crate::wechat::tokens::TokenAuthority;
 
@@ -36,9 +38,31 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn account(&self, id: &str) -> Result<&Arc<Account>, AdminError> {
+    pub fn account(&self, id: &AccountId) -> Result<&Arc<Account>, ServiceError> {
         self.accounts
-            .get(id)
-            .ok_or_else(|| AdminError::NotFound(format!("unknown account {id:?}")))
+            .get(id.as_str())
+            .ok_or_else(|| ServiceError::unknown_account(id.as_str()))
+    }
+}
+
+/// The account id a caller named (an admin path segment, a gRPC `account_id` field), parsed at
+/// the door. An id that does not parse names no configured account, so it is answered like an
+/// unknown one (404, `NOT_FOUND`), not as a malformed request.
+pub fn account_id(raw: &str) -> Result<AccountId, ServiceError> {
+    AccountId::parse(raw).map_err(|_| ServiceError::unknown_account(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unparsable_account_id_is_answered_as_an_unknown_account() {
+        for raw in ["no/such", "", "a.b"] {
+            let e = account_id(raw).unwrap_err();
+            assert!(matches!(e, ServiceError::NotFound(_)));
+            assert_eq!(e.to_string(), format!("unknown account {raw:?}"));
+        }
+        assert_eq!(account_id("acme-mp").unwrap().as_str(), "acme-mp");
     }
 }

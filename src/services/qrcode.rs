@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::domain::autoreply::Reply;
 use crate::domain::scene::{ContactWayState, Label, QrSpec, SceneInput};
-use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::domain::{AccountId, Actor, Platform};
+use crate::error::ServiceError;
 use crate::store::SceneRecord;
 use crate::wechat::api::qrcode;
 
@@ -59,26 +59,26 @@ enum Code {
     },
 }
 
-#[tracing::instrument(skip_all, fields(account = account_id, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn create_qr_code(
     svc: &Services,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     req: CreateQrCode,
-) -> Result<QrCode, AdminError> {
+) -> Result<QrCode, ServiceError> {
     let account = svc.account(account_id)?.clone();
-    let label = Label::parse(&req.label).map_err(AdminError::Validation)?;
+    let label = Label::parse(&req.label).map_err(ServiceError::Validation)?;
     check_metadata(&req.metadata)?;
     if let Some(welcome) = &req.welcome {
         let problems = welcome.problems("welcome");
         if !problems.is_empty() {
-            return Err(AdminError::Validation(problems.join("; ")));
+            return Err(ServiceError::Validation(problems.join("; ")));
         }
     }
     let code = match account.platform {
         Platform::Mp => {
             if !req.users.is_empty() {
-                return Err(AdminError::Validation(
+                return Err(ServiceError::Validation(
                     "users: only a WeCom contact-me code has members; leave users out on an \
                      Official Account"
                         .into(),
@@ -86,12 +86,12 @@ pub async fn create_qr_code(
             }
             Code::Mp(
                 QrSpec::parse(&req.scene, req.permanent, req.expire_seconds)
-                    .map_err(AdminError::Validation)?,
+                    .map_err(ServiceError::Validation)?,
             )
         }
         Platform::Work => {
             if req.expire_seconds.is_some() {
-                return Err(AdminError::Validation(
+                return Err(ServiceError::Validation(
                     "expire_seconds: a WeCom contact-me code does not expire; leave it out".into(),
                 ));
             }
@@ -99,7 +99,7 @@ pub async fn create_qr_code(
                 SceneInput::Id(id) => ContactWayState::parse(&id.to_string()),
                 SceneInput::Str(s) => ContactWayState::parse(s),
             }
-            .map_err(AdminError::Validation)?;
+            .map_err(ServiceError::Validation)?;
             Code::Work {
                 state,
                 users: check_users(&req.users)?,
@@ -113,12 +113,12 @@ pub async fn create_qr_code(
     let now = unix_now();
     svc.store
         .put_scene(
-            account_id,
+            account_id.as_str(),
             &scene,
             &SceneRecord {
                 label: label.as_str().to_owned(),
                 metadata: req.metadata,
-                actor: actor.to_owned(),
+                actor: actor.to_string(),
                 created_at: now,
                 welcome: req.welcome,
             },
@@ -159,9 +159,9 @@ pub async fn create_qr_code(
     Ok(answer)
 }
 
-fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), AdminError> {
+fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ServiceError> {
     if metadata.len() > MAX_METADATA {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "metadata: at most {MAX_METADATA} entries, got {}",
             metadata.len()
         )));
@@ -169,12 +169,12 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), AdminError>
     for (k, v) in metadata {
         let key_chars = k.chars().count();
         if key_chars == 0 || key_chars > MAX_METADATA_KEY_CHARS {
-            return Err(AdminError::Validation(format!(
+            return Err(ServiceError::Validation(format!(
                 "metadata: keys are 1 to {MAX_METADATA_KEY_CHARS} characters, got {key_chars}"
             )));
         }
         if v.chars().count() > MAX_METADATA_VALUE_CHARS {
-            return Err(AdminError::Validation(format!(
+            return Err(ServiceError::Validation(format!(
                 "metadata.{k}: values are at most {MAX_METADATA_VALUE_CHARS} characters"
             )));
         }
@@ -182,16 +182,16 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), AdminError>
     Ok(())
 }
 
-fn check_users(users: &[String]) -> Result<Vec<String>, AdminError> {
+fn check_users(users: &[String]) -> Result<Vec<String>, ServiceError> {
     if users.is_empty() || users.len() > MAX_USERS {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "users: a WeCom contact-me code needs 1 to {MAX_USERS} members (userid), got {}",
             users.len()
         )));
     }
     for u in users {
         if u.is_empty() || u.len() > 64 || u.chars().any(char::is_control) {
-            return Err(AdminError::Validation(format!(
+            return Err(ServiceError::Validation(format!(
                 "users: {u:?} is not a WeCom userid (1 to 64 characters)"
             )));
         }

@@ -6,8 +6,8 @@
 
 use crate::config::Account;
 use crate::domain::broadcast::is_open_id;
-use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::domain::{AccountId, Platform};
+use crate::error::ServiceError;
 use crate::wechat::api::{tags, ApiError};
 use crate::wechat::tokens::TokenError;
 
@@ -29,10 +29,10 @@ pub struct Tagged {
     pub batches: usize,
 }
 
-fn mp_only(account: &Account) -> Result<(), AdminError> {
+fn mp_only(account: &Account) -> Result<(), ServiceError> {
     match account.platform {
         Platform::Mp => Ok(()),
-        Platform::Work => Err(AdminError::Validation(format!(
+        Platform::Work => Err(ServiceError::Validation(format!(
             "account {:?} is a WeCom application: user tags are an Official Account feature",
             account.id.as_str()
         ))),
@@ -40,13 +40,17 @@ fn mp_only(account: &Account) -> Result<(), AdminError> {
 }
 
 /// `tags/create`: answers the new tag's id.
-#[tracing::instrument(skip_all, fields(account = account_id))]
-pub async fn create_tag(svc: &Services, account_id: &str, name: &str) -> Result<u64, AdminError> {
+#[tracing::instrument(skip_all, fields(account = %account_id))]
+pub async fn create_tag(
+    svc: &Services,
+    account_id: &AccountId,
+    name: &str,
+) -> Result<u64, ServiceError> {
     let account = svc.account(account_id)?.clone();
     mp_only(&account)?;
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_TAG_NAME || name.chars().any(char::is_control) {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "name: a tag name is 1 to {MAX_TAG_NAME} characters, got {chars}"
         )));
     }
@@ -55,7 +59,7 @@ pub async fn create_tag(svc: &Services, account_id: &str, name: &str) -> Result<
         Err(TokenError::Api(ApiError::Refused {
             errcode: NAME_TAKEN,
             errmsg,
-        })) => Err(AdminError::Conflict(format!(
+        })) => Err(ServiceError::Conflict(format!(
             "a tag named {name:?} exists already (WeChat errcode {NAME_TAKEN}: {errmsg})"
         ))),
         Err(e) => Err(e.into()),
@@ -63,23 +67,23 @@ pub async fn create_tag(svc: &Services, account_id: &str, name: &str) -> Result<
 }
 
 /// Adds (`untag: false`) or removes the users of a tag, 50 openids a call.
-#[tracing::instrument(skip_all, fields(account = account_id, tag_id, untag))]
+#[tracing::instrument(skip_all, fields(account = %account_id, tag_id, untag))]
 pub async fn tag_users(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     tag_id: u64,
     open_ids: &[String],
     untag: bool,
-) -> Result<Tagged, AdminError> {
+) -> Result<Tagged, ServiceError> {
     let account = svc.account(account_id)?.clone();
     mp_only(&account)?;
     if open_ids.is_empty() {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "open_ids: at least one openid is needed".into(),
         ));
     }
     if let Some((i, id)) = open_ids.iter().enumerate().find(|(_, id)| !is_open_id(id)) {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "open_ids[{i}] {id:?} is not an openid (1 to 64 characters of letters, digits, '-' \
              and '_')"
         )));

@@ -13,8 +13,9 @@ use utoipa::{IntoResponses, ToSchema};
 use super::extract::{Actor, JsonBody, LargeJsonBody};
 use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::domain::broadcast::Broadcast;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::broadcast::{self, SendBroadcast};
 
 /// The token, then the account and the job: every `/broadcasts/{job_id}` route.
@@ -87,15 +88,15 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
     LargeJsonBody(body): LargeJsonBody<Body>,
-) -> Result<HttpResponse, AdminError> {
-    let account = path.into_inner();
+) -> Result<HttpResponse, ServiceError> {
+    let account = account_id(&path)?;
     let platform = state.services.account(&account)?.platform;
     let broadcast = Broadcast::parse(platform, &body.audience, &body.message)
-        .map_err(AdminError::Validation)?;
+        .map_err(ServiceError::Validation)?;
     let (job, created) = broadcast::create_job(
         &state.services,
         &account,
-        &actor.0,
+        &actor,
         SendBroadcast {
             broadcast,
             client_msg_id: body.client_msg_id,
@@ -129,9 +130,9 @@ pub(crate) async fn get(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, job_id) = path.into_inner();
-    let job = broadcast::get_job(&state.services, &account, &job_id).await?;
+    let job = broadcast::get_job(&state.services, &account_id(&account)?, &job_id).await?;
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -162,15 +163,15 @@ pub(crate) async fn preview(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<PreviewBody>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let msg_id = broadcast::preview(
         &state.services,
-        &path.into_inner(),
+        &account_id(&path)?,
         &body.open_id,
         &body.message,
     )
     .await?;
-    tracing::info!(actor = %actor.0, "broadcast previewed");
+    tracing::info!(actor = %actor, "broadcast previewed");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "open_id": body.open_id, "msg_id": msg_id })))
 }
 
@@ -194,10 +195,10 @@ pub(crate) async fn delete(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, job_id) = path.into_inner();
-    let job = broadcast::delete_job(&state.services, &account, &job_id).await?;
-    tracing::info!(actor = %actor.0, job_id = %job_id, "broadcast deleted");
+    let job = broadcast::delete_job(&state.services, &account_id(&account)?, &job_id).await?;
+    tracing::info!(actor = %actor, job_id = %job_id, "broadcast deleted");
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -220,8 +221,9 @@ pub(crate) async fn cancel(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, job_id) = path.into_inner();
-    let job = broadcast::cancel_job(&state.services, &account, &job_id, &actor.0).await?;
+    let job =
+        broadcast::cancel_job(&state.services, &account_id(&account)?, &job_id, &actor).await?;
     Ok(HttpResponse::Ok().json(job))
 }

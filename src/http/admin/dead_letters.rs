@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 
 use super::extract::Actor;
 use super::responses::{ErrorBody, StoreErrors, TokenErrors};
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -45,15 +45,15 @@ pub(crate) async fn list_dead_letters(
     actor: Actor,
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "limit must be 1 to 1000, got {limit}"
         )));
     }
     let letters = state.store.dead_letters(limit).await?;
-    tracing::info!(actor = %actor.0, count = letters.len(), "dead letters listed");
+    tracing::info!(actor = %actor, count = letters.len(), "dead letters listed");
     let items: Vec<_> = letters
         .into_iter()
         .map(|d| {
@@ -87,13 +87,13 @@ pub(crate) async fn replay_dead_letter(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let id = path.into_inner();
     if !state.store.replay_dead_letter(&id).await? {
-        return Err(AdminError::NotFound(format!(
+        return Err(ServiceError::NotFound(format!(
             "no dead letter with event id {id:?}"
         )));
     }
-    tracing::info!(actor = %actor.0, event_id = %id, "dead letter replayed");
+    tracing::info!(actor = %actor, event_id = %id, "dead letter replayed");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "event_id": id, "replayed": true })))
 }

@@ -1,6 +1,6 @@
-//! The admin handlers' extractors: who is asking ([`Actor`], from the bearer token) and what
-//! they sent ([`JsonBody`] within `http.max_body_bytes`, [`LargeJsonBody`] within
-//! `broadcasts.max_body_bytes`). Each one fails with an `AdminError`, so a refused request is
+//! The admin handlers' extractors: who is asking (the domain [`Actor`], from the bearer token)
+//! and what they sent ([`JsonBody`] within `http.max_body_bytes`, [`LargeJsonBody`] within
+//! `broadcasts.max_body_bytes`). Each one fails with a `ServiceError`, so a refused request is
 //! answered in the admin API's JSON shape like any other error.
 
 use std::future::{ready, Ready};
@@ -13,40 +13,38 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::domain::match_token;
-use crate::error::AdminError;
+pub(crate) use crate::domain::Actor;
+use crate::error::ServiceError;
 use crate::http::AppState;
 
 /// The authenticated operator: the `name` of the admin token presented.
-#[derive(Debug, Clone)]
-pub struct Actor(pub String);
-
 impl FromRequest for Actor {
-    type Error = AdminError;
-    type Future = Ready<Result<Self, AdminError>>;
+    type Error = ServiceError;
+    type Future = Ready<Result<Self, ServiceError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(req))
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Actor, AdminError> {
+fn authenticate(req: &HttpRequest) -> Result<Actor, ServiceError> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or(AdminError::MissingToken)?;
+        .ok_or(ServiceError::MissingToken)?;
     let presented = header
         .strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or(AdminError::MissingToken)?;
+        .ok_or(ServiceError::MissingToken)?;
     let tokens = state(req)
         .admin_tokens
         .iter()
         .map(|t| (t.name.as_str(), &t.token));
     match_token(tokens, presented)
-        .map(|name| Actor(name.to_owned()))
-        .ok_or(AdminError::BadToken)
+        .map(Actor::new)
+        .ok_or(ServiceError::BadToken)
 }
 
 fn state(req: &HttpRequest) -> &AppState {
@@ -59,8 +57,8 @@ fn state(req: &HttpRequest) -> &AppState {
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
-    type Error = AdminError;
-    type Future = LocalBoxFuture<'static, Result<Self, AdminError>>;
+    type Error = ServiceError;
+    type Future = LocalBoxFuture<'static, Result<Self, ServiceError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = web::Bytes::from_request(req, payload);
@@ -68,10 +66,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             let bytes = bytes
                 .await
                 .map_err(|e| match e.as_error::<PayloadError>() {
-                    Some(PayloadError::Overflow) => AdminError::PayloadTooLarge {
+                    Some(PayloadError::Overflow) => ServiceError::PayloadTooLarge {
                         limit: "http.max_body_bytes",
                     },
-                    _ => AdminError::Validation(format!("cannot read the body: {e}")),
+                    _ => ServiceError::Validation(format!("cannot read the body: {e}")),
                 })?;
             parse(&bytes).map(Self)
         })
@@ -83,8 +81,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 pub struct LargeJsonBody<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for LargeJsonBody<T> {
-    type Error = AdminError;
-    type Future = LocalBoxFuture<'static, Result<Self, AdminError>>;
+    type Error = ServiceError;
+    type Future = LocalBoxFuture<'static, Result<Self, ServiceError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = state(req).services.broadcasts.config().max_body_bytes;
@@ -93,9 +91,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for LargeJsonBody<T> {
             let mut bytes = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk
-                    .map_err(|e| AdminError::Validation(format!("cannot read the body: {e}")))?;
+                    .map_err(|e| ServiceError::Validation(format!("cannot read the body: {e}")))?;
                 if bytes.len() + chunk.len() > limit {
-                    return Err(AdminError::PayloadTooLarge {
+                    return Err(ServiceError::PayloadTooLarge {
                         limit: "broadcasts.max_body_bytes",
                     });
                 }
@@ -107,7 +105,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for LargeJsonBody<T> {
 }
 
 /// Every admin route answers a body that is not the JSON it expects the same way (400).
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ServiceError> {
     serde_json::from_slice(body)
-        .map_err(|e| AdminError::Validation(format!("invalid JSON body: {e}")))
+        .map_err(|e| ServiceError::Validation(format!("invalid JSON body: {e}")))
 }

@@ -8,8 +8,9 @@ use utoipa::ToSchema;
 
 use super::extract::{Actor, JsonBody};
 use super::responses::{AccountErrors, ErrorBody};
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::links;
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -53,11 +54,11 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<Body>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let link = links::create_link(
         &state.services,
-        &path.into_inner(),
-        &actor.0,
+        &account_id(&path)?,
+        &actor,
         &body.target,
         &body.label,
     )
@@ -80,8 +81,8 @@ pub(crate) async fn list(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
-    let all = links::list_links(&state.services, &path.into_inner()).await?;
+) -> Result<HttpResponse, ServiceError> {
+    let all = links::list_links(&state.services, &account_id(&path)?).await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"links": all.iter().map(link_json).collect::<Vec<_>>()})))
 }

@@ -9,8 +9,9 @@ use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody};
 use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::menu;
 use crate::store::MenuVersion;
 
@@ -67,8 +68,8 @@ pub(crate) async fn get(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
-    let live = menu::live_menu(&state.services, &path.into_inner()).await?;
+) -> Result<HttpResponse, ServiceError> {
+    let live = menu::live_menu(&state.services, &account_id(&path)?).await?;
     let mut answer = live.menu;
     answer["version"] = json!(live.version);
     answer["drift"] = json!(live.drift);
@@ -94,8 +95,8 @@ pub(crate) async fn put(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<HttpResponse, AdminError> {
-    let version = menu::publish(&state.services, &path.into_inner(), &actor.0, body).await?;
+) -> Result<HttpResponse, ServiceError> {
+    let version = menu::publish(&state.services, &account_id(&path)?, &actor, body).await?;
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
 
@@ -115,8 +116,8 @@ pub(crate) async fn delete(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
-    let version = menu::delete(&state.services, &path.into_inner(), &actor.0).await?;
+) -> Result<HttpResponse, ServiceError> {
+    let version = menu::delete(&state.services, &account_id(&path)?, &actor).await?;
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
 
@@ -139,8 +140,8 @@ pub(crate) async fn validate(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<HttpResponse, AdminError> {
-    let problems = menu::validate(&state.services, &path.into_inner(), &body)?;
+) -> Result<HttpResponse, ServiceError> {
+    let problems = menu::validate(&state.services, &account_id(&path)?, &body)?;
     Ok(HttpResponse::Ok().json(json!({ "valid": problems.is_empty(), "problems": problems })))
 }
 
@@ -177,8 +178,8 @@ pub(crate) async fn versions(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
-    let versions = menu::versions(&state.services, &path.into_inner()).await?;
+) -> Result<HttpResponse, ServiceError> {
+    let versions = menu::versions(&state.services, &account_id(&path)?).await?;
     let versions: Vec<_> = versions.iter().map(version_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "versions": versions })))
 }
@@ -200,12 +201,12 @@ pub(crate) async fn restore(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, n) = path.into_inner();
     let n: u64 = n
         .parse()
-        .map_err(|_| AdminError::Validation(format!("version: {n:?} is not a version number")))?;
-    let version = menu::restore(&state.services, &account, &actor.0, n).await?;
+        .map_err(|_| ServiceError::Validation(format!("version: {n:?} is not a version number")))?;
+    let version = menu::restore(&state.services, &account_id(&account)?, &actor, n).await?;
     Ok(HttpResponse::Ok().json(json!({ "version": version, "restored_from": n })))
 }
 
@@ -228,8 +229,8 @@ pub(crate) async fn add_conditional(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<HttpResponse, AdminError> {
-    let menuid = menu::add_conditional(&state.services, &path.into_inner(), &actor.0, body).await?;
+) -> Result<HttpResponse, ServiceError> {
+    let menuid = menu::add_conditional(&state.services, &account_id(&path)?, &actor, body).await?;
     Ok(HttpResponse::Ok().json(json!({ "menuid": menuid })))
 }
 
@@ -250,9 +251,9 @@ pub(crate) async fn delete_conditional(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, menuid) = path.into_inner();
-    menu::delete_conditional(&state.services, &account, &actor.0, &menuid).await?;
+    menu::delete_conditional(&state.services, &account_id(&account)?, &actor, &menuid).await?;
     Ok(HttpResponse::Ok().json(json!({ "menuid": menuid, "deleted": true })))
 }
 
@@ -281,7 +282,7 @@ pub(crate) async fn try_match(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<TryMatch>,
-) -> Result<HttpResponse, AdminError> {
-    let answer = menu::try_match(&state.services, &path.into_inner(), &body.user_id).await?;
+) -> Result<HttpResponse, ServiceError> {
+    let answer = menu::try_match(&state.services, &account_id(&path)?, &body.user_id).await?;
     Ok(HttpResponse::Ok().json(answer))
 }

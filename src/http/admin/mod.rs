@@ -11,7 +11,7 @@
 //! - [`openapi`]: the OpenAPI document of all of them.
 //!
 //! Handlers take their inputs through [`extract`] (the actor from the bearer token, JSON bodies
-//! within their size limit) and answer errors as `crate::error::AdminError`, whose one HTTP map
+//! within their size limit) and answer errors as `crate::error::ServiceError`, whose one HTTP map
 //! writes every error body; [`responses`] describes those bodies to the OpenAPI document.
 
 mod broadcasts;

@@ -11,8 +11,9 @@ use super::extract::{Actor, JsonBody};
 use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
 use crate::domain::autoreply::Reply;
 use crate::domain::scene::SceneInput;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::qrcode::{create_qr_code, CreateQrCode};
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -75,22 +76,22 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<Body>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let scene = match &body.scene {
         serde_json::Value::String(s) => SceneInput::Str(s.clone()),
         serde_json::Value::Number(n) => SceneInput::Id(n.as_i64().ok_or_else(|| {
-            AdminError::Validation(format!("scene: {n} is not an integer scene_id"))
+            ServiceError::Validation(format!("scene: {n} is not an integer scene_id"))
         })?),
         other => {
-            return Err(AdminError::Validation(format!(
+            return Err(ServiceError::Validation(format!(
                 "scene: must be a string (scene_str) or an integer (scene_id), got {other}"
             )))
         }
     };
     let code = create_qr_code(
         &state.services,
-        &path.into_inner(),
-        &actor.0,
+        &account_id(&path)?,
+        &actor,
         CreateQrCode {
             scene,
             permanent: body.permanent,

@@ -19,8 +19,9 @@ use utoipa::ToSchema;
 use super::extract::{Actor, JsonBody};
 use super::responses::{AccountErrors, ErrorBody, StoreErrors, TokenErrors};
 use crate::domain::autoreply::{Matcher, Reply, Rule};
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::autoreply;
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -97,8 +98,8 @@ pub(crate) async fn list(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
-    let rules = autoreply::list_rules(&state.services, &path.into_inner()).await?;
+) -> Result<HttpResponse, ServiceError> {
+    let rules = autoreply::list_rules(&state.services, &account_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(json!({ "rules": rules })))
 }
 
@@ -121,11 +122,11 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<RuleBody>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let stored = autoreply::create_rule(
         &state.services,
-        &path.into_inner(),
-        &actor.0,
+        &account_id(&path)?,
+        &actor,
         body.into_rule(),
     )
     .await?;
@@ -152,18 +153,23 @@ pub(crate) async fn put(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     JsonBody(mut body): JsonBody<RuleBody>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, id) = path.into_inner();
     if body.id.is_empty() {
         body.id = id.clone();
     } else if body.id != id {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "id: the body says {:?} but the path says {id:?}",
             body.id
         )));
     }
-    let (stored, created) =
-        autoreply::put_rule(&state.services, &account, &actor.0, body.into_rule()).await?;
+    let (stored, created) = autoreply::put_rule(
+        &state.services,
+        &account_id(&account)?,
+        &actor,
+        body.into_rule(),
+    )
+    .await?;
     Ok(if created {
         HttpResponse::Created().json(stored)
     } else {
@@ -188,9 +194,9 @@ pub(crate) async fn delete(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, id) = path.into_inner();
-    autoreply::delete_rule(&state.services, &account, &actor.0, &id).await?;
+    autoreply::delete_rule(&state.services, &account_id(&account)?, &actor, &id).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": id, "deleted": true })))
 }
 
@@ -215,10 +221,10 @@ pub(crate) async fn get_welcome(
     _actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
-    match autoreply::welcome(&state.services, &path.into_inner()).await? {
+) -> Result<HttpResponse, ServiceError> {
+    match autoreply::welcome(&state.services, &account_id(&path)?).await? {
         Some(w) => Ok(HttpResponse::Ok().json(welcome_json(&w))),
-        None => Err(AdminError::NotFound("no default welcome is set".into())),
+        None => Err(ServiceError::NotFound("no default welcome is set".into())),
     }
 }
 
@@ -240,9 +246,9 @@ pub(crate) async fn put_welcome(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(reply): JsonBody<Reply>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let stored =
-        autoreply::put_welcome(&state.services, &path.into_inner(), &actor.0, reply).await?;
+        autoreply::put_welcome(&state.services, &account_id(&path)?, &actor, reply).await?;
     Ok(HttpResponse::Ok().json(welcome_json(&stored)))
 }
 
@@ -263,7 +269,7 @@ pub(crate) async fn delete_welcome(
     actor: Actor,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, AdminError> {
-    autoreply::delete_welcome(&state.services, &path.into_inner(), &actor.0).await?;
+) -> Result<HttpResponse, ServiceError> {
+    autoreply::delete_welcome(&state.services, &account_id(&path)?, &actor).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted": true })))
 }

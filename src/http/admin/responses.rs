@@ -1,5 +1,5 @@
 //! What the admin API answers when it refuses: the error body every refusal carries
-//! ([`ErrorBody`], written by the one HTTP map of `crate::error::AdminError`), the error sets
+//! ([`ErrorBody`], written by the one HTTP map of `crate::error::ServiceError`), the error sets
 //! the handlers' OpenAPI annotations share, and the answer to a path no route serves.
 
 use actix_web::{HttpRequest, HttpResponse};
@@ -7,9 +7,9 @@ use serde::Serialize;
 use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::Actor;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 
-/// Every admin error: `{"error": {"code", "message"}}` (see `crate::error::AdminError`).
+/// Every admin error: `{"error": {"code", "message"}}` (see `crate::error::ServiceError`).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ErrorBody {
     error: ErrorDetail,
@@ -36,7 +36,7 @@ pub(crate) struct ErrorDetail {
 
 // The error sets for `responses(...)`: a handler lists its success response, the sets that
 // apply, then the errors that are its own, so that an answer many routes share is described
-// once. The variants only describe responses (handlers answer `AdminError`): nothing builds one.
+// once. The variants only describe responses (handlers answer `ServiceError`): nothing builds one.
 
 /// The token: every admin route.
 #[derive(IntoResponses)]
@@ -92,8 +92,8 @@ pub(crate) enum WeChatErrors {
 pub(super) async fn unknown_route(
     _actor: Actor,
     req: HttpRequest,
-) -> Result<HttpResponse, AdminError> {
-    Err(AdminError::NotFound(format!(
+) -> Result<HttpResponse, ServiceError> {
+    Err(ServiceError::NotFound(format!(
         "no admin route {} {}",
         req.method(),
         req.path()

@@ -11,8 +11,9 @@ use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody, LargeJsonBody};
 use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::services::account_id;
 use crate::services::tags;
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -62,9 +63,9 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<CreateBody>,
-) -> Result<HttpResponse, AdminError> {
-    let tag_id = tags::create_tag(&state.services, &path.into_inner(), &body.name).await?;
-    tracing::info!(actor = %actor.0, tag_id, "tag created");
+) -> Result<HttpResponse, ServiceError> {
+    let tag_id = tags::create_tag(&state.services, &account_id(&path)?, &body.name).await?;
+    tracing::info!(actor = %actor, tag_id, "tag created");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tag_id": tag_id, "name": body.name })))
 }
 
@@ -102,7 +103,7 @@ pub(crate) async fn add_members(
     state: web::Data<AppState>,
     path: web::Path<(String, u64)>,
     LargeJsonBody(body): LargeJsonBody<MembersBody>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     members(actor, state, path, body, false).await
 }
 
@@ -126,7 +127,7 @@ pub(crate) async fn remove_members(
     state: web::Data<AppState>,
     path: web::Path<(String, u64)>,
     LargeJsonBody(body): LargeJsonBody<MembersBody>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     members(actor, state, path, body, true).await
 }
 
@@ -136,10 +137,17 @@ async fn members(
     path: web::Path<(String, u64)>,
     body: MembersBody,
     untag: bool,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, ServiceError> {
     let (account, tag_id) = path.into_inner();
-    let done = tags::tag_users(&state.services, &account, tag_id, &body.open_ids, untag).await?;
-    tracing::info!(actor = %actor.0, tag_id, users = done.users, untag, "tag members changed");
+    let done = tags::tag_users(
+        &state.services,
+        &account_id(&account)?,
+        tag_id,
+        &body.open_ids,
+        untag,
+    )
+    .await?;
+    tracing::info!(actor = %actor, tag_id, users = done.users, untag, "tag members changed");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "tag_id": tag_id, "users": done.users, "batches": done.batches,
     })))

@@ -8,8 +8,8 @@ use crate::domain::broadcast::{
     batch_client_msg_id, is_open_id, plan_batches, plan_external_batches, Audience, Broadcast,
     BroadcastAudience, MassMessage,
 };
-use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::domain::{AccountId, Actor, Platform};
+use crate::error::ServiceError;
 use crate::services::Services;
 use crate::store::{DocWrite, StoreError};
 use crate::wechat::api::{groupmsg, mass, Typed};
@@ -39,8 +39,8 @@ struct Plan {
     batches: Vec<Vec<String>>,
 }
 
-fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, AdminError> {
-    let v = AdminError::Validation;
+fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, ServiceError> {
+    let v = ServiceError::Validation;
     let Broadcast { audience, message } = broadcast;
     audience.check_platform(account.platform).map_err(v)?;
     match audience {
@@ -58,7 +58,7 @@ fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, AdminError> {
         }
         BroadcastAudience::External(audience) => {
             if !matches!(message.msgtype, "text" | "image") {
-                return Err(AdminError::Validation(format!(
+                return Err(ServiceError::Validation(format!(
                     "message type {:?} cannot be sent to WeCom external contacts here; the \
                      types are text and image (externalcontact/add_msg_template)",
                     message.msgtype
@@ -75,14 +75,14 @@ fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, AdminError> {
     }
 }
 
-fn check_caller_id(id: &str) -> Result<(), AdminError> {
+fn check_caller_id(id: &str) -> Result<(), ServiceError> {
     if id.is_empty()
         || id.len() > MAX_CALLER_ID
         || !id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
     {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "client_msg_id must be 1 to {MAX_CALLER_ID} characters of letters, digits, '-', \
              '_', '.' and ':'"
         )));
@@ -92,13 +92,13 @@ fn check_caller_id(id: &str) -> Result<(), AdminError> {
 
 /// Checks the request, persists the job and its batches, and wakes the runner. The same
 /// `client_msg_id` again answers the job it made, and sends nothing (`false`).
-#[tracing::instrument(skip_all, fields(account = account_id, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, actor = %actor))]
 pub async fn create_job(
     svc: &Services,
-    account_id: &str,
-    actor: &str,
+    account_id: &AccountId,
+    actor: &Actor,
     req: SendBroadcast,
-) -> Result<(JobView, bool), AdminError> {
+) -> Result<(JobView, bool), ServiceError> {
     let account = svc.account(account_id)?.clone();
     let plan = plan(&account, req.broadcast)?;
     if let Some(id) = &req.client_msg_id {
@@ -109,7 +109,7 @@ pub async fn create_job(
     if let Some(id) = &req.client_msg_id {
         if !store
             .put_doc(
-                account_id,
+                account_id.as_str(),
                 CMID,
                 id,
                 job_id.as_bytes(),
@@ -120,24 +120,30 @@ pub async fn create_job(
         {
             // Another request with this id claimed a job id: that is the job. If its creator
             // died before writing the job, this request finishes writing it.
-            let claimed = store.doc(account_id, CMID, id).await?.ok_or_else(|| {
-                AdminError::Conflict(format!(
-                    "client_msg_id {id:?} is being used by a request in progress; try again"
-                ))
-            })?;
+            let claimed = store
+                .doc(account_id.as_str(), CMID, id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::Conflict(format!(
+                        "client_msg_id {id:?} is being used by a request in progress; try again"
+                    ))
+                })?;
             job_id = String::from_utf8(claimed)
                 .map_err(|_| StoreError::Corrupt("a bcast-cmid document".into()))?;
         }
     }
-    if let Some((job, _)) = load_job(store, account_id, &job_id).await? {
-        return Ok((view(store, account_id, &account, &job).await?, false));
+    if let Some((job, _)) = load_job(store, account_id.as_str(), &job_id).await? {
+        return Ok((
+            view(store, account_id.as_str(), &account, &job).await?,
+            false,
+        ));
     }
     for (i, recipients) in plan.batches.iter().enumerate() {
         if !recipients.is_empty() {
             let bytes = serde_json::to_vec(recipients).expect("a list of strings serializes");
             store
                 .put_doc(
-                    account_id,
+                    account_id.as_str(),
                     RECIPIENTS,
                     &batch_key(&job_id, i),
                     &bytes,
@@ -149,7 +155,7 @@ pub async fn create_job(
     }
     let job = Job {
         client_msg_id: req.client_msg_id.clone(),
-        actor: actor.to_owned(),
+        actor: actor.to_string(),
         created_at: unix_now(),
         target: plan.target,
         msgtype: plan.message.msgtype.to_owned(),
@@ -182,13 +188,27 @@ pub async fn create_job(
     };
     // Active first: a job that exists is always one the runner will find.
     store
-        .put_doc(account_id, ACTIVE, &job_id, b"1", DocWrite::Always, None)
+        .put_doc(
+            account_id.as_str(),
+            ACTIVE,
+            &job_id,
+            b"1",
+            DocWrite::Always,
+            None,
+        )
         .await?;
     let bytes = serde_json::to_vec(&job).expect("a job serializes");
     let created = store
-        .put_doc(account_id, JOB, &job_id, &bytes, DocWrite::IfAbsent, None)
+        .put_doc(
+            account_id.as_str(),
+            JOB,
+            &job_id,
+            &bytes,
+            DocWrite::IfAbsent,
+            None,
+        )
         .await?;
-    let (job, _) = load_job(store, account_id, &job_id)
+    let (job, _) = load_job(store, account_id.as_str(), &job_id)
         .await?
         .ok_or_else(|| StoreError::Unavailable("the job just written is not there".into()))?;
     if created {
@@ -196,39 +216,42 @@ pub async fn create_job(
             "broadcast job created");
         svc.broadcasts.kick.notify_one();
     }
-    Ok((view(store, account_id, &account, &job).await?, created))
+    Ok((
+        view(store, account_id.as_str(), &account, &job).await?,
+        created,
+    ))
 }
 
 /// The job and every batch, with the results WeChat reported.
 pub async fn get_job(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     job_id: &str,
-) -> Result<JobView, AdminError> {
+) -> Result<JobView, ServiceError> {
     let account = svc.account(account_id)?.clone();
-    let (job, _) = load_job(&*svc.store, account_id, job_id)
+    let (job, _) = load_job(&*svc.store, account_id.as_str(), job_id)
         .await?
         .ok_or_else(|| not_found(job_id))?;
-    Ok(view(&*svc.store, account_id, &account, &job).await?)
+    Ok(view(&*svc.store, account_id.as_str(), &account, &job).await?)
 }
 
 /// Cancels a job: its queued batches are never sent; a batch being sent finishes its attempt
 /// (it cannot be undone) and keeps its result. Idempotent: a cancelled job answers its view
 /// again. A job with nothing left to send is a conflict.
-#[tracing::instrument(skip_all, fields(account = account_id, job_id = job_id, actor = actor))]
+#[tracing::instrument(skip_all, fields(account = %account_id, job_id = job_id, actor = %actor))]
 pub async fn cancel_job(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     job_id: &str,
-    actor: &str,
-) -> Result<JobView, AdminError> {
+    actor: &Actor,
+) -> Result<JobView, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let store = &*svc.store;
     let now = unix_now();
     let mut cancelled_now = false;
     // Compare-and-swap against the runners' writes: a batch the runner marked `sending` first
     // stays `sending` (its attempt is in flight), every other pending batch is cancelled.
-    let job = update_job(store, account_id, job_id, |j| {
+    let job = update_job(store, account_id.as_str(), job_id, |j| {
         cancelled_now = false;
         let pending = j
             .batches
@@ -236,7 +259,7 @@ pub async fn cancel_job(
             .any(|b| matches!(b.status, BatchStatus::Queued | BatchStatus::Sending));
         if j.cancelled_at.is_none() && pending {
             j.cancelled_at = Some(now);
-            j.cancelled_by = Some(actor.to_owned());
+            j.cancelled_by = Some(actor.to_string());
             for b in &mut j.batches {
                 if b.status == BatchStatus::Queued {
                     b.status = BatchStatus::Cancelled;
@@ -246,9 +269,9 @@ pub async fn cancel_job(
         }
     })
     .await?;
-    let view = view(store, account_id, &account, &job).await?;
+    let view = view(store, account_id.as_str(), &account, &job).await?;
     if job.cancelled_at.is_none() {
-        return Err(AdminError::Precondition(format!(
+        return Err(ServiceError::Precondition(format!(
             "broadcast job {job_id:?} has nothing left to send (it is {}): only a queued or \
              sending job can be cancelled",
             view.status
@@ -261,21 +284,21 @@ pub async fn cancel_job(
 }
 
 /// `mass/preview`: the message to one follower, to check it before a broadcast.
-#[tracing::instrument(skip_all, fields(account = account_id))]
+#[tracing::instrument(skip_all, fields(account = %account_id))]
 pub async fn preview(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     open_id: &str,
     message: &Value,
-) -> Result<Option<i64>, AdminError> {
+) -> Result<Option<i64>, ServiceError> {
     let account = svc.account(account_id)?.clone();
     mp_only(&account, "preview")?;
     if !is_open_id(open_id) {
-        return Err(AdminError::Validation(
+        return Err(ServiceError::Validation(
             "open_id must be an openid (1 to 64 characters of letters, digits, '-' and '_')".into(),
         ));
     }
-    let message = MassMessage::parse(message).map_err(AdminError::Validation)?;
+    let message = MassMessage::parse(message).map_err(ServiceError::Validation)?;
     let message = Typed {
         msgtype: message.msgtype,
         body: &message.body,
@@ -287,20 +310,20 @@ pub async fn preview(
 /// `mass/delete` of every sent batch: WeChat then shows the articles as deleted (it deletes
 /// only mpnews and mpvideo mass sends, and only once they were sent). On WeCom, the group
 /// message of every batch is cancelled for the members who have not sent it.
-#[tracing::instrument(skip_all, fields(account = account_id, job_id = job_id))]
+#[tracing::instrument(skip_all, fields(account = %account_id, job_id = job_id))]
 pub async fn delete_job(
     svc: &Services,
-    account_id: &str,
+    account_id: &AccountId,
     job_id: &str,
-) -> Result<JobView, AdminError> {
+) -> Result<JobView, ServiceError> {
     let account = svc.account(account_id)?.clone();
     let store = &*svc.store;
-    let (job, _) = load_job(store, account_id, job_id)
+    let (job, _) = load_job(store, account_id.as_str(), job_id)
         .await?
         .ok_or_else(|| not_found(job_id))?;
     let mp = account.platform == Platform::Mp;
     if mp && !matches!(job.msgtype.as_str(), "mpnews" | "mpvideo") {
-        return Err(AdminError::Validation(format!(
+        return Err(ServiceError::Validation(format!(
             "WeChat deletes only mpnews and mpvideo mass sends (mass/delete); this job sent {}",
             job.msgtype
         )));
@@ -310,7 +333,7 @@ pub async fn delete_job(
         .iter()
         .any(|b| matches!(b.status, BatchStatus::Queued | BatchStatus::Sending))
     {
-        return Err(AdminError::Precondition(
+        return Err(ServiceError::Precondition(
             "the job is still sending; delete it once every batch is sent".into(),
         ));
     }
@@ -326,7 +349,10 @@ pub async fn delete_job(
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("batch {i} has msg_id {msg_id:?}")))?;
         mass::delete(&svc.tokens, &account, msg_id).await?;
-        update_job(store, account_id, job_id, |j| j.batches[i].deleted = true).await?;
+        update_job(store, account_id.as_str(), job_id, |j| {
+            j.batches[i].deleted = true
+        })
+        .await?;
     }
     tracing::info!("broadcast deleted");
     get_job(svc, account_id, job_id).await
@@ -341,7 +367,7 @@ async fn cancel_group_message(
     job_id: &str,
     batch: usize,
     msgid: &str,
-) -> Result<(), AdminError> {
+) -> Result<(), ServiceError> {
     let account_id = account.id.as_str();
     groupmsg::cancel_groupmsg_send(&svc.tokens, account, msgid).await?;
     let result = BatchResult {
@@ -368,10 +394,10 @@ async fn cancel_group_message(
     Ok(())
 }
 
-fn mp_only(account: &Account, what: &str) -> Result<(), AdminError> {
+fn mp_only(account: &Account, what: &str) -> Result<(), ServiceError> {
     match account.platform {
         Platform::Mp => Ok(()),
-        Platform::Work => Err(AdminError::Validation(format!(
+        Platform::Work => Err(ServiceError::Validation(format!(
             "account {:?} is a WeCom application: broadcast {what} is an Official Account \
              feature (mass/{what})",
             account.id.as_str()
@@ -379,8 +405,8 @@ fn mp_only(account: &Account, what: &str) -> Result<(), AdminError> {
     }
 }
 
-pub(super) fn not_found(job_id: &str) -> AdminError {
-    AdminError::NotFound(format!("no broadcast job {job_id:?} on this account"))
+pub(super) fn not_found(job_id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no broadcast job {job_id:?} on this account"))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Reading and writing the job's documents: their keys, new job ids, loading a job, the
 //! compare-and-swap every writer of a job goes through, and the batch results.
 
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::store::{DocWrite, Store, StoreError};
 
 use super::jobs::not_found;
@@ -40,7 +40,7 @@ pub(super) async fn update_job(
     account: &str,
     job_id: &str,
     mut f: impl FnMut(&mut Job),
-) -> Result<Job, AdminError> {
+) -> Result<Job, ServiceError> {
     loop {
         let (mut job, old) = load_job(store, account, job_id)
             .await?

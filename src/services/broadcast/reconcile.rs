@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Account;
 use crate::domain::Platform;
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::pb::{self, event::Kind};
 use crate::store::{DocWrite, Store, StoreError};
 use crate::wechat::api::{groupmsg, mass};
@@ -221,7 +221,7 @@ impl Runner {
         account: &Arc<Account>,
         job_id: &str,
         held: &CancellationToken,
-    ) -> Result<Turn, AdminError> {
+    ) -> Result<Turn, ServiceError> {
         let id = account.id.as_str();
         let Some((job, _)) = load_job(self.store(), id, job_id).await? else {
             return Ok(Turn::Later);
@@ -295,7 +295,7 @@ impl Runner {
         &self,
         account: &Account,
         msg_id: &str,
-    ) -> Result<Option<BatchResult>, AdminError> {
+    ) -> Result<Option<BatchResult>, ServiceError> {
         let msg_id: i64 = msg_id
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("msg_id {msg_id:?}")))?;
@@ -313,7 +313,7 @@ impl Runner {
         &self,
         account: &Account,
         msgid: &str,
-    ) -> Result<Option<BatchResult>, AdminError> {
+    ) -> Result<Option<BatchResult>, ServiceError> {
         let t = groupmsg::get_groupmsg_task(&self.svc.tokens, account, msgid).await?;
         let pending: Vec<String> = t
             .task_list

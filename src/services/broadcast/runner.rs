@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Account, BroadcastConfig};
-use crate::error::AdminError;
+use crate::error::ServiceError;
 use crate::services::Services;
 use crate::store::{DocWrite, Store};
 use crate::wechat::api::{groupmsg, mass, ApiError, Typed};
@@ -195,7 +195,7 @@ impl Runner {
         account: &Arc<Account>,
         job_id: &str,
         held: &CancellationToken,
-    ) -> Result<Turn, AdminError> {
+    ) -> Result<Turn, ServiceError> {
         let id = account.id.as_str();
         let Some((first, _)) = load_job(self.store(), id, job_id).await? else {
             // Being created (its active mark is written first), or its creator died.
@@ -286,7 +286,7 @@ impl Runner {
         job: &Job,
         i: usize,
         held: &CancellationToken,
-    ) -> Result<bool, AdminError> {
+    ) -> Result<bool, ServiceError> {
         let id = account.id.as_str();
         let batch = &job.batches[i];
         let note = match (batch.status, &job.target) {
@@ -342,7 +342,7 @@ impl Runner {
         i: usize,
         outcome: Outcome,
         reconciled: bool,
-    ) -> Result<bool, AdminError> {
+    ) -> Result<bool, ServiceError> {
         let label = match &outcome {
             Outcome::Sent { .. } if reconciled => "reconciled",
             Outcome::Sent {
