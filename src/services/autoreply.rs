@@ -1,4 +1,4 @@
-//! Keyword auto-replies and campaign welcomes (issue 8): the rules and the default welcome of
+//! Keyword auto-replies and campaign welcomes: the rules and the default welcome of
 //! each account, kept as store documents ([`RULES`] and [`WELCOME`]) and
 //! managed by the admin API and gRPC; an in-memory snapshot per account that the callback path
 //! reads without touching the store; and what the callback path does with them.

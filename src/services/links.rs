@@ -1,4 +1,4 @@
-//! Tracked links (issue 8): short gateway URLs that record who opened them, then redirect.
+//! Tracked links: short gateway URLs that record who opened them, then redirect.
 //!
 //! A link is a document ([`LINKS`], id = its code) under its account: the target,
 //! checked against `links.allowed_domains` when it was created and never taken from a request

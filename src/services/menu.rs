@@ -1,4 +1,4 @@
-//! Menus, made safe to change (issue 4): every menu is checked locally and completely
+//! Menus, made safe to change: every menu is checked locally and completely
 //! ([`crate::domain::menu`]) before anything reaches WeChat, every successful publish or delete
 //! is kept as a numbered version, any version can be published again in one call, and a live
 //! menu that is not the latest version (edited in WeChat's own console) is reported as drift.

@@ -29,7 +29,7 @@ pub struct Services {
     pub tokens: TokenAuthority,
     /// Serializes each account's menu changes.
     pub menu_locks: menu::MenuLocks,
-    /// Each account's auto-reply rules and default welcome, for the callback path (issue 8).
+    /// Each account's auto-reply rules and default welcome, for the callback path.
     pub replies: autoreply::Replies,
     /// Tracked links: the public base URL, the allowed target domains, WeChat's OAuth base.
     pub links: crate::config::LinksConfig,

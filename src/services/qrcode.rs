@@ -34,7 +34,7 @@ pub struct CreateQrCode {
     pub label: String,
     pub metadata: BTreeMap<String, String>,
     pub users: Vec<String>,
-    /// The welcome reply of the followers (contacts) this code brings (issue 8).
+    /// The welcome reply of the followers (contacts) this code brings.
     pub welcome: Option<Reply>,
 }
 

@@ -1,4 +1,4 @@
-//! Segments as tags (issue 5): the CRM turns a large segment into a user tag, then broadcasts
+//! Segments as tags: the CRM turns a large segment into a user tag, then broadcasts
 //! to the tag with one `mass/sendall`. `tags/create` makes the tag; `tags/members/batchtagging`
 //! and `batchuntagging` take at most 50 openids a call (WeChat answers 40032 beyond), so a list
 //! is sent in batches of 50. Tagging is idempotent on WeChat's side, so a request that failed
