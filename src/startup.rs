@@ -25,7 +25,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::Store;
 use crate::telemetry;
-use crate::wechat::api::WeChatApi;
+use crate::wechat::api::{install_tls_provider, WeChatApi};
 use crate::wechat::tokens::TokenAuthority;
 
 /// How long in-flight HTTP requests may take to finish after shutdown starts.
@@ -239,12 +239,6 @@ impl Application {
         }
         http.context("HTTP server failed")
     }
-}
-
-/// reqwest and tonic use rustls with the `ring` provider, which must be installed once per
-/// process before the first client is built (idempotent).
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// This instance's name towards the store: the host name and HTTP port, so that it is unique

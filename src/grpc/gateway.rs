@@ -13,10 +13,9 @@ use crate::domain::match_token;
 use crate::error::AdminError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
-    self, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest,
-    CreateQrCodeResponse, DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse,
-    ListLinksRequest, ListLinksResponse, SendMessageRequest, SendMessageResponse, SetMenuRequest,
-    SetMenuResponse,
+    self, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest, CreateQrCodeResponse,
+    DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse, ListLinksRequest,
+    ListLinksResponse, SendMessageRequest, SendMessageResponse, SetMenuRequest, SetMenuResponse,
 };
 use crate::pb::{
     DeleteReplyRuleRequest, DeleteReplyRuleResponse, ListReplyRulesRequest, ListReplyRulesResponse,

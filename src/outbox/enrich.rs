@@ -36,11 +36,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::Account;
 use crate::domain::Platform;
 use crate::pb::{self, event::Kind};
 use crate::services::{links, Services};
 use crate::store::{kinds, DocKind, DocWrite, Store};
+use crate::wechat::account::Account;
 use crate::wechat::api::{user, ApiError};
 use crate::wechat::tokens::TokenError;
 

@@ -15,9 +15,9 @@ pub mod tags;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::Account;
 use crate::error::AdminError;
 use crate::store::Store;
+use crate::wechat::account::Account;
 use crate::wechat::tokens::TokenAuthority;
 
 /// What the use cases need; one per process, shared by actix workers and the tonic server.

@@ -10,11 +10,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Account;
 use crate::domain::Platform;
 use crate::error::AdminError;
 use crate::pb::{self, event::Kind};
 use crate::store::{DocWrite, Store, StoreError};
+use crate::wechat::account::Account;
 use crate::wechat::api::{groupmsg, mass};
 
 use super::model::{unix_now, BatchResult, Job, MsgIndex, Target, MSGID, RESULT};
