@@ -37,7 +37,24 @@ pub enum CallbackError {
     /// Over a concurrency limit (`callbacks.max_in_flight*`): refused before anything was read
     /// or stored, so that WeChat retries instead of waiting past its 5-second deadline.
     #[error("too many callbacks in flight for this {}; WeChat will retry", .0.as_str())]
-    Overloaded(crate::http::limits::Scope),
+    Overloaded(LimitScope),
+}
+
+/// Which concurrency limit refused a callback (`crate::http::limits`): the instance's, or one
+/// account's. Here, below the HTTP adapter, because [`CallbackError::Overloaded`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    Account,
+    Instance,
+}
+
+impl LimitScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::Instance => "instance",
+        }
+    }
 }
 
 impl ResponseError for CallbackError {
