@@ -2,9 +2,11 @@
 //! here, takes validated inputs (or validates them before any call to WeChat) and answers with
 //! an [`AdminError`] that both transports map in `crate::error`.
 
+pub mod attribution;
 pub mod autoreply;
 pub mod broadcast;
 pub mod callbacks;
+pub mod enrich;
 pub mod links;
 pub mod menu;
 pub mod message;
