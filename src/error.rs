@@ -8,9 +8,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
 use thiserror::Error;
+use utoipa::ToSchema;
 
-use crate::http::admin::responses::ErrorBody;
 use crate::store::StoreError;
 use crate::wechat::api::ApiError;
 use crate::wechat::envelope::EnvelopeError;
@@ -240,4 +241,31 @@ impl ResponseError for AdminError {
         }
         response.json(ErrorBody::new(self.code(), self.to_string()))
     }
+}
+
+/// The body of every admin error answer, `{"error": {"code", "message"}}`, written by the HTTP
+/// map above; here beside it so that this module needs nothing of the HTTP adapter (whose
+/// OpenAPI error sets name it).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+impl ErrorBody {
+    pub(crate) fn new(code: &str, message: String) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+            },
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Machine-readable, e.g. `invalid_request`, `missing_token`, `not_found`, `wechat_error`.
+    code: String,
+    /// For people; on a WeChat refusal it carries WeChat's errcode and errmsg.
+    message: String,
 }

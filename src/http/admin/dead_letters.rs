@@ -7,8 +7,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::extract::Actor;
-use super::responses::{ErrorBody, StoreErrors, TokenErrors};
+use super::responses::{StoreErrors, TokenErrors};
 use crate::error::AdminError;
+use crate::error::ErrorBody;
 use crate::http::AppState;
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {

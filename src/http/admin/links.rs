@@ -7,8 +7,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{Actor, JsonBody};
-use super::responses::{AccountErrors, ErrorBody};
+use super::responses::AccountErrors;
 use crate::error::AdminError;
+use crate::error::ErrorBody;
 use crate::http::AppState;
 use crate::services::links;
 

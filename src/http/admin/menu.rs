@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody};
-use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
+use super::responses::{AccountErrors, WeChatErrors};
 use crate::error::AdminError;
+use crate::error::ErrorBody;
 use crate::http::AppState;
 use crate::services::menu;
 use crate::store::MenuVersion;

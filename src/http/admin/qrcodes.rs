@@ -8,10 +8,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{Actor, JsonBody};
-use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
+use super::responses::{AccountErrors, WeChatErrors};
 use crate::domain::autoreply::Reply;
 use crate::domain::scene::SceneInput;
 use crate::error::AdminError;
+use crate::error::ErrorBody;
 use crate::http::AppState;
 use crate::services::qrcode::{create_qr_code, CreateQrCode};
 

@@ -10,8 +10,9 @@ use serde::Deserialize;
 use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody, LargeJsonBody};
-use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
+use super::responses::{AccountErrors, WeChatErrors};
 use crate::error::AdminError;
+use crate::error::ErrorBody;
 use crate::http::AppState;
 use crate::services::tags;
 
