@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use prost::Message;
-use wechat_gateway::config::{Account, CallbackMode};
 use wechat_gateway::domain::{AccountId, Platform, Secret};
+use wechat_gateway::wechat::account::{Account, CallbackMode};
 use wechat_gateway::wechat::crypto::{self, MsgCrypto};
 use wechat_gateway::wechat::envelope::{self, Entry};
 use wechat_gateway::wechat::normalize::normalize;

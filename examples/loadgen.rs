@@ -39,7 +39,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wechat_gateway::config::Account;
+use wechat_gateway::wechat::account::Account;
 
 #[path = "common/callbacks.rs"]
 mod callbacks;

@@ -9,9 +9,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
 use thiserror::Error;
+use utoipa::ToSchema;
 
-use crate::http::admin::responses::ErrorBody;
 use crate::store::StoreError;
 use crate::wechat::api::ApiError;
 use crate::wechat::envelope::EnvelopeError;
@@ -38,7 +39,24 @@ pub enum CallbackError {
     /// Over a concurrency limit (`callbacks.max_in_flight*`): refused before anything was read
     /// or stored, so that WeChat retries instead of waiting past its 5-second deadline.
     #[error("too many callbacks in flight for this {}; WeChat will retry", .0.as_str())]
-    Overloaded(crate::http::limits::Scope),
+    Overloaded(LimitScope),
+}
+
+/// Which concurrency limit refused a callback (`crate::http::limits`): the instance's, or one
+/// account's. Here, below the HTTP adapter, because [`CallbackError::Overloaded`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    Account,
+    Instance,
+}
+
+impl LimitScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::Instance => "instance",
+        }
+    }
 }
 
 impl ResponseError for CallbackError {
@@ -230,4 +248,31 @@ impl ResponseError for ServiceError {
         }
         response.json(ErrorBody::new(self.code(), self.to_string()))
     }
+}
+
+/// The body of every admin error answer, `{"error": {"code", "message"}}`, written by the HTTP
+/// map above; here beside it so that this module needs nothing of the HTTP adapter (whose
+/// OpenAPI error sets name it).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+impl ErrorBody {
+    pub(crate) fn new(code: &str, message: String) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+            },
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Machine-readable, e.g. `invalid_request`, `missing_token`, `not_found`, `wechat_error`.
+    code: String,
+    /// For people; on a WeChat refusal it carries WeChat's errcode and errmsg.
+    message: String,
 }

@@ -8,8 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
-use crate::config::{Account, CallbackMode, Config};
+use crate::config::Config;
 use crate::domain::Platform;
+use crate::wechat::account::{Account, CallbackMode};
 use crate::wechat::crypto;
 use crate::wechat::envelope::{seal_message, Sealed};
 

@@ -16,16 +16,18 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, StoreBackend};
 use crate::grpc::gateway::GatewayService;
 use crate::http::{self, AppState};
-use crate::outbox::enrich::Enricher;
 use crate::outbox::sink::{GrpcSink, Sink, StdoutSink};
-use crate::outbox::{Forwarder, ForwarderConfig};
+use crate::outbox::{Decorate, Forwarder, ForwarderConfig};
 use crate::pb::gateway_server::GatewayServer;
+use crate::services::attribution::Attribution;
+use crate::services::broadcast::JobAttachment;
+use crate::services::enrich::Enricher;
 use crate::services::Services;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::Store;
 use crate::telemetry;
-use crate::wechat::api::WeChatApi;
+use crate::wechat::api::{install_tls_provider, WeChatApi};
 use crate::wechat::tokens::TokenAuthority;
 
 /// How long in-flight HTTP requests may take to finish after shutdown starts.
@@ -89,10 +91,17 @@ impl Application {
         });
         let account_ids: Vec<String> = services.accounts.keys().cloned().collect();
         services.replies.refresh_all(&*store, &account_ids).await;
-        let enricher = cfg
-            .enrichment
-            .enabled
-            .then(|| Arc::new(Enricher::new(services.clone(), cfg.enrichment.user_ttl)));
+        // What the use cases add to each batch before delivery, in this order: the scene's label,
+        // then the user's identity (and the purge of departed users), then the broadcast job.
+        let mut decorators: Vec<Arc<dyn Decorate>> =
+            vec![Arc::new(Attribution::new(store.clone()))];
+        if cfg.enrichment.enabled {
+            decorators.push(Arc::new(Enricher::new(
+                services.clone(),
+                cfg.enrichment.user_ttl,
+            )));
+        }
+        decorators.push(Arc::new(JobAttachment::new(store.clone())));
         let broadcast_runner = tokio::spawn(crate::services::broadcast::run(
             services.clone(),
             lease_owner,
@@ -161,16 +170,16 @@ impl Application {
             ),
             None => Arc::new(StdoutSink),
         };
-        let mut forwarder = Forwarder::new(ForwarderConfig {
-            batch_size: cfg.crm.batch_size,
-            // A failed batch's retries renew its lease: keep them well inside it, or another
-            // instance would take the account over while this one still retries.
-            backoff_max: Duration::from_secs(10).min(cfg.store.redis_lease / 3),
-            ..ForwarderConfig::new(consumer_name(http_addr))
-        });
-        if let Some(enricher) = enricher {
-            forwarder = forwarder.with_enricher(enricher);
-        }
+        let forwarder = Forwarder::new(
+            ForwarderConfig {
+                batch_size: cfg.crm.batch_size,
+                // A failed batch's retries renew its lease: keep them well inside it, or another
+                // instance would take the account over while this one still retries.
+                backoff_max: Duration::from_secs(10).min(cfg.store.redis_lease / 3),
+                ..ForwarderConfig::new(consumer_name(http_addr))
+            },
+            decorators,
+        );
         let workers = vec![
             (
                 "forwarder",
@@ -239,12 +248,6 @@ impl Application {
         }
         http.context("HTTP server failed")
     }
-}
-
-/// reqwest and tonic use rustls with the `ring` provider, which must be installed once per
-/// process before the first client is built (idempotent).
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// This instance's name towards the store: the host name and HTTP port, so that it is unique

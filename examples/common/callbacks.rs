@@ -5,8 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use clap::ValueEnum;
-use wechat_gateway::config::{Account, CallbackMode};
 use wechat_gateway::domain::Platform;
+use wechat_gateway::wechat::account::{Account, CallbackMode};
 use wechat_gateway::wechat::crypto;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -23,11 +23,11 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::AppState;
-use crate::config::Account;
 use crate::domain::Platform;
 use crate::error::CallbackError;
 use crate::services::callbacks;
 use crate::store::Recorded;
+use crate::wechat::account::Account;
 use crate::wechat::envelope::{self, Entry};
 use crate::wechat::normalize::normalize;
 use crate::wechat::query::CallbackQuery;

@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::error::LimitScope;
+
 /// Slots of one scope (the instance, or one account).
 #[derive(Debug)]
 struct Slots {
@@ -41,22 +43,6 @@ impl Slots {
 
     fn give_back(&self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Which limit refused a callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Account,
-    Instance,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Account => "account",
-            Self::Instance => "instance",
-        }
     }
 }
 
@@ -102,18 +88,18 @@ impl CallbackLimits {
     /// Takes a slot of the account and one of the instance, or neither. An account id that is
     /// not configured (it comes from the URL and will be answered 404) takes only an instance
     /// slot: a flood of unknown ids is bounded by the instance limit and cannot grow the map.
-    pub fn try_acquire(&self, account: &str) -> Result<Permit, Scope> {
+    pub fn try_acquire(&self, account: &str) -> Result<Permit, LimitScope> {
         let account = self.per_account.get(account).cloned();
         if let Some(slots) = &account {
             if !slots.try_take() {
-                return Err(Scope::Account);
+                return Err(LimitScope::Account);
             }
         }
         if !self.global.try_take() {
             if let Some(slots) = &account {
                 slots.give_back();
             }
-            return Err(Scope::Instance);
+            return Err(LimitScope::Instance);
         }
         Ok(Permit {
             global: self.global.clone(),
@@ -136,7 +122,7 @@ mod tests {
         let limits = CallbackLimits::new(10, 2, ["a", "b"]);
         let a1 = limits.try_acquire("a").unwrap();
         let _a2 = limits.try_acquire("a").unwrap();
-        assert_eq!(limits.try_acquire("a").unwrap_err(), Scope::Account);
+        assert_eq!(limits.try_acquire("a").unwrap_err(), LimitScope::Account);
         let _b1 = limits.try_acquire("b").unwrap();
         assert_eq!(limits.in_flight(), 3, "the refused one took no slot");
         drop(a1);
@@ -153,10 +139,10 @@ mod tests {
             limits.try_acquire("a").unwrap(),
             limits.try_acquire("b").unwrap(),
         ];
-        assert_eq!(limits.try_acquire("c").unwrap_err(), Scope::Instance);
+        assert_eq!(limits.try_acquire("c").unwrap_err(), LimitScope::Instance);
         assert_eq!(
             limits.try_acquire("unknown").unwrap_err(),
-            Scope::Instance,
+            LimitScope::Instance,
             "unknown ids count against the instance"
         );
         // c's account slot was given back when the instance refused it: after one instance slot
@@ -166,7 +152,7 @@ mod tests {
             limits.try_acquire("c").unwrap(),
             limits.try_acquire("c").unwrap(),
         ];
-        assert_eq!(limits.try_acquire("c").unwrap_err(), Scope::Account);
+        assert_eq!(limits.try_acquire("c").unwrap_err(), LimitScope::Account);
     }
 
     #[test]

@@ -22,10 +22,10 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::AppState;
-use crate::config::Account;
 use crate::domain::link::{new_nonce, sign_state, verify_state, LinkCode};
 use crate::domain::Platform;
 use crate::services::links::{self, Click, Link};
+use crate::wechat::account::Account;
 
 /// How long the follower has to come back from WeChat's OAuth page.
 const STATE_TTL: Duration = Duration::from_secs(600);

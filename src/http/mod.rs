@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::config::{Account, AdminToken};
+use crate::config::AdminToken;
 use crate::services::Services;
 use crate::store::Store;
+use crate::wechat::account::Account;
 
 /// Shared by every actix worker.
 pub struct AppState {

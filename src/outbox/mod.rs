@@ -6,28 +6,21 @@
 //! (at least once; the CRM de-duplicates on `Event.id`). A failed batch is kept in memory and
 //! retried as it is, in the same order, so events of one user are never reordered by a retry.
 //!
-//! Attribution: before a batch is delivered, every event that carries a QR scene (subscribe
-//! through a code, SCAN) or a contact-me `state` (WeCom `add_external_contact`) gets the label
-//! of that scene from the store's scene registry (also `add_half_external_contact`). This happens here, off the callback path, so
-//! a callback never waits for it; a lookup that fails only leaves the label empty (and is
-//! logged): delivery never waits or fails because of it.
-//!
-//! Enrichment and the privacy purge ([`enrich`], issue 8) run at the same point, after
-//! attribution.
-//!
-//! Broadcasts: a MASSSENDJOBFINISH of a batch sent by a broadcast job gets the job's id, and
-//! its counts are recorded on the batch ([`crate::services::broadcast::attach_to_jobs`]), the
-//! same way.
+//! Before a batch is delivered, the [`Decorate`] steps given at start-up complete it, in their
+//! order: the use cases' part of delivery (QR-scene attribution, enrichment and the privacy
+//! purge, attaching broadcast results to their jobs) lives with the use cases in
+//! `crate::services`, and this module knows them only by that interface. They run here, off the
+//! callback path, so a callback never waits for them.
 
-pub mod enrich;
 pub mod sink;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::pb::{self, event::Kind};
+use crate::pb;
 use crate::store::{OutboxEntry, Store};
 use sink::{Delivered, Sink, SinkError};
 
@@ -58,10 +51,19 @@ impl ForwarderConfig {
     }
 }
 
+/// One step that completes a batch just before it is delivered, in place. It must not fail the
+/// batch: a lookup that fails leaves its events as they are (logged and counted by the step), so
+/// delivery never waits or fails because of it. A batch that is retried, or split to find an
+/// event the CRM refuses, goes through the steps again.
+#[async_trait]
+pub trait Decorate: Send + Sync {
+    async fn decorate(&self, events: &mut [pb::Event]);
+}
+
 pub struct Forwarder {
     cfg: ForwarderConfig,
-    /// `None` when `enrichment.enabled = false`.
-    enricher: Option<Arc<enrich::Enricher>>,
+    /// Run on every batch, in this order, before it is delivered.
+    decorators: Vec<Arc<dyn Decorate>>,
 }
 
 /// Capped exponential backoff with full jitter: the n-th consecutive failure waits a random
@@ -75,17 +77,9 @@ fn backoff(cfg: &ForwarderConfig, failures: u32) -> Duration {
 }
 
 impl Forwarder {
-    pub fn new(cfg: ForwarderConfig) -> Self {
-        Self {
-            cfg,
-            enricher: None,
-        }
-    }
-
-    /// Looks users up and purges departed users' data before each delivery ([`enrich`]).
-    pub fn with_enricher(mut self, enricher: Arc<enrich::Enricher>) -> Self {
-        self.enricher = Some(enricher);
-        self
+    /// `decorators` complete each batch before delivery, in this order (module comment).
+    pub fn new(cfg: ForwarderConfig, decorators: Vec<Arc<dyn Decorate>>) -> Self {
+        Self { cfg, decorators }
     }
 
     /// Runs until `shutdown` is cancelled. Undelivered events stay in the store for the next
@@ -163,11 +157,9 @@ impl Forwarder {
         batch: &[OutboxEntry],
     ) -> anyhow::Result<()> {
         let mut events: Vec<_> = batch.iter().map(|e| e.event.clone()).collect();
-        attribute(store, &mut events).await;
-        if let Some(enricher) = &self.enricher {
-            enricher.enrich(&mut events).await;
+        for step in &self.decorators {
+            step.decorate(&mut events).await;
         }
-        crate::services::broadcast::attach_to_jobs(store, &mut events).await;
         let delivered = match sink.deliver(&events).await {
             Ok(d) => d,
             // One event poisons the request: find it by delivering one at a time, in order.
@@ -203,44 +195,6 @@ impl Forwarder {
         store.ack(&accepted).await?;
         metrics::counter!("wgw_events_delivered_total").increment(accepted.len() as u64);
         Ok(())
-    }
-}
-
-/// The scene an event was brought by, if any: the registry key of [`attribute`].
-fn scene_of(event: &pb::Event) -> Option<&str> {
-    let scene = match event.kind.as_ref()? {
-        Kind::Subscribe(s) => &s.scene,
-        Kind::Scan(s) => &s.scene,
-        // A half-added customer (add_half_external_contact) came through the code as well.
-        Kind::ExternalContactChange(c)
-            if c.change_type == "add_external_contact"
-                || c.change_type == "add_half_external_contact" =>
-        {
-            &c.state
-        }
-        _ => return None,
-    };
-    (!scene.is_empty()).then_some(scene.as_str())
-}
-
-/// Sets the label of every event whose scene the gateway created (see the module comment).
-async fn attribute(store: &dyn Store, events: &mut [pb::Event]) {
-    for event in events.iter_mut() {
-        if !event.label.is_empty() {
-            continue;
-        }
-        let Some(scene) = scene_of(event) else {
-            continue;
-        };
-        match store.scene(&event.account_id, scene).await {
-            Ok(Some(record)) => event.label = record.label,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(event_id = %event.id, error = %e,
-                    "cannot look up the scene's label; delivering without it");
-                metrics::counter!("wgw_attribution_failures_total").increment(1);
-            }
-        }
     }
 }
 

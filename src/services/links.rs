@@ -19,12 +19,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
-use crate::config::Account;
 use crate::domain::link::{LinkCode, LinkTarget, MAX_LABEL_CHARS};
 use crate::domain::{AccountId, Actor, Platform};
 use crate::error::ServiceError;
 use crate::pb::{self, event::Kind};
 use crate::store::{kinds, DocKind, DocWrite, Recorded, Store, StoreError};
+use crate::wechat::account::Account;
 
 use super::Services;
 

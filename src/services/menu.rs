@@ -24,11 +24,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::config::Account;
 use crate::domain::menu::{validate_conditional_menu, validate_menu, MenuFlavor, Problem};
 use crate::domain::{AccountId, Actor, Platform};
 use crate::error::ServiceError;
 use crate::store::{LeaseKey, MenuVersion};
+use crate::wechat::account::Account;
 use crate::wechat::api::{menu as api, ApiError};
 
 use super::Services;

@@ -3,9 +3,11 @@
 //! as a domain [`Actor`](crate::domain::Actor), bodies parsed or validated before any call to
 //! WeChat) and answers with a [`ServiceError`] that both transports map in `crate::error`.
 
+pub mod attribution;
 pub mod autoreply;
 pub mod broadcast;
 pub mod callbacks;
+pub mod enrich;
 pub mod links;
 pub mod menu;
 pub mod message;
@@ -16,10 +18,10 @@ pub mod tags;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::Account;
 use crate::domain::AccountId;
 use crate::error::ServiceError;
 use crate::store::Store;
+use crate::wechat::account::Account;
 use crate::wechat::tokens::TokenAuthority;
 
 /// What the use cases need; one per process, shared by actix workers and the tonic server.

@@ -4,10 +4,10 @@
 //! is sent in batches of 50. Tagging is idempotent on WeChat's side, so a request that failed
 //! half-way can simply be made again.
 
-use crate::config::Account;
 use crate::domain::broadcast::is_open_id;
 use crate::domain::{AccountId, Platform};
 use crate::error::ServiceError;
+use crate::wechat::account::Account;
 use crate::wechat::api::{tags, ApiError};
 use crate::wechat::tokens::TokenError;
 

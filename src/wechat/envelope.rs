@@ -29,10 +29,10 @@ use thiserror::Error;
 use super::crypto::{self, CryptoError, MsgCrypto};
 use super::query::{required, CallbackQuery};
 use super::xml::{self, Document, XmlError};
-use crate::config::{Account, CallbackMode};
 use crate::domain::autoreply::Reply;
 use crate::domain::Platform;
 use crate::pb;
+use crate::wechat::account::{Account, CallbackMode};
 
 /// Why a request did not open. Each case names what a sender got wrong; `crate::error` maps
 /// them to HTTP statuses (forged or stale → 401, the rest → 400) and metrics outcomes.

@@ -2,8 +2,9 @@
 //! clock and AES; seal a passive reply), with its signatures and AES ([`crypto`]) and the
 //! callback XML, read and written ([`xml`]); the mapping of every message and event name to a
 //! [`crate::pb::Event`] ([`normalize`]); the HTTP API client ([`api`]) and the access tokens it
-//! needs ([`tokens`]). Nothing here knows about actix or tonic.
+//! needs ([`tokens`]); the runtime [`account`] they all read. Nothing here knows about actix or tonic.
 
+pub mod account;
 pub mod api;
 pub mod crypto;
 pub mod envelope;

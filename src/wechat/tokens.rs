@@ -32,9 +32,9 @@ use serde::Serialize;
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 
-use crate::config::Account;
 use crate::domain::{Platform, Secret};
 use crate::store::{CachedToken, LeaseKey, Store, StoreError};
+use crate::wechat::account::Account;
 use crate::wechat::api::token::AccessToken;
 use crate::wechat::api::{ApiError, Attempts, WeChatApi};
 

@@ -914,7 +914,7 @@ async fn the_gateway_never_logs_its_secrets_even_at_debug_level() {
     let mut gw = tokio::task::spawn_blocking(move || start_gateway(&config))
         .await
         .unwrap();
-    wechat_gateway::startup::install_tls_provider();
+    wechat_gateway::wechat::api::install_tls_provider();
     let http = reqwest::Client::new();
     let base = format!("http://{}", gw.addr);
     let mp = MsgCrypto::new(MP_AES_KEY).unwrap();
@@ -1207,7 +1207,7 @@ async fn the_gateway_never_logs_secrets_or_access_tokens_when_wechat_refuses_its
     )
     .unwrap();
     let mut gw = start_gateway(&config);
-    wechat_gateway::startup::install_tls_provider();
+    wechat_gateway::wechat::api::install_tls_provider();
     let http = reqwest::Client::new();
     let base = format!("http://{}", gw.addr);
     let qrcode = async |account: &str| {

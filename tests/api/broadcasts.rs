@@ -1201,7 +1201,7 @@ async fn two_instances_on_one_redis_run_a_job_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wecom_job_killed_before_recording_a_group_message_finds_it_after_restart() {
     use crate::support::process::GatewayProcess;
-    wechat_gateway::startup::install_tls_provider();
+    wechat_gateway::wechat::api::install_tls_provider();
     let wechat = FakeWeChat::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut opts = AppOptions::embedded(&dir.path().join("data")).wechat(&wechat.base());
@@ -1247,7 +1247,7 @@ async fn a_wecom_job_killed_before_recording_a_group_message_finds_it_after_rest
 
 async fn sigkill_mid_job(wechat: &FakeWeChat, mut opts: AppOptions, dir: &std::path::Path) {
     use crate::support::process::GatewayProcess;
-    wechat_gateway::startup::install_tls_provider();
+    wechat_gateway::wechat::api::install_tls_provider();
     // A pace of 2 batches a second; the lease lapses 2 s after the process dies.
     opts.extra_toml = "[broadcasts]\ncalls_per_minute = 120\nbackoff_min_ms = 100\n\
                        backoff_max_seconds = 1\nlease_seconds = 2\n"

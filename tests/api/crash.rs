@@ -22,7 +22,7 @@ async fn load_and_kill(
     base_id: u64,
 ) -> HashSet<u64> {
     let acked = Arc::new(Mutex::new(HashSet::new()));
-    wechat_gateway::startup::install_tls_provider();
+    wechat_gateway::wechat::api::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -213,7 +213,7 @@ async fn a_retry_after_a_sigkill_of_a_callback_marked_before_it_is_still_a_dupli
     let opts = AppOptions::embedded(&dir.path().join("data")).crm(&crm.endpoint());
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, config_toml(&opts)).unwrap();
-    wechat_gateway::startup::install_tls_provider();
+    wechat_gateway::wechat::api::install_tls_provider();
     let client = reqwest::Client::new();
     let text = |msg_id: u64| {
         format!(

@@ -294,7 +294,7 @@ async fn three_instances_one_killed(url: &str) {
         .replace("[store]\n", "[store]\nredis_lease_seconds = 2\n");
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, toml).unwrap();
-    wechat_gateway::startup::install_tls_provider();
+    wechat_gateway::wechat::api::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::extract::Actor;
-use super::responses::{ErrorBody, StoreErrors, TokenErrors};
+use super::responses::{StoreErrors, TokenErrors};
+use crate::error::ErrorBody;
 use crate::error::ServiceError;
 use crate::http::AppState;
 

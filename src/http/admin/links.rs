@@ -7,7 +7,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{Actor, JsonBody};
-use super::responses::{AccountErrors, ErrorBody};
+use super::responses::AccountErrors;
+use crate::error::ErrorBody;
 use crate::error::ServiceError;
 use crate::http::AppState;
 use crate::services::account_id;

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody};
-use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
+use super::responses::{AccountErrors, WeChatErrors};
+use crate::error::ErrorBody;
 use crate::error::ServiceError;
 use crate::http::AppState;
 use crate::services::account_id;

@@ -6,7 +6,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::extract::Actor;
-use super::responses::{ErrorBody, ErrorDetail, TokenErrors};
+use super::responses::TokenErrors;
+use crate::error::{ErrorBody, ErrorDetail};
 
 /// The bearer scheme every admin route demands (`admin.tokens`).
 struct BearerAuth;

@@ -17,8 +17,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::extract::{Actor, JsonBody};
-use super::responses::{AccountErrors, ErrorBody, StoreErrors, TokenErrors};
+use super::responses::{AccountErrors, StoreErrors, TokenErrors};
 use crate::domain::autoreply::{Matcher, Reply, Rule};
+use crate::error::ErrorBody;
 use crate::error::ServiceError;
 use crate::http::AppState;
 use crate::services::account_id;

@@ -3,36 +3,11 @@
 //! the handlers' OpenAPI annotations share, and the answer to a path no route serves.
 
 use actix_web::{HttpRequest, HttpResponse};
-use serde::Serialize;
-use utoipa::{IntoResponses, ToSchema};
+use utoipa::IntoResponses;
 
 use super::extract::Actor;
+use crate::error::ErrorBody;
 use crate::error::ServiceError;
-
-/// Every admin error: `{"error": {"code", "message"}}` (see `crate::error::ServiceError`).
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
-    error: ErrorDetail,
-}
-
-impl ErrorBody {
-    pub(crate) fn new(code: &str, message: String) -> Self {
-        Self {
-            error: ErrorDetail {
-                code: code.to_owned(),
-                message,
-            },
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ErrorDetail {
-    /// Machine-readable, e.g. `invalid_request`, `missing_token`, `not_found`, `wechat_error`.
-    code: String,
-    /// For people; on a WeChat refusal it carries WeChat's errcode and errmsg.
-    message: String,
-}
 
 // The error sets for `responses(...)`: a handler lists its success response, the sets that
 // apply, then the errors that are its own, so that an answer many routes share is described

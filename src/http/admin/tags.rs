@@ -10,7 +10,8 @@ use serde::Deserialize;
 use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody, LargeJsonBody};
-use super::responses::{AccountErrors, ErrorBody, WeChatErrors};
+use super::responses::{AccountErrors, WeChatErrors};
+use crate::error::ErrorBody;
 use crate::error::ServiceError;
 use crate::http::AppState;
 use crate::services::account_id;

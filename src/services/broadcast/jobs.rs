@@ -3,7 +3,6 @@
 
 use serde_json::Value;
 
-use crate::config::Account;
 use crate::domain::broadcast::{
     batch_client_msg_id, is_open_id, plan_batches, plan_external_batches, Audience, Broadcast,
     BroadcastAudience, MassMessage,
@@ -12,6 +11,7 @@ use crate::domain::{AccountId, Actor, Platform};
 use crate::error::ServiceError;
 use crate::services::Services;
 use crate::store::{DocWrite, StoreError};
+use crate::wechat::account::Account;
 use crate::wechat::api::{groupmsg, mass, Typed};
 
 use super::model::{

@@ -61,6 +61,6 @@ mod runner;
 mod views;
 
 pub use jobs::{cancel_job, create_job, delete_job, get_job, preview, SendBroadcast};
-pub use reconcile::attach_to_jobs;
+pub use reconcile::JobAttachment;
 pub use runner::{run, Broadcasts};
 pub use views::{BatchView, JobView};

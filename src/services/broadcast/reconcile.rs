@@ -1,20 +1,22 @@
 //! What WeChat reports back, matched to the batches: MASSSENDJOBFINISH callbacks (the
-//! forwarder's side, [`attach_to_jobs`]), the runner's `mass/get` and `get_groupmsg_task`
+//! forwarder's side, [`JobAttachment`]), the runner's `mass/get` and `get_groupmsg_task`
 //! checks of sent batches, and the WeCom reconcile of a batch whose send answer was lost.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Account;
 use crate::domain::Platform;
 use crate::error::ServiceError;
+use crate::outbox::Decorate;
 use crate::pb::{self, event::Kind};
 use crate::store::{DocWrite, Store, StoreError};
+use crate::wechat::account::Account;
 use crate::wechat::api::{groupmsg, mass};
 
 use super::model::{unix_now, BatchResult, Job, MsgIndex, Target, MSGID, RESULT};
@@ -30,11 +32,30 @@ const MAX_PAGES: usize = 1000;
 
 // ---- the forwarder's side --------------------------------------------------------------------
 
+/// The forwarder's step (after attribution and enrichment) that attaches MASSSENDJOBFINISH
+/// callbacks to their broadcast jobs ([`attach_to_jobs`]); given to it at start-up.
+pub struct JobAttachment {
+    store: Arc<dyn Store>,
+}
+
+impl JobAttachment {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl Decorate for JobAttachment {
+    async fn decorate(&self, events: &mut [pb::Event]) {
+        attach_to_jobs(&*self.store, events).await;
+    }
+}
+
 /// For every MASSSENDJOBFINISH whose msg_id is a batch of a job: sets `broadcast_job_id` and
 /// records the batch's result. A lookup that fails leaves the event as it is (and is logged):
 /// delivery never waits or fails because of it, and the runner's `mass/get` check covers the
 /// result.
-pub async fn attach_to_jobs(store: &dyn Store, events: &mut [pb::Event]) {
+async fn attach_to_jobs(store: &dyn Store, events: &mut [pb::Event]) {
     for event in events.iter_mut() {
         let Some(Kind::MassSendFinished(m)) = &event.kind else {
             continue;

@@ -11,10 +11,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Account, BroadcastConfig};
+use crate::config::BroadcastConfig;
 use crate::error::ServiceError;
 use crate::services::Services;
 use crate::store::{DocWrite, Store};
+use crate::wechat::account::Account;
 use crate::wechat::api::{groupmsg, mass, ApiError, Typed};
 use crate::wechat::tokens::TokenError;
 

@@ -4,9 +4,9 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::Account;
 use crate::domain::Platform;
 use crate::store::{Store, StoreError};
+use crate::wechat::account::Account;
 
 use super::model::{BatchResult, BatchStatus, Job, Target};
 use super::persist::{batch_key, read_result};

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::Account;
+use crate::wechat::account::Account;
 use crate::wechat::tokens::{TokenAuthority, TokenError};
 
 use super::{Empty, Typed};

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Account;
+use crate::wechat::account::Account;
 use crate::wechat::tokens::{TokenAuthority, TokenError};
 
 use super::Empty;

@@ -30,7 +30,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::config::WechatConfig;
 use crate::domain::{Platform, Secret};
 
 pub mod groupmsg;
@@ -173,6 +172,25 @@ pub enum Attempts {
     Once,
 }
 
+/// Where and how patiently to call WeChat: the `[wechat]` settings, built by `crate::config`.
+#[derive(Debug, Clone)]
+pub struct WechatConfig {
+    pub mp_api_base: String,
+    pub work_api_base: String,
+    /// Deadline of one HTTP call to WeChat (each retry gets its own).
+    pub timeout: Duration,
+    /// Where followers are sent for web OAuth (`connect/oauth2/authorize`); overridable so
+    /// that tests can point it at a fake.
+    pub oauth_base: String,
+}
+
+/// reqwest (this client) and tonic (the CRM sink, the gRPC server's clients in tests) use rustls
+/// with the `ring` provider, which must be installed once per process before the first client is
+/// built (idempotent).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Cheap to clone: the HTTP client shares one connection pool.
 #[derive(Clone)]
 pub struct WeChatApi {
@@ -183,7 +201,7 @@ pub struct WeChatApi {
 }
 
 impl WeChatApi {
-    /// Needs the rustls provider installed (`startup::install_tls_provider`).
+    /// Needs the rustls provider installed ([`install_tls_provider`]).
     pub fn new(cfg: &WechatConfig) -> anyhow::Result<Self> {
         let policy = RetryPolicy::new(cfg.timeout);
         let http = reqwest::Client::builder()
@@ -402,7 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_api_is_retried_and_its_error_never_shows_the_token_or_secret() {
-        crate::startup::install_tls_provider();
+        install_tls_provider();
         // A port nothing listens on: every attempt is refused at once.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

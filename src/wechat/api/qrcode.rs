@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Account;
 use crate::domain::scene::{ContactWayState, QrSpec};
+use crate::wechat::account::Account;
 use crate::wechat::tokens::{TokenAuthority, TokenError};
 
 /// The answer of `qrcode/create`.

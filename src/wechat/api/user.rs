@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Account;
+use crate::wechat::account::Account;
 use crate::wechat::tokens::{TokenAuthority, TokenError};
 
 /// The answer of `user/info/batchget`.

@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::config::Account;
 use crate::domain::autoreply::Reply;
+use crate::wechat::account::Account;
 use crate::wechat::tokens::{TokenAuthority, TokenError};
 
 use super::Empty;

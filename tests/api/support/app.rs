@@ -9,8 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wechat_gateway::config::{self, Account, Config};
+use wechat_gateway::config::{self, Config};
 use wechat_gateway::startup::Application;
+use wechat_gateway::wechat::account::Account;
 use wechat_gateway::wechat::crypto;
 
 use super::crm::FakeCrm;

@@ -1,5 +1,5 @@
-//! Identity enrichment and the privacy purge (issue 8), run by the forwarder on each batch just
-//! before delivery, never on the callback path.
+//! Identity enrichment and the privacy purge, run by the forwarder on each batch just before
+//! delivery (a [`Decorate`] step, after attribution), never on the callback path.
 //!
 //! - **Enrichment.** An Official Account event with an `open_id` whose user the gateway has not
 //!   looked up within `enrichment.user_ttl_seconds` (the user cache: [`USER_CACHE`] documents,
@@ -17,7 +17,7 @@
 //!   so that a WeChat outage does not slow every batch. A later event of the user is enriched.
 //! - **Purge on unsubscribe.** WeChat requires an account to delete a user's data when they
 //!   unsubscribe. On an `unsubscribe` the gateway deletes its cache entry of the user and the
-//!   links feature's click memory (`crate::services::links::forget_follower`), then sets
+//!   links feature's click memory ([`links::forget_follower`]), then sets
 //!   `Unsubscribe.data_purged` on the event, so the CRM can do the same. The flag is set only
 //!   when both deletions succeeded. A follow after that starts from nothing: no cache, a new
 //!   lookup. WeCom's `del_external_contact` and `del_follow_user` drop the cache entry of the
@@ -33,14 +33,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::Account;
+use super::{links, Services};
 use crate::domain::Platform;
+use crate::outbox::Decorate;
 use crate::pb::{self, event::Kind};
-use crate::services::{links, Services};
 use crate::store::{kinds, DocKind, DocWrite, Store};
+use crate::wechat::account::Account;
 use crate::wechat::api::{user, ApiError};
 use crate::wechat::tokens::TokenError;
 
@@ -106,21 +108,10 @@ fn seconds(event: &pb::Event) -> i64 {
     event.occurred_at.as_ref().map_or(0, |t| t.seconds)
 }
 
-impl Enricher {
-    pub fn new(services: Arc<Services>, ttl: Duration) -> Self {
-        Self {
-            services,
-            ttl,
-            paused: Mutex::default(),
-        }
-    }
-
-    fn store(&self) -> &dyn Store {
-        &*self.services.store
-    }
-
+#[async_trait]
+impl Decorate for Enricher {
     /// Enriches the batch in place and purges the data of users who left (module comment).
-    pub async fn enrich(&self, events: &mut [pb::Event]) {
+    async fn decorate(&self, events: &mut [pb::Event]) {
         let deadline = Instant::now() + DEADLINE;
         let mut by_account: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, e) in events.iter().enumerate() {
@@ -133,6 +124,20 @@ impl Enricher {
             self.enrich_account(&account, events, &indices, deadline)
                 .await;
         }
+    }
+}
+
+impl Enricher {
+    pub fn new(services: Arc<Services>, ttl: Duration) -> Self {
+        Self {
+            services,
+            ttl,
+            paused: Mutex::default(),
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        &*self.services.store
     }
 
     async fn enrich_account(
