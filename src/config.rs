@@ -32,11 +32,11 @@ pub struct Config {
     pub grpc_tokens: Vec<AdminToken>,
     pub log: LogConfig,
     pub accounts: Vec<Account>,
-    /// Tracked links (`[links]`, issue 8).
+    /// Tracked links (`[links]`).
     pub links: LinksConfig,
-    /// Identity enrichment in the forwarder (`[enrichment]`, issue 8).
+    /// Identity enrichment in the forwarder (`[enrichment]`).
     pub enrichment: EnrichmentConfig,
-    /// `[broadcasts]`: how broadcast jobs are paced and checked (issue 5).
+    /// `[broadcasts]`: how broadcast jobs are paced and checked.
     pub broadcasts: BroadcastConfig,
 }
 

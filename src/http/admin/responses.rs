@@ -1,6 +1,6 @@
-//! What the admin API answers when it refuses: the error body every refusal carries
-//! ([`ErrorBody`], written by the one HTTP map of `crate::error::ServiceError`), the error sets
-//! the handlers' OpenAPI annotations share, and the answer to a path no route serves.
+//! What the admin API answers when it refuses: the error sets the handlers' OpenAPI annotations
+//! share (each describing [`ErrorBody`], which lives beside the one HTTP map of
+//! [`ServiceError`] in `crate::error`), and the answer to a path no route serves.
 
 use actix_web::{HttpRequest, HttpResponse};
 use utoipa::IntoResponses;
