@@ -3,8 +3,10 @@
 //!
 //! A [`DocKind`] names one kind of document and the value type stored under it; it is made only
 //! from a [`Kind`] declared in [`super::kinds`], the one registry of every kind's name and
-//! whether it lapses, which the sweeper reads. Its helpers do the (JSON) encoding, so a kind's
-//! encoding is written once, and the backends see only bytes ([`super::Documents`]).
+//! whether it lapses, which the sweeper reads. Its helpers do the encoding, so a kind's encoding
+//! is written once, and the backends see only bytes ([`super::Documents`]). The encoding is a
+//! [`Codec`]: [`Json`] unless the kind declares another, for the kinds that have always been
+//! stored as plain bytes ([`Utf8`], [`Marker`]) and must read the same.
 //!
 //! Both backends store a document the same way: [`encode_doc`] puts its expiry in front of its
 //! bytes, so a lapsed document reads as absent whatever the backend can expire.
@@ -61,11 +63,59 @@ pub enum Lapse {
     AfterTtl,
 }
 
-/// One kind of document with its value type `T`, stored as JSON. Declared once, next to `T`,
-/// from its [`Kind`] in the registry.
-pub struct DocKind<T> {
+/// How the values of a kind are stored as bytes. The bytes are the stored data's: changing a
+/// kind's codec makes what was written under it unreadable.
+pub trait Codec<T> {
+    fn encode(value: &T) -> Vec<u8>;
+    /// The value of `bytes`, or why they are not one.
+    fn decode(bytes: &[u8]) -> Result<T, String>;
+}
+
+/// JSON: how a kind is stored unless it declares another codec.
+pub struct Json;
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for Json {
+    fn encode(value: &T) -> Vec<u8> {
+        serde_json::to_vec(value).expect("a document serializes")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// A string as its UTF-8 bytes, with no quoting: for a kind that has always been stored so.
+pub struct Utf8;
+
+impl Codec<String> for Utf8 {
+    fn encode(value: &String) -> Vec<u8> {
+        value.as_bytes().to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<String, String> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
+    }
+}
+
+/// A document whose presence is all it says: written as the byte `1`, and read as present
+/// whatever its bytes (nothing has ever read them).
+pub struct Marker;
+
+impl Codec<()> for Marker {
+    fn encode(_: &()) -> Vec<u8> {
+        b"1".to_vec()
+    }
+
+    fn decode(_: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// One kind of document with its value type `T`, stored as `C` encodes it (JSON by default).
+/// Declared once, next to `T`, from its [`Kind`] in the registry.
+pub struct DocKind<T, C = Json> {
     kind: Kind,
-    value: PhantomData<fn() -> T>,
+    value: PhantomData<fn() -> (T, C)>,
 }
 
 /// A document as read: its value, and its bytes as stored, which a compare-and-swap
@@ -78,7 +128,7 @@ pub struct Stored<T> {
     pub value: Result<T, StoreError>,
 }
 
-impl<T> DocKind<T> {
+impl<T, C> DocKind<T, C> {
     pub const fn new(kind: Kind) -> Self {
         Self {
             kind,
@@ -92,13 +142,13 @@ impl<T> DocKind<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> DocKind<T> {
+impl<T, C: Codec<T>> DocKind<T, C> {
     pub fn encode(&self, value: &T) -> Vec<u8> {
-        serde_json::to_vec(value).expect("a document serializes")
+        C::encode(value)
     }
 
     pub fn decode(&self, id: &str, bytes: &[u8]) -> Result<T, StoreError> {
-        serde_json::from_slice(bytes)
+        C::decode(bytes)
             .map_err(|e| StoreError::Corrupt(format!("{} document {id:?}: {e}", self.name())))
     }
 
@@ -190,5 +240,34 @@ impl<T: Serialize + DeserializeOwned> DocKind<T> {
     fn stored(&self, id: String, bytes: Vec<u8>) -> Stored<T> {
         let value = self.decode(&id, &bytes);
         Stored { id, bytes, value }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_stores_the_string_as_it_is() {
+        assert_eq!(Utf8::encode(&"0a1b-x".to_owned()), b"0a1b-x");
+        assert_eq!(Utf8::decode(b"0a1b-x"), Ok("0a1b-x".to_owned()));
+        assert!(Utf8::decode(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn a_marker_is_the_byte_one_and_reads_present_whatever_its_bytes() {
+        assert_eq!(Marker::encode(&()), b"1");
+        assert_eq!(Marker::decode(b"1"), Ok(()));
+        assert_eq!(Marker::decode(b""), Ok(()));
+    }
+
+    #[test]
+    fn json_is_serde_jsons_encoding() {
+        let value = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(Json::encode(&value), br#"["a","b"]"#);
+        assert_eq!(
+            <Json as Codec<Vec<String>>>::decode(br#"["a","b"]"#),
+            Ok(value)
+        );
     }
 }

@@ -15,7 +15,8 @@ use crate::wechat::account::Account;
 use crate::wechat::api::{groupmsg, mass, Typed};
 
 use super::model::{
-    unix_now, Batch, BatchResult, BatchStatus, Job, Target, ACTIVE, CMID, JOB, RECIPIENTS, RESULT,
+    unix_now, Batch, BatchResult, BatchStatus, Job, Target, ACTIVE, CLIENT_MSG_IDS, JOBS,
+    RECIPIENTS, RESULTS,
 };
 use super::persist::{batch_key, load_job, new_job_id, update_job};
 use super::views::{view, JobView};
@@ -107,29 +108,20 @@ pub async fn create_job(
     let store = &*svc.store;
     let mut job_id = new_job_id();
     if let Some(id) = &req.client_msg_id {
-        if !store
-            .put_doc(
-                account_id.as_str(),
-                CMID,
-                id,
-                job_id.as_bytes(),
-                DocWrite::IfAbsent,
-                None,
-            )
+        if !CLIENT_MSG_IDS
+            .put(store, account_id.as_str(), id, &job_id, DocWrite::IfAbsent)
             .await?
         {
             // Another request with this id claimed a job id: that is the job. If its creator
             // died before writing the job, this request finishes writing it.
-            let claimed = store
-                .doc(account_id.as_str(), CMID, id)
+            job_id = CLIENT_MSG_IDS
+                .get(store, account_id.as_str(), id)
                 .await?
                 .ok_or_else(|| {
                     ServiceError::Conflict(format!(
                         "client_msg_id {id:?} is being used by a request in progress; try again"
                     ))
                 })?;
-            job_id = String::from_utf8(claimed)
-                .map_err(|_| StoreError::Corrupt("a bcast-cmid document".into()))?;
         }
     }
     if let Some((job, _)) = load_job(store, account_id.as_str(), &job_id).await? {
@@ -140,15 +132,13 @@ pub async fn create_job(
     }
     for (i, recipients) in plan.batches.iter().enumerate() {
         if !recipients.is_empty() {
-            let bytes = serde_json::to_vec(recipients).expect("a list of strings serializes");
-            store
-                .put_doc(
+            RECIPIENTS
+                .put(
+                    store,
                     account_id.as_str(),
-                    RECIPIENTS,
                     &batch_key(&job_id, i),
-                    &bytes,
+                    recipients,
                     DocWrite::IfAbsent,
-                    None,
                 )
                 .await?;
         }
@@ -187,25 +177,16 @@ pub async fn create_job(
         cancelled_by: None,
     };
     // Active first: a job that exists is always one the runner will find.
-    store
-        .put_doc(
-            account_id.as_str(),
-            ACTIVE,
-            &job_id,
-            b"1",
-            DocWrite::Always,
-            None,
-        )
+    ACTIVE
+        .put(store, account_id.as_str(), &job_id, &(), DocWrite::Always)
         .await?;
-    let bytes = serde_json::to_vec(&job).expect("a job serializes");
-    let created = store
-        .put_doc(
+    let created = JOBS
+        .put(
+            store,
             account_id.as_str(),
-            JOB,
             &job_id,
-            &bytes,
+            &job,
             DocWrite::IfAbsent,
-            None,
         )
         .await?;
     let (job, _) = load_job(store, account_id.as_str(), &job_id)
@@ -376,15 +357,13 @@ async fn cancel_group_message(
         at: unix_now(),
         ..Default::default()
     };
-    let bytes = serde_json::to_vec(&result).expect("a result serializes");
-    svc.store
-        .put_doc(
+    RESULTS
+        .put(
+            &*svc.store,
             account_id,
-            RESULT,
             &batch_key(job_id, batch),
-            &bytes,
+            &result,
             DocWrite::Always,
-            None,
         )
         .await?;
     update_job(&*svc.store, account_id, job_id, |j| {

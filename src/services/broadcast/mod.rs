@@ -2,13 +2,16 @@
 //! it to WeChat in batches, paced, exactly once per batch across crashes, and records what
 //! WeChat reports back.
 //!
-//! **Documents** (the store's documents API, under the account):
+//! **Documents** (the store's documents, under the account; each a typed kind declared in
+//! `model.rs`, JSON unless said otherwise):
 //! - `bcast-job/<job>`: the job and the state of each batch. Written by the creating request,
 //!   then by whichever instance holds the job's lease (and by `DELETE`), always
 //!   compare-and-swap.
 //! - `bcast-batch/<job>-<i>`: the recipients of batch `i`, written once before the job exists.
-//! - `bcast-cmid/<client_msg_id>`: the caller's idempotency key → the job id (create-only).
-//! - `bcast-active/<job>`: the jobs the runner still has work on.
+//! - `bcast-cmid/<client_msg_id>`: the caller's idempotency key → the job id (create-only), as
+//!   plain UTF-8 rather than JSON.
+//! - `bcast-active/<job>`: the jobs the runner still has work on (the byte `1`: its presence is
+//!   what counts).
 //! - `bcast-msgid/<msg_id>`: WeChat's msg_id → `(job, batch)`, for the forwarder.
 //! - `bcast-result/<job>-<i>`: what WeChat reported for a batch. The forwarder writes it from
 //!   a MASSSENDJOBFINISH callback (replacing whatever is there: the callback is the full

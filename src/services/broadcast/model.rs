@@ -1,21 +1,30 @@
 //! The stored shapes of a broadcast job: the document kinds, the job and the state of each
 //! batch, what WeChat reported for a batch, and the index from WeChat's msg_id back to its
-//! batch. Each is JSON in one of the store's documents (the module documentation says which).
+//! batch. Each is one of the store's documents (the module documentation says which), declared
+//! here as a typed kind: JSON, except the idempotency key's job id and the active marker, which
+//! have always been stored as plain bytes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::kinds;
+use crate::store::docs::{Marker, Utf8};
+use crate::store::{kinds, DocKind};
 
-// The document kinds, as declared in the store's registry.
-pub(super) const JOB: &str = kinds::BROADCAST_JOB.name();
-pub(super) const RECIPIENTS: &str = kinds::BROADCAST_BATCH.name();
-pub(super) const CMID: &str = kinds::BROADCAST_CLIENT_MSG_ID.name();
-pub(super) const ACTIVE: &str = kinds::BROADCAST_ACTIVE.name();
-pub(super) const MSGID: &str = kinds::BROADCAST_MSG_ID.name();
-pub(super) const RESULT: &str = kinds::BROADCAST_RESULT.name();
+/// The jobs, by job id.
+pub(super) const JOBS: DocKind<Job> = DocKind::new(kinds::BROADCAST_JOB);
+/// The recipients of each batch, by [`super::persist::batch_key`].
+pub(super) const RECIPIENTS: DocKind<Vec<String>> = DocKind::new(kinds::BROADCAST_BATCH);
+/// A caller's `client_msg_id` → the job id, as plain UTF-8.
+pub(super) const CLIENT_MSG_IDS: DocKind<String, Utf8> =
+    DocKind::new(kinds::BROADCAST_CLIENT_MSG_ID);
+/// The jobs the runner still has work on, by job id: present or not.
+pub(super) const ACTIVE: DocKind<(), Marker> = DocKind::new(kinds::BROADCAST_ACTIVE);
+/// WeChat's msg_id → its job and batch.
+pub(super) const MSG_IDS: DocKind<MsgIndex> = DocKind::new(kinds::BROADCAST_MSG_ID);
+/// What WeChat reported for each batch, by [`super::persist::batch_key`].
+pub(super) const RESULTS: DocKind<BatchResult> = DocKind::new(kinds::BROADCAST_RESULT);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -135,4 +144,33 @@ pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain-bytes kinds read what earlier versions wrote, and write it the same.
+    #[test]
+    fn the_plain_bytes_kinds_keep_their_stored_bytes() {
+        let job_id = "0123456789abcdef01234567".to_owned();
+        assert_eq!(CLIENT_MSG_IDS.encode(&job_id), job_id.as_bytes());
+        assert_eq!(
+            CLIENT_MSG_IDS.decode("key", job_id.as_bytes()).unwrap(),
+            job_id
+        );
+        assert_eq!(ACTIVE.encode(&()), b"1");
+        ACTIVE.decode("job", b"1").unwrap();
+    }
+
+    #[test]
+    fn the_json_kinds_keep_their_stored_bytes() {
+        let index = MsgIndex {
+            job_id: "j".into(),
+            batch: 2,
+        };
+        assert_eq!(MSG_IDS.encode(&index), br#"{"job_id":"j","batch":2}"#);
+        let recipients = vec!["o1".to_owned(), "o2".to_owned()];
+        assert_eq!(RECIPIENTS.encode(&recipients), br#"["o1","o2"]"#);
+    }
 }

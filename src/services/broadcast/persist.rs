@@ -5,7 +5,7 @@ use crate::error::ServiceError;
 use crate::store::{DocWrite, Store, StoreError};
 
 use super::jobs::not_found;
-use super::model::{BatchResult, Job, JOB, RESULT};
+use super::model::{BatchResult, Job, JOBS, RESULTS};
 
 pub(super) fn batch_key(job_id: &str, batch: usize) -> String {
     format!("{job_id}-{batch}")
@@ -25,12 +25,10 @@ pub(super) async fn load_job(
     account: &str,
     job_id: &str,
 ) -> Result<Option<(Job, Vec<u8>)>, StoreError> {
-    let Some(bytes) = store.doc(account, JOB, job_id).await? else {
+    let Some(stored) = JOBS.read(store, account, job_id).await? else {
         return Ok(None);
     };
-    let job = serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::Corrupt(format!("broadcast job {job_id}: {e}")))?;
-    Ok(Some((job, bytes)))
+    Ok(Some((stored.value?, stored.bytes)))
 }
 
 /// Compare-and-swap: `f` is applied to the job as stored until the write lands unchanged by
@@ -46,10 +44,9 @@ pub(super) async fn update_job(
             .await?
             .ok_or_else(|| not_found(job_id))?;
         f(&mut job);
-        let new = serde_json::to_vec(&job).expect("a job serializes");
-        if new == old
-            || store
-                .put_doc(account, JOB, job_id, &new, DocWrite::IfEquals(old), None)
+        if JOBS.encode(&job) == old
+            || JOBS
+                .put(store, account, job_id, &job, DocWrite::IfEquals(old))
                 .await?
         {
             return Ok(job);
@@ -62,17 +59,7 @@ pub(super) async fn read_result(
     account: &str,
     key: &str,
 ) -> Result<Option<BatchResult>, StoreError> {
-    store
-        .doc(account, RESULT, key)
-        .await?
-        .as_deref()
-        .map(decode_result)
-        .transpose()
-}
-
-pub(super) fn decode_result(bytes: &[u8]) -> Result<BatchResult, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("a broadcast result: {e}")))
+    RESULTS.get(store, account, key).await
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use crate::store::{DocWrite, Store, StoreError};
 use crate::wechat::account::Account;
 use crate::wechat::api::{groupmsg, mass};
 
-use super::model::{unix_now, BatchResult, Job, MsgIndex, Target, MSGID, RESULT};
-use super::persist::{batch_key, decode_result, load_job, update_job};
+use super::model::{unix_now, BatchResult, Job, Target, MSG_IDS, RESULTS};
+use super::persist::{batch_key, load_job, update_job};
 use super::runner::{classify, Outcome, Runner, Turn};
 
 /// Slack on each side of a reconcile window, for the clocks of WeCom and this host.
@@ -60,11 +60,11 @@ async fn attach_to_jobs(store: &dyn Store, events: &mut [pb::Event]) {
         let Some(Kind::MassSendFinished(m)) = &event.kind else {
             continue;
         };
-        let found = match store
-            .doc(&event.account_id, MSGID, &m.msg_id.to_string())
+        let found = match MSG_IDS
+            .read(store, &event.account_id, &m.msg_id.to_string())
             .await
         {
-            Ok(Some(bytes)) => serde_json::from_slice::<MsgIndex>(&bytes).ok(),
+            Ok(Some(stored)) => stored.value.ok(),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(event_id = %event.id, error = %e,
@@ -83,17 +83,15 @@ async fn attach_to_jobs(store: &dyn Store, events: &mut [pb::Event]) {
             pending_confirmation: Vec::new(),
             at: unix_now(),
         };
-        let bytes = serde_json::to_vec(&result).expect("a result serializes");
         // Always: a retried delivery writes the same, and the callback's report replaces a
         // mass/get status.
-        if let Err(e) = store
-            .put_doc(
+        if let Err(e) = RESULTS
+            .put(
+                store,
                 &event.account_id,
-                RESULT,
                 &batch_key(&index.job_id, index.batch),
-                &bytes,
+                &result,
                 DocWrite::Always,
-                None,
             )
             .await
         {
@@ -157,9 +155,10 @@ impl Runner {
                 if !same_content(job, m.text.as_ref(), &m.attachments) {
                     continue;
                 }
-                match self.store().doc(id, MSGID, &m.msgid).await {
-                    Ok(Some(bytes)) => {
-                        let ours = serde_json::from_slice::<MsgIndex>(&bytes)
+                match MSG_IDS.read(self.store(), id, &m.msgid).await {
+                    Ok(Some(stored)) => {
+                        let ours = stored
+                            .value
                             .is_ok_and(|x| x.job_id == job.job_id && x.batch == i);
                         if ours {
                             // Recorded before a crash that came before the job's update.
@@ -257,8 +256,11 @@ impl Runner {
                 continue; // failed or cancelled
             };
             let key = batch_key(job_id, i);
-            let stored = self.store().doc(id, RESULT, &key).await?;
-            let result = stored.as_deref().map(decode_result).transpose()?;
+            let stored = RESULTS.read(self.store(), id, &key).await?;
+            let (result, stored) = match stored {
+                Some(s) => (Some(s.value?), Some(s.bytes)),
+                None => (None, None),
+            };
             if result.as_ref().is_some_and(BatchResult::is_final) {
                 continue;
             }
@@ -280,7 +282,6 @@ impl Runner {
             .await?;
             match checked {
                 Ok(Some(result)) => {
-                    let bytes = serde_json::to_vec(&result).expect("a result serializes");
                     // The runner never replaces a result (the callback's is the full one),
                     // except its own WeCom confirmation status, and that only if nobody
                     // changed it meanwhile (a DELETE's "cancelled" stays).
@@ -288,9 +289,7 @@ impl Runner {
                         Some(old) => DocWrite::IfEquals(old),
                         None => DocWrite::IfAbsent,
                     };
-                    self.store()
-                        .put_doc(id, RESULT, &key, &bytes, write, None)
-                        .await?;
+                    RESULTS.put(self.store(), id, &key, &result, write).await?;
                     if !result.is_final() {
                         wait(check_after);
                     }

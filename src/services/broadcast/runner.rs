@@ -20,7 +20,7 @@ use crate::wechat::api::{groupmsg, mass, ApiError, Typed};
 use crate::wechat::tokens::TokenError;
 
 use super::lease::{release_lease, renew_lease, take_lease};
-use super::model::{unix_now, BatchStatus, Job, MsgIndex, Target, ACTIVE, MSGID, RECIPIENTS};
+use super::model::{unix_now, BatchStatus, Job, MsgIndex, Target, ACTIVE, MSG_IDS, RECIPIENTS};
 use super::persist::{batch_key, load_job, update_job};
 use super::reconcile::Reconciled;
 
@@ -115,14 +115,14 @@ impl Runner {
         accounts.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
         for account in accounts {
             let id = account.id.as_str().to_owned();
-            let active = match self.store().docs(&id, ACTIVE).await {
+            let active = match ACTIVE.list(self.store(), &id).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(account = %id, error = %e, "cannot list broadcast jobs");
                     continue;
                 }
             };
-            for (job_id, _) in active {
+            for job_id in active.into_iter().map(|a| a.id) {
                 if shutdown.is_cancelled() {
                     return;
                 }
@@ -165,7 +165,7 @@ impl Runner {
         match result {
             Ok(Turn::Done) => {
                 self.failures.remove(job_id);
-                if let Err(e) = self.store().delete_doc(id, ACTIVE, job_id).await {
+                if let Err(e) = ACTIVE.delete(self.store(), id, job_id).await {
                     tracing::warn!(account = id, job_id, error = %e, "cannot retire a job");
                 }
             }
@@ -363,13 +363,12 @@ impl Runner {
                 already_sent,
                 fail_list,
             } => {
-                let index = serde_json::to_vec(&MsgIndex {
+                let index = MsgIndex {
                     job_id: job_id.to_owned(),
                     batch: i,
-                })
-                .expect("an index serializes");
-                self.store()
-                    .put_doc(id, MSGID, &msg_id, &index, DocWrite::Always, None)
+                };
+                MSG_IDS
+                    .put(self.store(), id, &msg_id, &index, DocWrite::Always)
                     .await?;
                 update_job(self.store(), id, job_id, |j| {
                     let b = &mut j.batches[i];
@@ -421,13 +420,11 @@ impl Runner {
         if job.batches[i].size == 0 {
             return Ok(Vec::new());
         }
-        match self
-            .store()
-            .doc(id, RECIPIENTS, &batch_key(&job.job_id, i))
+        match RECIPIENTS
+            .read(self.store(), id, &batch_key(&job.job_id, i))
             .await
         {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
-                .map_err(|e| Outcome::Failed(format!("stored recipients corrupt: {e}"))),
+            Ok(Some(stored)) => stored.value.map_err(|e| Outcome::Failed(e.to_string())),
             Ok(None) => Err(Outcome::Failed("the batch's recipients are missing".into())),
             Err(e) => Err(Outcome::Retry(e.to_string())),
         }
