@@ -277,3 +277,45 @@ async fn every_route_in_the_openapi_document_refuses_a_request_without_a_token()
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_account_id_that_cannot_parse_is_answered_like_an_unknown_account_over_http_and_grpc() {
+    use wechat_gateway::pb::gateway_client::GatewayClient;
+    use wechat_gateway::pb::ListLinksRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions::embedded(&dir.path().join("data")), dir.path()).await;
+    // "no-such" is a well-formed id no account has; "no.such" and "a b" cannot be an id at all.
+    for (raw, path) in [
+        ("no-such", "no-such"),
+        ("no.such", "no.such"),
+        ("a b", "a%20b"),
+    ] {
+        for route in ["links", "reply-rules", "menu/versions"] {
+            let (status, body) = app
+                .admin("GET", &format!("/accounts/{path}/{route}"), None)
+                .await;
+            assert_eq!(status, 404, "{raw:?} {route}: {body}");
+            assert_eq!(body["error"]["code"], "not_found", "{body}");
+            assert_eq!(
+                body["error"]["message"],
+                format!("unknown account {raw:?}"),
+                "{body}"
+            );
+        }
+    }
+    let mut client = GatewayClient::connect(format!("http://{}", app.grpc_addr))
+        .await
+        .unwrap();
+    for raw in ["no-such", "no.such", "a b", ""] {
+        let refused = client
+            .list_links(ListLinksRequest {
+                account_id: raw.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::NotFound, "{raw:?}");
+        assert_eq!(refused.message(), format!("unknown account {raw:?}"));
+    }
+    app.stop().await;
+}
