@@ -283,35 +283,45 @@ fn hex_matches(expected: &[u8], provided: &str) -> bool {
     equal.into()
 }
 
+/// Tencent's published sample accounts and messages, shared by the tests of this module and of
+/// [`super::envelope`]. Every literal is copied from the cited file.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    // ---------------------------------------------------------------------------------------
-    // Published parameters. Every literal below is copied from the cited file.
-    // ---------------------------------------------------------------------------------------
-
+pub(crate) mod published {
     // WeCom (企业微信) official sample account: token, EncodingAESKey and corpid of Tencent's
     // WXBizMsgCrypt samples, e.g. sbzhu/weworkapi_php callback/Sample.php and
     // sbzhu/weworkapi_golang sample.go.
-    const WECOM_TOKEN: &str = "QDG6eK";
-    const WECOM_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
-    const WECOM_CORPID: &str = "wx5823bf96d3bd56c7";
+    pub(crate) const WECOM_TOKEN: &str = "QDG6eK";
+    pub(crate) const WECOM_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+    pub(crate) const WECOM_CORPID: &str = "wx5823bf96d3bd56c7";
     // URL verification (GET) sample: sbzhu/weworkapi_php callback/Sample.php, 使用示例一.
-    const WECOM_ECHOSTR: &str =
+    pub(crate) const WECOM_ECHOSTR: &str =
         "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ==";
+    /// Its `msg_signature`, from the same sample.
+    pub(crate) const WECOM_ECHOSTR_SIGNATURE: &str = "5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3";
     // Message (POST) sample: sbzhu/weworkapi_php callback/Sample.php, 使用示例二.
-    const WECOM_POST_ENCRYPT: &str = "RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo+rtK1I9qca6aM/wvqnLSV5zEPeusUiX5L5X/0lWfrf0QADHHhGd3QczcdCUpj911L3vg3W/sYYvuJTs3TUUkSUXxaccAS0qhxchrRYt66wiSpGLYL42aM6A8dTT+6k4aSknmPj48kzJs8qLjvd4Xgpue06DOdnLxAUHzM6+kDZ+HMZfJYuR+LtwGc2hgf5gsijff0ekUNXZiqATP7PF5mZxZ3Izoun1s4zG4LUMnvw2r+KqCKIw+3IQH03v+BCA9nMELNqbSf6tiWSrXJB3LAVGUcallcrw8V2t9EL4EhzJWrQUax5wLVMNS0+rUPA3k22Ncx4XXZS9o0MBH27Bo6BpNelZpS+/uh9KsNlY6bHCmJU9p8g7m3fVKn28H3KDYA5Pl/T8Z1ptDAVe0lXdQ2YoyyH2uyPIGHBZZIs2pDBS8R07+qN+E7Q==";
+    pub(crate) const WECOM_POST_ENCRYPT: &str = "RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo+rtK1I9qca6aM/wvqnLSV5zEPeusUiX5L5X/0lWfrf0QADHHhGd3QczcdCUpj911L3vg3W/sYYvuJTs3TUUkSUXxaccAS0qhxchrRYt66wiSpGLYL42aM6A8dTT+6k4aSknmPj48kzJs8qLjvd4Xgpue06DOdnLxAUHzM6+kDZ+HMZfJYuR+LtwGc2hgf5gsijff0ekUNXZiqATP7PF5mZxZ3Izoun1s4zG4LUMnvw2r+KqCKIw+3IQH03v+BCA9nMELNqbSf6tiWSrXJB3LAVGUcallcrw8V2t9EL4EhzJWrQUax5wLVMNS0+rUPA3k22Ncx4XXZS9o0MBH27Bo6BpNelZpS+/uh9KsNlY6bHCmJU9p8g7m3fVKn28H3KDYA5Pl/T8Z1ptDAVe0lXdQ2YoyyH2uyPIGHBZZIs2pDBS8R07+qN+E7Q==";
+    /// Its `msg_signature`, from the same sample.
+    pub(crate) const WECOM_POST_SIGNATURE: &str = "477715d11cdb4164915debcba66cb864d751f3e6";
     // Its plaintext, as printed in the comment after DecryptMsg in the same file.
-    const WECOM_POST_PLAIN: &str = "<xml><ToUserName><![CDATA[wx5823bf96d3bd56c7]]></ToUserName>\n<FromUserName><![CDATA[mycreate]]></FromUserName>\n<CreateTime>1409659813</CreateTime>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[hello]]></Content>\n<MsgId>4561255354251345929</MsgId>\n<AgentID>218</AgentID>\n</xml>";
+    pub(crate) const WECOM_POST_PLAIN: &str = "<xml><ToUserName><![CDATA[wx5823bf96d3bd56c7]]></ToUserName>\n<FromUserName><![CDATA[mycreate]]></FromUserName>\n<CreateTime>1409659813</CreateTime>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[hello]]></Content>\n<MsgId>4561255354251345929</MsgId>\n<AgentID>218</AgentID>\n</xml>";
 
     // Official Account (公众号) sample account of Tencent's WXBizMsgCrypt tests, as kept in
     // binarywang/WxJava (fork xz-wtx/WxJava)
     // weixin-java-common/src/test/java/me/chanjar/weixin/common/util/crypto/WxCryptUtilTest.java
     // and used by w7corp/easywechat tests/Kernel/EncryptorTest.php.
-    const MP_TOKEN: &str = "pamtest";
-    const MP_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-    const MP_APPID: &str = "wxb11529c136998cb6";
+    pub(crate) const MP_TOKEN: &str = "pamtest";
+    pub(crate) const MP_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    pub(crate) const MP_APPID: &str = "wxb11529c136998cb6";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::published::*;
+    use super::*;
+
+    // ---------------------------------------------------------------------------------------
+    // Published parameters. Every literal below is copied from the cited file.
+    // ---------------------------------------------------------------------------------------
 
     // wechatpy/wechatpy tests/test_crypto.py (WeCom crypto).
     const WECHATPY_TOKEN: &str = "123456";

@@ -313,22 +313,8 @@ impl Seal<'_> {
 mod tests {
     use super::*;
     use crate::domain::{AccountId, Secret};
+    use crate::wechat::crypto::published::*;
 
-    // Tencent's WXBizMsgCrypt samples (the same published values as `crypto`'s tests):
-    // WeCom, sbzhu/weworkapi_php callback/Sample.php.
-    const WECOM_TOKEN: &str = "QDG6eK";
-    const WECOM_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
-    const WECOM_CORPID: &str = "wx5823bf96d3bd56c7";
-    const WECOM_ECHOSTR: &str =
-        "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ==";
-    const WECOM_ECHOSTR_SIGNATURE: &str = "5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3";
-    const WECOM_POST_ENCRYPT: &str = "RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo+rtK1I9qca6aM/wvqnLSV5zEPeusUiX5L5X/0lWfrf0QADHHhGd3QczcdCUpj911L3vg3W/sYYvuJTs3TUUkSUXxaccAS0qhxchrRYt66wiSpGLYL42aM6A8dTT+6k4aSknmPj48kzJs8qLjvd4Xgpue06DOdnLxAUHzM6+kDZ+HMZfJYuR+LtwGc2hgf5gsijff0ekUNXZiqATP7PF5mZxZ3Izoun1s4zG4LUMnvw2r+KqCKIw+3IQH03v+BCA9nMELNqbSf6tiWSrXJB3LAVGUcallcrw8V2t9EL4EhzJWrQUax5wLVMNS0+rUPA3k22Ncx4XXZS9o0MBH27Bo6BpNelZpS+/uh9KsNlY6bHCmJU9p8g7m3fVKn28H3KDYA5Pl/T8Z1ptDAVe0lXdQ2YoyyH2uyPIGHBZZIs2pDBS8R07+qN+E7Q==";
-    const WECOM_POST_SIGNATURE: &str = "477715d11cdb4164915debcba66cb864d751f3e6";
-    const WECOM_POST_PLAIN: &str = "<xml><ToUserName><![CDATA[wx5823bf96d3bd56c7]]></ToUserName>\n<FromUserName><![CDATA[mycreate]]></FromUserName>\n<CreateTime>1409659813</CreateTime>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[hello]]></Content>\n<MsgId>4561255354251345929</MsgId>\n<AgentID>218</AgentID>\n</xml>";
-    // Official Account: the WXBizMsgCrypt test account (binarywang/WxJava WxCryptUtilTest).
-    const MP_TOKEN: &str = "pamtest";
-    const MP_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-    const MP_APPID: &str = "wxb11529c136998cb6";
     /// A second key, for rotations.
     const OTHER_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
 
