@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreBackend};
+use crate::domain::Platform;
 use crate::grpc::gateway::GatewayService;
 use crate::http::{self, AppState};
 use crate::outbox::sink::{GrpcSink, Sink, StdoutSink};
@@ -111,7 +112,15 @@ impl Application {
             accounts,
             store: store.clone(),
             max_clock_skew: cfg.max_clock_skew,
-            metrics: telemetry::metrics_handle(),
+            metrics: {
+                let handle = telemetry::metrics_handle();
+                telemetry::register_metrics(
+                    cfg.accounts
+                        .iter()
+                        .map(|a| (a.id.as_str(), a.platform == Platform::Work)),
+                );
+                handle
+            },
             admin_tokens: cfg.admin_tokens.clone(),
             services: services.clone(),
             callback_limits: http::limits::CallbackLimits::new(
@@ -176,6 +185,7 @@ impl Application {
                 // A failed batch's retries renew its lease: keep them well inside it, or another
                 // instance would take the account over while this one still retries.
                 backoff_max: Duration::from_secs(10).min(cfg.store.redis_lease / 3),
+                accounts: cfg.accounts.iter().map(|a| a.id.to_string()).collect(),
                 ..ForwarderConfig::new(consumer_name(http_addr))
             },
             decorators,

@@ -39,3 +39,191 @@ pub fn metrics_handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// What a metric family is, for its `# TYPE` and `# HELP` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Which series of a family exist from start, at 0, so that an alert or a dashboard on them sees
+/// 0 rather than "absent" before the first increment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// None: its labels (an API name and an errcode, an event kind) are open-ended.
+    None,
+    /// The one unlabelled series.
+    Global,
+    /// One series per configured account (`account` label).
+    PerAccount,
+    /// Per account, the refusals of `wgw_callbacks_total` (labels as the callback path writes
+    /// them: platform, account, kind="unknown", outcome).
+    CallbackRefusals(&'static [&'static str]),
+    /// Per account, once for each value of a second label.
+    PerAccountAnd(&'static str, &'static [&'static str]),
+    /// Per account, WeCom accounts only, once for each value of a second label.
+    PerWorkAccountAnd(&'static str, &'static [&'static str]),
+    /// Per lapsing document kind (`kind` label).
+    PerLapsingKind,
+}
+
+/// Every metric family the gateway exports: name, type, help, and which series exist from
+/// start. docs/operations.md lists the same names (a test checks that they agree).
+pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
+    use MetricKind::*;
+    use Preset::*;
+    &[
+        ("wgw_callbacks_total", Counter,
+            "Callbacks answered, by platform, account, event kind and outcome (ok, or why it was refused).",
+            // Refusals carry kind="unknown" (the body was not read into an event); an "ok" series
+            // appears with the first event of its kind.
+            CallbackRefusals(&["bad_request", "bad_signature", "stale", "bad_xml", "bad_encryption", "store_unavailable", "overloaded"])),
+        ("wgw_callback_seconds", Histogram, "Time to answer a callback, in seconds.", None),
+        ("wgw_callback_duplicates_total", Counter,
+            "Callbacks already stored (WeChat retries), answered without a new event.", PerAccount),
+        ("wgw_outbox_depth", Gauge, "Events acknowledged to WeChat and not yet accepted by the CRM.", PerAccount),
+        ("wgw_outbox_oldest_age_seconds", Gauge,
+            "Age of the oldest event waiting for the CRM, in seconds (0 when none waits).", PerAccount),
+        ("wgw_events_delivered_total", Counter, "Events the CRM accepted.", Global),
+        ("wgw_delivery_failures_total", Counter,
+            "Attempts to deliver a batch to the CRM that failed (the batch is retried).", Global),
+        ("wgw_dead_letters_total", Counter, "Events the CRM refused, moved to the dead-letter list.", Global),
+        ("wgw_attribution_failures_total", Counter,
+            "QR scene lookups that failed (the event went out without its label).", Global),
+        ("wgw_enrichment_lookups_total", Counter, "User profile lookups made to enrich events.", PerAccount),
+        ("wgw_enrichment_failures_total", Counter,
+            "User profile lookups that failed (the event went out without the profile).", PerAccount),
+        ("wgw_user_data_purged_total", Counter, "Unsubscribes whose stored user data was deleted.", PerAccount),
+        ("wgw_wechat_api_calls_total", Counter,
+            "Calls to the WeChat API by account, API and errcode (0 on success; network, timeout, http_<status>).", None),
+        ("wgw_wechat_token_rejections_total", Counter,
+            "WeChat API calls refused for the access token (40001, 40014, 42001) and retried with a fresh one.", PerAccount),
+        ("wgw_token_refresh_failures_total", Counter,
+            "Attempts to fetch an access token from WeChat that failed.", PerAccount),
+        ("wgw_menu_drift", Gauge,
+            "1 when the live menu was last found changed outside the gateway, else 0.", PerAccount),
+        ("wgw_auto_replies_total", Counter, "Passive replies chosen, by origin (rule or welcome).",
+            PerAccountAnd("origin", &["rule", "welcome"])),
+        ("wgw_welcome_messages_total", Counter, "WeCom welcome messages, by outcome.",
+            PerWorkAccountAnd("outcome", &["sent", "failed", "expired"])),
+        ("wgw_broadcast_batches_total", Counter, "Broadcast batch attempts, by outcome.",
+            PerAccountAnd("outcome", &["sent", "already_sent", "reconciled", "failed", "retry"])),
+        ("wgw_link_clicks_total", Counter, "Tracked link clicks recorded, identified or not.",
+            PerAccountAnd("identified", &["true", "false"])),
+        ("wgw_link_click_failures_total", Counter,
+            "Tracked link clicks that could not be recorded (the redirect still happened).", PerAccount),
+        ("wgw_link_oauth_failures_total", Counter,
+            "Tracked link OAuth exchanges that failed (the click was recorded anonymously).", PerAccount),
+        ("wgw_store_docs_swept_total", Counter, "Lapsed documents removed by the sweeper, by kind.", PerLapsingKind),
+    ]
+};
+
+/// Writes the HELP text of every family and creates the series that exist from start (at 0),
+/// for these accounts (id, whether it is a WeCom account). Idempotent: tests start several apps
+/// in one process.
+pub fn register_metrics<'a>(accounts: impl IntoIterator<Item = (&'a str, bool)> + Clone) {
+    for &(name, kind, help, preset) in METRICS {
+        match kind {
+            MetricKind::Counter => metrics::describe_counter!(name, help),
+            MetricKind::Gauge => metrics::describe_gauge!(name, help),
+            MetricKind::Histogram => metrics::describe_histogram!(name, help),
+        }
+        let zero = |labels: Vec<(&'static str, String)>| match kind {
+            MetricKind::Counter => metrics::counter!(name, &labels).increment(0),
+            // A gauge set elsewhere keeps its value; only a new one starts at 0.
+            MetricKind::Gauge => metrics::gauge!(name, &labels).increment(0.0),
+            MetricKind::Histogram => {}
+        };
+        match preset {
+            Preset::None => {}
+            Preset::Global => zero(Vec::new()),
+            Preset::PerAccount => {
+                for (account, _) in accounts.clone() {
+                    zero(vec![("account", account.to_owned())]);
+                }
+            }
+            Preset::CallbackRefusals(outcomes) => {
+                for (account, work) in accounts.clone() {
+                    for outcome in outcomes {
+                        zero(vec![
+                            ("platform", if work { "work" } else { "mp" }.to_owned()),
+                            ("account", account.to_owned()),
+                            ("kind", "unknown".to_owned()),
+                            ("outcome", (*outcome).to_owned()),
+                        ]);
+                    }
+                }
+            }
+            Preset::PerAccountAnd(label, values) => {
+                for (account, _) in accounts.clone() {
+                    for value in values {
+                        zero(vec![
+                            ("account", account.to_owned()),
+                            (label, (*value).to_owned()),
+                        ]);
+                    }
+                }
+            }
+            Preset::PerWorkAccountAnd(label, values) => {
+                for (account, _) in accounts.clone().into_iter().filter(|(_, work)| *work) {
+                    for value in values {
+                        zero(vec![
+                            ("account", account.to_owned()),
+                            (label, (*value).to_owned()),
+                        ]);
+                    }
+                }
+            }
+            Preset::PerLapsingKind => {
+                for kind in crate::store::kinds::lapsing() {
+                    zero(vec![("kind", kind.name().to_owned())]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    fn names_in(dir: &Path, found: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                names_in(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split('"').skip(1).step_by(2) {
+                    if piece.starts_with("wgw_")
+                        && piece.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    {
+                        found.insert(piece.to_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The catalogue, the code that writes metrics and docs/operations.md name the same
+    /// families: a metric added without HELP, or without a line in the docs, fails here.
+    #[test]
+    fn the_catalogue_names_every_metric_the_code_writes_and_the_docs_list_them() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut written = BTreeSet::new();
+        names_in(&root.join("src"), &mut written);
+        let catalogued: BTreeSet<String> = METRICS.iter().map(|m| m.0.to_owned()).collect();
+        assert_eq!(written, catalogued, "src/telemetry.rs METRICS vs the code");
+        let docs = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+        for name in &catalogued {
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "{name} is not in docs/operations.md"
+            );
+        }
+    }
+}

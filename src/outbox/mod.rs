@@ -36,6 +36,8 @@ pub struct ForwarderConfig {
     /// First retry delay after a failed delivery; doubles up to `backoff_max`.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// The configured accounts: each one's backlog is reported, at 0 when empty.
+    pub accounts: Vec<String>,
 }
 
 impl ForwarderConfig {
@@ -47,6 +49,7 @@ impl ForwarderConfig {
             backoff_min: Duration::from_millis(100),
             // Well under the Redis store's 30 s lease, which each retry renews.
             backoff_max: Duration::from_secs(10),
+            accounts: Vec::new(),
         }
     }
 }
@@ -90,7 +93,11 @@ impl Forwarder {
         sink: Arc<dyn Sink>,
         shutdown: CancellationToken,
     ) {
-        let stats = tokio::spawn(report_stats(store.clone(), shutdown.clone()));
+        let stats = tokio::spawn(report_stats(
+            store.clone(),
+            self.cfg.accounts.clone(),
+            shutdown.clone(),
+        ));
         let mut failures: u32 = 0;
         let mut pending: Vec<OutboxEntry> = Vec::new();
         loop {
@@ -206,15 +213,24 @@ async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
-/// Publishes outbox depth and the age of its oldest event every few seconds.
-async fn report_stats(store: Arc<dyn Store>, shutdown: CancellationToken) {
+/// Publishes each account's outbox depth and the age of its oldest event every few seconds
+/// (at 0 for an account with nothing waiting). A read that took long (a large backlog on the
+/// embedded store is one scan) stretches the period, so reporting never costs more than about
+/// 5% of one core.
+async fn report_stats(store: Arc<dyn Store>, accounts: Vec<String>, shutdown: CancellationToken) {
     loop {
-        if let Ok(s) = store.outbox_stats().await {
-            metrics::gauge!("wgw_outbox_depth").set(s.depth as f64);
-            metrics::gauge!("wgw_outbox_oldest_age_seconds")
-                .set(s.oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        let started = std::time::Instant::now();
+        if let Ok(stats) = store.outbox_stats().await {
+            for account in &accounts {
+                let backlog = stats.accounts.get(account).copied().unwrap_or_default();
+                metrics::gauge!("wgw_outbox_depth", "account" => account.clone())
+                    .set(backlog.depth as f64);
+                metrics::gauge!("wgw_outbox_oldest_age_seconds", "account" => account.clone())
+                    .set(backlog.oldest_age.map_or(0.0, |d| d.as_secs_f64()));
+            }
         }
-        if !sleep_or_stop(Duration::from_secs(5), &shutdown).await {
+        let period = Duration::from_secs(5).max(started.elapsed() * 20);
+        if !sleep_or_stop(period, &shutdown).await {
             return;
         }
     }

@@ -66,11 +66,40 @@ pub struct DeadLetter {
     pub failed_at: u64,
 }
 
-/// Outbox depth and the age of its oldest undelivered event, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Outbox depth and the age of its oldest undelivered event, in all and per account, for
+/// metrics (`wgw_outbox_depth{account}`): a dashboard must see which account's CRM feed lags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxStats {
     pub depth: u64,
     pub oldest_age: Option<Duration>,
+    /// Only accounts with events waiting.
+    pub accounts: std::collections::BTreeMap<String, Backlog>,
+}
+
+/// One account's undelivered events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub depth: u64,
+    pub oldest_age: Option<Duration>,
+}
+
+impl Backlog {
+    /// Counts one more waiting event of this age (the oldest wins).
+    pub(crate) fn add(&mut self, age: Duration) {
+        self.depth += 1;
+        self.oldest_age = Some(self.oldest_age.map_or(age, |o| o.max(age)));
+    }
+}
+
+impl OutboxStats {
+    /// The totals from the per-account backlogs.
+    pub(crate) fn from_accounts(accounts: std::collections::BTreeMap<String, Backlog>) -> Self {
+        Self {
+            depth: accounts.values().map(|b| b.depth).sum(),
+            oldest_age: accounts.values().filter_map(|b| b.oldest_age).max(),
+            accounts,
+        }
+    }
 }
 
 /// A WeChat access token shared by every instance, under a token key (see

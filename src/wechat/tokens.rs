@@ -252,6 +252,11 @@ impl TokenAuthority {
                 .await?
             {
                 let result = self.refresh(account, &key, rejected.as_ref()).await;
+                if result.is_err() {
+                    metrics::counter!("wgw_token_refresh_failures_total",
+                        "account" => account.id.to_string())
+                    .increment(1);
+                }
                 if let Err(TokenError::Api(e)) = &result {
                     if !matches!(e, ApiError::Busy { .. } | ApiError::Unreachable { .. }) {
                         self.refused

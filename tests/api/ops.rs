@@ -137,3 +137,78 @@ async fn grpc_reflection_lists_the_gateway_and_health_services() {
     }
     app.stop().await;
 }
+
+/// A dashboard or an alert on a per-account series must see 0, not "absent", before the first
+/// increment; and every family says what it counts. The real binary, so that no other test of
+/// this process has touched its recorder.
+#[tokio::test]
+async fn every_metric_family_has_help_and_per_account_series_exist_at_zero_from_start() {
+    use crate::support::app::config_toml;
+    use crate::support::process::GatewayProcess;
+    use wechat_gateway::telemetry::{MetricKind, Preset, METRICS};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        config_toml(&AppOptions::embedded(&dir.path().join("data"))),
+    )
+    .unwrap();
+    let gateway = GatewayProcess::start(&config);
+    wechat_gateway::wechat::api::install_tls_provider();
+    let metrics = reqwest::get(format!("http://{}/metrics", gateway.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    for (name, kind, _, preset) in METRICS {
+        let kind = match kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        };
+        // A family is exported once it has a series: those with open-ended labels (and the
+        // histogram) show their HELP with their first sample.
+        if *preset != Preset::None {
+            assert!(
+                metrics.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}:\n{metrics}"
+            );
+            assert!(
+                metrics.contains(&format!("# TYPE {name} {kind}")),
+                "no TYPE for {name}:\n{metrics}"
+            );
+        }
+    }
+    for account in [
+        "acme-mp",
+        "acme-plain",
+        "acme-compat",
+        "acme-rotated",
+        "acme-work",
+    ] {
+        for series in [
+            format!("wgw_outbox_depth{{account=\"{account}\"}} 0"),
+            format!("wgw_outbox_oldest_age_seconds{{account=\"{account}\"}} 0"),
+            format!("wgw_token_refresh_failures_total{{account=\"{account}\"}} 0"),
+            format!("wgw_callback_duplicates_total{{account=\"{account}\"}} 0"),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == series),
+                "{series} is missing:\n{metrics}"
+            );
+        }
+    }
+    let refusal = "wgw_callbacks_total{platform=\"work\",account=\"acme-work\",kind=\"unknown\",outcome=\"store_unavailable\"} 0";
+    assert!(
+        metrics.lines().any(|l| l == refusal),
+        "{refusal} is missing:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("wgw_events_delivered_total 0"),
+        "{metrics}"
+    );
+    drop(gateway);
+}

@@ -309,6 +309,18 @@ async fn outbox_stats_count_undelivered_events_and_age_the_oldest(b: impl Backen
     tokio::time::sleep(Duration::from_millis(20)).await;
     let stats = store.outbox_stats().await.unwrap();
     assert_eq!(stats.depth, 3);
+    // Per account too (wgw_outbox_depth{account}): a lagging account shows as itself.
+    let per_account = |stats: &wechat_gateway::store::OutboxStats| {
+        stats
+            .accounts
+            .iter()
+            .map(|(id, backlog)| (id.clone(), backlog.depth))
+            .collect::<Vec<_>>()
+    };
+    let mut expected = vec![(a.to_owned(), 2), (c.to_owned(), 1)];
+    expected.sort();
+    assert_eq!(per_account(&stats), expected, "{stats:?}");
+    assert!(stats.accounts.values().all(|b| b.oldest_age.is_some()));
     let age = stats.oldest_age.expect("an oldest event");
     assert!(
         age >= Duration::from_millis(10) && age < Duration::from_secs(60),
@@ -321,7 +333,9 @@ async fn outbox_stats_count_undelivered_events_and_age_the_oldest(b: impl Backen
         "claimed is not delivered"
     );
     store.ack(&claimed).await.unwrap();
-    assert_eq!(store.outbox_stats().await.unwrap().depth, 1);
+    let stats = store.outbox_stats().await.unwrap();
+    assert_eq!(stats.depth, 1);
+    assert_eq!(stats.accounts.values().map(|b| b.depth).sum::<u64>(), 1);
 }
 
 async fn two_hundred_concurrent_records_are_all_durable_without_duplicates(b: impl Backend) {

@@ -1,17 +1,18 @@
 //! The callback outbox of the embedded store: records and acks go through the writer; claims,
 //! stats and the dead-letter listing are read transactions.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use prost::Message;
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+use redb::{ReadTransaction, ReadableTable};
 
 use super::schema::{DEAD, META, OUTBOX};
 use super::writer::{Now, Op};
 use super::{unavailable, writer_stopped, EmbeddedStore};
 use crate::pb;
-use crate::store::{DeadLetter, Outbox, OutboxEntry, OutboxStats, Recorded, StoreError};
+use crate::store::{Backlog, DeadLetter, Outbox, OutboxEntry, OutboxStats, Recorded, StoreError};
 
 #[async_trait]
 impl Outbox for EmbeddedStore {
@@ -117,19 +118,24 @@ impl Outbox for EmbeddedStore {
         .await
     }
 
+    /// One pass over the outbox, reading only each entry's account id (one table holds every
+    /// account, in arrival order). Off the callback path: the reporter paces itself by how long
+    /// this takes (see `outbox::report_stats`).
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         self.read(|txn| {
             let outbox = txn.open_table(OUTBOX).map_err(unavailable)?;
-            let depth = outbox.len().map_err(unavailable)?;
-            let oldest_ms = outbox
-                .first()
-                .map_err(unavailable)?
-                .map(|(_, value)| value.value().0);
             let now_ms = Now::get().millis;
-            Ok(OutboxStats {
-                depth,
-                oldest_age: oldest_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms))),
-            })
+            let mut accounts = BTreeMap::<String, Backlog>::new();
+            for row in outbox.iter().map_err(unavailable)? {
+                let (seq, value) = row.map_err(unavailable)?;
+                let (at_ms, event) = value.value();
+                let account = AccountOnly::decode(event)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox entry {}: {e}", seq.value())))?
+                    .account_id;
+                let age = Duration::from_millis(now_ms.saturating_sub(at_ms));
+                accounts.entry(account).or_default().add(age);
+            }
+            Ok(OutboxStats::from_accounts(accounts))
         })
         .await
     }
@@ -148,6 +154,13 @@ fn oldest(txn: &ReadTransaction, max: usize) -> Result<Vec<OutboxEntry>, StoreEr
         });
     }
     Ok(entries)
+}
+
+/// `pb::Event` with only its `account_id`: decoding it skips every other field unread.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AccountOnly {
+    #[prost(string, tag = "2")]
+    account_id: String,
 }
 
 fn decode(bytes: &[u8], what: &str, seq: u64) -> Result<pb::Event, StoreError> {

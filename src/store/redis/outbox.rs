@@ -1,7 +1,7 @@
 //! The callback outbox of the Redis store: the streams, their consumer group and the per-account
 //! leases that keep one instance at a time delivering an account (see [`super`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use super::scripts::LEASE;
 use super::stream::{array, bytes, entries, entry_order, streams, StreamEntry};
 use super::{unexpected, unix_millis, RedisStore, GROUP};
 use crate::pb;
-use crate::store::{DeadLetter, Outbox, OutboxEntry, OutboxStats, Recorded, StoreError};
+use crate::store::{Backlog, DeadLetter, Outbox, OutboxEntry, OutboxStats, Recorded, StoreError};
 
 /// Cluster mode: how often an idle claim reads the held accounts again while it waits.
 const CLUSTER_POLL: Duration = Duration::from_millis(50);
@@ -453,18 +453,24 @@ impl Outbox for RedisStore {
             })
             .collect();
         let replies: Vec<Value> = self.pipelined("outbox stats", pipes).await?;
-        let mut stats = OutboxStats::default();
-        let mut oldest_ms: Option<u64> = None;
+        let now_ms = unix_millis();
+        let mut accounts = BTreeMap::new();
         let mut replies = replies.into_iter();
-        while let (Some(len), Some(first)) = (replies.next(), replies.next()) {
-            stats.depth += u64::from_redis_value(len).map_err(|_| unexpected("XLEN"))?;
-            if let Some(at) = entries(first)?.first().and_then(|e| e.number("at")) {
-                oldest_ms = Some(oldest_ms.map_or(at, |o| o.min(at)));
+        for account in &self.accounts {
+            let (Some(len), Some(first)) = (replies.next(), replies.next()) else {
+                return Err(unexpected("outbox stats"));
+            };
+            let depth = u64::from_redis_value(len).map_err(|_| unexpected("XLEN"))?;
+            if depth == 0 {
+                continue;
             }
+            let oldest_age = entries(first)?
+                .first()
+                .and_then(|e| e.number("at"))
+                .map(|at| Duration::from_millis(now_ms.saturating_sub(at)));
+            accounts.insert(account.id.clone(), Backlog { depth, oldest_age });
         }
-        stats.oldest_age =
-            oldest_ms.map(|at| Duration::from_millis(unix_millis().saturating_sub(at)));
-        Ok(stats)
+        Ok(OutboxStats::from_accounts(accounts))
     }
 }
 
