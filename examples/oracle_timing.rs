@@ -136,7 +136,11 @@ fn classes(host: &str) -> Vec<(&'static str, Vec<u8>)> {
     let mut bad_base64 = seal_raw(&good);
     bad_base64.replace_range(10..11, "!");
     let cases: Vec<(&'static str, String, bool)> = vec![
-        ("forged signature (reference)", key.encrypt(msg, APP_ID), false),
+        (
+            "forged signature (reference)",
+            key.encrypt(msg, APP_ID),
+            false,
+        ),
         ("bad base64", bad_base64, true),
         (
             "length not a multiple of 16",
@@ -148,7 +152,11 @@ fn classes(host: &str) -> Vec<(&'static str, Vec<u8>)> {
             seal_raw(&frame(msg.len() as u32, msg, Some(0))),
             true,
         ),
-        ("length field too big", seal_raw(&frame(4242, msg, None)), true),
+        (
+            "length field too big",
+            seal_raw(&frame(4242, msg, None)),
+            true,
+        ),
         ("wrong appid", key.encrypt(msg, "wx0000000000000000"), true),
         ("not XML", key.encrypt(&not_xml, APP_ID), true),
         ("XML, no message", key.encrypt(&not_a_message, APP_ID), true),
