@@ -187,7 +187,14 @@ pub fn open<'r>(
                 true => Cow::Owned(echostr.replace(' ', "+")),
                 false => Cow::Borrowed(echostr),
             };
-            verify_and_decrypt(account, signature, timestamp, nonce, &echostr)?
+            let (echo, key) = verify_and_decrypt(account, signature, timestamp, nonce, &echostr)?;
+            // The answer is the plaintext itself: answering any ciphertext that decrypts would
+            // let whoever holds the Token read a captured callback (an XML message) by sending
+            // its `Encrypt` as an echostr. WeCom's echostr is a random number.
+            if !is_echostr(&echo) {
+                return Err(EnvelopeError::Undecryptable);
+            }
+            (echo, key)
         }
     };
     seal.key = Some(key);
@@ -195,6 +202,16 @@ pub fn open<'r>(
         content: Cow::Owned(content),
         seal,
     })
+}
+
+/// Whether a decrypted WeCom echostr is one WeCom could have sent (a random number, e.g.
+/// `1616140317555161061` in Tencent's sample): 1 to 128 ASCII letters, digits, `-` or `_`.
+/// Never a message: those are XML (or JSON), and start with `<` (or `{`).
+fn is_echostr(plain: &[u8]) -> bool {
+    (1..=128).contains(&plain.len())
+        && plain
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 /// Whether the request is encrypted, refusing an encoding the account does not take.
@@ -727,6 +744,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_wecom_url_verification_answers_only_an_echostr_never_a_captured_message() {
+        let work = wecom();
+        let ts = now();
+        // A captured callback's `Encrypt` sent back as an echostr, correctly signed (whoever
+        // holds the Token can): it decrypts, but it is a message, and is not answered.
+        for plain in [WECOM_POST_PLAIN, "", "12 34", "{\"msgid\":\"1\"}"] {
+            let encrypt = work.keys[0].encrypt(plain.as_bytes(), WECOM_CORPID);
+            let sig = crypto::msg_signature(WECOM_TOKEN, &ts, "n", &encrypt);
+            let q = query(&[
+                ("msg_signature", &sig),
+                ("timestamp", &ts),
+                ("nonce", "n"),
+                ("echostr", &encrypt),
+            ]);
+            let e = open_query(&work, &q, Entry::Verification, SKEW).unwrap_err();
+            assert!(
+                matches!(e, EnvelopeError::Undecryptable),
+                "{plain:?}: {e:?}"
+            );
+        }
+        assert!(is_echostr(b"1616140317555161061"));
+        assert!(is_echostr(b"echo-2a_f"));
+        assert!(!is_echostr(&[b'7'; 129]));
     }
 
     #[test]

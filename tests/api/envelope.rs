@@ -65,8 +65,8 @@ fn frame(declared: u32, msg: &[u8], receiver: &str, pad_byte: Option<u8>) -> Vec
 }
 
 /// `Encrypt` values for an account (its key and appid/corpid) that each fail at one stage
-/// after the signature, with the stage's name. `verification`: only the stages a WeCom
-/// `echostr` can fail (it is not XML).
+/// after the signature, with the stage's name. `verification`: the stages a WeCom `echostr`
+/// can fail (it is not XML, but must not be a message).
 fn failing_at_each_stage(key: &str, receiver: &str, verification: bool) -> Vec<(String, String)> {
     let crypto = MsgCrypto::new(key).unwrap();
     let msg = text_xml("oOracle", SECRET, unique_msg_id());
@@ -91,7 +91,10 @@ fn failing_at_each_stage(key: &str, receiver: &str, verification: bool) -> Vec<(
         ),
         ("wrong appid", crypto.encrypt(msg, OTHER_APPID)),
     ];
-    if !verification {
+    if verification {
+        // A captured callback sent back as an echostr: it decrypts, but it is a message.
+        cases.push(("a message as echostr", crypto.encrypt(msg, receiver)));
+    } else {
         let not_xml = format!("{SECRET} is not XML");
         let not_a_message = format!("<xml><Content>{SECRET}</Content></xml>");
         cases.push((
@@ -140,6 +143,7 @@ async fn every_failure_after_a_valid_signature_gets_one_answer_and_one_log_line_
     let gateway = tokio::task::spawn_blocking(move || GatewayProcess::start(&config))
         .await
         .unwrap();
+    wechat_gateway::wechat::api::install_tls_provider();
     let http = reqwest::Client::new();
     let base = format!("http://{}", gateway.addr);
 
@@ -192,7 +196,7 @@ async fn every_failure_after_a_valid_signature_gets_one_answer_and_one_log_line_
     assert_eq!(content_type, "text/plain; charset=utf-8");
     assert_eq!(body, UNDECRYPTABLE);
     let sent = answers.values().next().unwrap().len();
-    assert_eq!(sent, 5 * 7 + 5, "every case was sent");
+    assert_eq!(sent, 5 * 7 + 6, "every case was sent");
 
     // One log line per request, the same line for every stage of one entry point: without its
     // timestamp, it differs only by the account it names.
