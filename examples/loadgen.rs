@@ -13,8 +13,7 @@
 //! `timestamp`, `nonce`, `openid`, `encrypt_type=aes`, `msg_signature`; the `<Encrypt>`
 //! envelope). Modes:
 //! - `safe` (default): encrypted callbacks;
-//! - `plain`: unencrypted callbacks with `signature` (the account must be in plain or
-//!   compatible mode);
+//! - `plain`: unencrypted callbacks with `signature` (the account must be in plain mode);
 //! - `retries`: safe-mode callbacks, each sent 3 times, the copies one block of 1,024 callbacks
 //!   apart (so a retry usually arrives after its original was committed, as WeChat's do).
 //!

@@ -31,9 +31,14 @@ pub enum CallbackError {
     /// The request did not open: its query, clock, signature or encryption.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
-    /// The message inside the envelope (the plain body, or the decrypted one).
+    /// The message of a plain request (a decrypted one that does not read is
+    /// [`EnvelopeError::Undecryptable`], so that it names nothing).
     #[error("cannot parse XML: {0}")]
     Xml(#[from] XmlError),
+    /// A plain-mode `signature` that came before with another body
+    /// (`crate::services::plain_signatures`): a forgery under a captured signature.
+    #[error("this signature was already used with another body")]
+    SignatureReused,
     #[error("the event could not be stored; WeChat will retry: {0}")]
     Store(#[from] StoreError),
     /// Over a concurrency limit (`callbacks.max_in_flight*`): refused before anything was read
@@ -72,9 +77,10 @@ impl ResponseError for CallbackError {
                 | EnvelopeError::BadTimestamp(_)
                 | EnvelopeError::ModeRefused(_)
                 | EnvelopeError::Xml(_)
-                | EnvelopeError::Decrypt(_) => StatusCode::BAD_REQUEST,
+                | EnvelopeError::Undecryptable => StatusCode::BAD_REQUEST,
             },
             Self::Xml(_) => StatusCode::BAD_REQUEST,
+            Self::SignatureReused => StatusCode::UNAUTHORIZED,
             Self::Store(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -99,9 +105,10 @@ impl CallbackError {
                 EnvelopeError::BadSignature => "bad_signature",
                 EnvelopeError::StaleTimestamp { .. } => "stale",
                 EnvelopeError::Xml(_) => "bad_xml",
-                EnvelopeError::Decrypt(_) => "bad_encryption",
+                EnvelopeError::Undecryptable => "bad_encryption",
             },
             Self::Xml(_) => "bad_xml",
+            Self::SignatureReused => "reused_signature",
             Self::Store(_) => "store_unavailable",
             Self::Overloaded(_) => "overloaded",
         }

@@ -68,9 +68,10 @@ pub fn generate(
         let signature = crypto::signature(token, &ts, &nonce);
         let (query, body) = match mode {
             Mode::Plain => {
-                if account.mode == CallbackMode::Safe || account.platform == Platform::Work {
+                // Compatible mode is read from `Encrypt` only, like safe mode.
+                if account.mode != CallbackMode::Plain || account.platform == Platform::Work {
                     bail!(
-                        "--mode plain needs an Official Account in plain or compatible mode; {} is not",
+                        "--mode plain needs an Official Account in plain mode; {} is not",
                         account.id
                     );
                 }

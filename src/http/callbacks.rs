@@ -26,9 +26,10 @@ use super::AppState;
 use crate::domain::Platform;
 use crate::error::CallbackError;
 use crate::services::callbacks;
+use crate::services::plain_signatures::{self, Seen};
 use crate::store::Recorded;
 use crate::wechat::account::Account;
-use crate::wechat::envelope::{self, Entry};
+use crate::wechat::envelope::{self, Entry, EnvelopeError};
 use crate::wechat::normalize::normalize;
 use crate::wechat::query::CallbackQuery;
 use crate::wechat::xml::{Document, XmlError};
@@ -157,7 +158,29 @@ async fn handle(
     let account = state.account(account_id, platform)?;
     let opened = envelope::open(&account, q, Entry::Callback(body), state.max_clock_skew)?;
     let received = Instant::now();
-    let mut event = to_event(&account, opened.content)?;
+    let encrypted = opened.encrypted();
+    let mut event = match to_event(&account, opened.content) {
+        Ok(event) => event,
+        // A decrypted message that does not read is answered like one that does not decrypt:
+        // naming its XML error would say something of the plaintext (no oracle, issue 18).
+        Err(_) if encrypted => return Err(EnvelopeError::Undecryptable.into()),
+        Err(e) => return Err(e),
+    };
+    if !encrypted {
+        // Plain mode: a signature does not cover the body, so a reused one is refused.
+        let signature = q.signature.as_deref().unwrap_or_default();
+        let seen = plain_signatures::remember(
+            state.services.store.as_ref(),
+            account.id.as_str(),
+            signature,
+            body,
+            state.max_clock_skew,
+        )
+        .await?;
+        if seen == Seen::OtherBody {
+            return Err(CallbackError::SignatureReused);
+        }
+    }
     let kind = kind_label(&event);
     let accepted = callbacks::accept(&state.services, &mut event, received).await?;
     match accepted.recorded {
@@ -232,7 +255,7 @@ fn observe(
             ("unknown", e.outcome())
         }
         Err(e) => {
-            tracing::warn!(account, platform = platform.as_str(), error = %e, "callback refused");
+            tracing::warn!(account, platform = platform.as_str(), reason = e.outcome(), error = %e, "callback refused");
             ("unknown", e.outcome())
         }
     };
@@ -321,7 +344,12 @@ fn verify(
     q: &CallbackQuery<'_>,
 ) -> Result<HttpResponse, CallbackError> {
     let account = state.account(account_id, platform)?;
-    let opened = envelope::open(&account, q, Entry::Verification, state.max_clock_skew)?;
+    let opened = envelope::open(&account, q, Entry::Verification, state.max_clock_skew)
+        .map_err(|e| {
+            let e = CallbackError::from(e);
+            tracing::warn!(account = account_id, platform = platform.as_str(), reason = e.outcome(), error = %e, "URL verification refused");
+            e
+        })?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(opened.content.into_owned()))

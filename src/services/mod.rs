@@ -11,6 +11,7 @@ pub mod enrich;
 pub mod links;
 pub mod menu;
 pub mod message;
+pub mod plain_signatures;
 pub mod qrcode;
 pub mod sweep;
 pub mod tags;

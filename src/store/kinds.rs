@@ -70,6 +70,9 @@ kinds! {
     /// it is a [`crate::store::LeaseKey::broadcast_job`] lease now). Nothing writes it any
     /// more: listed so that the sweeper removes what is left of it.
     BROADCAST_LEASE_LEGACY = "bcast-lease", AfterTtl;
+    /// A plain-mode callback's `signature` → the hash of the body it came with, for twice the
+    /// clock window (`crate::services::plain_signatures`).
+    PLAIN_SIGNATURE = "plain-sig", AfterTtl;
 }
 
 /// The kinds whose documents lapse: what the sweeper goes through.
@@ -90,8 +93,9 @@ mod tests {
     }
 
     #[test]
-    fn the_lapsing_kinds_are_the_user_cache_the_link_clicks_and_the_legacy_broadcast_leases() {
+    fn the_lapsing_kinds_are_the_user_cache_the_link_clicks_the_legacy_broadcast_leases_and_plain_signatures(
+    ) {
         let names: Vec<_> = lapsing().map(|k| k.name()).collect();
-        assert_eq!(names, ["user", "link_clicks", "bcast-lease"]);
+        assert_eq!(names, ["user", "link_clicks", "bcast-lease", "plain-sig"]);
     }
 }

@@ -13,9 +13,14 @@ use cbc::cipher::array::Array;
 use cbc::cipher::consts::U16;
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit};
 use sha1::{Digest, Sha1};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{
+    Choice, ConditionallySelectable, ConstantTimeEq, ConstantTimeGreater, ConstantTimeLess,
+};
 use thiserror::Error;
 
+/// Why a key did not load, or a ciphertext did not decrypt. The decryption cases carry no byte
+/// or number of what was decrypted (issue 18: a decrypt failure must not be an oracle), and the
+/// envelope answers all of them alike; the cases stay distinct for the tests of this module.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CryptoError {
     #[error("EncodingAESKey must be 43 characters of base64, got {0} characters")]
@@ -24,14 +29,14 @@ pub enum CryptoError {
     KeyBase64,
     #[error("ciphertext is not valid base64")]
     Base64,
-    #[error("ciphertext length {0} is not a positive multiple of 16")]
-    BlockLength(usize),
+    #[error("ciphertext is not a positive number of 16-byte blocks")]
+    BlockLength,
     #[error("invalid PKCS#7 padding")]
     Padding,
-    #[error("length field {declared} runs past the end of the {available}-byte message")]
-    Length { declared: usize, available: usize },
-    #[error("receiver id {found:?} does not match the account's {expected:?}")]
-    ReceiverMismatch { expected: String, found: String },
+    #[error("the length field does not fit the message")]
+    Length,
+    #[error("the receiver id does not match the account's")]
+    ReceiverMismatch,
     #[error("decrypted message is not valid UTF-8")]
     Utf8,
 }
@@ -104,11 +109,13 @@ impl MsgCrypto {
 
     /// Decrypts a base64 `Encrypt` value and checks that the trailing receiver id (appid or
     /// corpid) equals `receiver_id`. Returns the message bytes (XML, or the echostr).
+    ///
+    /// Base64 and the block length depend on the ciphertext alone, which the sender chose: they
+    /// are refused at once. Everything that depends on the decrypted bytes (padding, length
+    /// field, receiver id) is checked by [`check_frame`] with the same work whichever fails.
     pub fn decrypt(&self, encrypt_b64: &str, receiver_id: &str) -> Result<Vec<u8>, CryptoError> {
         let mut buf = self.decrypt_raw(encrypt_b64)?;
-        let unpadded = unpadded_len(&buf)?;
-        buf.truncate(unpadded);
-        let msg_end = split_message(&buf, receiver_id)?;
+        let msg_end = check_frame(&buf, receiver_id.as_bytes())?;
         // Reuse the decoded buffer for the result: no second allocation.
         buf.truncate(msg_end);
         buf.drain(..HEADER_LEN);
@@ -150,13 +157,24 @@ impl MsgCrypto {
         Iv::from(self.iv)
     }
 
+    /// AES-CBC of whole blocks with no framing or padding added, base64: how the tests craft a
+    /// correctly encrypted frame that is malformed inside.
+    #[cfg(test)]
+    pub(crate) fn encrypt_blocks_raw(&self, plain: &[u8]) -> String {
+        let mut buf = plain.to_vec();
+        let (blocks, tail) = AesBlock::slice_as_chunks_mut(&mut buf);
+        assert!(tail.is_empty(), "test bug: whole blocks only");
+        cbc::Encryptor::<&Aes256>::inner_iv_init(&self.cipher, &self.iv()).encrypt_blocks(blocks);
+        STANDARD.encode(&buf)
+    }
+
     /// Base64-decodes and AES-CBC-decrypts, leaving the padding in place.
     fn decrypt_raw(&self, encrypt_b64: &str) -> Result<Vec<u8>, CryptoError> {
         let mut buf = STANDARD
             .decode(encrypt_b64.as_bytes())
             .map_err(|_| CryptoError::Base64)?;
         if buf.is_empty() || buf.len() % AES_BLOCK != 0 {
-            return Err(CryptoError::BlockLength(buf.len()));
+            return Err(CryptoError::BlockLength);
         }
         let (blocks, _tail) = AesBlock::slice_as_chunks_mut(&mut buf);
         cbc::Decryptor::<&Aes256>::inner_iv_init(&self.cipher, &self.iv()).decrypt_blocks(blocks);
@@ -164,53 +182,58 @@ impl MsgCrypto {
     }
 }
 
-/// Checks WXBizMsgCrypt's PKCS#7 padding (block size 32) and returns the unpadded length. All
-/// pad bytes are examined whatever their values, so the time taken depends only on the pad
-/// length.
-fn unpadded_len(buf: &[u8]) -> Result<usize, CryptoError> {
-    let Some(&pad) = buf.last() else {
-        return Err(CryptoError::Padding);
-    };
-    let pad_len = usize::from(pad);
-    if pad_len == 0 || pad_len > PAD_BLOCK || pad_len > buf.len() {
-        return Err(CryptoError::Padding);
+/// Checks the decrypted frame, `prefix ‖ be32(len) ‖ msg ‖ receiver_id ‖ pad` (WXBizMsgCrypt's
+/// PKCS#7 to 32-byte blocks), and returns where the message ends.
+///
+/// No early return once the frame is long enough to hold a header and the receiver id (a
+/// length the sender chose, not a secret): the padding (always the last 32 bytes, masked by the
+/// pad value), the length field and the receiver id (in constant time, at the place the padding
+/// puts it, or at 0 when it cannot be there) are all examined, and only then is one failure
+/// chosen. So the answer time does not say which check failed (issue 18; measured by
+/// `examples/oracle_timing.rs`).
+fn check_frame(plain: &[u8], receiver_id: &[u8]) -> Result<usize, CryptoError> {
+    let len = plain.len();
+    let rid_len = receiver_id.len();
+    if len < HEADER_LEN + rid_len {
+        return Err(CryptoError::Length);
     }
-    let start = buf.len() - pad_len;
-    let diff = buf[start..].iter().fold(0u8, |acc, &b| acc | (b ^ pad));
-    if diff != 0 {
-        return Err(CryptoError::Padding);
-    }
-    Ok(start)
-}
+    let len64 = len as u64;
 
-/// Parses `prefix ‖ be32(len) ‖ msg ‖ receiver_id` (padding already removed), checks the
-/// receiver id in constant time and returns where the message ends.
-fn split_message(plain: &[u8], receiver_id: &str) -> Result<usize, CryptoError> {
-    let Some(rest) = plain.get(HEADER_LEN..) else {
-        // Too short for even the prefix and the length field.
-        return Err(CryptoError::Length {
-            declared: HEADER_LEN,
-            available: plain.len(),
-        });
-    };
+    // The padding: the pad value is 1..=32 and at most the frame, and every pad byte equals it.
+    let pad = plain[len - 1];
+    let pad64 = u64::from(pad);
+    let mut pad_ok = !pad.ct_eq(&0) & !pad64.ct_gt(&(PAD_BLOCK as u64)) & !pad64.ct_gt(&len64);
+    for (i, &b) in plain.iter().rev().take(PAD_BLOCK).enumerate() {
+        let in_pad = (i as u64).ct_lt(&pad64);
+        pad_ok &= !in_pad | b.ct_eq(&pad);
+    }
+    let content_end = u64::conditional_select(&len64, &len64.wrapping_sub(pad64), pad_ok);
+
+    // The receiver id ends where the padding starts; the message is what lies between the
+    // header and it.
+    let min_end = (HEADER_LEN + rid_len) as u64;
+    let fits = !min_end.ct_gt(&content_end);
+    let rid_start = u64::conditional_select(&0, &content_end.wrapping_sub(rid_len as u64), fits);
+    // In range: `rid_start + rid_len <= content_end <= len` when it fits, `rid_len <= len` else.
+    let rid_start = rid_start as usize;
+    let rid_ok = plain[rid_start..rid_start + rid_len].ct_eq(receiver_id);
+
     let mut field = [0u8; 4];
     field.copy_from_slice(&plain[PREFIX_LEN..HEADER_LEN]);
-    let declared = usize::try_from(u32::from_be_bytes(field)).unwrap_or(usize::MAX);
-    let available = rest.len();
-    if declared > available {
-        return Err(CryptoError::Length {
-            declared,
-            available,
-        });
+    let declared = u64::from(u32::from_be_bytes(field));
+    let msg_len = content_end.wrapping_sub(min_end);
+    let len_ok = fits & declared.ct_eq(&msg_len);
+
+    if bool::from(pad_ok & len_ok & rid_ok) {
+        // `declared` equals `msg_len`, which is below `len`.
+        Ok(HEADER_LEN + declared as usize)
+    } else if !bool::from(pad_ok) {
+        Err(CryptoError::Padding)
+    } else if !bool::from(len_ok) {
+        Err(CryptoError::Length)
+    } else {
+        Err(CryptoError::ReceiverMismatch)
     }
-    let found = &rest[declared..];
-    if !bool::from(found.ct_eq(receiver_id.as_bytes())) {
-        return Err(CryptoError::ReceiverMismatch {
-            expected: receiver_id.to_owned(),
-            found: String::from_utf8_lossy(found).into_owned(),
-        });
-    }
-    Ok(HEADER_LEN + declared)
 }
 
 /// Lowercase hex SHA-1 of the parts sorted byte-wise and concatenated, hashed incrementally,
@@ -978,12 +1001,11 @@ mod tests {
             crypto(v.key)
                 .decrypt(v.encrypt, "invalid appid")
                 .unwrap_err(),
-            CryptoError::ReceiverMismatch {
-                expected: "invalid appid".into(),
-                found: MP_APPID.into(),
-            }
+            // Shorter than the appid inside: the length field does not fit it.
+            CryptoError::Length
         );
-        // A prefix, a suffix, another case, empty: all rejected (exact comparison).
+        // Another case: refused by the receiver id itself. A prefix, a suffix, empty: the
+        // length field then does not fit either. All are refused (exact comparison).
         let c = crypto(WECOM_KEY);
         for wrong in [
             "wx5823bf96d3bd56c",
@@ -993,7 +1015,7 @@ mod tests {
         ] {
             let err = c.decrypt(WECOM_ECHOSTR, wrong).unwrap_err();
             assert!(
-                matches!(err, CryptoError::ReceiverMismatch { .. }),
+                matches!(err, CryptoError::ReceiverMismatch | CryptoError::Length),
                 "{wrong:?}: {err}"
             );
         }
@@ -1002,7 +1024,7 @@ mod tests {
         assert_eq!(c.decrypt(&enc, "").unwrap(), b"robot");
         assert!(matches!(
             c.decrypt(&enc, WECOM_CORPID),
-            Err(CryptoError::ReceiverMismatch { .. })
+            Err(CryptoError::Length)
         ));
     }
 
@@ -1016,9 +1038,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                CryptoError::Padding
-                    | CryptoError::Length { .. }
-                    | CryptoError::ReceiverMismatch { .. }
+                CryptoError::Padding | CryptoError::Length | CryptoError::ReceiverMismatch
             ),
             "{err}"
         );
@@ -1050,13 +1070,13 @@ mod tests {
             let short = STANDARD.encode(&full[..full.len() - cut]);
             assert_eq!(
                 c.decrypt(&short, WECOM_CORPID).unwrap_err(),
-                CryptoError::BlockLength(full.len() - cut)
+                CryptoError::BlockLength
             );
         }
         for tiny in [&b""[..], b"x", b"0123456789abcde"] {
             assert_eq!(
                 c.decrypt(&STANDARD.encode(tiny), WECOM_CORPID).unwrap_err(),
-                CryptoError::BlockLength(tiny.len())
+                CryptoError::BlockLength
             );
         }
         // Whole blocks dropped: still a multiple of 16, so it decrypts, but the padding or the
@@ -1123,10 +1143,15 @@ mod tests {
         p.extend(std::iter::repeat_n(33u8, pad + 32));
         assert_eq!(p.len() % AES_BLOCK, 0);
         cases.push(("pad value 33", p));
-        // Pad value larger than the whole plaintext (one block, last byte 32).
+        // Pad value larger than the whole plaintext (one block, last byte 32): refused sooner,
+        // as too short for a header and a corpid (a length the sender chose, not a secret).
         let mut one_block = [0u8; 16];
         one_block[15] = 32;
-        cases.push(("pad longer than the data", one_block.to_vec()));
+        assert_eq!(
+            c.decrypt(&raw_encrypt(&c, &one_block), WECOM_CORPID)
+                .unwrap_err(),
+            CryptoError::Length
+        );
         // Pad value 0xFF.
         let mut p = good.clone();
         *p.last_mut().unwrap() = 0xFF;
@@ -1168,32 +1193,26 @@ mod tests {
             assert_eq!(
                 c.decrypt(&raw_encrypt(&c, &plain), WECOM_CORPID)
                     .unwrap_err(),
-                CryptoError::Length {
-                    declared: declared as usize,
-                    available: body.len()
-                },
+                CryptoError::Length,
                 "{declared}"
             );
         }
-        // Declared exactly the whole rest: the receiver id is then empty.
-        let plain = framed(body.len() as u32, &body, pad, pad as u8);
-        assert_eq!(
-            c.decrypt(&raw_encrypt(&c, &plain), WECOM_CORPID)
-                .unwrap_err(),
-            CryptoError::ReceiverMismatch {
-                expected: WECOM_CORPID.into(),
-                found: String::new()
-            }
-        );
+        // Declared exactly the whole rest (the receiver id would then be empty), or one short.
+        for declared in [body.len() as u32, 4] {
+            let plain = framed(declared, &body, pad, pad as u8);
+            assert_eq!(
+                c.decrypt(&raw_encrypt(&c, &plain), WECOM_CORPID)
+                    .unwrap_err(),
+                CryptoError::Length,
+                "{declared}"
+            );
+        }
         // Too short to hold the prefix and the length field at all: 16 bytes of pad 16.
         let plain = [16u8; 16];
         assert_eq!(
             c.decrypt(&raw_encrypt(&c, &plain), WECOM_CORPID)
                 .unwrap_err(),
-            CryptoError::Length {
-                declared: HEADER_LEN,
-                available: 0
-            }
+            CryptoError::Length
         );
         // 19 bytes of data (one short of the header) and 13 of pad.
         let mut plain = vec![0u8; 19];
@@ -1201,27 +1220,22 @@ mod tests {
         assert_eq!(
             c.decrypt(&raw_encrypt(&c, &plain), WECOM_CORPID)
                 .unwrap_err(),
-            CryptoError::Length {
-                declared: HEADER_LEN,
-                available: 19
-            }
+            CryptoError::Length
         );
     }
 
     #[test]
-    fn non_utf8_receiver_is_reported_lossily() {
+    fn a_receiver_id_that_is_not_utf8_is_a_mismatch() {
         let c = crypto(WECOM_KEY);
-        let body = [b"m".as_slice(), &[0xFF, 0xFE]].concat();
+        // As long as the corpid, so that only the bytes differ.
+        let body = [b"m".as_slice(), &[0xFF; 18]].concat();
         let len = HEADER_LEN + body.len();
         let pad = pad_for(len);
         let plain = framed(1, &body, pad, pad as u8);
         assert_eq!(
             c.decrypt(&raw_encrypt(&c, &plain), WECOM_CORPID)
                 .unwrap_err(),
-            CryptoError::ReceiverMismatch {
-                expected: WECOM_CORPID.into(),
-                found: "\u{FFFD}\u{FFFD}".into()
-            }
+            CryptoError::ReceiverMismatch
         );
     }
 
@@ -1315,7 +1329,7 @@ mod proptests {
     }
 
     /// The frame read as WXBizMsgCrypt's documentation describes it, independently of
-    /// `unpadded_len` and `split_message`: `random16 ‖ be32(len) ‖ msg ‖ receiver ‖ pad`, the
+    /// `check_frame`: `random16 ‖ be32(len) ‖ msg ‖ receiver ‖ pad`, the
     /// pad being 1..=32 bytes each equal to its length.
     fn reference(plain: &[u8], receiver: &str) -> Option<Vec<u8>> {
         let pad = usize::from(*plain.last()?);
@@ -1386,7 +1400,7 @@ mod proptests {
         ) {
             let result = crypto().decrypt(&STANDARD.encode(&bytes), CORPID);
             if bytes.is_empty() || bytes.len() % AES_BLOCK != 0 {
-                prop_assert_eq!(result, Err(CryptoError::BlockLength(bytes.len())));
+                prop_assert_eq!(result, Err(CryptoError::BlockLength));
             }
         }
 
@@ -1413,7 +1427,7 @@ mod proptests {
             if other != receiver {
                 let is_mismatch = matches!(
                     c.decrypt(&sealed, &other),
-                    Err(CryptoError::ReceiverMismatch { .. })
+                    Err(CryptoError::ReceiverMismatch | CryptoError::Length)
                 );
                 prop_assert!(is_mismatch);
             }

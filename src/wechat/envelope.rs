@@ -17,6 +17,26 @@
 //! 6. when encrypted, AES: the current key, then the previous one (a key rotation), and the
 //!    appid or corpid the message must end with.
 //!
+//! After a valid `msg_signature`, every failure (base64, block length, padding, length field,
+//! appid or corpid, and the XML of the decrypted message, which the caller reads) is one and the
+//! same [`EnvelopeError::Undecryptable`]: one status, one body, one log reason, nothing taken
+//! from the decrypted bytes. Whoever holds the Token but not the EncodingAESKey can sign altered
+//! ciphertexts; distinct answers would let them read a captured message (a padding oracle).
+//!
+//! An Official Account in compatible or safe mode takes only encrypted callbacks: the event is
+//! read from the `Encrypt` value that `msg_signature` covers, never from the plain fields that
+//! compatible mode sends beside it, which no signature covers.
+//!
+//! After a valid `msg_signature`, every failure (base64, block length, padding, length field,
+//! appid or corpid, and the XML of the decrypted message, which the caller reads) is one and the
+//! same [`EnvelopeError::Undecryptable`]: one status, one body, one log reason, nothing taken
+//! from the decrypted bytes. Whoever holds the Token but not the EncodingAESKey can sign altered
+//! ciphertexts; distinct answers would let them read a captured message (a padding oracle).
+//!
+//! An Official Account in compatible or safe mode takes only encrypted callbacks: the event is
+//! read from the `Encrypt` value that `msg_signature` covers, never from the plain fields that
+//! compatible mode sends beside it, which no signature covers.
+//!
 //! The [`Seal`] of an opened request answers in kind: a passive reply to an encrypted request is
 //! encrypted with the key that opened it and signed (compatible mode too); a reply to a plain
 //! request stays plain, as WeChat reads it there.
@@ -26,7 +46,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use super::crypto::{self, CryptoError, MsgCrypto};
+use super::crypto::{self, MsgCrypto};
 use super::query::{required, CallbackQuery};
 use super::xml::{self, Document, XmlError};
 use crate::domain::autoreply::Reply;
@@ -34,8 +54,9 @@ use crate::domain::Platform;
 use crate::pb;
 use crate::wechat::account::{Account, CallbackMode};
 
-/// Why a request did not open. Each case names what a sender got wrong; `crate::error` maps
-/// them to HTTP statuses (forged or stale → 401, the rest → 400) and metrics outcomes.
+/// Why a request did not open. Each case before the signature names what a sender got wrong;
+/// after it, [`EnvelopeError::Undecryptable`] names nothing. `crate::error` maps them to HTTP
+/// statuses (forged or stale → 401, the rest → 400) and metrics outcomes.
 #[derive(Debug, Error)]
 pub enum EnvelopeError {
     #[error("missing query parameter {0:?}")]
@@ -52,11 +73,15 @@ pub enum EnvelopeError {
     StaleTimestamp { skew_seconds: u64, max_seconds: u64 },
     #[error("{0}")]
     ModeRefused(&'static str),
-    /// The encrypted envelope's XML (the message inside is read by the caller).
+    /// The encrypted envelope's XML, before the signature (the message inside is read by the
+    /// caller).
     #[error("cannot parse XML: {0}")]
     Xml(#[from] XmlError),
-    #[error("cannot decrypt: {0}")]
-    Decrypt(#[from] CryptoError),
+    /// Anything wrong after a valid `msg_signature`: the ciphertext, its padding, length field or
+    /// appid/corpid, or the decrypted message. One fixed case on purpose (no oracle, issue 18):
+    /// it carries nothing, so no answer or log line can say which check failed.
+    #[error("the encrypted message does not open for this account")]
+    Undecryptable,
 }
 
 /// Which of the callback URL's two uses a request is.
@@ -75,6 +100,14 @@ pub struct Opened<'r> {
     pub content: Cow<'r, [u8]>,
     /// Seals the passive reply to it.
     pub seal: Seal<'r>,
+}
+
+impl Opened<'_> {
+    /// Whether the request was encrypted: a failure to read its message is then
+    /// [`EnvelopeError::Undecryptable`] too.
+    pub fn encrypted(&self) -> bool {
+        self.seal.key.is_some()
+    }
 }
 
 /// How the passive reply to an opened request is sealed: borrowed from the account and the
@@ -154,7 +187,14 @@ pub fn open<'r>(
                 true => Cow::Owned(echostr.replace(' ', "+")),
                 false => Cow::Borrowed(echostr),
             };
-            verify_and_decrypt(account, signature, timestamp, nonce, &echostr)?
+            let (echo, key) = verify_and_decrypt(account, signature, timestamp, nonce, &echostr)?;
+            // The answer is the plaintext itself: answering any ciphertext that decrypts would
+            // let whoever holds the Token read a captured callback (an XML message) by sending
+            // its `Encrypt` as an echostr. WeCom's echostr is a random number.
+            if !is_echostr(&echo) {
+                return Err(EnvelopeError::Undecryptable);
+            }
+            (echo, key)
         }
     };
     seal.key = Some(key);
@@ -162,6 +202,16 @@ pub fn open<'r>(
         content: Cow::Owned(content),
         seal,
     })
+}
+
+/// Whether a decrypted WeCom echostr is one WeCom could have sent (a random number, e.g.
+/// `1616140317555161061` in Tencent's sample): 1 to 128 ASCII letters, digits, `-` or `_`.
+/// Never a message: those are XML (or JSON), and start with `<` (or `{`).
+fn is_echostr(plain: &[u8]) -> bool {
+    (1..=128).contains(&plain.len())
+        && plain
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 /// Whether the request is encrypted, refusing an encoding the account does not take.
@@ -183,9 +233,16 @@ fn is_encrypted(
                         "encrypted callback, but this account is configured for plain mode",
                     ))
                 }
+                // Compatible mode too: WeChat encrypts every callback there as well (the plain
+                // fields beside `Encrypt` are not signed), so a plain one is not WeChat's.
                 (false, CallbackMode::Safe) => {
                     return Err(EnvelopeError::ModeRefused(
                         "plain callback, but this account is configured for safe mode (encrypt_type=aes)",
+                    ))
+                }
+                (false, CallbackMode::Compatible) => {
+                    return Err(EnvelopeError::ModeRefused(
+                        "plain callback, but this account is configured for compatible mode, which is read from Encrypt only (encrypt_type=aes)",
                     ))
                 }
                 _ => encrypted,
@@ -233,7 +290,8 @@ fn unix_now() -> u64 {
 
 /// Checks `msg_signature` over `encrypt`, then decrypts it with the current key, then the
 /// previous one. Returns the plaintext and the key that worked, so that a reply is encrypted
-/// with the same key.
+/// with the same key. Every key is tried whichever check failed with the one before, and every
+/// failure is the one [`EnvelopeError::Undecryptable`].
 fn verify_and_decrypt<'a>(
     account: &'a Account,
     msg_signature: &str,
@@ -245,18 +303,12 @@ fn verify_and_decrypt<'a>(
     if !crypto::msg_signature_holds(msg_signature, token, timestamp, nonce, encrypt) {
         return Err(EnvelopeError::BadSignature);
     }
-    let mut first_err: Option<CryptoError> = None;
     for key in &account.keys {
-        match key.decrypt(encrypt, &account.receiver_id) {
-            Ok(plain) => return Ok((plain, key)),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
+        if let Ok(plain) = key.decrypt(encrypt, &account.receiver_id) {
+            return Ok((plain, key));
         }
     }
-    Err(first_err
-        .expect("is_encrypted refused an account without keys")
-        .into())
+    Err(EnvelopeError::Undecryptable)
 }
 
 /// Encrypts `msg` for the account's appid or corpid with `key` and signs it over token,
@@ -314,6 +366,8 @@ mod tests {
     use super::*;
     use crate::domain::{AccountId, Secret};
     use crate::wechat::crypto::published::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
 
     /// A second key, for rotations.
     const OTHER_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
@@ -396,18 +450,12 @@ mod tests {
         let mut other = wecom();
         other.receiver_id = "ww0000000000000000".into();
         let e = open_query(&other, &q, Entry::Callback(body.as_bytes()), None).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                EnvelopeError::Decrypt(CryptoError::ReceiverMismatch { .. })
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, EnvelopeError::Undecryptable), "{e:?}");
     }
 
     #[test]
     fn plain_requests_are_signed_over_token_timestamp_and_nonce() {
-        let mp = account(Platform::Mp, CallbackMode::Compatible, &[MP_KEY]);
+        let mp = account(Platform::Mp, CallbackMode::Plain, &[]);
         let ts = now();
         let sig = crypto::signature(MP_TOKEN, &ts, "n");
         let q = query(&[("signature", &sig), ("timestamp", &ts), ("nonce", "n")]);
@@ -593,7 +641,7 @@ mod tests {
 
     #[test]
     fn a_reply_to_a_plain_request_stays_plain() {
-        let mp = account(Platform::Mp, CallbackMode::Compatible, &[MP_KEY]);
+        let mp = account(Platform::Mp, CallbackMode::Plain, &[]);
         let ts = now();
         let sig = crypto::signature(MP_TOKEN, &ts, "n");
         let q = query(&[("signature", &sig), ("timestamp", &ts), ("nonce", "n")]);
@@ -613,6 +661,190 @@ mod tests {
         assert_eq!(doc.get("FromUserName"), Some("ww1"));
         assert_eq!(doc.get("MediaId"), Some("M1"));
         assert_eq!(doc.get("Encrypt"), None);
+    }
+
+    /// A frame `prefix ‖ be32(declared) ‖ msg ‖ receiver ‖ pad × pad_byte`.
+    fn frame(declared: u32, msg: &[u8], receiver: &str, pad: usize, pad_byte: u8) -> Vec<u8> {
+        let mut plain = b"0123456789abcdef".to_vec();
+        plain.extend_from_slice(&declared.to_be_bytes());
+        plain.extend_from_slice(msg);
+        plain.extend_from_slice(receiver.as_bytes());
+        plain.extend(std::iter::repeat_n(pad_byte, pad));
+        plain
+    }
+
+    /// `Encrypt` values that fail at each stage after the signature, for `receiver` under
+    /// `key`, with what each is. The message (`secret`) is valid XML, so that only the one thing
+    /// each case changes is wrong.
+    fn failing_at_each_stage(key: &MsgCrypto, receiver: &str) -> Vec<(&'static str, String)> {
+        let msg = b"<xml><Content>secret 4242</Content></xml>";
+        let len = 20 + msg.len() + receiver.len();
+        let pad = 32 - len % 32;
+        let good = frame(msg.len() as u32, msg, receiver, pad, pad as u8);
+        assert!(key
+            .decrypt(&key.encrypt_blocks_raw(&good), receiver)
+            .is_ok());
+        let mut bad_pad = good.clone();
+        *bad_pad.last_mut().unwrap() = 0;
+        let sealed = STANDARD.decode(key.encrypt(msg, receiver)).unwrap();
+        vec![
+            ("base64", "!!not-base64!!".to_owned()),
+            ("block length", STANDARD.encode(&sealed[..sealed.len() - 5])),
+            ("padding", key.encrypt_blocks_raw(&bad_pad)),
+            (
+                "length field",
+                key.encrypt_blocks_raw(&frame(4242, msg, receiver, pad, pad as u8)),
+            ),
+            ("receiver id", key.encrypt(msg, "wx0000000000000000")),
+            ("not XML", key.encrypt(b"secret 4242, no XML", receiver)),
+        ]
+    }
+
+    #[test]
+    fn every_failure_after_a_valid_signature_is_one_undecryptable_that_names_nothing() {
+        let mp = account(Platform::Mp, CallbackMode::Safe, &[MP_KEY]);
+        let work = wecom();
+        let ts = now();
+        for account in [&mp, &work] {
+            let key = &account.keys[0];
+            for (what, encrypt) in failing_at_each_stage(key, &account.receiver_id) {
+                let sealed_sig = crypto::msg_signature(account.token.expose(), &ts, "n", &encrypt);
+                let mut pairs = vec![
+                    ("msg_signature", sealed_sig.as_str()),
+                    ("timestamp", &ts),
+                    ("nonce", "n"),
+                ];
+                if account.platform == Platform::Mp {
+                    pairs.push(("encrypt_type", "aes"));
+                }
+                let body = format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>");
+                let q = query(&pairs);
+                let got = open_query(account, &q, Entry::Callback(body.as_bytes()), SKEW);
+                let e = match (what, got) {
+                    // The envelope opens; it is the caller's reading of the XML that fails,
+                    // and `Opened::encrypted` tells it to answer the same.
+                    ("not XML", Ok(content)) => {
+                        assert!(Document::parse(&content).is_err());
+                        continue;
+                    }
+                    (_, Ok(_)) => panic!("{what}: opened"),
+                    (_, Err(e)) => e,
+                };
+                assert!(matches!(e, EnvelopeError::Undecryptable), "{what}: {e:?}");
+                for shown in [e.to_string(), format!("{e:?}")] {
+                    assert!(!shown.contains("4242") && !shown.contains("wx"), "{shown}");
+                }
+                if account.platform == Platform::Work {
+                    pairs.push(("echostr", &encrypt));
+                    let q = query(&pairs);
+                    let e = open_query(account, &q, Entry::Verification, SKEW);
+                    if what != "not XML" {
+                        assert!(matches!(e, Err(EnvelopeError::Undecryptable)), "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_wecom_url_verification_answers_only_an_echostr_never_a_captured_message() {
+        let work = wecom();
+        let ts = now();
+        // A captured callback's `Encrypt` sent back as an echostr, correctly signed (whoever
+        // holds the Token can): it decrypts, but it is a message, and is not answered.
+        for plain in [WECOM_POST_PLAIN, "", "12 34", "{\"msgid\":\"1\"}"] {
+            let encrypt = work.keys[0].encrypt(plain.as_bytes(), WECOM_CORPID);
+            let sig = crypto::msg_signature(WECOM_TOKEN, &ts, "n", &encrypt);
+            let q = query(&[
+                ("msg_signature", &sig),
+                ("timestamp", &ts),
+                ("nonce", "n"),
+                ("echostr", &encrypt),
+            ]);
+            let e = open_query(&work, &q, Entry::Verification, SKEW).unwrap_err();
+            assert!(
+                matches!(e, EnvelopeError::Undecryptable),
+                "{plain:?}: {e:?}"
+            );
+        }
+        assert!(is_echostr(b"1616140317555161061"));
+        assert!(is_echostr(b"echo-2a_f"));
+        assert!(!is_echostr(&[b'7'; 129]));
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_are_tried_and_a_failure_is_still_undecryptable() {
+        let rotated = account(Platform::Mp, CallbackMode::Safe, &[OTHER_KEY, MP_KEY]);
+        let ts = now();
+        let old = MsgCrypto::new(MP_KEY).unwrap();
+        let good = old.encrypt(b"<xml/>", MP_APPID);
+        let mut cases = failing_at_each_stage(&old, MP_APPID);
+        cases.retain(|(what, _)| *what != "not XML");
+        for (what, encrypt) in [("previous key", good)].into_iter().chain(cases) {
+            let sig = crypto::msg_signature(MP_TOKEN, &ts, "n", &encrypt);
+            let q = query(&[
+                ("encrypt_type", "aes"),
+                ("msg_signature", &sig),
+                ("timestamp", &ts),
+                ("nonce", "n"),
+            ]);
+            let body = format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>");
+            let got = open_query(&rotated, &q, Entry::Callback(body.as_bytes()), SKEW);
+            match what {
+                "previous key" => assert_eq!(got.unwrap(), b"<xml/>"),
+                _ => assert!(matches!(got, Err(EnvelopeError::Undecryptable)), "{what}"),
+            }
+        }
+    }
+
+    #[test]
+    fn compatible_mode_reads_the_event_only_from_encrypt_and_refuses_plain_callbacks() {
+        let compat = account(Platform::Mp, CallbackMode::Compatible, &[MP_KEY]);
+        let ts = now();
+        let inner = "<xml><FromUserName>oReal</FromUserName><Content>signed</Content></xml>";
+        let sealed = seal_message(&compat, &compat.keys[0], &ts, "n", inner.as_bytes());
+        // As WeChat sends it: the plain fields beside `Encrypt`; here they say something else.
+        let body = format!(
+            "<xml><FromUserName>oForged</FromUserName><Content>forged</Content><Encrypt><![CDATA[{}]]></Encrypt></xml>",
+            sealed.encrypt
+        );
+        let q = query(&[
+            ("encrypt_type", "aes"),
+            ("msg_signature", &sealed.msg_signature),
+            ("timestamp", &ts),
+            ("nonce", "n"),
+        ]);
+        let opened = open_query(&compat, &q, Entry::Callback(body.as_bytes()), SKEW).unwrap();
+        assert_eq!(opened, inner.as_bytes());
+
+        // A correctly signed plain callback (a `signature` any callback URL carries): refused.
+        let sig = crypto::signature(MP_TOKEN, &ts, "n");
+        let q = query(&[("signature", &sig), ("timestamp", &ts), ("nonce", "n")]);
+        let e = open_query(&compat, &q, Entry::Callback(b"<xml/>"), SKEW).unwrap_err();
+        assert!(matches!(e, EnvelopeError::ModeRefused(_)), "{e:?}");
+        // Encrypted, but the body has no `Encrypt`: refused before the signature.
+        let q = query(&[
+            ("encrypt_type", "aes"),
+            ("msg_signature", &sealed.msg_signature),
+            ("timestamp", &ts),
+            ("nonce", "n"),
+        ]);
+        let e = open_query(&compat, &q, Entry::Callback(inner.as_bytes()), SKEW).unwrap_err();
+        assert!(
+            matches!(e, EnvelopeError::Xml(XmlError::Missing("Encrypt"))),
+            "{e:?}"
+        );
+        // Its URL verification stays signed and plain, as WeChat sends it in every mode.
+        let q = query(&[
+            ("signature", &sig),
+            ("timestamp", &ts),
+            ("nonce", "n"),
+            ("echostr", "e1"),
+        ]);
+        assert_eq!(
+            open_query(&compat, &q, Entry::Verification, SKEW).unwrap(),
+            b"e1"
+        );
     }
 
     #[test]

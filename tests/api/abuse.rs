@@ -41,6 +41,9 @@ fn text_xml(from: &str) -> String {
     crate::support::app::text_xml(from, "abuse", unique_msg_id())
 }
 
+/// The one answer to every failure after a valid `msg_signature` (no decryption oracle).
+const UNDECRYPTABLE: &str = "the encrypted message does not open for this account";
+
 /// Asserts the status and that the plain-text answer names the reason.
 async fn assert_refused(resp: reqwest::Response, status: u16, reason: &str, what: &str) {
     let got = resp.status().as_u16();
@@ -213,7 +216,7 @@ async fn forged_and_replayed_wecom_callbacks_and_url_verifications_are_refused()
     let resp = app
         .verify_url("acme-work", &sig, &ts, "n3", &forged_echo)
         .await;
-    assert_refused(resp, 400, "cannot decrypt", "undecryptable WeCom echostr").await;
+    assert_refused(resp, 400, UNDECRYPTABLE, "undecryptable WeCom echostr").await;
     // The same echostr with the signature of another echostr.
     let sig = crypto::msg_signature(WORK_TOKEN, &ts, "n3", &forged_echo);
     let resp = app.verify_url("acme-work", &sig, &ts, "n3", &echostr).await;
@@ -230,7 +233,8 @@ async fn forged_and_replayed_wecom_callbacks_and_url_verifications_are_refused()
 }
 
 #[tokio::test]
-async fn envelopes_that_do_not_decrypt_for_the_account_are_refused_with_the_reason() {
+async fn envelopes_that_do_not_decrypt_for_the_account_are_refused_with_one_answer_that_names_nothing(
+) {
     let (app, crm, _dir) = app_with_crm().await;
     // Trailing newlines (ignored after the root) make the pad at least 2 bytes, so that changing
     // one pad byte below leaves the last one intact.
@@ -252,7 +256,7 @@ async fn envelopes_that_do_not_decrypt_for_the_account_are_refused_with_the_reas
     assert_refused(
         post("acme-work", other_corp).await,
         400,
-        "receiver id",
+        UNDECRYPTABLE,
         "WeCom message for another corpid",
     )
     .await;
@@ -288,7 +292,7 @@ async fn envelopes_that_do_not_decrypt_for_the_account_are_refused_with_the_reas
             assert_refused(
                 post(account, seal_raw(key, &plain)).await,
                 400,
-                "invalid PKCS#7 padding",
+                UNDECRYPTABLE,
                 &format!("{account}: {what}"),
             )
             .await;
@@ -300,7 +304,7 @@ async fn envelopes_that_do_not_decrypt_for_the_account_are_refused_with_the_reas
             assert_refused(
                 post(account, seal_raw(key, &plain)).await,
                 400,
-                "runs past the end",
+                UNDECRYPTABLE,
                 &format!("{account}: length field {declared}"),
             )
             .await;
@@ -311,7 +315,7 @@ async fn envelopes_that_do_not_decrypt_for_the_account_are_refused_with_the_reas
         assert_refused(
             post(account, seal_raw(key, &short)).await,
             400,
-            "runs past the end",
+            UNDECRYPTABLE,
             &format!("{account}: frame shorter than its header"),
         )
         .await;
@@ -323,7 +327,7 @@ async fn envelopes_that_do_not_decrypt_for_the_account_are_refused_with_the_reas
         assert_refused(
             post(account, STANDARD.encode(&full[..full.len() - 5])).await,
             400,
-            "not a positive multiple of 16",
+            UNDECRYPTABLE,
             &format!("{account}: truncated ciphertext"),
         )
         .await;
@@ -337,7 +341,7 @@ async fn envelopes_that_do_not_decrypt_for_the_account_are_refused_with_the_reas
             assert_refused(
                 post(account, url_safe).await,
                 400,
-                "not valid base64",
+                UNDECRYPTABLE,
                 &format!("{account}: URL-safe base64"),
             )
             .await;
@@ -462,14 +466,15 @@ async fn hostile_xml_is_refused_in_plain_bodies_envelopes_and_decrypted_messages
             .await;
         assert_refused(resp, 400, reason, &format!("plain: {what}")).await;
 
-        // Inside the decrypted message, correctly encrypted and signed (safe mode and WeCom).
+        // Inside the decrypted message, correctly encrypted and signed (safe mode and WeCom):
+        // the one answer of every decrypt failure, which names nothing of the plaintext.
         for account in ["acme-mp", "acme-work"] {
             let receiver = &app.account(account).receiver_id;
             let encrypt = app.account(account).keys[0].encrypt(&body, receiver);
             assert_refused(
                 app.post_encrypted(account, &encrypt, now()).await,
                 400,
-                reason,
+                UNDECRYPTABLE,
                 &format!("{account}, decrypted: {what}"),
             )
             .await;
@@ -1152,9 +1157,13 @@ async fn the_gateway_never_logs_its_secrets_even_at_debug_level() {
     );
     assert!(output.iter().any(|l| l.contains("callback refused")));
     assert!(output.iter().any(|l| l.contains("wechat-gateway started")));
-    // What a request carries does reach the logs (the refusal names the expected appid), so a
-    // secret that leaked the same way would be seen here.
-    assert!(output.iter().any(|l| l.contains(MP_REAL_APP_ID)));
+    // What a request carries does reach the logs (the refusal names the account of its path),
+    // so a secret that leaked the same way would be seen here. The appid inside a decrypted
+    // message does not: a decrypt failure names nothing of the plaintext.
+    assert!(output
+        .iter()
+        .any(|l| l.contains("callback refused") && l.contains("real-mp")));
+    assert!(output.iter().all(|l| !l.contains("wx0000000000000000")));
     assert_no_secret(&output, "serve");
 
     // check-config on a configuration whose secrets are wrong prints every problem, and still

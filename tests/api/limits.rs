@@ -57,7 +57,7 @@ async fn a_flooded_account_gets_503s_at_once_while_another_is_served_and_no_503_
     let app = std::sync::Arc::new(spawn_configured(config::load(&path).unwrap()).await);
 
     let flooded = "acme-plain";
-    let other = "acme-compat"; // compatible mode takes plain bodies too
+    let other = "acme-compat"; // compatible mode: encrypted, like the third
     let third = "acme-mp";
     let base = now() << 20;
 
@@ -100,7 +100,7 @@ async fn a_flooded_account_gets_503s_at_once_while_another_is_served_and_no_503_
         let app = app.clone();
         let msg_id = base + 100 + i;
         others.push(tokio::spawn(async move {
-            let r = app.post_plain(other, &text_xml("oOther", msg_id)).await;
+            let r = app.post_safe(other, &text_xml("oOther", msg_id)).await;
             (msg_id, r.status().as_u16(), r.text().await.unwrap())
         }));
     }
@@ -151,10 +151,10 @@ async fn a_flooded_account_gets_503s_at_once_while_another_is_served_and_no_503_
     ];
     for (account, msg_id) in sentinels {
         let xml = text_xml("oSentinel", msg_id);
-        let r = if account == third {
-            app.post_safe(account, &xml).await
-        } else {
+        let r = if account == flooded {
             app.post_plain(account, &xml).await
+        } else {
+            app.post_safe(account, &xml).await
         };
         assert_eq!(r.status(), 200, "{account}");
         acked.insert(msg_id);

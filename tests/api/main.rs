@@ -8,6 +8,7 @@ mod callbacks;
 mod cli;
 mod crash;
 mod enrich;
+mod envelope;
 mod faults;
 mod limits;
 mod links;

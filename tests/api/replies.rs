@@ -461,7 +461,7 @@ async fn a_request_encrypted_with_the_previous_key_is_answered_with_the_previous
 }
 
 #[tokio::test]
-async fn compatible_mode_answers_an_encrypted_request_encrypted_and_a_plain_one_plain() {
+async fn compatible_mode_answers_an_encrypted_request_encrypted_and_refuses_a_plain_one() {
     let env = env().await;
     let app = &env.app;
     create_rule(
@@ -475,12 +475,11 @@ async fn compatible_mode_answers_an_encrypted_request_encrypted_and_a_plain_one_
         .await;
     let reply = open_sealed(&sealed.text().await.unwrap(), MP_TOKEN, MP_KEY, MP_APP_ID);
     assert_eq!(reply.get("Content"), Some("hello"));
-    assert_eq!(
-        plain_answer(app, "acme-compat", &text_xml("oCompat", "hi"))
-            .await
-            .as_deref(),
-        Some("hello")
-    );
+    // Compatible mode is read from `Encrypt` only: a plain request is refused, not answered.
+    let plain = app
+        .post_plain("acme-compat", &text_xml("oCompat", "hi"))
+        .await;
+    assert_eq!(plain.status(), 400);
     env.app.stop().await;
 }
 

@@ -276,6 +276,11 @@ pub fn unique_msg_id() -> u64 {
     (now() << 20) + NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A nonce no other request of this test run has.
+pub fn fresh_nonce() -> String {
+    format!("n{}", unique_msg_id())
+}
+
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -309,15 +314,29 @@ impl TestApp {
         self.post_plain_at(account, xml, now()).await
     }
 
+    /// A plain-mode POST at `ts`, with a fresh nonce as WeChat's (a signature seen with one body
+    /// is refused with another).
     pub async fn post_plain_at(&self, account: &str, xml: &str, ts: u64) -> reqwest::Response {
+        self.post_plain_signed(account, xml, ts, &fresh_nonce())
+            .await
+    }
+
+    /// A plain-mode POST signed over `ts` and `nonce`.
+    pub async fn post_plain_signed(
+        &self,
+        account: &str,
+        xml: &str,
+        ts: u64,
+        nonce: &str,
+    ) -> reqwest::Response {
         let ts = ts.to_string();
-        let sig = crypto::signature(MP_TOKEN, &ts, "nonce1");
+        let sig = crypto::signature(MP_TOKEN, &ts, nonce);
         self.http
             .post(self.url(&format!("/wechat/mp/{account}")))
             .query(&[
                 ("signature", sig.as_str()),
                 ("timestamp", &ts),
-                ("nonce", "nonce1"),
+                ("nonce", nonce),
             ])
             .body(xml.to_owned())
             .send()

@@ -1,15 +1,19 @@
-//! The real `wechat-gateway` binary as a child process (for tests that SIGKILL it): started with
-//! a configuration file, its HTTP address read from its log. Killed when dropped.
+//! The real `wechat-gateway` binary as a child process (for tests that SIGKILL it or read its
+//! log): started with a configuration file, its HTTP address read from its log, every line it
+//! writes to stderr kept. Killed when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub struct GatewayProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// Every line of its log (stderr) so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl GatewayProcess {
@@ -24,6 +28,8 @@ impl GatewayProcess {
             .expect("the gateway binary starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let kept = log.clone();
         // Keeps reading, so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -34,6 +40,7 @@ impl GatewayProcess {
                         let _ = tx.send(addr);
                     }
                 }
+                kept.lock().unwrap().push(line);
             }
         });
         let addr = rx
@@ -42,7 +49,34 @@ impl GatewayProcess {
         Self {
             child,
             addr: addr.parse().expect("a socket address"),
+            log,
         }
+    }
+
+    /// The log lines that contain `needle`, once there are at least `count` of them (panics
+    /// after 10 s).
+    pub fn wait_for_log(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<String> = (self.log.lock().unwrap().iter())
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} log lines with {needle:?} expected, {} found",
+                found.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGKILL: no graceful shutdown, no flush.
