@@ -91,6 +91,14 @@ pub struct CallbackLimitsConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// How long a client has to send a request's body after its headers (`body_timeout_ms`,
+    /// default 5000: WeChat gives up on an answer after 5 s anyway); also the deadline for the
+    /// headers themselves. See `crate::http::body`.
+    pub body_timeout: Duration,
+    /// Open connections at most, across every HTTP worker (`max_connections`); further clients
+    /// wait in the listen backlog. `None`: half the process's open-file limit, at most 10000
+    /// (see `crate::startup`).
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +222,8 @@ impl Default for RawBroadcasts {
 struct RawHttp {
     listen: String,
     max_body_bytes: u64,
+    body_timeout_ms: u64,
+    max_connections: Option<u64>,
 }
 
 impl Default for RawHttp {
@@ -221,6 +231,8 @@ impl Default for RawHttp {
         Self {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 65536,
+            body_timeout_ms: 5_000,
+            max_connections: None,
         }
     }
 }
@@ -535,6 +547,17 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             raw.http.max_body_bytes
         ));
     }
+    if !(100..=300_000).contains(&raw.http.body_timeout_ms) {
+        problems.push(format!(
+            "http.body_timeout_ms: {} must be between 100 and 300000",
+            raw.http.body_timeout_ms
+        ));
+    }
+    if let Some(n) = raw.http.max_connections.filter(|n| !(1..=1_000_000).contains(n)) {
+        problems.push(format!(
+            "http.max_connections: {n} must be between 1 and 1000000"
+        ));
+    }
     let grpc_listen = parse_addr(&raw.grpc.listen, "grpc.listen", problems);
 
     let backend = match raw.store.backend.as_str() {
@@ -703,6 +726,8 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         http: HttpConfig {
             listen: http_listen?,
             max_body_bytes: raw.http.max_body_bytes as usize,
+            body_timeout: Duration::from_millis(raw.http.body_timeout_ms),
+            max_connections: raw.http.max_connections.map(|n| n as usize),
         },
         grpc_listen: grpc_listen?,
         store: StoreConfig {

@@ -64,17 +64,27 @@ fn method_not_allowed() -> HttpResponse {
 async fn mp(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
-) -> Result<HttpResponse, CallbackError> {
-    entry(Platform::Mp, &req, &state, &body).await
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, actix_web::Error> {
+    Ok(entry(Platform::Mp, &req, &state, &read(body)?).await?)
 }
 
 async fn work(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
-) -> Result<HttpResponse, CallbackError> {
-    entry(Platform::Work, &req, &state, &body).await
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, actix_web::Error> {
+    Ok(entry(Platform::Work, &req, &state, &read(body)?).await?)
+}
+
+/// The body as read within `http.max_body_bytes` and `http.body_timeout_ms`: a body cut off at
+/// the deadline is a [`CallbackError::BodyTimeout`] (408); any other failure (413 over the size
+/// limit) is actix's own answer.
+fn read(body: Result<web::Bytes, actix_web::Error>) -> Result<web::Bytes, actix_web::Error> {
+    body.map_err(|e| match e.as_error::<actix_web::error::PayloadError>() {
+        Some(p) if super::body::is_timeout(p) => CallbackError::BodyTimeout.into(),
+        _ => e,
+    })
 }
 
 /// `/wechat/{platform}/{account}`: GET verifies the URL, POST is a callback.

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod enrich;
 mod faults;
+mod hardening;
 mod limits;
 mod links;
 mod menus;
