@@ -553,7 +553,11 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             raw.http.body_timeout_ms
         ));
     }
-    if let Some(n) = raw.http.max_connections.filter(|n| !(1..=1_000_000).contains(n)) {
+    if let Some(n) = raw
+        .http
+        .max_connections
+        .filter(|n| !(1..=1_000_000).contains(n))
+    {
         problems.push(format!(
             "http.max_connections: {n} must be between 1 and 1000000"
         ));

@@ -273,9 +273,12 @@ impl Application {
         if let Some(limit) = open_file_limit() {
             let bound = connections.workers * connections.per_worker;
             if bound >= limit {
-                tracing::warn!(max_connections = bound, open_file_limit = limit,
+                tracing::warn!(
+                    max_connections = bound,
+                    open_file_limit = limit,
                     "http.max_connections is not below the open-file limit (ulimit -n): \
-                     clients can exhaust file descriptors; lower it or raise the limit");
+                     clients can exhaust file descriptors; lower it or raise the limit"
+                );
             }
         }
         tracing::info!(%http_addr, %grpc_addr, accounts = cfg.accounts.len(), "wechat-gateway started");
@@ -332,9 +335,15 @@ mod tests {
     fn the_connection_bound_is_split_across_workers_without_exceeding_it() {
         for (total, cpus) in [(10_000, 2), (101, 4), (3, 8), (1, 2), (7, 1)] {
             let b = ConnectionBound::split(total, cpus);
-            assert!(b.workers * b.per_worker <= total, "{total} over {cpus}: {b:?}");
+            assert!(
+                b.workers * b.per_worker <= total,
+                "{total} over {cpus}: {b:?}"
+            );
             assert!(b.workers >= 1 && b.per_worker >= 1);
-            assert!(total - b.workers * b.per_worker < b.workers, "rounded down by less than one per worker");
+            assert!(
+                total - b.workers * b.per_worker < b.workers,
+                "rounded down by less than one per worker"
+            );
         }
     }
 }

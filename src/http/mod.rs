@@ -38,10 +38,8 @@ pub struct AppState {
 /// `X-Content-Type-Options: nosniff` on every answer (issue 18): a callback URL echoes the
 /// `echostr` it is given as text, and no browser may sniff that (or any error text) into HTML.
 pub fn nosniff() -> actix_web::middleware::DefaultHeaders {
-    actix_web::middleware::DefaultHeaders::new().add((
-        actix_web::http::header::X_CONTENT_TYPE_OPTIONS,
-        "nosniff",
-    ))
+    actix_web::middleware::DefaultHeaders::new()
+        .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
 }
 
 /// Registers every route of the gateway on an actix `App`.

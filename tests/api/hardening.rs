@@ -63,7 +63,8 @@ impl Gateway {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let Some(rest) = line.split("http_addr=").nth(1) {
                         if let Some(tx) = tx.take() {
-                            let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                            let _ =
+                                tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
                         }
                     }
                     output.lock().unwrap().push(line);
@@ -88,11 +89,7 @@ impl Gateway {
 /// A test configuration (embedded store in `dir`), written to `dir/gateway.toml`.
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("gateway.toml");
-    std::fs::write(
-        &path,
-        config_toml(&AppOptions::embedded(&dir.join("data"))),
-    )
-    .unwrap();
+    std::fs::write(&path, config_toml(&AppOptions::embedded(&dir.join("data")))).unwrap();
     path
 }
 
@@ -227,9 +224,12 @@ async fn valid_callbacks_are_answered_while_slow_clients_hold_connections(
     // waiting in the backlog gets its own second once accepted; 8 s bounds it with room.
     for (how, a) in attackers {
         let seen = a.await.unwrap();
-        let closed = seen
-            .closed_after
-            .unwrap_or_else(|| panic!("a {} connection was still open after {give_up:?}", name(how)));
+        let closed = seen.closed_after.unwrap_or_else(|| {
+            panic!(
+                "a {} connection was still open after {give_up:?}",
+                name(how)
+            )
+        });
         assert!(
             closed < Duration::from_secs(8),
             "a {} connection closed only after {closed:?}",
@@ -267,7 +267,8 @@ async fn slow_bodies_get_408_and_lose_their_connection_while_valid_callbacks_get
 async fn with_few_file_descriptors_max_connections_keeps_valid_callbacks_answered() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
-    // 256 descriptors; 150 slow and 100 idle clients would take every one that is left.
+    // 256 descriptors; 200 slow and 100 idle clients would take every one that is left (and do,
+    // without the bound: actix logs "Too many open files").
     let gw = Gateway::start(
         &config,
         &[
@@ -276,10 +277,14 @@ async fn with_few_file_descriptors_max_connections_keeps_valid_callbacks_answere
         ],
         Some(256),
     );
-    valid_callbacks_are_answered_while_slow_clients_hold_connections(&gw, 150, 100).await;
+    valid_callbacks_are_answered_while_slow_clients_hold_connections(&gw, 200, 100).await;
     let output = gw.output();
+    let exhausted: Vec<_> = output
+        .iter()
+        .filter(|l| l.contains("Too many open files"))
+        .collect();
     assert!(
-        !output.iter().any(|l| l.contains("Too many open files")),
-        "the gateway ran out of file descriptors: {output:?}"
+        exhausted.is_empty(),
+        "the gateway ran out of file descriptors: {exhausted:?}"
     );
 }
