@@ -403,7 +403,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Reads TOML + `WGW_` environment, expands `${NAME}` in every string, and deserializes.
+///
+/// A problem is reported with the file, line and column (or the key's path) and what is wrong,
+/// never with the text of the line or a value: the line may hold a secret (issue 18).
 fn read_raw(path: &Path, problems: &mut Vec<String>) -> Option<Raw> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(format!("{}: cannot read: {e}", path.display()));
+            return None;
+        }
+    };
+    // The file's syntax first, for an error that names the place but not the text there.
+    if let Err(e) = toml::from_str::<toml::Table>(&text) {
+        let at = e.span().map_or(String::new(), |span| {
+            let (line, column) = line_column(&text, span.start);
+            format!(":{line}:{column}")
+        });
+        problems.push(format!(
+            "{}{at}: invalid TOML: {}",
+            path.display(),
+            redact_values(e.message().trim())
+        ));
+        return None;
+    }
     let built = config::Config::builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
         .add_source(
@@ -412,29 +435,54 @@ fn read_raw(path: &Path, problems: &mut Vec<String>) -> Option<Raw> {
                 .separator("__")
                 .try_parsing(true),
         )
-        .build();
-    let built = match built {
-        Ok(b) => b,
-        Err(e) => {
-            problems.push(format!("{}: {e}", path.display()));
-            return None;
-        }
-    };
-    let mut value: serde_json::Value = match built.try_deserialize() {
+        .build()
+        .and_then(|b| b.try_deserialize::<serde_json::Value>());
+    let mut value = match built {
         Ok(v) => v,
         Err(e) => {
-            problems.push(format!("{}: {e}", path.display()));
+            problems.push(format!(
+                "{}: {}",
+                path.display(),
+                redact_values(&e.to_string())
+            ));
             return None;
         }
     };
     expand_env(&mut value, "", problems);
-    match serde_json::from_value::<Raw>(value) {
+    match serde_path_to_error::deserialize::<_, Raw>(value) {
         Ok(raw) => Some(raw),
         Err(e) => {
-            problems.push(format!("{}: {e}", path.display()));
+            problems.push(format!(
+                "{}: {}: {}",
+                path.display(),
+                e.path(),
+                redact_values(&e.inner().to_string())
+            ));
             None
         }
     }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Removes the values that serde and TOML quote in their messages (`invalid type: string
+/// "hunter2", expected u64`, ``integer `12` ``), keeping what kind of value it was: a value of a
+/// secret key must not reach a terminal or a log. Key names (``unknown field `appsecret` ``) stay.
+fn redact_values(message: &str) -> String {
+    static VALUE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let value = VALUE.get_or_init(|| {
+        regex::Regex::new(
+            r#"(string|integer|floating point|boolean|character|bytes|char|unit variant|newtype variant|tuple variant|struct variant|map|sequence|value) ("(?:[^"\\]|\\.)*"|`[^`]*`|'[^']*')"#,
+        )
+        .expect("a valid pattern")
+    });
+    value.replace_all(message, "$1").into_owned()
 }
 
 /// Replaces `${NAME}` with the environment variable NAME in every string value.

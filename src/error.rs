@@ -13,6 +13,7 @@ use serde::Serialize;
 use thiserror::Error;
 use utoipa::ToSchema;
 
+use crate::domain::Untrusted;
 use crate::store::StoreError;
 use crate::wechat::api::ApiError;
 use crate::wechat::envelope::EnvelopeError;
@@ -21,9 +22,9 @@ use crate::wechat::xml::XmlError;
 
 #[derive(Debug, Error)]
 pub enum CallbackError {
-    #[error("unknown account {0:?}")]
+    #[error("unknown account \"{}\"", Untrusted(.0))]
     UnknownAccount(String),
-    #[error("this endpoint is for {expected} accounts; {account:?} is not one")]
+    #[error("this endpoint is for {expected} accounts; \"{}\" is not one", Untrusted(.account))]
     WrongPlatform {
         account: String,
         expected: &'static str,
@@ -167,7 +168,7 @@ impl ServiceError {
     /// The answer for an account id that names no configured account. An id that does not even
     /// parse as an `AccountId` gets this answer too: it cannot be configured, so it is unknown.
     pub fn unknown_account(id: &str) -> Self {
-        Self::NotFound(format!("unknown account {id:?}"))
+        Self::NotFound(format!("unknown account \"{}\"", Untrusted(id)))
     }
 
     /// The machine-readable `error.code`.

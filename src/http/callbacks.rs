@@ -23,7 +23,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::AppState;
-use crate::domain::Platform;
+use crate::domain::{Platform, Untrusted};
 use crate::error::CallbackError;
 use crate::services::callbacks;
 use crate::store::Recorded;
@@ -108,7 +108,7 @@ async fn entry(
 /// A POST, within the concurrency limits, counted and timed. The span is at debug level: at
 /// `info` it is never built (~5,000 instructions a callback); a refusal's log line names the
 /// account itself.
-#[tracing::instrument(level = "debug", skip_all, fields(account = %account_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(account = %Untrusted(account_id)))]
 async fn callback(
     platform: Platform,
     state: &AppState,
@@ -238,11 +238,12 @@ fn observe(
         // A flood's refusals are counted, not logged one by one: logging them would add work
         // exactly when the instance has too much.
         Err(e @ CallbackError::Overloaded(_)) => {
-            tracing::debug!(account, error = %e, "callback refused");
+            tracing::debug!(account = %Untrusted(account), error = %e, "callback refused");
             ("unknown", e.outcome())
         }
         Err(e) => {
-            tracing::warn!(account, platform = platform.as_str(), error = %e, "callback refused");
+            tracing::warn!(account = %Untrusted(account), platform = platform.as_str(), error = %e,
+                "callback refused");
             ("unknown", e.outcome())
         }
     };

@@ -23,7 +23,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::AppState;
 use crate::domain::link::{new_nonce, sign_state, verify_state, LinkCode};
-use crate::domain::Platform;
+use crate::domain::{Platform, Untrusted};
 use crate::services::links::{self, Click, Link};
 use crate::wechat::account::Account;
 
@@ -78,7 +78,7 @@ async fn resolve(
         Ok(Some(link)) => Ok((acct.clone(), link)),
         Ok(None) => Err(not_found()),
         Err(e) => {
-            tracing::warn!(account, error = %e, "cannot read a tracked link");
+            tracing::warn!(account = %Untrusted(account), error = %e, "cannot read a tracked link");
             Err(unavailable())
         }
     }
@@ -93,7 +93,7 @@ async fn record(state: &AppState, account: &Account, link: &Link, click: Click) 
     }
 }
 
-#[tracing::instrument(skip_all, fields(account = %path.0))]
+#[tracing::instrument(skip_all, fields(account = %Untrusted(&path.0)))]
 async fn open(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -143,7 +143,7 @@ async fn open(
     }
 }
 
-#[tracing::instrument(skip_all, fields(account = %path.0))]
+#[tracing::instrument(skip_all, fields(account = %Untrusted(&path.0)))]
 async fn oauth_callback(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -288,3 +288,162 @@ async fn with_few_file_descriptors_max_connections_keeps_valid_callbacks_answere
         "the gateway ran out of file descriptors: {exhausted:?}"
     );
 }
+
+#[test]
+fn check_config_names_the_place_of_an_error_but_never_prints_a_secret() {
+    const SECRET: &str = "Sup3rSecretAppSecretValue";
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text, expected) in [
+        // A syntax error on the secret's own line: toml would quote the line.
+        (
+            "syntax.toml",
+            format!("[http]\nlisten = \"127.0.0.1:0\"\n\n[[accounts]]\nid = \"a\"\nplatform = \"mp\"\napp_secret = \"{SECRET}\" oops\n"),
+            "syntax.toml:7:",
+        ),
+        // An unterminated string: the rest of the file is the "value".
+        (
+            "unterminated.toml",
+            format!("[[accounts]]\nid = \"a\"\ntoken = \"{SECRET}\n"),
+            "unterminated.toml:3:",
+        ),
+        // The wrong type: serde quotes the value it got.
+        (
+            "type.toml",
+            "[[accounts]]\nid = \"a\"\nplatform = \"mp\"\ntoken = 98765432109876543\n".to_owned(),
+            "accounts[0].token",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_wechat-gateway"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name} is refused");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(printed.contains(expected), "{name}: {printed:?} does not say {expected:?}");
+        for secret in [SECRET, "98765432109876543", "oops"] {
+            assert!(!printed.contains(secret), "{name}: {printed:?} prints {secret:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_break_in_request_text_cannot_forge_a_log_line_and_is_not_echoed_at_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let gw = Gateway::start(&config, &[], None);
+    wechat_gateway::wechat::api::install_tls_provider();
+    let http = reqwest::Client::new();
+    let forged = "x%0a2026-01-01T00:00:00Z%20ERROR%20FORGED%0d%1b[31m";
+    let long = "a".repeat(2000);
+    for path in [
+        format!("/wechat/mp/{forged}?{}", plain_query()),
+        format!("/wechat/work/{forged}?{}", plain_query()),
+        format!("/wechat/mp/acme-plain?signature=s&nonce=n&timestamp={forged}"),
+        format!("/l/{forged}/abc"),
+        format!("/wechat/mp/{long}?{}", plain_query()),
+    ] {
+        let resp = http
+            .post(format!("http://{}{path}", gw.addr))
+            .body(text_xml("oForger", "hi", unique_msg_id()))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        assert!((400..500).contains(&status), "{path}: {status}");
+        assert!(
+            body.len() < 300,
+            "{path}: the answer echoes {} bytes",
+            body.len()
+        );
+        assert!(
+            !body.contains('\n') && !body.contains('\u{1b}'),
+            "{path}: {body:?}"
+        );
+    }
+    // The refusals are logged (one line each); wait for the last one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.output().iter().any(|l| l.contains("aaaaaaaa")) {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged: {:?}",
+            gw.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = gw.output();
+    let refusals: Vec<_> = output.iter().filter(|l| l.contains("FORGED")).collect();
+    assert!(
+        !refusals.is_empty(),
+        "the forged id is logged, escaped: {output:?}"
+    );
+    for line in &output {
+        assert!(
+            !line.starts_with("2026-01-01") && !line.contains('\u{1b}') && !line.contains('\r'),
+            "a forged log line: {line:?}"
+        );
+        assert!(
+            !line.contains(&"a".repeat(100)),
+            "the long id is logged at length: {line:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_answer_says_nosniff() {
+    let dir = tempfile::tempdir().unwrap();
+    let app =
+        crate::support::app::spawn_app(AppOptions::embedded(&dir.path().join("data")), dir.path())
+            .await;
+    let ts = now().to_string();
+    let sig = crypto::signature(MP_TOKEN, &ts, "n1");
+    let echo = format!(
+        "/wechat/mp/acme-plain?signature={sig}&timestamp={ts}&nonce=n1&echostr=%3Cscript%3E"
+    );
+    let signed = format!("/wechat/mp/acme-plain?{}", plain_query());
+    let cases = [
+        ("GET", echo.as_str(), 200),
+        ("POST", signed.as_str(), 200),
+        (
+            "GET",
+            "/wechat/mp/acme-plain?signature=bad&timestamp=1&nonce=n",
+            400,
+        ),
+        (
+            "GET",
+            "/wechat/mp/nobody?signature=bad&timestamp=1&nonce=n",
+            404,
+        ),
+        ("GET", "/l/acme-mp/nolink", 404),
+        ("GET", "/healthz", 200),
+        ("GET", "/metrics", 200),
+        ("GET", "/admin/v1/accounts/acme-mp/menu/versions", 401),
+        ("GET", "/no/such/route", 404),
+    ];
+    for (method, path, status) in cases {
+        let req = match method {
+            "GET" => app.http.get(app.url(path)),
+            _ => app
+                .http
+                .post(app.url(path))
+                .body(text_xml("oSniff", "hi", unique_msg_id())),
+        };
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            resp.headers()
+                .get("x-content-type-options")
+                .and_then(|v| v.to_str().ok()),
+            Some("nosniff"),
+            "{method} {path}"
+        );
+    }
+    app.stop().await;
+}
