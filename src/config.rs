@@ -50,6 +50,9 @@ pub struct LinksConfig {
     pub allowed_domains: Vec<String>,
     /// `wechat.oauth_base`, kept here for the redirect into WeChat's web OAuth.
     pub oauth_base: String,
+    /// At most one anonymous click event per link and client address in this window
+    /// (`anonymous_click_window_seconds`, default 60; 0: no bound). The redirect happens always.
+    pub anonymous_click_window: Duration,
 }
 
 /// `[enrichment]`: the forwarder's user lookups.
@@ -170,11 +173,22 @@ struct Raw {
     broadcasts: RawBroadcasts,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawLinks {
     public_base_url: Option<String>,
     allowed_domains: Vec<String>,
+    anonymous_click_window_seconds: u64,
+}
+
+impl Default for RawLinks {
+    fn default() -> Self {
+        Self {
+            public_base_url: None,
+            allowed_domains: Vec::new(),
+            anonymous_click_window_seconds: 60,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -857,12 +871,19 @@ fn check_links(raw: RawLinks, problems: &mut Vec<String>) -> LinksConfig {
             ));
         }
     }
+    if raw.anonymous_click_window_seconds > 86_400 {
+        problems.push(format!(
+            "links.anonymous_click_window_seconds: {} must be between 0 and 86400",
+            raw.anonymous_click_window_seconds
+        ));
+    }
     LinksConfig {
         public_base_url: raw
             .public_base_url
             .map(|b| b.trim_end_matches('/').to_owned()),
         allowed_domains: raw.allowed_domains,
         oauth_base: String::new(),
+        anonymous_click_window: Duration::from_secs(raw.anonymous_click_window_seconds),
     }
 }
 

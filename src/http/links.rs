@@ -56,6 +56,18 @@ fn unavailable() -> HttpResponse {
         )
 }
 
+/// A second use of an OAuth `state` (a replayed or reloaded OAuth callback): refused before
+/// WeChat is asked anything, since each use would spend an API call (issue 18).
+fn state_used() -> HttpResponse {
+    HttpResponse::BadRequest()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(
+            "<!doctype html><meta charset=\"utf-8\"><title>Link already used</title>\
+             <p>This sign-in step was already used. Please open the link again.</p>",
+        )
+}
+
 fn redirect(location: &str) -> HttpResponse {
     HttpResponse::Found()
         .insert_header((header::LOCATION, location))
@@ -132,12 +144,14 @@ async fn open(
             redirect(&location)
         }
         _ => {
-            let click = Click {
-                open_id: None,
-                union_id: String::new(),
-                nonce: new_nonce(),
-            };
-            record(&state, &account, &link, click).await;
+            if first_anonymous_click(&state, &req, &account, &link).await {
+                let click = Click {
+                    open_id: None,
+                    union_id: String::new(),
+                    nonce: new_nonce(),
+                };
+                record(&state, &account, &link, click).await;
+            }
             redirect(&link.target)
         }
     }
@@ -169,6 +183,25 @@ async fn oauth_callback(
         open_id: None,
         union_id: String::new(),
         nonce,
+    };
+    // A valid state is good for one use, across instances, before any WeChat call. A store that
+    // cannot say whether it was used means no WeChat call either: an anonymous click.
+    let claimed = match &verified {
+        Ok(nonce) => links::claim_oauth_state(&*state.store, &account.id, nonce, STATE_TTL).await,
+        Err(_) => Ok(true),
+    };
+    let verified = match claimed {
+        Ok(true) => verified,
+        Ok(false) => {
+            tracing::info!("a link's OAuth state used a second time; refused");
+            metrics::counter!("wgw_link_oauth_state_reused_total", "account" => account.id.to_string())
+                .increment(1);
+            return state_used();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check a link's OAuth state; an anonymous click");
+            Err("the store could not check the state")
+        }
     };
     let click = match (verified, query.get("code").filter(|c| !c.is_empty())) {
         (Err(why), _) => {
@@ -207,6 +240,38 @@ async fn oauth_callback(
     };
     record(&state, &account, &link, click).await;
     redirect(&link.target)
+}
+
+/// Whether this anonymous open may record an event: one per link and client address in
+/// `links.anonymous_click_window_seconds`. The client is the peer address: the gateway has no
+/// trusted-proxy setting, so a forwarded-for header (which anyone can write) is not read.
+/// A store that cannot tell lets the event through (a click is not lost for it).
+async fn first_anonymous_click(
+    state: &AppState,
+    req: &HttpRequest,
+    account: &Account,
+    link: &Link,
+) -> bool {
+    let window = state.services.links.anonymous_click_window;
+    let Some(peer) = req.peer_addr().filter(|_| !window.is_zero()) else {
+        return true;
+    };
+    match links::claim_anonymous_click(&*state.store, &account.id, &link.code, peer.ip(), window)
+        .await
+    {
+        Ok(true) => true,
+        Ok(false) => {
+            metrics::counter!("wgw_link_anonymous_clicks_suppressed_total",
+                "account" => account.id.to_string())
+            .increment(1);
+            false
+        }
+        Err(e) => {
+            tracing::warn!(account = %account.id, error = %e,
+                "cannot bound anonymous link clicks; recording this one");
+            true
+        }
+    }
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
