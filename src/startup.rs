@@ -80,7 +80,7 @@ fn open_file_limit() -> Option<usize> {
         };
         // SAFETY: getrlimit writes only into the struct it is given.
         let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-        (ok && limit.rlim_cur != libc::RLIM_INFINITY).then(|| limit.rlim_cur as usize)
+        (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as usize)
     }
     #[cfg(not(unix))]
     None
@@ -327,27 +327,6 @@ impl Application {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::ConnectionBound;
-
-    #[test]
-    fn the_connection_bound_is_split_across_workers_without_exceeding_it() {
-        for (total, cpus) in [(10_000, 2), (101, 4), (3, 8), (1, 2), (7, 1)] {
-            let b = ConnectionBound::split(total, cpus);
-            assert!(
-                b.workers * b.per_worker <= total,
-                "{total} over {cpus}: {b:?}"
-            );
-            assert!(b.workers >= 1 && b.per_worker >= 1);
-            assert!(
-                total - b.workers * b.per_worker < b.workers,
-                "rounded down by less than one per worker"
-            );
-        }
-    }
-}
-
 /// This instance's name towards the store: the host name and HTTP port, so that it is unique
 /// among instances and the same after a restart (a restarted instance resumes its own pending
 /// deliveries at once instead of waiting for its lease to lapse).
@@ -388,4 +367,25 @@ async fn cancel_on_signal(token: CancellationToken) {
         _ = token.cancelled() => return,
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectionBound;
+
+    #[test]
+    fn the_connection_bound_is_split_across_workers_without_exceeding_it() {
+        for (total, cpus) in [(10_000, 2), (101, 4), (3, 8), (1, 2), (7, 1)] {
+            let b = ConnectionBound::split(total, cpus);
+            assert!(
+                b.workers * b.per_worker <= total,
+                "{total} over {cpus}: {b:?}"
+            );
+            assert!(b.workers >= 1 && b.per_worker >= 1);
+            assert!(
+                total - b.workers * b.per_worker < b.workers,
+                "rounded down by less than one per worker"
+            );
+        }
+    }
 }

@@ -8,7 +8,12 @@
 //! - `GET /l/{account}/{code}/oauth?code=...&state=...`: where WeChat sends the browser back.
 //!   The state is checked, the `code` exchanged for the openid, the click recorded, and the
 //!   answer is a 302 to the target. A bad or expired state, a missing code, or an exchange that
-//!   WeChat refuses still redirects (the follower came for the page), as an anonymous click.
+//!   WeChat refuses still redirects (the follower came for the page), as an anonymous click. A
+//!   state is good for one use (claimed in the store, so across instances): a second use, with
+//!   any code, gets a 400 page before WeChat is asked anything (issue 18).
+//!
+//! Anonymous opens record at most one event per link and client address per
+//! `links.anonymous_click_window_seconds`; the redirect happens every time.
 //!
 //! The target always comes from the stored link, never from the request, so no query can turn
 //! these routes into an open redirect. Unknown accounts and codes get the same 404 page.

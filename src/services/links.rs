@@ -252,7 +252,14 @@ pub async fn claim_oauth_state(
 ) -> Result<bool, StoreError> {
     let used = Used { at: unix_now() };
     USED_STATES
-        .put_lapsing(store, account.as_str(), nonce, &used, DocWrite::IfAbsent, valid_for)
+        .put_lapsing(
+            store,
+            account.as_str(),
+            nonce,
+            &used,
+            DocWrite::IfAbsent,
+            valid_for,
+        )
         .await
 }
 
@@ -272,7 +279,14 @@ pub async fn claim_anonymous_click(
     let id = format!("{code}.{}", hex::encode(&h.finalize()[..10]));
     let used = Used { at: unix_now() };
     ANONYMOUS_CLICKS
-        .put_lapsing(store, account.as_str(), &id, &used, DocWrite::IfAbsent, window)
+        .put_lapsing(
+            store,
+            account.as_str(),
+            &id,
+            &used,
+            DocWrite::IfAbsent,
+            window,
+        )
         .await
 }
 

@@ -100,7 +100,13 @@ mod tests {
         let names: Vec<_> = lapsing().map(|k| k.name()).collect();
         assert_eq!(
             names,
-            ["user", "link_clicks", "link-oauth-state", "link-anon-click", "bcast-lease"]
+            [
+                "user",
+                "link_clicks",
+                "link-oauth-state",
+                "link-anon-click",
+                "bcast-lease"
+            ]
         );
     }
 }

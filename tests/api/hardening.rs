@@ -447,3 +447,33 @@ async fn every_answer_says_nosniff() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_admin_body_gets_a_408_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut config) = crate::support::app::load_config(
+        dir.path(),
+        &AppOptions::embedded(&dir.path().join("data")),
+    );
+    config.http.body_timeout = Duration::from_millis(300);
+    let app = crate::support::app::spawn_configured(config).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /admin/v1/accounts/acme-mp/links HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"target\":",
+        crate::support::app::ADMIN_TOKEN
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+        .await
+        .expect("the connection is closed after the answer")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"body_timeout\""), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    app.stop().await;
+}

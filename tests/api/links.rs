@@ -200,8 +200,15 @@ async fn a_link_opened_inside_wechat_goes_through_oauth_and_yields_a_click_with_
         query_param(&callback, "state")
     );
     let (status, _) = get(&replayed, IN_WECHAT).await;
-    assert_eq!(status, 400, "a used state is refused with any code: {replayed}");
-    assert_eq!(wechat.count(ACCESS_TOKEN), 1, "WeChat saw exactly one OAuth exchange");
+    assert_eq!(
+        status, 400,
+        "a used state is refused with any code: {replayed}"
+    );
+    assert_eq!(
+        wechat.count(ACCESS_TOKEN),
+        1,
+        "WeChat saw exactly one OAuth exchange"
+    );
     // A sentinel: an anonymous open, delivered after anything recorded before it.
     let (status, _) = get(&reachable(&app, short), BROWSER).await;
     assert_eq!(status, 302);
@@ -417,7 +424,11 @@ async fn anonymous_opens_from_one_client_make_one_event_per_link_per_window_but_
     let (a, b) = (&urls[0], &urls[1]);
     for _ in 0..5 {
         let (status, location) = get(&a.0, BROWSER).await;
-        assert_eq!((status, location.as_str()), (302, a.1), "every open redirects");
+        assert_eq!(
+            (status, location.as_str()),
+            (302, a.1),
+            "every open redirects"
+        );
     }
     // Another link from the same client has its own allowance: a sentinel for the first five.
     assert_eq!(get(&b.0, BROWSER).await.0, 302);
