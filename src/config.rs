@@ -1049,6 +1049,50 @@ fn check_account(a: RawAccount, at: &str, problems: &mut Vec<String>) -> Option<
 mod tests {
     use super::*;
 
+    #[test]
+    fn values_are_taken_out_of_parse_messages_but_key_names_stay() {
+        for (message, expected) in [
+            (
+                r#"invalid type: string "hunter2", expected u64"#,
+                "invalid type: string, expected u64",
+            ),
+            (
+                "invalid type: integer `1234`, expected a string",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                r#"invalid value: string "a\"b", expected x"#,
+                "invalid value: string, expected x",
+            ),
+            (
+                "unknown field `appsecret`, expected one of `id`",
+                "unknown field `appsecret`, expected one of `id`",
+            ),
+        ] {
+            assert_eq!(redact_values(message), expected);
+        }
+        assert_eq!(line_column("a\nbcd\ne", 4), (2, 3), "the d");
+    }
+
+    #[test]
+    fn slow_client_settings_have_defaults_and_bounds() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert_eq!(cfg.http.body_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.http.max_connections, None);
+        assert_eq!(cfg.links.anonymous_click_window, Duration::from_secs(60));
+        let bad = format!(
+            "[http]\nbody_timeout_ms = 10\nmax_connections = 0\n[links]\nanonymous_click_window_seconds = 90000\n{GOOD_MP}"
+        );
+        let problems = load_str(&bad).unwrap_err().0.join("\n");
+        for key in [
+            "http.body_timeout_ms",
+            "http.max_connections",
+            "links.anonymous_click_window_seconds",
+        ] {
+            assert!(problems.contains(key), "{key} not in {problems}");
+        }
+    }
+
     fn load_str(toml: &str) -> Result<Config, ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
