@@ -37,6 +37,22 @@ const HTTP_SHUTDOWN_GRACE: u64 = 10;
 /// an idle connection holds one of `http.max_connections`).
 const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
+/// The HTTP socket's listen backlog (actix's own default): clients over `http.max_connections`
+/// wait here. std's `TcpListener::bind` allows 128; past that, Linux drops the handshake's last
+/// ACK and the client waits for SYN-ACK retransmits (1, 2, 4, 8 s...), long after a slot frees.
+const HTTP_BACKLOG: u32 = 1024;
+
+fn bind_http(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std's bind does on Unix: a restarted gateway can listen at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(HTTP_BACKLOG)?.into_std()
+}
+
 /// `http.max_connections` as actix takes it: actix bounds connections per worker, so the
 /// bound is split evenly (rounded down: the total never exceeds the setting), with no more
 /// workers than connections.
@@ -120,7 +136,7 @@ impl Application {
         let store = open_store(&cfg).await?;
         let shutdown = CancellationToken::new();
 
-        let http_listener = std::net::TcpListener::bind(cfg.http.listen)
+        let http_listener = bind_http(cfg.http.listen)
             .with_context(|| format!("cannot listen on http.listen {}", cfg.http.listen))?;
         let http_addr = http_listener.local_addr()?;
 
