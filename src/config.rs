@@ -50,6 +50,9 @@ pub struct LinksConfig {
     pub allowed_domains: Vec<String>,
     /// `wechat.oauth_base`, kept here for the redirect into WeChat's web OAuth.
     pub oauth_base: String,
+    /// At most one anonymous click event per link and client address in this window
+    /// (`anonymous_click_window_seconds`, default 60; 0: no bound). The redirect happens always.
+    pub anonymous_click_window: Duration,
 }
 
 /// `[enrichment]`: the forwarder's user lookups.
@@ -91,6 +94,14 @@ pub struct CallbackLimitsConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// How long a client has to send a request's body after its headers (`body_timeout_ms`,
+    /// default 5000: WeChat gives up on an answer after 5 s anyway); also the deadline for the
+    /// headers themselves. See `crate::http::body`.
+    pub body_timeout: Duration,
+    /// Open connections at most, across every HTTP worker (`max_connections`); further clients
+    /// wait in the listen backlog. `None`: half the process's open-file limit, at most 10000
+    /// (see `crate::startup`).
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,11 +173,22 @@ struct Raw {
     broadcasts: RawBroadcasts,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawLinks {
     public_base_url: Option<String>,
     allowed_domains: Vec<String>,
+    anonymous_click_window_seconds: u64,
+}
+
+impl Default for RawLinks {
+    fn default() -> Self {
+        Self {
+            public_base_url: None,
+            allowed_domains: Vec::new(),
+            anonymous_click_window_seconds: 60,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +236,8 @@ impl Default for RawBroadcasts {
 struct RawHttp {
     listen: String,
     max_body_bytes: u64,
+    body_timeout_ms: u64,
+    max_connections: Option<u64>,
 }
 
 impl Default for RawHttp {
@@ -221,6 +245,8 @@ impl Default for RawHttp {
         Self {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 65536,
+            body_timeout_ms: 5_000,
+            max_connections: None,
         }
     }
 }
@@ -391,7 +417,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Reads TOML + `WGW_` environment, expands `${NAME}` in every string, and deserializes.
+///
+/// A problem is reported with the file, line and column (or the key's path) and what is wrong,
+/// never with the text of the line or a value: the line may hold a secret (issue 18).
 fn read_raw(path: &Path, problems: &mut Vec<String>) -> Option<Raw> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(format!("{}: cannot read: {e}", path.display()));
+            return None;
+        }
+    };
+    // The file's syntax first, for an error that names the place but not the text there.
+    if let Err(e) = toml::from_str::<toml::Table>(&text) {
+        let at = e.span().map_or(String::new(), |span| {
+            let (line, column) = line_column(&text, span.start);
+            format!(":{line}:{column}")
+        });
+        problems.push(format!(
+            "{}{at}: invalid TOML: {}",
+            path.display(),
+            redact_values(e.message().trim())
+        ));
+        return None;
+    }
     let built = config::Config::builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
         .add_source(
@@ -400,29 +449,54 @@ fn read_raw(path: &Path, problems: &mut Vec<String>) -> Option<Raw> {
                 .separator("__")
                 .try_parsing(true),
         )
-        .build();
-    let built = match built {
-        Ok(b) => b,
-        Err(e) => {
-            problems.push(format!("{}: {e}", path.display()));
-            return None;
-        }
-    };
-    let mut value: serde_json::Value = match built.try_deserialize() {
+        .build()
+        .and_then(|b| b.try_deserialize::<serde_json::Value>());
+    let mut value = match built {
         Ok(v) => v,
         Err(e) => {
-            problems.push(format!("{}: {e}", path.display()));
+            problems.push(format!(
+                "{}: {}",
+                path.display(),
+                redact_values(&e.to_string())
+            ));
             return None;
         }
     };
     expand_env(&mut value, "", problems);
-    match serde_json::from_value::<Raw>(value) {
+    match serde_path_to_error::deserialize::<_, Raw>(value) {
         Ok(raw) => Some(raw),
         Err(e) => {
-            problems.push(format!("{}: {e}", path.display()));
+            problems.push(format!(
+                "{}: {}: {}",
+                path.display(),
+                e.path(),
+                redact_values(&e.inner().to_string())
+            ));
             None
         }
     }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Removes the values that serde and TOML quote in their messages (`invalid type: string
+/// "hunter2", expected u64`, ``integer `12` ``), keeping what kind of value it was: a value of a
+/// secret key must not reach a terminal or a log. Key names (``unknown field `appsecret` ``) stay.
+fn redact_values(message: &str) -> String {
+    static VALUE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let value = VALUE.get_or_init(|| {
+        regex::Regex::new(
+            r#"(string|integer|floating point|boolean|character|bytes|char|unit variant|newtype variant|tuple variant|struct variant|map|sequence|value) ("(?:[^"\\]|\\.)*"|`[^`]*`|'[^']*')"#,
+        )
+        .expect("a valid pattern")
+    });
+    value.replace_all(message, "$1").into_owned()
 }
 
 /// Replaces `${NAME}` with the environment variable NAME in every string value.
@@ -533,6 +607,21 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         problems.push(format!(
             "http.max_body_bytes: {} is too small for a WeChat callback (at least 1024)",
             raw.http.max_body_bytes
+        ));
+    }
+    if !(100..=300_000).contains(&raw.http.body_timeout_ms) {
+        problems.push(format!(
+            "http.body_timeout_ms: {} must be between 100 and 300000",
+            raw.http.body_timeout_ms
+        ));
+    }
+    if let Some(n) = raw
+        .http
+        .max_connections
+        .filter(|n| !(1..=1_000_000).contains(n))
+    {
+        problems.push(format!(
+            "http.max_connections: {n} must be between 1 and 1000000"
         ));
     }
     let grpc_listen = parse_addr(&raw.grpc.listen, "grpc.listen", problems);
@@ -703,6 +792,8 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         http: HttpConfig {
             listen: http_listen?,
             max_body_bytes: raw.http.max_body_bytes as usize,
+            body_timeout: Duration::from_millis(raw.http.body_timeout_ms),
+            max_connections: raw.http.max_connections.map(|n| n as usize),
         },
         grpc_listen: grpc_listen?,
         store: StoreConfig {
@@ -780,12 +871,19 @@ fn check_links(raw: RawLinks, problems: &mut Vec<String>) -> LinksConfig {
             ));
         }
     }
+    if raw.anonymous_click_window_seconds > 86_400 {
+        problems.push(format!(
+            "links.anonymous_click_window_seconds: {} must be between 0 and 86400",
+            raw.anonymous_click_window_seconds
+        ));
+    }
     LinksConfig {
         public_base_url: raw
             .public_base_url
             .map(|b| b.trim_end_matches('/').to_owned()),
         allowed_domains: raw.allowed_domains,
         oauth_base: String::new(),
+        anonymous_click_window: Duration::from_secs(raw.anonymous_click_window_seconds),
     }
 }
 
@@ -950,6 +1048,50 @@ fn check_account(a: RawAccount, at: &str, problems: &mut Vec<String>) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_taken_out_of_parse_messages_but_key_names_stay() {
+        for (message, expected) in [
+            (
+                r#"invalid type: string "hunter2", expected u64"#,
+                "invalid type: string, expected u64",
+            ),
+            (
+                "invalid type: integer `1234`, expected a string",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                r#"invalid value: string "a\"b", expected x"#,
+                "invalid value: string, expected x",
+            ),
+            (
+                "unknown field `appsecret`, expected one of `id`",
+                "unknown field `appsecret`, expected one of `id`",
+            ),
+        ] {
+            assert_eq!(redact_values(message), expected);
+        }
+        assert_eq!(line_column("a\nbcd\ne", 4), (2, 3), "the d");
+    }
+
+    #[test]
+    fn slow_client_settings_have_defaults_and_bounds() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert_eq!(cfg.http.body_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.http.max_connections, None);
+        assert_eq!(cfg.links.anonymous_click_window, Duration::from_secs(60));
+        let bad = format!(
+            "[http]\nbody_timeout_ms = 10\nmax_connections = 0\n[links]\nanonymous_click_window_seconds = 90000\n{GOOD_MP}"
+        );
+        let problems = load_str(&bad).unwrap_err().0.join("\n");
+        for key in [
+            "http.body_timeout_ms",
+            "http.max_connections",
+            "links.anonymous_click_window_seconds",
+        ] {
+            assert!(problems.contains(key), "{key} not in {problems}");
+        }
+    }
 
     fn load_str(toml: &str) -> Result<Config, ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();

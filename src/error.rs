@@ -13,6 +13,7 @@ use serde::Serialize;
 use thiserror::Error;
 use utoipa::ToSchema;
 
+use crate::domain::Untrusted;
 use crate::store::StoreError;
 use crate::wechat::api::ApiError;
 use crate::wechat::envelope::EnvelopeError;
@@ -21,9 +22,9 @@ use crate::wechat::xml::XmlError;
 
 #[derive(Debug, Error)]
 pub enum CallbackError {
-    #[error("unknown account {0:?}")]
+    #[error("unknown account \"{}\"", Untrusted(.0))]
     UnknownAccount(String),
-    #[error("this endpoint is for {expected} accounts; {account:?} is not one")]
+    #[error("this endpoint is for {expected} accounts; \"{}\" is not one", Untrusted(.account))]
     WrongPlatform {
         account: String,
         expected: &'static str,
@@ -45,6 +46,9 @@ pub enum CallbackError {
     /// or stored, so that WeChat retries instead of waiting past its 5-second deadline.
     #[error("too many callbacks in flight for this {}; WeChat will retry", .0.as_str())]
     Overloaded(LimitScope),
+    /// The body was not complete within `http.body_timeout_ms` (`crate::http::body`).
+    #[error("the request body was not complete within http.body_timeout_ms")]
+    BodyTimeout,
 }
 
 /// Which concurrency limit refused a callback (`crate::http::limits`): the instance's, or one
@@ -82,6 +86,7 @@ impl ResponseError for CallbackError {
             Self::Xml(_) => StatusCode::BAD_REQUEST,
             Self::SignatureReused => StatusCode::UNAUTHORIZED,
             Self::Store(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -111,6 +116,7 @@ impl CallbackError {
             Self::SignatureReused => "reused_signature",
             Self::Store(_) => "store_unavailable",
             Self::Overloaded(_) => "overloaded",
+            Self::BodyTimeout => "body_timeout",
         }
     }
 }
@@ -133,6 +139,9 @@ pub enum ServiceError {
     /// The request body is over the limit named (a setting such as `http.max_body_bytes`).
     #[error("the request body is larger than {limit}")]
     PayloadTooLarge { limit: &'static str },
+    /// The body was not complete within `http.body_timeout_ms` (`crate::http::body`).
+    #[error("the request body was not complete within http.body_timeout_ms")]
+    BodyTimeout,
     #[error("{0}")]
     NotFound(String),
     /// The thing exists already, or this request lost a race for it (try again).
@@ -166,7 +175,7 @@ impl ServiceError {
     /// The answer for an account id that names no configured account. An id that does not even
     /// parse as an `AccountId` gets this answer too: it cannot be configured, so it is unknown.
     pub fn unknown_account(id: &str) -> Self {
-        Self::NotFound(format!("unknown account {id:?}"))
+        Self::NotFound(format!("unknown account \"{}\"", Untrusted(id)))
     }
 
     /// The machine-readable `error.code`.
@@ -176,6 +185,7 @@ impl ServiceError {
             Self::BadToken => "invalid_token",
             Self::Validation(_) => "invalid_request",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::BodyTimeout => "body_timeout",
             Self::NotFound(_) => "not_found",
             // One code for both 409s: HTTP clients already match on it.
             Self::Conflict(_) | Self::Precondition(_) => "conflict",
@@ -204,6 +214,8 @@ impl From<ServiceError> for tonic::Status {
             ServiceError::Validation(_) => Code::InvalidArgument,
             // What tonic itself answers for a message over `max_decoding_message_size`.
             ServiceError::PayloadTooLarge { .. } => Code::OutOfRange,
+            // HTTP only (gRPC has its own stream deadlines); the nearest code, should one cross.
+            ServiceError::BodyTimeout => Code::DeadlineExceeded,
             ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::Conflict(_) => Code::AlreadyExists,
             ServiceError::Precondition(_) => Code::FailedPrecondition,
@@ -233,6 +245,7 @@ impl ResponseError for ServiceError {
             Self::MissingToken | Self::BadToken => StatusCode::UNAUTHORIZED,
             Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::Precondition(_) => StatusCode::CONFLICT,
             Self::WeChat(e) => match e {

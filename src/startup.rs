@@ -34,6 +34,75 @@ use crate::wechat::tokens::TokenAuthority;
 /// How long in-flight HTTP requests may take to finish after shutdown starts.
 const HTTP_SHUTDOWN_GRACE: u64 = 10;
 
+/// How long an idle connection is kept open between requests (actix's default, made explicit:
+/// an idle connection holds one of `http.max_connections`).
+const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// The HTTP socket's listen backlog (actix's own default): clients over `http.max_connections`
+/// wait here. std's `TcpListener::bind` allows 128; past that, Linux drops the handshake's last
+/// ACK and the client waits for SYN-ACK retransmits (1, 2, 4, 8 s...), long after a slot frees.
+const HTTP_BACKLOG: u32 = 1024;
+
+fn bind_http(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std's bind does on Unix: a restarted gateway can listen at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(HTTP_BACKLOG)?.into_std()
+}
+
+/// `http.max_connections` as actix takes it: actix bounds connections per worker, so the
+/// bound is split evenly (rounded down: the total never exceeds the setting), with no more
+/// workers than connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnectionBound {
+    workers: usize,
+    per_worker: usize,
+}
+
+impl ConnectionBound {
+    fn new(configured: Option<usize>) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let total = configured.unwrap_or_else(default_max_connections);
+        Self::split(total, cpus)
+    }
+
+    fn split(total: usize, cpus: usize) -> Self {
+        let workers = cpus.clamp(1, total.max(1));
+        Self {
+            workers,
+            per_worker: (total / workers).max(1),
+        }
+    }
+}
+
+/// Without `http.max_connections`: half the process's open-file limit (the rest is for the
+/// store, Redis, WeChat, the CRM and gRPC), at most 10,000, so that clients cannot exhaust file
+/// descriptors.
+fn default_max_connections() -> usize {
+    const CEILING: usize = 10_000;
+    open_file_limit().map_or(CEILING, |n| (n / 2).clamp(1, CEILING))
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, if it has one.
+fn open_file_limit() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only into the struct it is given.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as usize)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 pub struct Application {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
@@ -68,7 +137,7 @@ impl Application {
         let store = open_store(&cfg).await?;
         let shutdown = CancellationToken::new();
 
-        let http_listener = std::net::TcpListener::bind(cfg.http.listen)
+        let http_listener = bind_http(cfg.http.listen)
             .with_context(|| format!("cannot listen on http.listen {}", cfg.http.listen))?;
         let http_addr = http_listener.local_addr()?;
 
@@ -130,12 +199,25 @@ impl Application {
             ),
         });
         let max_body = cfg.http.max_body_bytes;
+        let body_timeout = cfg.http.body_timeout;
+        let connections = ConnectionBound::new(cfg.http.max_connections);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(max_body))
                 .configure(http::routes)
+                .wrap(http::body::BodyDeadline {
+                    timeout: body_timeout,
+                })
+                // Outermost, so that every answer has it: errors, 404s and 408s included.
+                .wrap(http::nosniff())
         })
+        .workers(connections.workers)
+        .max_connections(connections.per_worker)
+        // The headers' deadline: a client that connects and sends nothing, or its headers a
+        // byte at a time, is dropped after as long as it would have for its body.
+        .client_request_timeout(body_timeout)
+        .keep_alive(HTTP_KEEP_ALIVE)
         .listen(http_listener)?
         .shutdown_signal(shutdown.clone().cancelled_owned())
         .shutdown_timeout(HTTP_SHUTDOWN_GRACE)
@@ -214,6 +296,17 @@ impl Application {
         ];
 
         tokio::spawn(cancel_on_signal(shutdown.clone()));
+        if let Some(limit) = open_file_limit() {
+            let bound = connections.workers * connections.per_worker;
+            if bound >= limit {
+                tracing::warn!(
+                    max_connections = bound,
+                    open_file_limit = limit,
+                    "http.max_connections is not below the open-file limit (ulimit -n): \
+                     clients can exhaust file descriptors; lower it or raise the limit"
+                );
+            }
+        }
         tracing::info!(%http_addr, %grpc_addr, accounts = cfg.accounts.len(), "wechat-gateway started");
         Ok(Self {
             http_addr,
@@ -300,4 +393,25 @@ async fn cancel_on_signal(token: CancellationToken) {
         _ = token.cancelled() => return,
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectionBound;
+
+    #[test]
+    fn the_connection_bound_is_split_across_workers_without_exceeding_it() {
+        for (total, cpus) in [(10_000, 2), (101, 4), (3, 8), (1, 2), (7, 1)] {
+            let b = ConnectionBound::split(total, cpus);
+            assert!(
+                b.workers * b.per_worker <= total,
+                "{total} over {cpus}: {b:?}"
+            );
+            assert!(b.workers >= 1 && b.per_worker >= 1);
+            assert!(
+                total - b.workers * b.per_worker < b.workers,
+                "rounded down by less than one per worker"
+            );
+        }
+    }
 }

@@ -6,6 +6,9 @@ pub mod broadcast;
 pub mod link;
 pub mod menu;
 pub mod scene;
+pub mod untrusted;
+
+pub use untrusted::Untrusted;
 
 use std::fmt;
 

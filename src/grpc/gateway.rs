@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{job_to_pb, menu_json, message_json};
 use crate::config::AdminToken;
-use crate::domain::{match_token, Actor};
+use crate::domain::{match_token, Actor, Untrusted};
 use crate::error::ServiceError;
 use crate::pb::gateway_server::Gateway;
 use crate::pb::{
@@ -81,7 +81,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<SendMessageResponse>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        tracing::info!(actor = %actor, account = %r.account_id, "SendMessage");
+        tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), "SendMessage");
         let message = r.message.try_into()?;
         let msg_id = send_message(
             &self.services,
@@ -249,7 +249,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::PreviewBroadcastResponse>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        tracing::info!(actor = %actor, account = %r.account_id, "PreviewBroadcast");
+        tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), "PreviewBroadcast");
         let message = message_json(&r.message_json)?;
         let msg_id = broadcast::preview(
             &self.services,
@@ -269,7 +269,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::BroadcastJob>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        tracing::info!(actor = %actor, account = %r.account_id, job_id = %r.job_id, "DeleteBroadcast");
+        tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), job_id = %Untrusted(&r.job_id), "DeleteBroadcast");
         let job =
             broadcast::delete_job(&self.services, &account_id(&r.account_id)?, &r.job_id).await?;
         Ok(Response::new(job_to_pb(job, false)))
@@ -297,7 +297,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::CreateTagResponse>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        tracing::info!(actor = %actor, account = %r.account_id, "CreateTag");
+        tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), "CreateTag");
         let tag_id = tags::create_tag(&self.services, &account_id(&r.account_id)?, &r.name).await?;
         Ok(Response::new(pb::CreateTagResponse { tag_id }))
     }
@@ -325,7 +325,7 @@ impl GatewayService {
     ) -> Result<Response<pb::TagUsersResponse>, Status> {
         let actor = self.authenticate(&request)?;
         let r = request.into_inner();
-        tracing::info!(actor = %actor, account = %r.account_id, untag, "TagUsers");
+        tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), untag, "TagUsers");
         let done = tags::tag_users(
             &self.services,
             &account_id(&r.account_id)?,

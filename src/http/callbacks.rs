@@ -23,7 +23,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::AppState;
-use crate::domain::Platform;
+use crate::domain::{Platform, Untrusted};
 use crate::error::CallbackError;
 use crate::services::callbacks;
 use crate::services::plain_signatures::{self, Seen};
@@ -65,17 +65,27 @@ fn method_not_allowed() -> HttpResponse {
 async fn mp(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
-) -> Result<HttpResponse, CallbackError> {
-    entry(Platform::Mp, &req, &state, &body).await
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, actix_web::Error> {
+    Ok(entry(Platform::Mp, &req, &state, &read(body)?).await?)
 }
 
 async fn work(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
-) -> Result<HttpResponse, CallbackError> {
-    entry(Platform::Work, &req, &state, &body).await
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, actix_web::Error> {
+    Ok(entry(Platform::Work, &req, &state, &read(body)?).await?)
+}
+
+/// The body as read within `http.max_body_bytes` and `http.body_timeout_ms`: a body cut off at
+/// the deadline is a [`CallbackError::BodyTimeout`] (408); any other failure (413 over the size
+/// limit) is actix's own answer.
+fn read(body: Result<web::Bytes, actix_web::Error>) -> Result<web::Bytes, actix_web::Error> {
+    body.map_err(|e| match e.as_error::<actix_web::error::PayloadError>() {
+        Some(p) if super::body::is_timeout(p) => CallbackError::BodyTimeout.into(),
+        _ => e,
+    })
 }
 
 /// `/wechat/{platform}/{account}`: GET verifies the URL, POST is a callback.
@@ -99,7 +109,7 @@ async fn entry(
 /// A POST, within the concurrency limits, counted and timed. The span is at debug level: at
 /// `info` it is never built (~5,000 instructions a callback); a refusal's log line names the
 /// account itself.
-#[tracing::instrument(level = "debug", skip_all, fields(account = %account_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(account = %Untrusted(account_id)))]
 async fn callback(
     platform: Platform,
     state: &AppState,
@@ -251,11 +261,12 @@ fn observe(
         // A flood's refusals are counted, not logged one by one: logging them would add work
         // exactly when the instance has too much.
         Err(e @ CallbackError::Overloaded(_)) => {
-            tracing::debug!(account, error = %e, "callback refused");
+            tracing::debug!(account = %Untrusted(account), error = %e, "callback refused");
             ("unknown", e.outcome())
         }
         Err(e) => {
-            tracing::warn!(account, platform = platform.as_str(), reason = e.outcome(), error = %e, "callback refused");
+            tracing::warn!(account = %Untrusted(account), platform = platform.as_str(),
+                reason = e.outcome(), error = %e, "callback refused");
             ("unknown", e.outcome())
         }
     };

@@ -8,7 +8,12 @@
 //! - `GET /l/{account}/{code}/oauth?code=...&state=...`: where WeChat sends the browser back.
 //!   The state is checked, the `code` exchanged for the openid, the click recorded, and the
 //!   answer is a 302 to the target. A bad or expired state, a missing code, or an exchange that
-//!   WeChat refuses still redirects (the follower came for the page), as an anonymous click.
+//!   WeChat refuses still redirects (the follower came for the page), as an anonymous click. A
+//!   state is good for one use (claimed in the store, so across instances): a second use, with
+//!   any code, gets a 400 page before WeChat is asked anything (issue 18).
+//!
+//! Anonymous opens record at most one event per link and client address per
+//! `links.anonymous_click_window_seconds`; the redirect happens every time.
 //!
 //! The target always comes from the stored link, never from the request, so no query can turn
 //! these routes into an open redirect. Unknown accounts and codes get the same 404 page.
@@ -23,7 +28,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::AppState;
 use crate::domain::link::{new_nonce, sign_state, verify_state, LinkCode};
-use crate::domain::Platform;
+use crate::domain::{Platform, Untrusted};
 use crate::services::links::{self, Click, Link};
 use crate::wechat::account::Account;
 
@@ -56,6 +61,18 @@ fn unavailable() -> HttpResponse {
         )
 }
 
+/// A second use of an OAuth `state` (a replayed or reloaded OAuth callback): refused before
+/// WeChat is asked anything, since each use would spend an API call (issue 18).
+fn state_used() -> HttpResponse {
+    HttpResponse::BadRequest()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(
+            "<!doctype html><meta charset=\"utf-8\"><title>Link already used</title>\
+             <p>This sign-in step was already used. Please open the link again.</p>",
+        )
+}
+
 fn redirect(location: &str) -> HttpResponse {
     HttpResponse::Found()
         .insert_header((header::LOCATION, location))
@@ -78,7 +95,7 @@ async fn resolve(
         Ok(Some(link)) => Ok((acct.clone(), link)),
         Ok(None) => Err(not_found()),
         Err(e) => {
-            tracing::warn!(account, error = %e, "cannot read a tracked link");
+            tracing::warn!(account = %Untrusted(account), error = %e, "cannot read a tracked link");
             Err(unavailable())
         }
     }
@@ -93,7 +110,7 @@ async fn record(state: &AppState, account: &Account, link: &Link, click: Click) 
     }
 }
 
-#[tracing::instrument(skip_all, fields(account = %path.0))]
+#[tracing::instrument(skip_all, fields(account = %Untrusted(&path.0)))]
 async fn open(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -132,18 +149,20 @@ async fn open(
             redirect(&location)
         }
         _ => {
-            let click = Click {
-                open_id: None,
-                union_id: String::new(),
-                nonce: new_nonce(),
-            };
-            record(&state, &account, &link, click).await;
+            if first_anonymous_click(&state, &req, &account, &link).await {
+                let click = Click {
+                    open_id: None,
+                    union_id: String::new(),
+                    nonce: new_nonce(),
+                };
+                record(&state, &account, &link, click).await;
+            }
             redirect(&link.target)
         }
     }
 }
 
-#[tracing::instrument(skip_all, fields(account = %path.0))]
+#[tracing::instrument(skip_all, fields(account = %Untrusted(&path.0)))]
 async fn oauth_callback(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -169,6 +188,25 @@ async fn oauth_callback(
         open_id: None,
         union_id: String::new(),
         nonce,
+    };
+    // A valid state is good for one use, across instances, before any WeChat call. A store that
+    // cannot say whether it was used means no WeChat call either: an anonymous click.
+    let claimed = match &verified {
+        Ok(nonce) => links::claim_oauth_state(&*state.store, &account.id, nonce, STATE_TTL).await,
+        Err(_) => Ok(true),
+    };
+    let verified = match claimed {
+        Ok(true) => verified,
+        Ok(false) => {
+            tracing::info!("a link's OAuth state used a second time; refused");
+            metrics::counter!("wgw_link_oauth_state_reused_total", "account" => account.id.to_string())
+                .increment(1);
+            return state_used();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check a link's OAuth state; an anonymous click");
+            Err("the store could not check the state")
+        }
     };
     let click = match (verified, query.get("code").filter(|c| !c.is_empty())) {
         (Err(why), _) => {
@@ -207,6 +245,38 @@ async fn oauth_callback(
     };
     record(&state, &account, &link, click).await;
     redirect(&link.target)
+}
+
+/// Whether this anonymous open may record an event: one per link and client address in
+/// `links.anonymous_click_window_seconds`. The client is the peer address: the gateway has no
+/// trusted-proxy setting, so a forwarded-for header (which anyone can write) is not read.
+/// A store that cannot tell lets the event through (a click is not lost for it).
+async fn first_anonymous_click(
+    state: &AppState,
+    req: &HttpRequest,
+    account: &Account,
+    link: &Link,
+) -> bool {
+    let window = state.services.links.anonymous_click_window;
+    let Some(peer) = req.peer_addr().filter(|_| !window.is_zero()) else {
+        return true;
+    };
+    match links::claim_anonymous_click(&*state.store, &account.id, &link.code, peer.ip(), window)
+        .await
+    {
+        Ok(true) => true,
+        Ok(false) => {
+            metrics::counter!("wgw_link_anonymous_clicks_suppressed_total",
+                "account" => account.id.to_string())
+            .increment(1);
+            false
+        }
+        Err(e) => {
+            tracing::warn!(account = %account.id, error = %e,
+                "cannot bound anonymous link clicks; recording this one");
+            true
+        }
+    }
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.

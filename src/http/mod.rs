@@ -5,6 +5,7 @@
 //! [`limits`] (per account and per instance), or answer 503.
 
 pub mod admin;
+pub mod body;
 pub mod callbacks;
 pub mod health;
 pub mod limits;
@@ -32,6 +33,13 @@ pub struct AppState {
     pub services: Arc<Services>,
     /// Callbacks in flight, per account and in all (`callbacks.max_in_flight*`).
     pub callback_limits: limits::CallbackLimits,
+}
+
+/// `X-Content-Type-Options: nosniff` on every answer (issue 18): a callback URL echoes the
+/// `echostr` it is given as text, and no browser may sniff that (or any error text) into HTML.
+pub fn nosniff() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
 }
 
 /// Registers every route of the gateway on an actix `App`.

@@ -329,7 +329,10 @@ pub async fn delete_rule(
     svc.account(account)?;
     check_rule_id(id).map_err(ServiceError::Validation)?;
     if !RULES.delete(&*svc.store, account.as_str(), id).await? {
-        return Err(ServiceError::NotFound(format!("no reply rule {id:?}")));
+        return Err(ServiceError::NotFound(format!(
+            "no reply rule {:?}",
+            crate::domain::Untrusted(id)
+        )));
     }
     tracing::info!(rule = id, "reply rule deleted");
     after_change(svc, account.as_str()).await;

@@ -38,6 +38,10 @@ pub const CLICK_REPEAT_WINDOW: Duration = Duration::from_secs(30);
 const MAX_REMEMBERED: usize = 20;
 /// How long a follower's click memory lasts after their last click.
 const CLICKS_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// The used OAuth states (id: the state's nonce), kept while a state is valid.
+const USED_STATES: DocKind<Used> = DocKind::new(kinds::LINK_OAUTH_STATE);
+/// Recent anonymous clicks (id: the code and a hash of the client's address).
+const ANONYMOUS_CLICKS: DocKind<Used> = DocKind::new(kinds::LINK_ANONYMOUS_CLICK);
 /// Most links per account (the list is read whole).
 const MAX_LINKS: usize = 10_000;
 
@@ -229,6 +233,61 @@ fn click_id(account: &str, code: &str, nonce: &str) -> String {
         h.update([0x1f]);
     }
     hex::encode(h.finalize())
+}
+
+/// When a one-time thing was used (unix seconds); its presence is what counts.
+#[derive(Debug, Serialize, Deserialize)]
+struct Used {
+    at: u64,
+}
+
+/// Takes an OAuth `state` (by its nonce) for its one use; `false` when it was used already, by
+/// this instance or another (the store's if-absent write decides). Kept for `valid_for`, the
+/// state's own lifetime: after that the state is refused as expired anyway.
+pub async fn claim_oauth_state(
+    store: &dyn Store,
+    account: &AccountId,
+    nonce: &str,
+    valid_for: Duration,
+) -> Result<bool, StoreError> {
+    let used = Used { at: unix_now() };
+    USED_STATES
+        .put_lapsing(
+            store,
+            account.as_str(),
+            nonce,
+            &used,
+            DocWrite::IfAbsent,
+            valid_for,
+        )
+        .await
+}
+
+/// Takes the one anonymous click event that `client` may cause on a link in `window`;
+/// `false` when it had it already. The address is kept only as a hash, and only for the window.
+pub async fn claim_anonymous_click(
+    store: &dyn Store,
+    account: &AccountId,
+    code: &str,
+    client: std::net::IpAddr,
+    window: Duration,
+) -> Result<bool, StoreError> {
+    let mut h = Sha1::new();
+    h.update(code.as_bytes());
+    h.update([0x1f]);
+    h.update(client.to_string().as_bytes());
+    let id = format!("{code}.{}", hex::encode(&h.finalize()[..10]));
+    let used = Used { at: unix_now() };
+    ANONYMOUS_CLICKS
+        .put_lapsing(
+            store,
+            account.as_str(),
+            &id,
+            &used,
+            DocWrite::IfAbsent,
+            window,
+        )
+        .await
 }
 
 /// A follower's remembered clicks.

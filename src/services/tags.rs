@@ -84,8 +84,9 @@ pub async fn tag_users(
     }
     if let Some((i, id)) = open_ids.iter().enumerate().find(|(_, id)| !is_open_id(id)) {
         return Err(ServiceError::Validation(format!(
-            "open_ids[{i}] {id:?} is not an openid (1 to 64 characters of letters, digits, '-' \
-             and '_')"
+            "open_ids[{i}] {:?} is not an openid (1 to 64 characters of letters, digits, '-' \
+             and '_')",
+            crate::domain::Untrusted(id)
         )));
     }
     let mut seen = std::collections::HashSet::new();

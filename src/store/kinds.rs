@@ -50,6 +50,12 @@ kinds! {
     LINK = "link", Never;
     /// openid → the codes and times of the follower's last identified link clicks.
     LINK_CLICKS = "link_clicks", AfterTtl;
+    /// A tracked link's OAuth `state` that was used (id: its nonce), while the state is valid:
+    /// a state is good for one use.
+    LINK_OAUTH_STATE = "link-oauth-state", AfterTtl;
+    /// An anonymous click on a link by one client address (id: code and a hash of the
+    /// address), for `links.anonymous_click_window_seconds`: one event per window.
+    LINK_ANONYMOUS_CLICK = "link-anon-click", AfterTtl;
     /// An auto-reply rule, by its id.
     REPLY_RULE = "reply-rule", Never;
     /// The account's default welcome.
@@ -93,9 +99,19 @@ mod tests {
     }
 
     #[test]
-    fn the_lapsing_kinds_are_the_user_cache_the_link_clicks_the_legacy_broadcast_leases_and_plain_signatures(
+    fn the_lapsing_kinds_are_the_user_cache_the_link_memories_the_legacy_broadcast_leases_and_plain_signatures(
     ) {
         let names: Vec<_> = lapsing().map(|k| k.name()).collect();
-        assert_eq!(names, ["user", "link_clicks", "bcast-lease", "plain-sig"]);
+        assert_eq!(
+            names,
+            [
+                "user",
+                "link_clicks",
+                "link-oauth-state",
+                "link-anon-click",
+                "bcast-lease",
+                "plain-sig"
+            ]
+        );
     }
 }

@@ -65,7 +65,7 @@ pub enum EnvelopeError {
     DuplicateParam(&'static str),
     #[error("signature does not verify")]
     BadSignature,
-    #[error("timestamp {0:?} is not a number of seconds")]
+    #[error("timestamp \"{}\" is not a number of seconds", crate::domain::Untrusted(.0))]
     BadTimestamp(String),
     #[error(
         "timestamp is {skew_seconds} s away from the gateway's clock (allowed: {max_seconds} s)"

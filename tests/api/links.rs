@@ -190,11 +190,25 @@ async fn a_link_opened_inside_wechat_goes_through_oauth_and_yields_a_click_with_
     // The forwarder enriched it like any event of a follower.
     assert_eq!(click.union_id, "union-oClicker");
 
-    // The browser reloads the callback: WeChat refuses the used code (40163), and it is still
-    // the same click (same state, same event id), not a second one.
-    let (status, again) = get(&callback, IN_WECHAT).await;
-    assert_eq!((status, again.as_str()), (302, target.as_str()));
-    assert_eq!(wechat.count(ACCESS_TOKEN), 2);
+    // The callback again (a reload, or someone replaying it with another code): the state was
+    // used, so it is refused before WeChat is asked anything, and no second click is recorded.
+    let (status, _) = get(&callback, IN_WECHAT).await;
+    assert_eq!(status, 400, "a used state is refused");
+    let replayed = format!(
+        "{}?code=another&state={}",
+        callback.split('?').next().unwrap(),
+        query_param(&callback, "state")
+    );
+    let (status, _) = get(&replayed, IN_WECHAT).await;
+    assert_eq!(
+        status, 400,
+        "a used state is refused with any code: {replayed}"
+    );
+    assert_eq!(
+        wechat.count(ACCESS_TOKEN),
+        1,
+        "WeChat saw exactly one OAuth exchange"
+    );
     // A sentinel: an anonymous open, delivered after anything recorded before it.
     let (status, _) = get(&reachable(&app, short), BROWSER).await;
     assert_eq!(status, 302);
@@ -387,5 +401,55 @@ async fn grpc_create_link_and_list_links_apply_the_same_rules() {
         .unwrap()
         .into_inner();
     assert_eq!(listed.links, vec![created]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_opens_from_one_client_make_one_event_per_link_per_window_but_always_redirect() {
+    let wechat = FakeWeChat::start().await;
+    let crm = FakeCrm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = AppOptions::embedded(&dir.path().join("data"))
+        .wechat(&wechat.base())
+        .crm(&crm.endpoint());
+    let (_, mut config) = crate::support::app::load_config(dir.path(), &opts);
+    config.links.anonymous_click_window = Duration::from_secs(2);
+    let app = crate::support::app::spawn_configured(config).await;
+    let mut urls = Vec::new();
+    for target in ["https://acme.com/a", "https://acme.com/b"] {
+        let (status, link) = create_link(&app, "acme-mp", &json!({"target": target})).await;
+        assert_eq!(status, 200, "{link}");
+        urls.push((reachable(&app, link["url"].as_str().unwrap()), target));
+    }
+    let (a, b) = (&urls[0], &urls[1]);
+    for _ in 0..5 {
+        let (status, location) = get(&a.0, BROWSER).await;
+        assert_eq!(
+            (status, location.as_str()),
+            (302, a.1),
+            "every open redirects"
+        );
+    }
+    // Another link from the same client has its own allowance: a sentinel for the first five.
+    assert_eq!(get(&b.0, BROWSER).await.0, 302);
+    let events = crm
+        .wait_for(
+            |evs| clicks(evs).iter().any(|e| click_of(e).target == b.1),
+            WAIT,
+        )
+        .await;
+    let on_a = |evs: &[Event]| {
+        clicks(evs)
+            .iter()
+            .filter(|e| click_of(e).target == a.1)
+            .count()
+    };
+    assert_eq!(on_a(&events), 1, "five opens in the window, one event");
+
+    // After the window, the next open is an event again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(get(&a.0, BROWSER).await.0, 302);
+    let events = crm.wait_for(|evs| on_a(evs) >= 2, WAIT).await;
+    assert_eq!(on_a(&events), 2);
     app.stop().await;
 }

@@ -10,6 +10,7 @@ mod crash;
 mod enrich;
 mod envelope;
 mod faults;
+mod hardening;
 mod limits;
 mod links;
 mod menus;

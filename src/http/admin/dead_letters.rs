@@ -92,7 +92,8 @@ pub(crate) async fn replay_dead_letter(
     let id = path.into_inner();
     if !state.store.replay_dead_letter(&id).await? {
         return Err(ServiceError::NotFound(format!(
-            "no dead letter with event id {id:?}"
+            "no dead letter with event id {:?}",
+            crate::domain::Untrusted(&id)
         )));
     }
     tracing::info!(actor = %actor, event_id = %id, "dead letter replayed");

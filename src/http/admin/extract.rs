@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::domain::match_token;
 pub(crate) use crate::domain::Actor;
 use crate::error::ServiceError;
-use crate::http::AppState;
+use crate::http::{body, AppState};
 
 /// The authenticated operator: the `name` of the admin token presented.
 impl FromRequest for Actor {
@@ -69,6 +69,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     Some(PayloadError::Overflow) => ServiceError::PayloadTooLarge {
                         limit: "http.max_body_bytes",
                     },
+                    Some(e) if body::is_timeout(e) => ServiceError::BodyTimeout,
                     _ => ServiceError::Validation(format!("cannot read the body: {e}")),
                 })?;
             parse(&bytes).map(Self)
@@ -90,8 +91,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for LargeJsonBody<T> {
         Box::pin(async move {
             let mut bytes = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk
-                    .map_err(|e| ServiceError::Validation(format!("cannot read the body: {e}")))?;
+                let chunk = chunk.map_err(|e| {
+                    if body::is_timeout(&e) {
+                        ServiceError::BodyTimeout
+                    } else {
+                        ServiceError::Validation(format!("cannot read the body: {e}"))
+                    }
+                })?;
                 if bytes.len() + chunk.len() > limit {
                     return Err(ServiceError::PayloadTooLarge {
                         limit: "broadcasts.max_body_bytes",

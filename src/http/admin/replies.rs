@@ -160,8 +160,9 @@ pub(crate) async fn put(
         body.id = id.clone();
     } else if body.id != id {
         return Err(ServiceError::Validation(format!(
-            "id: the body says {:?} but the path says {id:?}",
-            body.id
+            "id: the body says {:?} but the path says {:?}",
+            crate::domain::Untrusted(&body.id),
+            crate::domain::Untrusted(&id)
         )));
     }
     let (stored, created) = autoreply::put_rule(
