@@ -1,6 +1,6 @@
 //! The real `wechat-gateway` binary as a child process (for tests that SIGKILL it or measure its
 //! memory): started with a configuration file, its HTTP and gRPC addresses read from its log.
-//! Killed when dropped. `WGW_TEST_GATEWAY_BIN` points the tests at another build of the binary
+//! Killed when dropped. `GATEWAY_UNDER_TEST` points the tests at another build of the binary
 //! (e.g. an older commit's, to compare a measurement before and after a change).
 
 use std::io::{BufRead, BufReader};
@@ -17,7 +17,7 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn start(config: &Path) -> Self {
-        let binary = std::env::var("WGW_TEST_GATEWAY_BIN")
+        let binary = std::env::var("GATEWAY_UNDER_TEST")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_wechat-gateway").to_owned());
         let mut child = Command::new(binary)
             .args(["serve", "--config"])
