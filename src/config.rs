@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::domain::access::Scope;
 use crate::domain::{AccountId, Platform, Secret};
 use crate::wechat::account::{Account, CallbackMode};
 use crate::wechat::api::WechatConfig;
@@ -20,6 +21,9 @@ use crate::wechat::crypto::MsgCrypto;
 pub struct Config {
     pub http: HttpConfig,
     pub grpc_listen: SocketAddr,
+    /// Largest gRPC `Gateway` request message (`grpc.max_message_bytes`), checked before it is
+    /// buffered; callers are authenticated before any of it is read.
+    pub grpc_max_message_bytes: usize,
     pub store: StoreConfig,
     pub crm: CrmConfig,
     pub wechat: WechatConfig,
@@ -38,6 +42,44 @@ pub struct Config {
     pub enrichment: EnrichmentConfig,
     /// `[broadcasts]`: how broadcast jobs are paced and checked.
     pub broadcasts: BroadcastConfig,
+}
+
+impl Config {
+    /// What is valid but risky, for `check-config` to print and `serve` to log at WARN: the
+    /// admin API (and `/metrics`) on a non-loopback address, and a gRPC `Gateway` that anyone
+    /// who reaches it may call.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let admin = self.http.admin_addr();
+        if !is_loopback(admin) {
+            let key = if self.http.admin_listen.is_some() {
+                "http.admin_listen"
+            } else {
+                "http.listen (http.admin_listen is not set)"
+            };
+            warnings.push(format!(
+                "the admin API (/admin/v1) and /metrics listen on {admin} ({key}), which is not                  a loopback address: whoever reaches it may try admin tokens. Set                  http.admin_listen to a loopback or private address and expose only http.listen"
+            ));
+        }
+        if self.grpc_tokens.is_empty() && !is_loopback(self.grpc_listen) {
+            warnings.push(format!(
+                "the gRPC Gateway service listens on {} (grpc.listen), which is not a loopback                  address, and no [[grpc.tokens]] are configured: whoever reaches it may publish                  menus and send broadcasts. Add [[grpc.tokens]] or listen on 127.0.0.1",
+                self.grpc_listen
+            ));
+        }
+        warnings
+    }
+}
+
+/// 127.0.0.0/8 and ::1 (also written as ::ffff:127.x.y.z). The unspecified address (0.0.0.0,
+/// `::`) is every interface, so it is not loopback.
+fn is_loopback(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
 }
 
 /// `[links]`: where tracked links may lead, and the gateway's public address.
@@ -93,6 +135,9 @@ pub struct CallbackLimitsConfig {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// `http.admin_listen`: when set, `/admin/v1` and `/metrics` are served only here and
+    /// `listen` keeps the public routes (callbacks, `/l/`, `/oauth/`, `/healthz`, `/readyz`).
+    pub admin_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
     /// How long a client has to send a request's body after its headers (`body_timeout_ms`,
     /// default 5000: WeChat gives up on an answer after 5 s anyway); also the deadline for the
@@ -102,6 +147,13 @@ pub struct HttpConfig {
     /// wait in the listen backlog. `None`: half the process's open-file limit, at most 10000
     /// (see `crate::startup`).
     pub max_connections: Option<usize>,
+}
+
+impl HttpConfig {
+    /// Where the admin API and `/metrics` are served.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listen.unwrap_or(self.listen)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -136,10 +188,13 @@ pub struct CrmConfig {
     pub batch_size: usize,
 }
 
+/// A bearer token of `[[admin.tokens]]` or `[[grpc.tokens]]`: its name (the actor recorded),
+/// the secret, and what it may do (`accounts`, `read_only`).
 #[derive(Debug, Clone)]
 pub struct AdminToken {
     pub name: String,
     pub token: Secret,
+    pub scope: Scope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +290,7 @@ impl Default for RawBroadcasts {
 #[serde(default, deny_unknown_fields)]
 struct RawHttp {
     listen: String,
+    admin_listen: Option<String>,
     max_body_bytes: u64,
     body_timeout_ms: u64,
     max_connections: Option<u64>,
@@ -244,6 +300,7 @@ impl Default for RawHttp {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            admin_listen: None,
             max_body_bytes: 65536,
             body_timeout_ms: 5_000,
             max_connections: None,
@@ -256,13 +313,20 @@ impl Default for RawHttp {
 struct RawGrpc {
     listen: String,
     tokens: Vec<RawAdminToken>,
+    max_message_bytes: u64,
 }
+
+/// `grpc.max_message_bytes` by default: the biggest legitimate request is a `SendBroadcast` with
+/// an openid list, as long as the admin route's (`broadcasts.max_body_bytes`, 16 MiB: some
+/// 550,000 openids).
+const GRPC_MAX_MESSAGE_BYTES: u64 = 16 << 20;
 
 impl Default for RawGrpc {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50051".into(),
             tokens: Vec::new(),
+            max_message_bytes: GRPC_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -360,6 +424,11 @@ struct RawAdmin {
 struct RawAdminToken {
     name: String,
     token: Secret,
+    /// Absent: every account.
+    #[serde(default)]
+    accounts: Option<Vec<String>>,
+    #[serde(default)]
+    read_only: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -580,8 +649,14 @@ fn check_url(s: &str, at: &str, schemes: &[&str], problems: &mut Vec<String>) {
     }
 }
 
-/// Bearer tokens (`[[admin.tokens]]`, `[[grpc.tokens]]`): named uniquely, long enough.
-fn check_tokens(raw: Vec<RawAdminToken>, at: &str, problems: &mut Vec<String>) -> Vec<AdminToken> {
+/// Bearer tokens (`[[admin.tokens]]`, `[[grpc.tokens]]`): named uniquely, long enough, and
+/// limited (if at all) to accounts that exist.
+fn check_tokens(
+    raw: Vec<RawAdminToken>,
+    at: &str,
+    account_ids: &HashSet<String>,
+    problems: &mut Vec<String>,
+) -> Vec<AdminToken> {
     let mut tokens = Vec::new();
     let mut names = HashSet::new();
     for (i, t) in raw.into_iter().enumerate() {
@@ -593,9 +668,28 @@ fn check_tokens(raw: Vec<RawAdminToken>, at: &str, problems: &mut Vec<String>) -
         if t.token.expose().len() < 16 {
             problems.push(format!("{at}[{i}].token: must be at least 16 characters"));
         }
+        let accounts = t.accounts.map(|list| {
+            if list.is_empty() {
+                problems.push(format!(
+                    "{at}[{i}].accounts: must name at least one account (leave it out for all)"
+                ));
+            }
+            list.iter()
+                .filter_map(|id| {
+                    if !account_ids.contains(id) {
+                        problems.push(format!(
+                            "{at}[{i}].accounts: {id:?} is not the id of an [[accounts]] entry"
+                        ));
+                        return None;
+                    }
+                    AccountId::parse(id).ok()
+                })
+                .collect()
+        });
         tokens.push(AdminToken {
             name: t.name,
             token: t.token,
+            scope: Scope::new(accounts, t.read_only),
         });
     }
     tokens
@@ -624,7 +718,25 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             "http.max_connections: {n} must be between 1 and 1000000"
         ));
     }
+    let admin_listen = raw
+        .http
+        .admin_listen
+        .as_deref()
+        .map(|a| parse_addr(a, "http.admin_listen", problems));
+    if let (Some(Some(admin)), Some(public)) = (admin_listen, http_listen) {
+        if admin == public && admin.port() != 0 {
+            problems.push(format!(
+                "http.admin_listen: {admin} is http.listen too; leave it out to serve both there"
+            ));
+        }
+    }
     let grpc_listen = parse_addr(&raw.grpc.listen, "grpc.listen", problems);
+    if !(1024..=(1 << 30)).contains(&raw.grpc.max_message_bytes) {
+        problems.push(format!(
+            "grpc.max_message_bytes: {} must be between 1024 and 1073741824",
+            raw.grpc.max_message_bytes
+        ));
+    }
 
     let backend = match raw.store.backend.as_str() {
         "embedded" => {
@@ -759,9 +871,6 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         );
     }
 
-    let admin_tokens = check_tokens(raw.admin.tokens, "admin.tokens", problems);
-    let grpc_tokens = check_tokens(raw.grpc.tokens, "grpc.tokens", problems);
-
     let format = match raw.log.format.as_str() {
         "text" => Some(LogFormat::Text),
         "json" => Some(LogFormat::Json),
@@ -787,15 +896,23 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             accounts.push(acc);
         }
     }
+    let admin_tokens = check_tokens(raw.admin.tokens, "admin.tokens", &ids, problems);
+    let grpc_tokens = check_tokens(raw.grpc.tokens, "grpc.tokens", &ids, problems);
 
+    let admin_listen = match admin_listen {
+        Some(parsed) => Some(parsed?),
+        None => None,
+    };
     Some(Config {
         http: HttpConfig {
             listen: http_listen?,
+            admin_listen,
             max_body_bytes: raw.http.max_body_bytes as usize,
             body_timeout: Duration::from_millis(raw.http.body_timeout_ms),
             max_connections: raw.http.max_connections.map(|n| n as usize),
         },
         grpc_listen: grpc_listen?,
+        grpc_max_message_bytes: raw.grpc.max_message_bytes as usize,
         store: StoreConfig {
             backend: backend?,
             dedup_ttl: Duration::from_secs(raw.store.dedup_ttl_seconds),
@@ -1229,6 +1346,99 @@ token = "x"
             "no gRPC tokens: the service is open"
         );
         assert_eq!(cfg.wechat.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn token_scopes_must_name_configured_accounts() {
+        let toml = format!(
+            "[[admin.tokens]]\nname = \"ro\"\ntoken = \"long-enough-token-123\"\n\
+             accounts = [\"acme-mp\"]\nread_only = true\n{GOOD_MP}"
+        );
+        let cfg = load_str(&toml).unwrap();
+        let scope = &cfg.admin_tokens[0].scope;
+        assert!(scope.read_only());
+        assert_eq!(scope.accounts().unwrap()[0].as_str(), "acme-mp");
+        assert!(load_str(GOOD_MP).unwrap().grpc_tokens.is_empty());
+
+        let toml = format!(
+            "[[admin.tokens]]\nname = \"a\"\ntoken = \"long-enough-token-123\"\n\
+             accounts = [\"acme-mp\", \"nope\"]\n\
+             [[grpc.tokens]]\nname = \"b\"\ntoken = \"long-enough-token-456\"\naccounts = []\n{GOOD_MP}"
+        );
+        let problems = load_str(&toml).unwrap_err().0.join("\n");
+        for expected in [
+            "admin.tokens[0].accounts: \"nope\" is not the id of an [[accounts]] entry",
+            "grpc.tokens[0].accounts: must name at least one account",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "missing {expected:?} in:\n{problems}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_listen_and_the_grpc_message_limit_are_parsed_and_bounded() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert_eq!(cfg.http.admin_listen, None);
+        assert_eq!(cfg.http.admin_addr(), cfg.http.listen);
+        assert_eq!(cfg.grpc_max_message_bytes, 16 << 20);
+        let cfg = load_str(&format!(
+            "[http]\nadmin_listen = \"127.0.0.1:9090\"\n[grpc]\nmax_message_bytes = 4194304\n{GOOD_MP}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.http.admin_addr().to_string(), "127.0.0.1:9090");
+        assert_eq!(cfg.grpc_max_message_bytes, 4 << 20);
+        let problems = load_str(&format!(
+            "[http]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n\
+             [grpc]\nmax_message_bytes = 10\n{GOOD_MP}"
+        ))
+        .unwrap_err()
+        .0
+        .join("\n");
+        assert!(
+            problems.contains("http.admin_listen: 127.0.0.1:8080 is http.listen too"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("grpc.max_message_bytes: 10 must be between"),
+            "{problems}"
+        );
+        assert!(load_str(&format!("[http]\nadmin_listen = \"nowhere\"\n{GOOD_MP}")).is_err());
+    }
+
+    #[test]
+    fn warnings_name_a_public_admin_api_and_an_open_public_grpc_service() {
+        assert!(load_str(GOOD_MP).unwrap().warnings().is_empty());
+        let public = load_str(&format!(
+            "[http]\nlisten = \"0.0.0.0:8080\"\n[grpc]\nlisten = \"[::]:50051\"\n{GOOD_MP}"
+        ))
+        .unwrap()
+        .warnings();
+        assert_eq!(public.len(), 2, "{public:?}");
+        assert!(
+            public[0].contains("0.0.0.0:8080 (http.listen"),
+            "{public:?}"
+        );
+        assert!(public[1].contains("no [[grpc.tokens]]"), "{public:?}");
+        // The admin API on its own loopback listener and a gRPC service with tokens: quiet.
+        let split = load_str(&format!(
+            "[http]\nlisten = \"0.0.0.0:8080\"\nadmin_listen = \"[::1]:9090\"\n\
+             [grpc]\nlisten = \"10.0.0.5:50051\"\n\
+             [[grpc.tokens]]\nname = \"crm\"\ntoken = \"long-enough-token-123\"\n{GOOD_MP}"
+        ))
+        .unwrap()
+        .warnings();
+        assert!(split.is_empty(), "{split:?}");
+        let admin = load_str(&format!(
+            "[http]\nadmin_listen = \"192.168.1.2:9090\"\n{GOOD_MP}"
+        ))
+        .unwrap()
+        .warnings();
+        assert!(
+            admin[0].contains("192.168.1.2:9090 (http.admin_listen)"),
+            "{admin:?}"
+        );
     }
 
     #[test]

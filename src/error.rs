@@ -124,7 +124,7 @@ impl CallbackError {
 /// The use cases' error type: every way a use case (`crate::services`) or the door in front of
 /// it (token, request body, account id) can refuse, for the admin API and the gRPC `Gateway`
 /// service alike, so that no handler writes an error of its own. Every HTTP answer is `{"error": {"code",
-/// "message"}}` with the status the contract fixes (400 validation, 401 token, 404 unknown, 409
+/// "message"}}` with the status the contract fixes (400 validation, 401 token, 403 outside the token's scope, 404 unknown, 409
 /// conflict, 413 body too large, 502 WeChat refused, 503 store); WeChat being away is 503 (busy)
 /// or 504 (unreachable). Exhaustive, like the callback map, so a new variant must pick its HTTP
 /// status and its gRPC code here.
@@ -134,6 +134,10 @@ pub enum ServiceError {
     MissingToken,
     #[error("the bearer token is not one of admin.tokens")]
     BadToken,
+    /// A valid token outside its scope (`accounts`, `read_only`): the message says which rule
+    /// refused, never the token.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("{0}")]
     Validation(String),
     /// The request body is over the limit named (a setting such as `http.max_body_bytes`).
@@ -183,6 +187,7 @@ impl ServiceError {
         match self {
             Self::MissingToken => "missing_token",
             Self::BadToken => "invalid_token",
+            Self::Forbidden(_) => "forbidden",
             Self::Validation(_) => "invalid_request",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BodyTimeout => "body_timeout",
@@ -211,6 +216,7 @@ impl From<ServiceError> for tonic::Status {
         use tonic::Code;
         let code = match &e {
             ServiceError::MissingToken | ServiceError::BadToken => Code::Unauthenticated,
+            ServiceError::Forbidden(_) => Code::PermissionDenied,
             ServiceError::Validation(_) => Code::InvalidArgument,
             // What tonic itself answers for a message over `max_decoding_message_size`.
             ServiceError::PayloadTooLarge { .. } => Code::OutOfRange,
@@ -243,6 +249,7 @@ impl ResponseError for ServiceError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::BadToken => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,

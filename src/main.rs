@@ -20,6 +20,10 @@ async fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
+            // Valid but risky settings: printed loudly, without failing the check.
+            for warning in cfg.warnings() {
+                eprintln!("WARNING: {warning}");
+            }
             println!(
                 "{}: valid ({} account(s))",
                 path.display(),

@@ -1,5 +1,6 @@
-//! Builds the application: opens the store, binds the HTTP and gRPC listeners (port 0 works, and
-//! the real ports are reported), builds the WeChat API client, the token authority and the use
+//! Builds the application: opens the store, binds the HTTP listeners (the public one and, when
+//! `http.admin_listen` is set, the admin one) and the gRPC listener (port 0 works, and the real
+//! ports are reported), builds the WeChat API client, the token authority and the use
 //! cases that the admin API and the gRPC `Gateway` service share, spawns the forwarder, and
 //! runs everything until one shutdown token is cancelled (SIGTERM, Ctrl-C, or a test).
 
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreBackend};
 use crate::domain::Platform;
-use crate::grpc::gateway::GatewayService;
+use crate::grpc::gateway::{self, GatewayService};
 use crate::http::{self, AppState};
 use crate::outbox::sink::{GrpcSink, Sink, StdoutSink};
 use crate::outbox::{Decorate, Forwarder, ForwarderConfig};
@@ -105,8 +106,11 @@ fn open_file_limit() -> Option<usize> {
 
 pub struct Application {
     http_addr: SocketAddr,
+    /// Where `/admin/v1` and `/metrics` are served: `http_addr` unless `http.admin_listen` is set.
+    admin_addr: SocketAddr,
     grpc_addr: SocketAddr,
-    server: actix_web::dev::Server,
+    /// The public server, then the admin one when it has its own listener.
+    servers: Vec<actix_web::dev::Server>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     workers: Vec<(&'static str, JoinHandle<()>)>,
     shutdown: CancellationToken,
@@ -134,12 +138,26 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
 impl Application {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
         install_tls_provider();
+        for warning in cfg.warnings() {
+            tracing::warn!("{warning}");
+        }
         let store = open_store(&cfg).await?;
         let shutdown = CancellationToken::new();
 
         let http_listener = bind_http(cfg.http.listen)
             .with_context(|| format!("cannot listen on http.listen {}", cfg.http.listen))?;
         let http_addr = http_listener.local_addr()?;
+        let admin_listener = match cfg.http.admin_listen {
+            Some(addr) => Some(
+                bind_http(addr)
+                    .with_context(|| format!("cannot listen on http.admin_listen {addr}"))?,
+            ),
+            None => None,
+        };
+        let admin_addr = match &admin_listener {
+            Some(l) => l.local_addr()?,
+            None => http_addr,
+        };
 
         let accounts = cfg
             .accounts
@@ -198,30 +216,24 @@ impl Application {
                 cfg.accounts.iter().map(|a| a.id.as_str()),
             ),
         });
-        let max_body = cfg.http.max_body_bytes;
-        let body_timeout = cfg.http.body_timeout;
         let connections = ConnectionBound::new(cfg.http.max_connections);
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(max_body))
-                .configure(http::routes)
-                .wrap(http::body::BodyDeadline {
-                    timeout: body_timeout,
-                })
-                // Outermost, so that every answer has it: errors, 404s and 408s included.
-                .wrap(http::nosniff())
-        })
-        .workers(connections.workers)
-        .max_connections(connections.per_worker)
-        // The headers' deadline: a client that connects and sends nothing, or its headers a
-        // byte at a time, is dropped after as long as it would have for its body.
-        .client_request_timeout(body_timeout)
-        .keep_alive(HTTP_KEEP_ALIVE)
-        .listen(http_listener)?
-        .shutdown_signal(shutdown.clone().cancelled_owned())
-        .shutdown_timeout(HTTP_SHUTDOWN_GRACE)
-        .run();
+        let serve = |routes: fn(&mut web::ServiceConfig), listener| {
+            http_server(
+                state.clone(),
+                &cfg.http,
+                connections,
+                routes,
+                listener,
+                &shutdown,
+            )
+        };
+        let servers = match admin_listener {
+            None => vec![serve(http::routes, http_listener)?],
+            Some(admin) => vec![
+                serve(http::public_routes, http_listener)?,
+                serve(http::admin_routes, admin)?,
+            ],
+        };
 
         let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_listen)
             .await
@@ -240,14 +252,11 @@ impl Application {
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
-                .add_service(
-                    GatewayServer::new(GatewayService::new(
-                        services.clone(),
-                        cfg.grpc_tokens.clone(),
-                    ))
-                    // SendBroadcast carries openid lists as long as the admin route's.
-                    .max_decoding_message_size(cfg.broadcasts.max_body_bytes),
-                )
+                .add_service(gateway::server(
+                    services.clone(),
+                    cfg.grpc_tokens.clone(),
+                    cfg.grpc_max_message_bytes,
+                ))
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc_listener),
                     shutdown.clone().cancelled_owned(),
@@ -307,11 +316,12 @@ impl Application {
                 );
             }
         }
-        tracing::info!(%http_addr, %grpc_addr, accounts = cfg.accounts.len(), "wechat-gateway started");
+        tracing::info!(%http_addr, %admin_addr, %grpc_addr, accounts = cfg.accounts.len(), "wechat-gateway started");
         Ok(Self {
             http_addr,
+            admin_addr,
             grpc_addr,
-            server,
+            servers,
             grpc,
             workers,
             shutdown,
@@ -320,6 +330,12 @@ impl Application {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the admin API and `/metrics` answer (the public address unless
+    /// `http.admin_listen` is set).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -334,7 +350,20 @@ impl Application {
     /// Serves until shutdown: HTTP stops accepting and finishes in-flight requests, then the
     /// gRPC server and the workers stop; each is awaited and its end reported.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let http = self.server.await;
+        // Each server ends on the shared shutdown token; should one fail on its own, cancelling
+        // stops the other too.
+        let shutdown = self.shutdown.clone();
+        let http = futures::future::join_all(self.servers.into_iter().map(|server| {
+            let shutdown = shutdown.clone();
+            async move {
+                let ended = server.await;
+                shutdown.cancel();
+                ended
+            }
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>();
         self.shutdown.cancel();
         match tokio::time::timeout(Duration::from_secs(5), self.grpc).await {
             Ok(Ok(Ok(()))) => tracing::info!("gRPC server stopped"),
@@ -349,8 +378,42 @@ impl Application {
                 Err(_) => tracing::warn!(worker = name, "did not stop within 10 s"),
             }
         }
-        http.context("HTTP server failed")
+        http.map(drop).context("HTTP server failed")
     }
+}
+
+/// One actix server on `listener` serving `routes`, stopped by the shared shutdown token.
+fn http_server(
+    state: web::Data<AppState>,
+    cfg: &crate::config::HttpConfig,
+    connections: ConnectionBound,
+    routes: fn(&mut web::ServiceConfig),
+    listener: std::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> std::io::Result<actix_web::dev::Server> {
+    let max_body = cfg.max_body_bytes;
+    let body_timeout = cfg.body_timeout;
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .configure(routes)
+            .wrap(http::body::BodyDeadline {
+                timeout: body_timeout,
+            })
+            // Outermost, so that every answer has it: errors, 404s and 408s included.
+            .wrap(http::nosniff())
+    })
+    .workers(connections.workers)
+    .max_connections(connections.per_worker)
+    // The headers' deadline: a client that connects and sends nothing, or its headers a
+    // byte at a time, is dropped after as long as it would have for its body.
+    .client_request_timeout(body_timeout)
+    .keep_alive(HTTP_KEEP_ALIVE)
+    .listen(listener)?
+    .shutdown_signal(shutdown.clone().cancelled_owned())
+    .shutdown_timeout(HTTP_SHUTDOWN_GRACE)
+    .run())
 }
 
 /// This instance's name towards the store: the host name and HTTP port, so that it is unique

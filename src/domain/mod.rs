@@ -1,6 +1,7 @@
 //! Validated domain types. Each is parsed once at the edge (configuration, HTTP path, gRPC
 //! request) and is valid wherever it appears afterwards. No I/O here.
 
+pub mod access;
 pub mod autoreply;
 pub mod broadcast;
 pub mod link;
@@ -46,7 +47,8 @@ impl fmt::Display for AccountId {
 }
 
 /// Who asked for a change: the `name` of the admin token presented over HTTP, or of the
-/// `[[grpc.tokens]]` entry (`grpc` when none are configured). Recorded with what it changed
+/// `[[grpc.tokens]]` entry (`grpc` when none are configured); what it may do is its
+/// [`access::Scope`]. Recorded with what it changed
 /// (menu versions, reply rules, broadcast jobs) and in log lines; never a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor(String);
@@ -123,21 +125,6 @@ impl Secret {
     }
 }
 
-/// The name of the token in `tokens` that `presented` is, if any. Every token is compared (in
-/// constant time each), so timing does not tell which one matched.
-pub fn match_token<'t>(
-    tokens: impl IntoIterator<Item = (&'t str, &'t Secret)>,
-    presented: &str,
-) -> Option<&'t str> {
-    let mut found = None;
-    for (name, token) in tokens {
-        if token.matches(presented) && found.is_none() {
-            found = Some(name);
-        }
-    }
-    found
-}
-
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
@@ -175,10 +162,6 @@ mod tests {
         assert!(!s.matches("abd"));
         assert!(!s.matches("abcd"));
         assert!(!Secret::new("").matches("a"));
-        let (a, b) = (Secret::new("token-a"), Secret::new("token-b"));
-        let tokens = [("ops", &a), ("crm", &b)];
-        assert_eq!(match_token(tokens, "token-b"), Some("crm"));
-        assert_eq!(match_token(tokens, "token-c"), None);
     }
 
     #[test]

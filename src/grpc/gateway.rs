@@ -1,17 +1,22 @@
-//! `wechat_gateway.v1.Gateway`: thin, like the admin routes. Each rpc authenticates, converts
-//! its request at the door ([`super::convert`]), calls the same use case as the admin API
-//! (`crate::services`), converts the answer back, and maps errors through the one
-//! `ServiceError` → `Status` map in `crate::error`.
+//! `wechat_gateway.v1.Gateway`: thin, like the admin routes. [`Authenticate`] checks the bearer
+//! token from the metadata before tonic reads a byte of the message; each rpc then checks the
+//! token's scope for the message's `account_id` ([`Access::Read`] for the Get*/List* rpcs,
+//! [`Access::Write`] for the rest), converts its request at the door ([`super::convert`]), calls
+//! the same use case as the admin API (`crate::services`), converts the answer back, and maps
+//! errors through the one `ServiceError` → `Status` map in `crate::error`.
 
 use std::sync::Arc;
 
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
 use super::convert::{job_to_pb, menu_json, message_json};
 use crate::config::AdminToken;
-use crate::domain::{match_token, Actor, Untrusted};
+use crate::domain::access::{bearer, match_token, Access, Caller, Scope};
+use crate::domain::{Actor, Untrusted};
 use crate::error::ServiceError;
-use crate::pb::gateway_server::Gateway;
+use crate::pb::gateway_server::{Gateway, GatewayServer};
 use crate::pb::{
     self, CreateLinkRequest, CreateLinkResponse, CreateQrCodeRequest, CreateQrCodeResponse,
     DeleteMenuRequest, DeleteMenuResponse, GetMenuRequest, GetMenuResponse, ListLinksRequest,
@@ -24,40 +29,116 @@ use crate::pb::{
 use crate::services::links;
 use crate::services::message::send_message;
 use crate::services::qrcode::create_qr_code;
-use crate::services::{account_id, Services};
+use crate::services::{account_id, authorize, Services};
 use crate::services::{autoreply, broadcast, menu, tags};
 
 /// The actor recorded for changes made over gRPC when no `[[grpc.tokens]]` are configured.
 const ANONYMOUS: &str = "grpc";
 
+/// The `Gateway` service as served: [`GatewayService`] behind [`Authenticate`], decoding
+/// messages of at most `max_message_bytes` (`grpc.max_message_bytes`; a longer one is refused
+/// with `OUT_OF_RANGE` from its 5-byte length prefix, before it is buffered).
+pub fn server(
+    services: Arc<Services>,
+    tokens: Vec<AdminToken>,
+    max_message_bytes: usize,
+) -> InterceptedService<GatewayServer<GatewayService>, Authenticate> {
+    InterceptedService::new(
+        GatewayServer::new(GatewayService { services })
+            .max_decoding_message_size(max_message_bytes),
+        Authenticate {
+            tokens: tokens.into(),
+        },
+    )
+}
+
+/// The bearer-token check of every `Gateway` call. An interceptor sees only the metadata: tonic
+/// runs it before the message is read, so an unauthenticated caller is answered
+/// `UNAUTHENTICATED` without the gateway buffering (or HTTP/2 flow control granting more than a
+/// window of) its message (issue 18). The [`Caller`] it finds travels to the rpc in the request's
+/// extensions, where the scope is checked against the decoded `account_id`.
+#[derive(Clone)]
+pub struct Authenticate {
+    /// `[[grpc.tokens]]`; empty: every caller is let in as [`ANONYMOUS`], with every right.
+    tokens: Arc<[AdminToken]>,
+}
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let caller = if self.tokens.is_empty() {
+            Caller::new(ANONYMOUS, Scope::everything())
+        } else {
+            let presented = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(bearer)
+                .ok_or(ServiceError::MissingToken)?;
+            let tokens = self.tokens.iter().map(|t| (t, &t.token));
+            match_token(tokens, presented)
+                .map(|t| Caller::new(&t.name, t.scope.clone()))
+                .ok_or(ServiceError::BadToken)?
+        };
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+/// A `Gateway` request message: every one names the account it acts on.
+pub trait ForAccount {
+    fn account_id(&self) -> &str;
+}
+
+macro_rules! for_account {
+    ($($t:ty),* $(,)?) => {
+        $(impl ForAccount for $t {
+            fn account_id(&self) -> &str {
+                &self.account_id
+            }
+        })*
+    };
+}
+
+for_account!(
+    CreateQrCodeRequest,
+    SendMessageRequest,
+    GetMenuRequest,
+    SetMenuRequest,
+    DeleteMenuRequest,
+    ListReplyRulesRequest,
+    PutReplyRuleRequest,
+    DeleteReplyRuleRequest,
+    CreateLinkRequest,
+    ListLinksRequest,
+    pb::SendBroadcastRequest,
+    pb::GetBroadcastRequest,
+    pb::PreviewBroadcastRequest,
+    pb::CreateTagRequest,
+    pb::TagUsersRequest,
+);
+
 pub struct GatewayService {
     services: Arc<Services>,
-    /// `[[grpc.tokens]]`; empty: every caller is let in as [`ANONYMOUS`].
-    tokens: Vec<AdminToken>,
 }
 
 impl GatewayService {
-    pub fn new(services: Arc<Services>, tokens: Vec<AdminToken>) -> Self {
-        Self { services, tokens }
-    }
-
-    /// The caller: its token's name, from `authorization: Bearer <token>` metadata.
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Actor, ServiceError> {
-        if self.tokens.is_empty() {
-            return Ok(Actor::new(ANONYMOUS));
-        }
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+    /// The actor and the message, when the caller's token (found by [`Authenticate`]) may do
+    /// `access` on the message's account; `rpc` names the call in the log of a refusal.
+    fn authorize<T: ForAccount>(
+        &self,
+        request: Request<T>,
+        access: Access,
+        rpc: &str,
+    ) -> Result<(Actor, T), Status> {
+        // Absent only if the service were served without its interceptor: refuse, not open.
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
             .ok_or(ServiceError::MissingToken)?;
-        let tokens = self.tokens.iter().map(|t| (t.name.as_str(), &t.token));
-        match_token(tokens, presented)
-            .map(Actor::new)
-            .ok_or(ServiceError::BadToken)
+        let message = request.into_inner();
+        let actor = authorize(&caller, Some(message.account_id()), access, rpc)?;
+        Ok((actor, message))
     }
 }
 
@@ -67,8 +148,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<CreateQrCodeRequest>,
     ) -> Result<Response<CreateQrCodeResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let request = request.into_inner();
+        let (actor, request) = self.authorize(request, Access::Write, "CreateQrCode")?;
         let account = request.account_id.clone();
         let req = request.try_into()?;
         let code = create_qr_code(&self.services, &account_id(&account)?, &actor, req).await?;
@@ -79,8 +159,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "SendMessage")?;
         tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), "SendMessage");
         let message = r.message.try_into()?;
         let msg_id = send_message(
@@ -97,8 +176,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<GetMenuRequest>,
     ) -> Result<Response<GetMenuResponse>, Status> {
-        self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (_actor, r) = self.authorize(request, Access::Read, "GetMenu")?;
         let live = menu::live_menu(&self.services, &account_id(&r.account_id)?).await?;
         Ok(Response::new(live.into()))
     }
@@ -107,8 +185,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<SetMenuRequest>,
     ) -> Result<Response<SetMenuResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "SetMenu")?;
         let body = menu_json(&r.menu_json)?;
         let answer = if r.conditional {
             let menuid =
@@ -130,8 +207,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<DeleteMenuRequest>,
     ) -> Result<Response<DeleteMenuResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "DeleteMenu")?;
         let version = if r.menuid.is_empty() {
             menu::delete(&self.services, &account_id(&r.account_id)?, &actor).await?
         } else {
@@ -151,8 +227,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<ListReplyRulesRequest>,
     ) -> Result<Response<ListReplyRulesResponse>, Status> {
-        self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (_actor, r) = self.authorize(request, Access::Read, "ListReplyRules")?;
         let rules = autoreply::list_rules(&self.services, &account_id(&r.account_id)?).await?;
         Ok(Response::new(ListReplyRulesResponse {
             rules: rules.iter().map(Into::into).collect(),
@@ -163,8 +238,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<PutReplyRuleRequest>,
     ) -> Result<Response<PutReplyRuleResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "PutReplyRule")?;
         let rule = r.rule.try_into()?;
         let (stored, created) =
             autoreply::put_rule(&self.services, &account_id(&r.account_id)?, &actor, rule).await?;
@@ -178,8 +252,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<DeleteReplyRuleRequest>,
     ) -> Result<Response<DeleteReplyRuleResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "DeleteReplyRule")?;
         autoreply::delete_rule(
             &self.services,
             &account_id(&r.account_id)?,
@@ -194,8 +267,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<CreateLinkRequest>,
     ) -> Result<Response<CreateLinkResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "CreateLink")?;
         let link = links::create_link(
             &self.services,
             &account_id(&r.account_id)?,
@@ -211,8 +283,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<ListLinksRequest>,
     ) -> Result<Response<ListLinksResponse>, Status> {
-        self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (_actor, r) = self.authorize(request, Access::Read, "ListLinks")?;
         let all = links::list_links(&self.services, &account_id(&r.account_id)?).await?;
         Ok(Response::new(ListLinksResponse {
             links: all.into_iter().map(Into::into).collect(),
@@ -223,8 +294,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::SendBroadcastRequest>,
     ) -> Result<Response<pb::BroadcastJob>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "SendBroadcast")?;
         let account = r.account_id.clone();
         let req = broadcast::SendBroadcast::try_from(r)?;
         let (job, created) =
@@ -236,8 +306,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::GetBroadcastRequest>,
     ) -> Result<Response<pb::BroadcastJob>, Status> {
-        self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (_actor, r) = self.authorize(request, Access::Read, "GetBroadcast")?;
         let job =
             broadcast::get_job(&self.services, &account_id(&r.account_id)?, &r.job_id).await?;
         Ok(Response::new(job_to_pb(job, false)))
@@ -247,8 +316,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::PreviewBroadcastRequest>,
     ) -> Result<Response<pb::PreviewBroadcastResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "PreviewBroadcast")?;
         tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), "PreviewBroadcast");
         let message = message_json(&r.message_json)?;
         let msg_id = broadcast::preview(
@@ -267,8 +335,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::GetBroadcastRequest>,
     ) -> Result<Response<pb::BroadcastJob>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "DeleteBroadcast")?;
         tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), job_id = %Untrusted(&r.job_id), "DeleteBroadcast");
         let job =
             broadcast::delete_job(&self.services, &account_id(&r.account_id)?, &r.job_id).await?;
@@ -279,8 +346,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::GetBroadcastRequest>,
     ) -> Result<Response<pb::BroadcastJob>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "CancelBroadcast")?;
         let job = broadcast::cancel_job(
             &self.services,
             &account_id(&r.account_id)?,
@@ -295,8 +361,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::CreateTagRequest>,
     ) -> Result<Response<pb::CreateTagResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let (actor, r) = self.authorize(request, Access::Write, "CreateTag")?;
         tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), "CreateTag");
         let tag_id = tags::create_tag(&self.services, &account_id(&r.account_id)?, &r.name).await?;
         Ok(Response::new(pb::CreateTagResponse { tag_id }))
@@ -323,8 +388,8 @@ impl GatewayService {
         request: Request<pb::TagUsersRequest>,
         untag: bool,
     ) -> Result<Response<pb::TagUsersResponse>, Status> {
-        let actor = self.authenticate(&request)?;
-        let r = request.into_inner();
+        let rpc = if untag { "UntagUsers" } else { "TagUsers" };
+        let (actor, r) = self.authorize(request, Access::Write, rpc)?;
         tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), untag, "TagUsers");
         let done = tags::tag_users(
             &self.services,

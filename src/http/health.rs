@@ -4,10 +4,16 @@ use actix_web::{web, HttpResponse};
 
 use super::AppState;
 
+/// `/healthz` and `/readyz`: on the public listener, for load balancers.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/readyz", web::get().to(readyz));
+}
+
+/// `/metrics`: with the admin API (on `http.admin_listen` when it is set), since it names the
+/// accounts and their traffic.
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics));
 }
 
 async fn healthz() -> HttpResponse {

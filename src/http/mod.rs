@@ -42,10 +42,24 @@ pub fn nosniff() -> actix_web::middleware::DefaultHeaders {
         .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
 }
 
-/// Registers every route of the gateway on an actix `App`.
+/// Registers every route of the gateway on an actix `App`: one listener (`http.listen`) for all
+/// when `http.admin_listen` is not set.
 pub fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+    public_routes(cfg);
+    admin_routes(cfg);
+}
+
+/// What WeChat, followers and load balancers reach (`http.listen`): callbacks, the tracked
+/// links, `/healthz` and `/readyz`. Nothing here takes an admin token.
+pub fn public_routes(cfg: &mut actix_web::web::ServiceConfig) {
     callbacks::routes(cfg);
-    admin::routes(cfg);
     health::routes(cfg);
     links::routes(cfg);
+}
+
+/// What operators reach: the admin API and `/metrics`, alone on `http.admin_listen` when it is
+/// set, so that exposing the callbacks does not expose them.
+pub fn admin_routes(cfg: &mut actix_web::web::ServiceConfig) {
+    admin::routes(cfg);
+    health::metrics_routes(cfg);
 }

@@ -19,7 +19,8 @@ pub mod tags;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::domain::AccountId;
+use crate::domain::access::{Access, Caller};
+use crate::domain::{AccountId, Actor};
 use crate::error::ServiceError;
 use crate::store::Store;
 use crate::wechat::account::Account;
@@ -53,6 +54,29 @@ impl Services {
 /// unknown one (404, `NOT_FOUND`), not as a malformed request.
 pub fn account_id(raw: &str) -> Result<AccountId, ServiceError> {
     AccountId::parse(raw).map_err(|_| ServiceError::unknown_account(raw))
+}
+
+/// The actor to record for `caller` doing `what` (a route or an rpc) with `access` on `account`
+/// (`None`: a route over every account), or a 403 / `PERMISSION_DENIED` when the token's scope
+/// does not allow it. Both doors call this after authenticating; the refusal is logged with the
+/// token's name (never the token) and the account as the caller wrote it, escaped.
+pub fn authorize(
+    caller: &Caller,
+    account: Option<&str>,
+    access: Access,
+    what: &str,
+) -> Result<Actor, ServiceError> {
+    caller.authorize(account, access).map_err(|denial| {
+        tracing::warn!(
+            actor = %caller.actor,
+            account = ?account,
+            access = ?access,
+            what = ?what,
+            reason = denial.as_str(),
+            "request refused: outside the token's scope"
+        );
+        ServiceError::Forbidden(denial.to_string())
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod admin;
+mod authz;
 mod broadcasts;
 mod callbacks;
 mod cli;

@@ -1,5 +1,6 @@
-//! The admin handlers' extractors: who is asking (the domain [`Actor`], from the bearer token)
-//! and what they sent ([`JsonBody`] within `http.max_body_bytes`, [`LargeJsonBody`] within
+//! The admin handlers' extractors: who is asking (the domain [`Actor`], from the bearer token,
+//! allowed by the token's scope for the route's `{account}` and the method; or just the
+//! authenticated [`Caller`] where no account is concerned) and what they sent ([`JsonBody`] within `http.max_body_bytes`, [`LargeJsonBody`] within
 //! `broadcasts.max_body_bytes`). Each one fails with a `ServiceError`, so a refused request is
 //! answered in the admin API's JSON shape like any other error.
 
@@ -7,18 +8,45 @@ use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
+use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures::future::LocalBoxFuture;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::domain::match_token;
+use crate::domain::access::{bearer, match_token, Access, Caller};
 pub(crate) use crate::domain::Actor;
 use crate::error::ServiceError;
 use crate::http::{body, AppState};
+use crate::services::authorize;
 
-/// The authenticated operator: the `name` of the admin token presented.
+/// The authenticated operator: the `name` of the admin token presented, when its scope allows
+/// this request: the account of the path (`{account}`; a route without one spans every account)
+/// and the method (GET and HEAD read; every other method writes).
 impl FromRequest for Actor {
+    type Error = ServiceError;
+    type Future = Ready<Result<Self, ServiceError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|caller| {
+            let access = match *req.method() {
+                Method::GET | Method::HEAD => Access::Read,
+                _ => Access::Write,
+            };
+            let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
+            authorize(
+                &caller,
+                req.match_info().get("account"),
+                access,
+                &format!("{} {route}", req.method()),
+            )
+        }))
+    }
+}
+
+/// Any valid admin token, whatever its scope: for what concerns no account's data (the OpenAPI
+/// document, the 404 of an unknown admin path).
+impl FromRequest for Caller {
     type Error = ServiceError;
     type Future = Ready<Result<Self, ServiceError>>;
 
@@ -27,23 +55,16 @@ impl FromRequest for Actor {
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Actor, ServiceError> {
-    let header = req
+fn authenticate(req: &HttpRequest) -> Result<Caller, ServiceError> {
+    let presented = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
         .ok_or(ServiceError::MissingToken)?;
-    let presented = header
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(ServiceError::MissingToken)?;
-    let tokens = state(req)
-        .admin_tokens
-        .iter()
-        .map(|t| (t.name.as_str(), &t.token));
+    let tokens = state(req).admin_tokens.iter().map(|t| (t, &t.token));
     match_token(tokens, presented)
-        .map(Actor::new)
+        .map(|t| Caller::new(&t.name, t.scope.clone()))
         .ok_or(ServiceError::BadToken)
 }
 

@@ -5,8 +5,8 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::extract::Actor;
 use super::responses::TokenErrors;
+use crate::domain::access::Caller;
 use crate::error::{ErrorBody, ErrorDetail};
 
 /// The bearer scheme every admin route demands (`admin.tokens`).
@@ -75,6 +75,6 @@ pub struct AdminApi;
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn openapi_json(_actor: Actor) -> HttpResponse {
+pub(crate) async fn openapi_json(_caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(AdminApi::openapi())
 }

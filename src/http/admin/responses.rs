@@ -5,7 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse};
 use utoipa::IntoResponses;
 
-use super::extract::Actor;
+use crate::domain::access::Caller;
 use crate::error::ErrorBody;
 use crate::error::ServiceError;
 
@@ -19,6 +19,12 @@ use crate::error::ServiceError;
 pub(crate) enum TokenErrors {
     #[response(status = 401, description = "no or bad token")]
     Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "`forbidden`: the token's scope does not allow this (its `accounts`, or \
+                       `read_only` and a method other than GET)"
+    )]
+    Forbidden(ErrorBody),
 }
 
 /// The token, then the account: every `/accounts/{account}/...` route.
@@ -27,6 +33,12 @@ pub(crate) enum TokenErrors {
 pub(crate) enum AccountErrors {
     #[response(status = 401, description = "no or bad token")]
     Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "`forbidden`: the token's scope does not allow this (its `accounts`, or \
+                       `read_only` and a method other than GET)"
+    )]
+    Forbidden(ErrorBody),
     #[response(status = 404, description = "unknown account")]
     UnknownAccount(ErrorBody),
     #[response(status = 503, description = "the store is unavailable: retry later")]
@@ -65,7 +77,7 @@ pub(crate) enum WeChatErrors {
 
 /// Any path under `/admin/v1` that no route serves: a 404, after the token like every route.
 pub(super) async fn unknown_route(
-    _actor: Actor,
+    _caller: Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, ServiceError> {
     Err(ServiceError::NotFound(format!(

@@ -215,6 +215,8 @@ pub fn load_config(dir: &Path, opts: &AppOptions) -> (PathBuf, Config) {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where the admin API and `/metrics` answer: `addr` unless `http.admin_listen` is set.
+    pub admin_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub http: reqwest::Client,
     pub config: Config,
@@ -233,11 +235,13 @@ pub async fn spawn_configured(config: Config) -> TestApp {
         .await
         .expect("application builds");
     let addr = app.http_addr();
+    let admin_addr = app.admin_addr();
     let grpc_addr = app.grpc_addr();
     let shutdown = app.shutdown_token();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
+        admin_addr,
         grpc_addr,
         http: reqwest::Client::new(),
         config,
@@ -464,11 +468,22 @@ impl TestApp {
     /// An admin API call (`path` from `/admin/v1`) with [`ADMIN_TOKEN`]: the status and the
     /// JSON body (`Null` when the body is not JSON).
     pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.admin_as(ADMIN_TOKEN, method, path, body).await
+    }
+
+    /// [`Self::admin`] with another token (sent as `Authorization: Bearer <token>`).
+    pub async fn admin_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self
             .http
-            .request(method, self.url(&format!("/admin/v1{path}")))
-            .bearer_auth(ADMIN_TOKEN);
+            .request(method, format!("http://{}/admin/v1{path}", self.admin_addr))
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -1,6 +1,8 @@
-//! The real `wechat-gateway` binary as a child process (for tests that SIGKILL it or read its
-//! log): started with a configuration file, its HTTP address read from its log, every line it
-//! writes to stderr kept. Killed when dropped.
+//! The real `wechat-gateway` binary as a child process (for tests that SIGKILL it, read its log
+//! or measure its memory): started with a configuration file, its HTTP and gRPC addresses read
+//! from its log, every line it writes to stderr kept. Killed when dropped. `GATEWAY_UNDER_TEST`
+//! points the tests at another build of the binary (e.g. an older commit's, to compare a
+//! measurement before and after a change).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -14,11 +16,14 @@ pub struct GatewayProcess {
     pub addr: SocketAddr,
     /// Every line of its log (stderr) so far.
     log: Arc<Mutex<Vec<String>>>,
+    pub grpc_addr: SocketAddr,
 }
 
 impl GatewayProcess {
     pub fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wechat-gateway"))
+        let binary = std::env::var("GATEWAY_UNDER_TEST")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_wechat-gateway").to_owned());
+        let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -34,21 +39,26 @@ impl GatewayProcess {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("http_addr=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                if line.contains("http_addr=") {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
+                        let _ = tx.send(line.clone());
                     }
                 }
                 kept.lock().unwrap().push(line);
             }
         });
-        let addr = rx
+        let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the gateway logs its address");
+        let field = |key: &str| -> SocketAddr {
+            let rest = line.split(key).nth(1).expect("the address is logged");
+            let addr = rest.split_whitespace().next().unwrap_or("");
+            addr.parse().expect("a socket address")
+        };
         Self {
             child,
-            addr: addr.parse().expect("a socket address"),
+            addr: field("http_addr="),
+            grpc_addr: field("grpc_addr="),
             log,
         }
     }
@@ -77,6 +87,17 @@ impl GatewayProcess {
     /// Every log line so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The process's resident memory now (`VmRSS` of `/proc/<pid>/status`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the gateway process runs");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
     }
 
     /// SIGKILL: no graceful shutdown, no flush.
