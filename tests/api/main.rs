@@ -18,3 +18,4 @@ mod replies;
 mod routing;
 mod store;
 mod support;
+mod tls;
