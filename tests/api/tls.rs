@@ -70,24 +70,45 @@ async fn events_reach_a_crm_over_tls_with_the_bearer_token_from_the_environment(
     )
     .await;
     assert!(crm.endpoint().starts_with("https://"));
-    std::env::set_var("GWTEST_CRM_TOKEN_TLS", CRM_TOKEN);
     let ca_file = ca.write(dir.path(), "crm-ca");
-    let app = app_with_crm_toml(
-        dir.path(),
-        &format!(
-            "endpoint = {:?}\ntls_ca_file = {}\ntoken = \"${{GWTEST_CRM_TOKEN_TLS}}\"",
+    let crm_toml = |token: &str| {
+        format!(
+            "endpoint = {:?}\ntls_ca_file = {}\ntoken = {token:?}",
             crm.endpoint(),
             toml_path(&ca_file)
-        ),
-    )
-    .await;
+        )
+    };
 
+    // A token the CRM does not know: refused with UNAUTHENTICATED, kept, retried.
+    let app = app_with_crm_toml(dir.path(), &crm_toml("not-the-crm-token")).await;
     post_text(&app, "over tls").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while crm.unauthenticated() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CRM never saw the wrong token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(crm.accepted().is_empty());
+    app.stop().await;
+
+    std::env::set_var("GWTEST_CRM_TOKEN_TLS", CRM_TOKEN);
+    let app = app_with_crm_toml(dir.path(), &crm_toml("${GWTEST_CRM_TOKEN_TLS}")).await;
+    let refused = crm.unauthenticated();
     let events = crm
         .wait_for(|e| !e.is_empty(), Duration::from_secs(10))
         .await;
     assert_eq!(texts(&events), ["over tls"]);
-    assert_eq!(crm.unauthenticated(), 0, "every Deliver carried the token");
+    assert_eq!(
+        crm.unauthenticated(),
+        refused,
+        "every Deliver carried the right token"
+    );
+    assert!(
+        !format!("{:?}", app.config).contains(CRM_TOKEN),
+        "the token is a secret: never printed"
+    );
     app.stop().await;
 }
 
