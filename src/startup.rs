@@ -186,7 +186,9 @@ impl Application {
                     .context("cannot set up TLS towards the CRM (crm.tls_*)")?;
                 Arc::new(
                     GrpcSink::new(endpoint, cfg.crm.timeout, tls, cfg.crm.token.as_ref())
-                        .with_context(|| format!("invalid crm.endpoint {endpoint}"))?,
+                        .with_context(|| {
+                            format!("cannot build the CRM client of crm.endpoint {endpoint}")
+                        })?,
                 )
             }
             None => Arc::new(StdoutSink),

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use thiserror::Error;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
@@ -62,7 +63,9 @@ impl GrpcSink {
             .connect_timeout(timeout)
             .tcp_nodelay(true);
         if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls.timeout(timeout))?;
+            endpoint = endpoint
+                .tls_config(tls.timeout(timeout))
+                .context("cannot set up TLS towards the CRM (are there root certificates?)")?;
         }
         let authorization = match token {
             Some(token) => {
