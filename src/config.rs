@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::domain::access::Scope;
 use crate::domain::{AccountId, Platform, Secret};
+use crate::tls::{self, ClientTls, IdentityFiles, ServerTls};
 use crate::wechat::account::{Account, CallbackMode};
 use crate::wechat::api::WechatConfig;
 use crate::wechat::crypto::MsgCrypto;
@@ -24,6 +25,8 @@ pub struct Config {
     /// Largest gRPC `Gateway` request message (`grpc.max_message_bytes`), checked before it is
     /// buffered; callers are authenticated before any of it is read.
     pub grpc_max_message_bytes: usize,
+    /// `grpc.tls_*`: the Gateway server speaks TLS (and may demand client certificates).
+    pub grpc_tls: Option<ServerTls>,
     pub store: StoreConfig,
     pub crm: CrmConfig,
     pub wechat: WechatConfig,
@@ -186,6 +189,10 @@ pub struct CrmConfig {
     pub endpoint: Option<String>,
     pub timeout: Duration,
     pub batch_size: usize,
+    /// `crm.token`: sent as `authorization: Bearer <token>` on every `Deliver`.
+    pub token: Option<Secret>,
+    /// Set exactly when the endpoint is `https://`.
+    pub tls: Option<ClientTls>,
 }
 
 /// A bearer token of `[[admin.tokens]]` or `[[grpc.tokens]]`: its name (the actor recorded),
@@ -314,6 +321,9 @@ struct RawGrpc {
     listen: String,
     tokens: Vec<RawAdminToken>,
     max_message_bytes: u64,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf>,
 }
 
 /// `grpc.max_message_bytes` by default: the biggest legitimate request is a `SendBroadcast` with
@@ -327,6 +337,9 @@ impl Default for RawGrpc {
             listen: "127.0.0.1:50051".into(),
             tokens: Vec::new(),
             max_message_bytes: GRPC_MAX_MESSAGE_BYTES,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -363,6 +376,11 @@ struct RawCrm {
     endpoint: Option<String>,
     timeout_ms: u64,
     batch_size: u64,
+    token: Option<Secret>,
+    tls_ca_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_server_name: Option<String>,
 }
 
 impl Default for RawCrm {
@@ -371,6 +389,11 @@ impl Default for RawCrm {
             endpoint: None,
             timeout_ms: 5_000,
             batch_size: 100,
+            token: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
         }
     }
 }
@@ -810,15 +833,8 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         ));
     }
 
-    if let Some(endpoint) = &raw.crm.endpoint {
-        check_url(endpoint, "crm.endpoint", &["http", "https"], problems);
-    }
-    if raw.crm.batch_size == 0 || raw.crm.batch_size > 10_000 {
-        problems.push(format!(
-            "crm.batch_size: {} must be between 1 and 10000",
-            raw.crm.batch_size
-        ));
-    }
+    let grpc_tls = check_grpc_tls(&raw.grpc, problems);
+    let crm = check_crm(raw.crm, problems);
     check_url(
         &raw.wechat.mp_api_base,
         "wechat.mp_api_base",
@@ -913,6 +929,7 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         },
         grpc_listen: grpc_listen?,
         grpc_max_message_bytes: raw.grpc.max_message_bytes as usize,
+        grpc_tls,
         store: StoreConfig {
             backend: backend?,
             dedup_ttl: Duration::from_secs(raw.store.dedup_ttl_seconds),
@@ -920,11 +937,7 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             cache_bytes: (raw.store.cache_mib.clamp(1, 65_536) as usize) << 20,
             sweep_interval: Duration::from_secs(raw.store.sweep_interval_seconds),
         },
-        crm: CrmConfig {
-            endpoint: raw.crm.endpoint,
-            timeout: Duration::from_millis(raw.crm.timeout_ms),
-            batch_size: raw.crm.batch_size as usize,
-        },
+        crm,
         wechat: WechatConfig {
             mp_api_base: raw.wechat.mp_api_base.trim_end_matches('/').to_owned(),
             work_api_base: raw.wechat.work_api_base.trim_end_matches('/').to_owned(),
@@ -963,6 +976,150 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             max_body_bytes: raw.broadcasts.max_body_bytes as usize,
         },
     })
+}
+
+/// `[crm]`: the endpoint's scheme decides TLS; `tls_*` and `token` make sense only with an
+/// endpoint, and `tls_*` only over `https://` (a CA file on a plaintext endpoint would give a
+/// false sense of security).
+fn check_crm(raw: RawCrm, problems: &mut Vec<String>) -> CrmConfig {
+    if raw.batch_size == 0 || raw.batch_size > 10_000 {
+        problems.push(format!(
+            "crm.batch_size: {} must be between 1 and 10000",
+            raw.batch_size
+        ));
+    }
+    let tls_keys = [
+        ("tls_ca_file", raw.tls_ca_file.is_some()),
+        ("tls_cert_file", raw.tls_cert_file.is_some()),
+        ("tls_key_file", raw.tls_key_file.is_some()),
+        ("tls_server_name", raw.tls_server_name.is_some()),
+    ];
+    let https = match &raw.endpoint {
+        Some(endpoint) => {
+            check_url(endpoint, "crm.endpoint", &["http", "https"], problems);
+            endpoint.starts_with("https://")
+        }
+        None => false,
+    };
+    if !https {
+        let why = if raw.endpoint.is_some() {
+            "crm.endpoint is http:// (plaintext); TLS needs https://"
+        } else {
+            "there is no crm.endpoint"
+        };
+        for (key, _) in tls_keys.iter().filter(|(_, set)| *set) {
+            problems.push(format!("crm.{key}: set, but {why}"));
+        }
+    }
+    if let Some(token) = &raw.token {
+        // Sent as gRPC metadata, which is visible ASCII; the value is not echoed.
+        if token.is_empty() || !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+            problems.push(
+                "crm.token: must be printable ASCII with no spaces (it is sent as \
+                 `authorization: Bearer <token>`)"
+                    .into(),
+            );
+        }
+        if raw.endpoint.is_none() {
+            problems.push("crm.token: set, but there is no crm.endpoint".into());
+        }
+    }
+    let tls = https.then(|| {
+        if let Some(ca) = &raw.tls_ca_file {
+            if let Err(e) = tls::read_certificates(ca) {
+                problems.push(format!("crm.tls_ca_file: {e}"));
+            }
+        }
+        let identity = check_identity(
+            raw.tls_cert_file,
+            raw.tls_key_file,
+            "crm.tls_cert_file",
+            "crm.tls_key_file",
+            problems,
+        );
+        if let Some(name) = &raw.tls_server_name {
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                problems.push(format!(
+                    "crm.tls_server_name: {name:?} is not a DNS name or an IP address"
+                ));
+            }
+        }
+        ClientTls {
+            ca_file: raw.tls_ca_file,
+            identity,
+            server_name: raw.tls_server_name,
+        }
+    });
+    CrmConfig {
+        endpoint: raw.endpoint,
+        timeout: Duration::from_millis(raw.timeout_ms),
+        batch_size: raw.batch_size as usize,
+        token: raw.token,
+        tls,
+    }
+}
+
+/// `grpc.tls_*`: a certificate and its key turn TLS on; a client CA needs them.
+fn check_grpc_tls(raw: &RawGrpc, problems: &mut Vec<String>) -> Option<ServerTls> {
+    let identity = check_identity(
+        raw.tls_cert_file.clone(),
+        raw.tls_key_file.clone(),
+        "grpc.tls_cert_file",
+        "grpc.tls_key_file",
+        problems,
+    );
+    if let Some(ca) = &raw.tls_client_ca_file {
+        if identity.is_none() && raw.tls_cert_file.is_none() {
+            problems.push(
+                "grpc.tls_client_ca_file: set without grpc.tls_cert_file and grpc.tls_key_file \
+                 (client certificates are checked only over TLS)"
+                    .into(),
+            );
+        }
+        if let Err(e) = tls::read_certificates(ca) {
+            problems.push(format!("grpc.tls_client_ca_file: {e}"));
+        }
+    }
+    Some(ServerTls {
+        identity: identity?,
+        client_ca_file: raw.tls_client_ca_file.clone(),
+    })
+}
+
+/// A `*_cert_file` and `*_key_file` pair: both or neither, readable, and belonging together.
+fn check_identity(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    cert_at: &str,
+    key_at: &str,
+    problems: &mut Vec<String>,
+) -> Option<IdentityFiles> {
+    let (cert_file, key_file) = match (cert, key) {
+        (None, None) => return None,
+        (Some(_), None) => {
+            problems.push(format!("{cert_at}: set without {key_at} (both are needed)"));
+            return None;
+        }
+        (None, Some(_)) => {
+            problems.push(format!("{key_at}: set without {cert_at} (both are needed)"));
+            return None;
+        }
+        (Some(cert), Some(key)) => (cert, key),
+    };
+    // The certificate first, so that a key error is reported against the key.
+    if let Err(e) = tls::read_certificates(&cert_file) {
+        problems.push(format!("{cert_at}: {e}"));
+        return None;
+    }
+    let files = IdentityFiles {
+        cert_file,
+        key_file,
+    };
+    if let Err(e) = tls::read_identity(&files) {
+        problems.push(format!("{key_at}: {e}"));
+        return None;
+    }
+    Some(files)
 }
 
 /// `[links]`: the base URL is an origin (no path, query or trailing slash) and every allowed
@@ -1486,6 +1643,161 @@ token = "x"
             !problems.contains("pw-4e8c1a"),
             "a password is never echoed: {problems}"
         );
+    }
+
+    /// A self-signed certificate and its key, and a second key that does not match it, as PEM
+    /// files in `dir`: (cert, key, other key).
+    fn pem_files(dir: &Path) -> (String, String, String) {
+        let a = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        (
+            write("cert.pem", a.cert.pem()),
+            write("key.pem", a.signing_key.serialize_pem()),
+            write("other.key", b.signing_key.serialize_pem()),
+        )
+    }
+
+    #[test]
+    fn crm_tls_and_token_are_read_when_the_endpoint_is_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, _) = pem_files(dir.path());
+        let toml = format!(
+            "[crm]\nendpoint = \"https://crm.internal:50052\"\ntoken = \"tok-123\"\n\
+             tls_ca_file = {cert:?}\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n\
+             tls_server_name = \"crm.example.com\"\n{GOOD_MP}"
+        );
+        let cfg = load_str(&toml).unwrap();
+        let tls = cfg.crm.tls.clone().expect("https means TLS");
+        assert_eq!(tls.ca_file, Some(PathBuf::from(&cert)));
+        assert_eq!(tls.identity.unwrap().key_file, PathBuf::from(&key));
+        assert_eq!(tls.server_name.as_deref(), Some("crm.example.com"));
+        assert_eq!(cfg.crm.token.unwrap().expose(), "tok-123");
+        assert!(!format!("{:?}", cfg.crm.tls).contains("BEGIN"));
+
+        let https = "[crm]\nendpoint = \"https://crm.internal:50052\"\n";
+        let cfg = load_str(&format!("{https}{GOOD_MP}")).unwrap();
+        assert_eq!(
+            cfg.crm.tls,
+            Some(tls::ClientTls::default()),
+            "the platform's roots"
+        );
+        let cfg = load_str(&format!("[crm]\nendpoint = \"http://crm:1\"\n{GOOD_MP}")).unwrap();
+        assert_eq!(cfg.crm.tls, None);
+    }
+
+    #[test]
+    fn check_config_names_every_crm_tls_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, other) = pem_files(dir.path());
+        let missing = dir.path().join("missing.pem");
+        let missing = missing.to_string_lossy();
+        let problems = |toml: String| {
+            load_str(&format!("{toml}{GOOD_MP}"))
+                .unwrap_err()
+                .0
+                .join("\n")
+        };
+        let https = "[crm]\nendpoint = \"https://crm.internal:50052\"\n";
+        for (toml, expected) in [
+            (
+                format!("{https}tls_ca_file = {missing:?}\n"),
+                format!("crm.tls_ca_file: cannot read {missing}"),
+            ),
+            (
+                format!("{https}tls_ca_file = {key:?}\n"),
+                "crm.tls_ca_file: ".to_owned() + &key + " holds no PEM certificate",
+            ),
+            (
+                format!("{https}tls_cert_file = {cert:?}\n"),
+                "crm.tls_cert_file: set without crm.tls_key_file".into(),
+            ),
+            (
+                format!("{https}tls_key_file = {key:?}\n"),
+                "crm.tls_key_file: set without crm.tls_cert_file".into(),
+            ),
+            (
+                format!("{https}tls_cert_file = {cert:?}\ntls_key_file = {missing:?}\n"),
+                format!("crm.tls_key_file: cannot read {missing}"),
+            ),
+            (
+                format!("{https}tls_cert_file = {cert:?}\ntls_key_file = {cert:?}\n"),
+                "crm.tls_key_file: ".to_owned() + &cert + " holds no PEM private key",
+            ),
+            (
+                format!("{https}tls_cert_file = {cert:?}\ntls_key_file = {other:?}\n"),
+                format!("crm.tls_key_file: the key in {other} cannot serve the certificate in {cert}"),
+            ),
+            (
+                format!("{https}tls_server_name = \"not a name\"\n"),
+                "crm.tls_server_name: \"not a name\" is not a DNS name".into(),
+            ),
+            (
+                format!("[crm]\nendpoint = \"http://crm:1\"\ntls_ca_file = {cert:?}\ntls_server_name = \"crm\"\n"),
+                "crm.tls_ca_file: set, but crm.endpoint is http:// (plaintext)".into(),
+            ),
+            (
+                format!("[crm]\ntls_cert_file = {cert:?}\n"),
+                "crm.tls_cert_file: set, but there is no crm.endpoint".into(),
+            ),
+            (
+                format!("{https}token = \"has a space-9f3a\"\n"),
+                "crm.token: must be printable ASCII with no spaces".into(),
+            ),
+            (
+                "[crm]\ntoken = \"tok\"\n".into(),
+                "crm.token: set, but there is no crm.endpoint".into(),
+            ),
+        ] {
+            let all = problems(toml.clone());
+            assert!(all.contains(&expected), "{toml}\nmissing {expected:?} in:\n{all}");
+            assert!(!all.contains("9f3a"), "a token is never echoed: {all}");
+        }
+        let all = problems(format!(
+            "[crm]\nendpoint = \"http://crm:1\"\ntls_ca_file = {cert:?}\ntls_server_name = \"crm\"\n"
+        ));
+        assert!(
+            all.contains("crm.tls_server_name: set, but crm.endpoint is http://"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn grpc_server_tls_needs_a_certificate_and_its_key_and_a_client_ca_needs_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, other) = pem_files(dir.path());
+        let cfg = load_str(&format!(
+            "[grpc]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\ntls_client_ca_file = {cert:?}\n{GOOD_MP}"
+        ))
+        .unwrap();
+        let tls = cfg.grpc_tls.expect("TLS on");
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from(&cert)));
+        assert!(load_str(GOOD_MP).unwrap().grpc_tls.is_none());
+        for (toml, expected) in [
+            (
+                format!("[grpc]\ntls_cert_file = {cert:?}\n"),
+                "grpc.tls_cert_file: set without grpc.tls_key_file".to_owned(),
+            ),
+            (
+                format!("[grpc]\ntls_client_ca_file = {cert:?}\n"),
+                "grpc.tls_client_ca_file: set without grpc.tls_cert_file and grpc.tls_key_file".into(),
+            ),
+            (
+                format!("[grpc]\ntls_cert_file = {cert:?}\ntls_key_file = {other:?}\n"),
+                "grpc.tls_key_file: the key in".into(),
+            ),
+            (
+                format!("[grpc]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\ntls_client_ca_file = {key:?}\n"),
+                "grpc.tls_client_ca_file: ".to_owned() + &key + " holds no PEM certificate",
+            ),
+        ] {
+            let all = load_str(&format!("{toml}{GOOD_MP}")).unwrap_err().0.join("\n");
+            assert!(all.contains(&expected), "{toml}\nmissing {expected:?} in:\n{all}");
+        }
     }
 
     #[test]

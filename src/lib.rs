@@ -17,6 +17,7 @@
 //! - [`http`]: actix-web adapters: callbacks, the admin API, health, metrics.
 //! - [`grpc`]: tonic adapters: the `Gateway` service.
 //! - [`backoff`]: the capped exponential backoff every retry loop uses.
+//! - [`tls`]: the PEM files and tonic TLS settings of the CRM client and the Gateway server.
 //! - [`startup`]: binds listeners, wires state, spawns workers, one shutdown path.
 //! - [`simulate`]: the `simulate` command, a stand-in for the WeChat platform.
 
@@ -34,4 +35,5 @@ pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wechat;

@@ -243,15 +243,27 @@ impl Application {
         health_reporter
             .set_serving::<GatewayServer<GatewayService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("cannot build the gRPC reflection service")?;
+        let mut grpc_server = tonic::transport::Server::builder();
+        if let Some(tls) = &cfg.grpc_tls {
+            let tls = crate::tls::server_config(tls)
+                .context("cannot set up TLS of the gRPC server (grpc.tls_*)")?;
+            grpc_server = grpc_server
+                .tls_config(tls)
+                .context("cannot set up TLS of the gRPC server (grpc.tls_*)")?;
+        }
         let grpc = tokio::spawn(
-            tonic::transport::Server::builder()
+            grpc_server
                 .add_service(health_service)
-                .add_service(reflection)
+                .add_service(
+                    reflection_builder()
+                        .build_v1()
+                        .context("cannot build the gRPC reflection service")?,
+                )
+                .add_service(
+                    reflection_builder()
+                        .build_v1alpha()
+                        .context("cannot build the gRPC reflection service")?,
+                )
                 .add_service(gateway::server(
                     services.clone(),
                     cfg.grpc_tokens.clone(),
@@ -264,10 +276,21 @@ impl Application {
         );
 
         let sink: Arc<dyn Sink> = match &cfg.crm.endpoint {
-            Some(endpoint) => Arc::new(
-                GrpcSink::new(endpoint, cfg.crm.timeout)
-                    .with_context(|| format!("invalid crm.endpoint {endpoint}"))?,
-            ),
+            Some(endpoint) => {
+                let tls = cfg
+                    .crm
+                    .tls
+                    .as_ref()
+                    .map(crate::tls::client_config)
+                    .transpose()
+                    .context("cannot set up TLS towards the CRM (crm.tls_*)")?;
+                Arc::new(
+                    GrpcSink::new(endpoint, cfg.crm.timeout, tls, cfg.crm.token.as_ref())
+                        .with_context(|| {
+                            format!("cannot build the CRM client of crm.endpoint {endpoint}")
+                        })?,
+                )
+            }
             None => Arc::new(StdoutSink),
         };
         let forwarder = Forwarder::new(
@@ -414,6 +437,32 @@ fn http_server(
     .shutdown_signal(shutdown.clone().cancelled_owned())
     .shutdown_timeout(HTTP_SHUTDOWN_GRACE)
     .run())
+}
+
+/// The services the gRPC server implements, the only ones reflection lists. `EventSink` shares
+/// `events.proto` with `Event` (its proto is published for the CRM, which implements it): listing
+/// every service of the registered files would advertise an rpc this server does not answer.
+pub const GRPC_SERVICES: [&str; 4] = [
+    "wechat_gateway.v1.Gateway",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection in both versions: `grpc.reflection.v1`, and `v1alpha` for the clients that only
+/// know it (Python's grpcio-reflection client, older grpcurl). Each serves the descriptors of
+/// every listed service, both reflection versions included.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    GRPC_SERVICES.iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ),
+        |builder, service| builder.with_service_name(*service),
+    )
 }
 
 /// This instance's name towards the store: the host name and HTTP port, so that it is unique

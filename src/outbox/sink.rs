@@ -4,11 +4,14 @@
 use std::io::Write;
 use std::time::Duration;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
+use crate::domain::Secret;
 use crate::pb;
 use crate::pb::event_sink_client::EventSinkClient;
 
@@ -38,20 +41,45 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 /// The CRM's `EventSink.Deliver` over gRPC. The channel connects lazily and reconnects by
-/// itself, so a CRM that is down at start-up or restarts later only delays delivery.
+/// itself, so a CRM that is down at start-up or restarts later only delays delivery. A TLS
+/// handshake that fails (a certificate the gateway does not trust) is a failed delivery like
+/// any other: the batch stays in the outbox.
 pub struct GrpcSink {
     client: EventSinkClient<Channel>,
+    /// `authorization: Bearer <crm.token>`, marked sensitive so that it is never printed.
+    authorization: Option<AsciiMetadataValue>,
 }
 
 impl GrpcSink {
-    pub fn new(endpoint: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())?
+    /// `tls` is set for an `https://` endpoint (see [`crate::tls::client_config`]).
+    pub fn new(
+        endpoint: &str,
+        timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+        token: Option<&Secret>,
+    ) -> anyhow::Result<Self> {
+        let mut endpoint = Endpoint::from_shared(endpoint.to_owned())?
             .timeout(timeout)
             .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.timeout(timeout))
+                .context("cannot set up TLS towards the CRM (are there root certificates?)")?;
+        }
+        let authorization = match token {
+            Some(token) => {
+                let mut value: AsciiMetadataValue =
+                    MetadataValue::try_from(format!("Bearer {}", token.expose()))
+                        .map_err(|_| anyhow::anyhow!("crm.token is not valid gRPC metadata"))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         Ok(Self {
-            client: EventSinkClient::new(channel),
+            client: EventSinkClient::new(endpoint.connect_lazy()),
+            authorization,
         })
     }
 }
@@ -59,9 +87,14 @@ impl GrpcSink {
 #[async_trait]
 impl Sink for GrpcSink {
     async fn deliver(&self, events: &[pb::Event]) -> Result<Delivered, SinkError> {
-        let request = pb::DeliverRequest {
+        let mut request = tonic::Request::new(pb::DeliverRequest {
             events: events.to_vec(),
-        };
+        });
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         match self.client.clone().deliver(request).await {
             Ok(response) => Ok(Delivered {
                 rejected: response

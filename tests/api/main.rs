@@ -21,3 +21,4 @@ mod replies;
 mod routing;
 mod store;
 mod support;
+mod tls;

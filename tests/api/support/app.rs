@@ -49,6 +49,8 @@ pub struct AppOptions {
     pub extra_toml: String,
     /// Appended to its `[store]` section (keys, e.g. `sweep_interval_seconds = 1`).
     pub store_toml: String,
+    /// Appended to its `[grpc]` section (keys, e.g. `tls_cert_file = "..."`).
+    pub grpc_toml: String,
 }
 
 /// The bearer token of the one `admin.tokens` entry (name `ops`) of every test app.
@@ -71,6 +73,7 @@ impl AppOptions {
             grpc_auth: false,
             extra_toml: String::new(),
             store_toml: String::new(),
+            grpc_toml: String::new(),
         }
     }
 
@@ -84,6 +87,7 @@ impl AppOptions {
             grpc_auth: false,
             extra_toml: String::new(),
             store_toml: String::new(),
+            grpc_toml: String::new(),
         }
     }
 
@@ -133,6 +137,7 @@ max_body_bytes = {max_body}
 
 [grpc]
 listen = "127.0.0.1:0"
+{grpc_toml}
 {grpc_tokens}
 
 [store]
@@ -201,6 +206,7 @@ encoding_aes_key = "{WORK_KEY}"
 {extra}
 "#,
         max_body = opts.max_body_bytes,
+        grpc_toml = opts.grpc_toml,
         extra = opts.extra_toml,
     )
 }

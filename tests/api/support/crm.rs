@@ -1,5 +1,7 @@
 //! A fake CRM: a real tonic `EventSink` server on a random loopback port that records what it
 //! accepts, and can be told to be down (answers UNAVAILABLE) or to reject the events of given users.
+//! It may speak TLS (with a certificate from [`super::pki`]), demand a client certificate, and
+//! demand a bearer token as a real CRM would.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -8,9 +10,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tonic::transport::{Certificate, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use wechat_gateway::pb::event_sink_server::{EventSink, EventSinkServer};
 use wechat_gateway::pb::{DeliverRequest, DeliverResponse, Event, Rejection};
+
+use super::pki::Leaf;
+
+/// How a fake CRM is reached and what it demands.
+#[derive(Clone, Default)]
+pub struct CrmOptions {
+    /// Serve TLS with this certificate (the endpoint is then `https://`).
+    pub tls: Option<Leaf>,
+    /// With `tls`: require a client certificate signed by this CA (PEM).
+    pub client_ca_pem: Option<String>,
+    /// Answer UNAUTHENTICATED unless `authorization: Bearer <token>` is presented.
+    pub token: Option<String>,
+}
 
 #[derive(Default)]
 struct Shared {
@@ -23,6 +39,10 @@ struct Shared {
     calls: AtomicU64,
     /// Milliseconds every Deliver waits before it answers (a slow CRM).
     delay_ms: AtomicU64,
+    /// The bearer token demanded, if any.
+    token: Option<String>,
+    /// Deliver calls refused for a missing or wrong token.
+    unauthenticated: AtomicU64,
 }
 
 struct Service(Arc<Shared>);
@@ -34,6 +54,18 @@ impl EventSink for Service {
         request: Request<DeliverRequest>,
     ) -> Result<Response<DeliverResponse>, Status> {
         self.0.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(token) = &self.0.token {
+            let presented = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            if presented != Some(format!("Bearer {token}").as_str()) {
+                self.0.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                return Err(Status::unauthenticated(
+                    "fake CRM: no or wrong bearer token",
+                ));
+            }
+        }
         let delay = self.0.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -66,6 +98,7 @@ impl EventSink for Service {
 
 pub struct FakeCrm {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     _stop: oneshot::Sender<()>,
 }
@@ -78,30 +111,50 @@ impl FakeCrm {
     /// Listens on `addr`: a port a gateway was already configured with, so that the CRM is
     /// unreachable (connection refused) until it starts.
     pub async fn start_on(addr: SocketAddr) -> Self {
+        Self::start_with(addr, CrmOptions::default()).await
+    }
+
+    /// Listens on `addr` (port 0: any) as `options` say.
+    pub async fn start_with(addr: SocketAddr, options: CrmOptions) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            token: options.token,
+            ..Shared::default()
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let service = EventSinkServer::new(Service(shared.clone()));
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ),
-        );
+        let mut server = tonic::transport::Server::builder();
+        if let Some(leaf) = &options.tls {
+            let mut tls = ServerTlsConfig::new().identity(leaf.identity());
+            if let Some(ca) = &options.client_ca_pem {
+                tls = tls.client_ca_root(Certificate::from_pem(ca));
+            }
+            server = server.tls_config(tls).unwrap();
+        }
+        tokio::spawn(server.add_service(service).serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
+            tls: options.tls.is_some(),
             shared,
             _stop: stop,
         }
     }
 
+    /// `https://127.0.0.1:port` when it speaks TLS, `http://...` otherwise.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Deliver calls refused for a missing or wrong bearer token.
+    pub fn unauthenticated(&self) -> u64 {
+        self.shared.unauthenticated.load(Ordering::Relaxed)
     }
 
     /// While down, every Deliver answers UNAVAILABLE (the gateway must keep and retry).

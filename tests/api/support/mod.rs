@@ -3,6 +3,7 @@
 pub mod app;
 pub mod crm;
 pub mod fake_wechat;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod redis;
