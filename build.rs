@@ -14,12 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = prost::Message::encode_to_vec(&fds);
     std::fs::write(out.join("wechat_gateway_descriptor.bin"), &descriptors)?;
-    // The well-known types come from pbjson-types: the same messages as prost-types, with the
-    // proto3 JSON mapping (a Timestamp is an RFC 3339 string) that an `Event` leaving as JSON
-    // needs (issue 13).
+    // `google.protobuf.Timestamp` is `crate::pb::Timestamp`: prost-types' message, with the
+    // proto3 JSON mapping (an RFC 3339 string) that an `Event` leaving as JSON needs (issue 13).
     tonic_prost_build::configure()
-        .compile_well_known_types(true)
-        .extern_path(".google.protobuf", "::pbjson_types")
+        .extern_path(".google.protobuf.Timestamp", "crate::pb::Timestamp")
         .compile_fds(fds)?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?

@@ -120,11 +120,11 @@ pub fn normalize(
             Platform::Mp => pb::Platform::Mp,
             Platform::Work => pb::Platform::Work,
         } as i32,
-        occurred_at: Some(pbjson_types::Timestamp {
+        occurred_at: Some(pb::Timestamp {
             seconds: create_time,
             nanos: 0,
         }),
-        received_at: Some(pb::timestamp(received_at)),
+        received_at: Some(received_at.into()),
         open_id: open_id.to_owned(),
         union_id: String::new(),
         reply_rule_id: String::new(),
@@ -571,14 +571,14 @@ mod tests {
         assert_eq!(e.broadcast_job_id, "");
         assert_eq!(
             e.occurred_at,
-            Some(pbjson_types::Timestamp {
+            Some(pb::Timestamp {
                 seconds: 1348831860,
                 nanos: 0
             })
         );
         assert_eq!(
             e.received_at,
-            Some(pbjson_types::Timestamp {
+            Some(pb::Timestamp {
                 seconds: RECEIVED as i64,
                 nanos: 0
             })

@@ -13,6 +13,7 @@ mod limits;
 mod links;
 mod menus;
 mod ops;
+mod proto_json;
 mod qrcodes;
 mod replies;
 mod routing;

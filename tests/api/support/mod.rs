@@ -5,4 +5,5 @@ pub mod crm;
 pub mod fake_wechat;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod redis;

@@ -1,5 +1,6 @@
 //! The real `wechat-gateway` binary as a child process (for tests that SIGKILL it): started with
-//! a configuration file, its HTTP address read from its log. Killed when dropped.
+//! a configuration file, its HTTP address read from its log, its stdout (the JSON lines of the
+//! stdout sink) kept line by line. Killed when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use std::time::Duration;
 pub struct GatewayProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// The lines the gateway printed on stdout, as they come.
+    pub stdout: std::sync::mpsc::Receiver<String>,
 }
 
 impl GatewayProcess {
@@ -18,7 +21,7 @@ impl GatewayProcess {
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the gateway binary starts");
@@ -36,12 +39,20 @@ impl GatewayProcess {
                 }
             }
         });
+        let stdout = child.stdout.take().unwrap();
+        let (lines, stdout_lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the gateway logs its address");
         Self {
             child,
             addr: addr.parse().expect("a socket address"),
+            stdout: stdout_lines,
         }
     }
 
