@@ -1,4 +1,5 @@
-//! Compiles `proto/` with protox (pure Rust: no system protoc needed) and tonic-prost-build.
+//! Compiles `proto/` with protox (pure Rust: no system protoc needed) and tonic-prost-build, and
+//! generates the proto3 JSON mapping of every message with pbjson-build.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/wechat_gateway/v1/events.proto",
@@ -8,34 +9,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["proto"])?;
-    // The descriptor set also feeds gRPC server reflection (grpcurl, Postman, evans).
+    // The descriptor set also feeds gRPC server reflection (grpcurl, Postman, evans) and
+    // pbjson-build.
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out.join("wechat_gateway_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
-    )?;
+    let descriptors = prost::Message::encode_to_vec(&fds);
+    std::fs::write(out.join("wechat_gateway_descriptor.bin"), &descriptors)?;
+    // `google.protobuf.Timestamp` is `crate::pb::Timestamp`: prost-types' message, with the
+    // proto3 JSON mapping (an RFC 3339 string) that an `Event` leaving as JSON needs (issue 13).
     tonic_prost_build::configure()
-        .type_attribute(".wechat_gateway.v1", "#[derive(serde::Serialize)]")
-        .field_attribute(
-            ".wechat_gateway.v1.Event.occurred_at",
-            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
-        )
-        .field_attribute(
-            ".wechat_gateway.v1.Event.received_at",
-            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
-        )
-        .field_attribute(
-            ".wechat_gateway.v1.UserProfile.subscribed_at",
-            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
-        )
-        .field_attribute(
-            ".wechat_gateway.v1.UserProfile.fetched_at",
-            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
-        )
-        .field_attribute(
-            ".wechat_gateway.v1.CreateQrCodeResponse.expire_at",
-            "#[serde(serialize_with = \"crate::pb::serialize_timestamp\")]",
-        )
+        .extern_path(".google.protobuf.Timestamp", "crate::pb::Timestamp")
         .compile_fds(fds)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .out_dir(&out)
+        .build(&[".wechat_gateway.v1"])?;
     Ok(())
 }

@@ -24,7 +24,7 @@ pub const MAX_MEDIA_ID: usize = 128;
 pub const MAX_RULE_ID: usize = 64;
 
 /// How a rule matches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum Matcher {
     /// The whole text, trimmed, equals the value (trimmed), ignoring case.
@@ -40,7 +40,7 @@ pub enum Matcher {
 }
 
 /// What a rule answers with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     Text {
@@ -61,7 +61,7 @@ pub enum Reply {
 }
 
 /// One rule as stored and as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rule {
     pub id: String,
     #[serde(rename = "match")]

@@ -24,7 +24,8 @@ pub enum MenuFlavor {
 }
 
 /// One broken rule, at `path` (`button[1].sub_button[4].url`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = MenuProblem)]
 pub struct Problem {
     pub path: String,
     pub message: String,

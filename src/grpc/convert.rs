@@ -58,7 +58,7 @@ impl From<QrCode> for pb::CreateQrCodeResponse {
             image_url: code.image_url,
             expire_at: code
                 .expire_at
-                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+                .map(|seconds| pb::Timestamp { seconds, nanos: 0 }),
         }
     }
 }

@@ -52,7 +52,8 @@ const WELCOME_CODE_VALIDITY: Duration = Duration::from_secs(20);
 const CAS_ATTEMPTS: usize = 5;
 
 /// A rule as stored and as the admin API answers it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ReplyRule)]
 pub struct StoredRule {
     #[serde(flatten)]
     pub rule: Rule,

@@ -71,8 +71,7 @@ struct CachedUser {
 
 impl CachedUser {
     fn profile(&self) -> pb::UserProfile {
-        let ts =
-            |seconds: i64| (seconds > 0).then_some(prost_types::Timestamp { seconds, nanos: 0 });
+        let ts = |seconds: i64| (seconds > 0).then_some(pb::Timestamp { seconds, nanos: 0 });
         pb::UserProfile {
             subscribe_scene: self.subscribe_scene.clone(),
             qr_scene_str: self.qr_scene_str.clone(),

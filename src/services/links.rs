@@ -195,7 +195,7 @@ pub async fn record_click(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let at = prost_types::Timestamp {
+    let at = pb::Timestamp {
         seconds: now.as_secs() as i64,
         nanos: now.subsec_nanos() as i32,
     };

@@ -120,7 +120,7 @@ pub fn normalize(
             Platform::Mp => pb::Platform::Mp,
             Platform::Work => pb::Platform::Work,
         } as i32,
-        occurred_at: Some(prost_types::Timestamp {
+        occurred_at: Some(pb::Timestamp {
             seconds: create_time,
             nanos: 0,
         }),
@@ -571,14 +571,14 @@ mod tests {
         assert_eq!(e.broadcast_job_id, "");
         assert_eq!(
             e.occurred_at,
-            Some(prost_types::Timestamp {
+            Some(pb::Timestamp {
                 seconds: 1348831860,
                 nanos: 0
             })
         );
         assert_eq!(
             e.received_at,
-            Some(prost_types::Timestamp {
+            Some(pb::Timestamp {
                 seconds: RECEIVED as i64,
                 nanos: 0
             })

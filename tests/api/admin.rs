@@ -69,7 +69,7 @@ async fn an_event_the_crm_rejects_is_dead_lettered_and_can_be_replayed() {
     let body = list().await;
     let letters = body["dead_letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1, "{body}");
-    assert_eq!(letters[0]["event"]["open_id"], "oRefused");
+    assert_eq!(letters[0]["event"]["openId"], "oRefused");
     assert_eq!(letters[0]["account_id"], "acme-plain");
     assert!(letters[0]["reason"].as_str().unwrap().contains("refuses"));
     let id = letters[0]["event_id"].as_str().unwrap().to_owned();
@@ -124,7 +124,7 @@ async fn a_batch_refused_whole_as_invalid_dead_letters_only_the_culprit() {
     let (_, body) = app.admin("GET", "/dead-letters", None).await;
     let letters = body["dead_letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1, "{body}");
-    assert_eq!(letters[0]["event"]["open_id"], "oPoison");
+    assert_eq!(letters[0]["event"]["openId"], "oPoison");
     app.stop().await;
 }
 
@@ -243,6 +243,84 @@ async fn the_openapi_document_lists_every_admin_route_behind_a_token() {
         "#/components/schemas/ErrorDetail"
     );
     app.stop().await;
+}
+
+/// What client generators need (issue 13): one distinct operationId per operation, and every
+/// request body and 2xx answer a named schema (a `$ref` to a component), never an anonymous
+/// `{"type": "object"}`; a component with no properties says in its description what it holds.
+#[tokio::test]
+async fn the_openapi_document_names_every_operation_once_and_every_body_by_a_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions::embedded(&dir.path().join("data")), dir.path()).await;
+    let (status, doc) = app.admin("GET", "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    app.stop().await;
+
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let named = |schema: &Value, what: &str| {
+        let name = schema["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .unwrap_or_else(|| panic!("{what} is not a named schema: {schema}"));
+        let component = schemas
+            .get(name)
+            .unwrap_or_else(|| panic!("{what}: no component {name}"));
+        let structured = ["properties", "oneOf", "allOf", "anyOf", "items"]
+            .iter()
+            .any(|k| component.get(*k).is_some());
+        assert!(
+            structured
+                || component["description"]
+                    .as_str()
+                    .is_some_and(|d| d.len() > 20),
+            "{what}: {name} is a bare object: {component}"
+        );
+    };
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let what = format!("{method} {path}");
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: no id"));
+            assert!(
+                id.len() > 3
+                    && id.starts_with(|c: char| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{what}: operationId {id:?} is not lowerCamelCase"
+            );
+            assert!(ids.insert(id.to_owned()), "{what}: operationId {id} twice");
+            if let Some(body) = op.get("requestBody") {
+                named(
+                    &body["content"]["application/json"]["schema"],
+                    &format!("{what} request"),
+                );
+            }
+            for (status, answer) in op["responses"].as_object().unwrap() {
+                if status.starts_with('2') {
+                    named(
+                        &answer["content"]["application/json"]["schema"],
+                        &format!("{what} {status}"),
+                    );
+                }
+            }
+        }
+    }
+    assert!(ids.len() >= 30, "{} operations", ids.len());
+    for id in [
+        "createQrCode",
+        "getMenu",
+        "setMenu",
+        "listDeadLetters",
+        "sendBroadcast",
+    ] {
+        assert!(ids.contains(id), "{id} is missing: {ids:?}");
+    }
+    // The dead letters' event is described field by field, in the proto3 JSON mapping.
+    let event = &schemas["Event"]["properties"];
+    assert_eq!(event["platform"]["enum"][1], "PLATFORM_MP", "{event}");
+    assert_eq!(event["text"]["properties"]["msgId"]["type"], "string");
+    assert_eq!(event["occurredAt"]["format"], "date-time");
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod limits;
 mod links;
 mod menus;
 mod ops;
+mod proto_json;
 mod qrcodes;
 mod replies;
 mod routing;

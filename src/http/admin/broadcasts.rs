@@ -6,18 +6,19 @@
 //! (sized for callbacks): the create route takes its body within `broadcasts.max_body_bytes`.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody, LargeJsonBody};
 use super::responses::{AccountErrors, WeChatErrors};
+use super::schemas::{BroadcastAudience, BroadcastMessage};
 use crate::domain::broadcast::Broadcast;
 use crate::error::ErrorBody;
 use crate::error::ServiceError;
 use crate::http::AppState;
 use crate::services::account_id;
-use crate::services::broadcast::{self, SendBroadcast};
+use crate::services::broadcast::{self, JobView, SendBroadcast};
 
 /// The token, then the account and the job: every `/broadcasts/{job_id}` route.
 #[derive(IntoResponses)]
@@ -57,27 +58,41 @@ pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
 #[serde(deny_unknown_fields)]
 #[schema(as = SendBroadcastBody)]
 pub(crate) struct Body {
-    /// `{"tag_id": 2}`, `{"open_ids": [...]}` or `{"all": true}`; on WeCom
-    /// `{"external_user_ids": [...], "sender": "userid"}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = BroadcastAudience)]
     audience: Value,
-    /// `{"text": {"content": ".."}}`, `{"mpnews": {"media_id": ".."}}`, image, voice, mpvideo,
-    /// wxcard; optionally `"send_ignore_reprint": 1` beside it.
-    #[schema(value_type = Object)]
+    #[schema(value_type = BroadcastMessage)]
     message: Value,
     /// Makes the request idempotent: the same id again answers the same job.
     client_msg_id: Option<String>,
 }
 
+/// A job answered to its create request.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedBroadcast {
+    #[serde(flatten)]
+    job: JobView,
+    /// False when an earlier request with this `client_msg_id` made the job.
+    created: bool,
+}
+
+/// A preview sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PreviewSent {
+    open_id: String,
+    /// WeChat's msg_id of the preview, when it gave one.
+    msg_id: Option<i64>,
+}
+
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/broadcasts",
+    operation_id = "sendBroadcast",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     request_body(content = Body, content_type = "application/json"),
     responses(
-        (status = 202, description = "a new job: `{\"job_id\", \"status\", \"batches\": [...], \"created\": true}`", body = Object),
-        (status = 200, description = "the job an earlier request with this `client_msg_id` made (`\"created\": false`)", body = Object),
+        (status = 202, description = "a new job: `{\"job_id\", \"status\", \"batches\": [...], \"created\": true}`", body = CreatedBroadcast),
+        (status = 200, description = "the job an earlier request with this `client_msg_id` made (`\"created\": false`)", body = CreatedBroadcast),
         (status = 400, description = "invalid audience or message (a one-person audience included)", body = ErrorBody),
         (status = 413, description = "body over broadcasts.max_body_bytes", body = ErrorBody),
         AccountErrors,
@@ -104,8 +119,7 @@ pub(crate) async fn create(
         },
     )
     .await?;
-    let mut answer = serde_json::to_value(&job).expect("a job view serializes");
-    answer["created"] = created.into();
+    let answer = CreatedBroadcast { job, created };
     Ok(if created {
         HttpResponse::Accepted().json(answer)
     } else {
@@ -116,13 +130,14 @@ pub(crate) async fn create(
 #[utoipa::path(
     get,
     path = "/admin/v1/accounts/{account}/broadcasts/{job_id}",
+    operation_id = "getBroadcast",
     tag = "admin",
     params(
         ("account" = String, Path, description = "the account id from the configuration"),
         ("job_id" = String, Path, description = "the job id the create route answered"),
     ),
     responses(
-        (status = 200, description = "`{\"job_id\", \"status\", \"batches\": [{\"msg_id\", \"status\", \"total\", \"sent\", \"errors\", ...}]}`", body = Object),
+        (status = 200, description = "`{\"job_id\", \"status\", \"batches\": [{\"msg_id\", \"status\", \"total\", \"sent\", \"errors\", ...}]}`", body = JobView),
         JobErrors,
     ),
     security(("bearer" = []))
@@ -142,18 +157,19 @@ pub(crate) async fn get(
 #[schema(as = PreviewBroadcastBody)]
 pub(crate) struct PreviewBody {
     open_id: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = BroadcastMessage)]
     message: Value,
 }
 
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/broadcasts/preview",
+    operation_id = "previewBroadcast",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     request_body(content = PreviewBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"open_id\", \"msg_id\"}`: sent to that follower only (mass/preview)", body = Object),
+        (status = 200, description = "`{\"open_id\", \"msg_id\"}`: sent to that follower only (mass/preview)", body = PreviewSent),
         (status = 400, description = "invalid openid or message, or a WeCom account", body = ErrorBody),
         AccountErrors, WeChatErrors,
     ),
@@ -173,19 +189,23 @@ pub(crate) async fn preview(
     )
     .await?;
     tracing::info!(actor = %actor, "broadcast previewed");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "open_id": body.open_id, "msg_id": msg_id })))
+    Ok(HttpResponse::Ok().json(PreviewSent {
+        open_id: body.open_id,
+        msg_id,
+    }))
 }
 
 #[utoipa::path(
     delete,
     path = "/admin/v1/accounts/{account}/broadcasts/{job_id}",
+    operation_id = "deleteBroadcast",
     tag = "admin",
     params(
         ("account" = String, Path, description = "the account id from the configuration"),
         ("job_id" = String, Path, description = "the job id the create route answered"),
     ),
     responses(
-        (status = 200, description = "the job, every sent batch `\"deleted\": true` (mass/delete)", body = Object),
+        (status = 200, description = "the job, every sent batch `\"deleted\": true` (mass/delete)", body = JobView),
         (status = 400, description = "not an mpnews or mpvideo job, or a WeCom account", body = ErrorBody),
         (status = 409, description = "the job is still sending", body = ErrorBody),
         JobErrors, WeChatErrors,
@@ -206,13 +226,14 @@ pub(crate) async fn delete(
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/broadcasts/{job_id}/cancel",
+    operation_id = "cancelBroadcast",
     tag = "admin",
     params(
         ("account" = String, Path, description = "the account id from the configuration"),
         ("job_id" = String, Path, description = "the job id the create route answered"),
     ),
     responses(
-        (status = 200, description = "the job: queued batches `\"cancelled\"`, a batch being sent still `\"sending\"` (its attempt finishes and its result is kept); the job is `\"cancelled\"` once nothing is pending. Cancelling again answers the same", body = Object),
+        (status = 200, description = "the job: queued batches `\"cancelled\"`, a batch being sent still `\"sending\"` (its attempt finishes and its result is kept); the job is `\"cancelled\"` once nothing is pending. Cancelling again answers the same", body = JobView),
         (status = 409, description = "the job has nothing left to send (sent, finished or failed)", body = ErrorBody),
         JobErrors,
     ),

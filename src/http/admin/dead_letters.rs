@@ -3,14 +3,16 @@
 //! (`POST /admin/v1/dead-letters/{event_id}/replay`).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::Actor;
 use super::responses::{StoreErrors, TokenErrors};
 use crate::error::ErrorBody;
 use crate::error::ServiceError;
 use crate::http::AppState;
+use crate::pb;
+use crate::store::DeadLetter;
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
@@ -28,14 +30,56 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
 }
 
+/// The answer of the listing: oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeadLetterList {
+    dead_letters: Vec<DeadLetterEntry>,
+}
+
+/// One event the CRM refused.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeadLetterEntry {
+    event_id: String,
+    account_id: String,
+    /// Why the CRM refused it.
+    reason: String,
+    /// Unix seconds when it was dead-lettered.
+    failed_at: u64,
+    /// The event in the proto3 JSON mapping of `wechat_gateway.v1.Event`, as the stdout sink
+    /// writes it.
+    #[schema(value_type = super::schemas::Event)]
+    event: pb::Event,
+}
+
+impl From<DeadLetter> for DeadLetterEntry {
+    fn from(d: DeadLetter) -> Self {
+        Self {
+            event_id: d.event.id.clone(),
+            account_id: d.event.account_id.clone(),
+            reason: d.reason,
+            failed_at: d.failed_at,
+            event: d.event,
+        }
+    }
+}
+
+/// The answer of a replay.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Replayed {
+    event_id: String,
+    /// Always true.
+    replayed: bool,
+}
+
 /// `GET /admin/v1/dead-letters?limit=N`: events the CRM refused, oldest first.
 #[utoipa::path(
     get,
     path = "/admin/v1/dead-letters",
+    operation_id = "listDeadLetters",
     tag = "admin",
     params(ListQuery),
     responses(
-        (status = 200, description = "`{\"dead_letters\": [{\"event_id\", \"account_id\", \"reason\", \"failed_at\", \"event\"}]}`", body = Object),
+        (status = 200, description = "the dead letters, oldest first", body = DeadLetterList),
         (status = 400, description = "limit out of range", body = ErrorBody),
         TokenErrors,
         StoreErrors,
@@ -55,29 +99,20 @@ pub(crate) async fn list_dead_letters(
     }
     let letters = state.store.dead_letters(limit).await?;
     tracing::info!(actor = %actor, count = letters.len(), "dead letters listed");
-    let items: Vec<_> = letters
-        .into_iter()
-        .map(|d| {
-            serde_json::json!({
-                "event_id": d.event.id,
-                "account_id": d.event.account_id,
-                "reason": d.reason,
-                "failed_at": d.failed_at,
-                "event": d.event,
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "dead_letters": items })))
+    Ok(HttpResponse::Ok().json(DeadLetterList {
+        dead_letters: letters.into_iter().map(DeadLetterEntry::from).collect(),
+    }))
 }
 
 /// `POST /admin/v1/dead-letters/{event_id}/replay`: back into the outbox, same id.
 #[utoipa::path(
     post,
     path = "/admin/v1/dead-letters/{event_id}/replay",
+    operation_id = "replayDeadLetter",
     tag = "admin",
     params(("event_id" = String, Path, description = "the dead letter's event id")),
     responses(
-        (status = 200, description = "`{\"event_id\", \"replayed\": true}`", body = Object),
+        (status = 200, description = "back in the outbox", body = Replayed),
         (status = 404, description = "no such dead letter", body = ErrorBody),
         TokenErrors,
         StoreErrors,
@@ -97,5 +132,8 @@ pub(crate) async fn replay_dead_letter(
         )));
     }
     tracing::info!(actor = %actor, event_id = %id, "dead letter replayed");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "event_id": id, "replayed": true })))
+    Ok(HttpResponse::Ok().json(Replayed {
+        event_id: id,
+        replayed: true,
+    }))
 }

@@ -3,7 +3,7 @@
 //! public routes a follower opens (`/l/...`) are `crate::http::links`.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{Actor, JsonBody};
@@ -33,18 +33,42 @@ pub(crate) struct Body {
     label: String,
 }
 
-fn link_json(l: &links::CreatedLink) -> serde_json::Value {
-    serde_json::json!({"code": l.code, "url": l.url, "target": l.target, "label": l.label})
+/// A tracked link.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Link {
+    code: String,
+    /// The short URL to hand out: `<links.public_base_url>/l/<account>/<code>`.
+    url: String,
+    target: String,
+    label: String,
+}
+
+impl From<links::CreatedLink> for Link {
+    fn from(l: links::CreatedLink) -> Self {
+        Self {
+            code: l.code,
+            url: l.url,
+            target: l.target,
+            label: l.label,
+        }
+    }
+}
+
+/// The links of an account, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LinkList {
+    links: Vec<Link>,
 }
 
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/links",
+    operation_id = "createLink",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     request_body(content = Body, content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"code\", \"url\", \"target\", \"label\"}`", body = Object),
+        (status = 200, description = "the link created", body = Link),
         (status = 400, description = "a target off the allowed domains, not https, with userinfo or a port; a bad label", body = ErrorBody),
         AccountErrors,
     ),
@@ -64,16 +88,17 @@ pub(crate) async fn create(
         &body.label,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(link_json(&link)))
+    Ok(HttpResponse::Ok().json(Link::from(link)))
 }
 
 #[utoipa::path(
     get,
     path = "/admin/v1/accounts/{account}/links",
+    operation_id = "listLinks",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
-        (status = 200, description = "`{\"links\": [{\"code\", \"url\", \"target\", \"label\"}]}`, oldest first", body = Object),
+        (status = 200, description = "the links, oldest first", body = LinkList),
         AccountErrors,
     ),
     security(("bearer" = []))
@@ -84,6 +109,7 @@ pub(crate) async fn list(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
     let all = links::list_links(&state.services, &account_id(&path)?).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"links": all.iter().map(link_json).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok().json(LinkList {
+        links: all.into_iter().map(Link::from).collect(),
+    }))
 }

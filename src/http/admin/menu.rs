@@ -3,12 +3,14 @@
 //! [`crate::services::menu`]. Bodies are WeChat's own menu JSON.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody};
 use super::responses::{AccountErrors, WeChatErrors};
+use super::schemas::{ConditionalMenu, WeChatMenu};
+use crate::domain::menu::Problem;
 use crate::error::ErrorBody;
 use crate::error::ServiceError;
 use crate::http::AppState;
@@ -52,15 +54,85 @@ pub(crate) enum MenuChangeErrors {
     Conflict(ErrorBody),
 }
 
+/// The live menu: WeChat's shape with the gateway's record beside it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LiveMenu {
+    /// `button` and, on Official Accounts, `conditionalmenu`, as WeChat answers them.
+    #[serde(flatten)]
+    #[schema(value_type = WeChatMenu)]
+    menu: Map<String, Value>,
+    /// The latest version the gateway recorded, if any.
+    version: Option<u64>,
+    /// The live default menu is not that version (or there is a live menu and no version).
+    drift: bool,
+}
+
+/// The version a change recorded.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MenuVersionNumber {
+    version: u64,
+}
+
+/// The verdict of a validation: exactly what a publish would refuse.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MenuVerdict {
+    valid: bool,
+    problems: Vec<Problem>,
+}
+
+/// One recorded version of the default menu.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MenuVersionEntry {
+    version: u64,
+    /// RFC 3339.
+    created_at: String,
+    /// The admin token name or gRPC caller that made the change.
+    actor: String,
+    /// The menu published; null when this version deleted the menu.
+    #[schema(value_type = Option<WeChatMenu>)]
+    menu: Option<Value>,
+    /// The version this one published again, when it is a restore.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restored_from: Option<u64>,
+}
+
+/// The recorded versions, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MenuVersions {
+    versions: Vec<MenuVersionEntry>,
+}
+
+/// A restore: the new version, and the one it published again.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RestoredMenu {
+    version: u64,
+    restored_from: u64,
+}
+
+/// A conditional menu WeChat created.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConditionalMenuCreated {
+    menuid: String,
+}
+
+/// A conditional menu WeChat deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConditionalMenuDeleted {
+    menuid: String,
+    /// Always true.
+    deleted: bool,
+}
+
 /// `GET .../menu`: the live menu in WeChat's shape, with `version` (the latest recorded) and
 /// `drift` (the live menu is not that version).
 #[utoipa::path(
     get,
     path = "/admin/v1/accounts/{account}/menu",
+    operation_id = "getMenu",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
-        (status = 200, description = "the live menu in WeChat's shape, with `version` and `drift`", body = Object),
+        (status = 200, description = "the live menu in WeChat's shape, with `version` and `drift`", body = LiveMenu),
         AccountErrors, WeChatErrors,
     ),
     security(("bearer" = []))
@@ -71,21 +143,27 @@ pub(crate) async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
     let live = menu::live_menu(&state.services, &account_id(&path)?).await?;
-    let mut answer = live.menu;
-    answer["version"] = json!(live.version);
-    answer["drift"] = json!(live.drift);
-    Ok(HttpResponse::Ok().json(answer))
+    let menu = match live.menu {
+        Value::Object(menu) => menu,
+        _ => Map::new(),
+    };
+    Ok(HttpResponse::Ok().json(LiveMenu {
+        menu,
+        version: live.version,
+        drift: live.drift,
+    }))
 }
 
 /// `PUT .../menu`: validated, published, recorded: `{"version": N}`.
 #[utoipa::path(
     put,
     path = "/admin/v1/accounts/{account}/menu",
+    operation_id = "setMenu",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
-    request_body(content = Object, description = "WeChat's menu JSON: `{\"button\": [...]}`", content_type = "application/json"),
+    request_body(content = WeChatMenu, description = "WeChat's menu JSON: `{\"button\": [...]}`", content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"version\": N}`", body = Object),
+        (status = 200, description = "published and recorded as this version", body = MenuVersionNumber),
         (status = 400, description = "invalid request", body = ErrorBody),
         AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
@@ -98,17 +176,18 @@ pub(crate) async fn put(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<HttpResponse, ServiceError> {
     let version = menu::publish(&state.services, &account_id(&path)?, &actor, body).await?;
-    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+    Ok(HttpResponse::Ok().json(MenuVersionNumber { version }))
 }
 
 /// `DELETE .../menu`: the deletion is recorded as a version too.
 #[utoipa::path(
     delete,
     path = "/admin/v1/accounts/{account}/menu",
+    operation_id = "deleteMenu",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
-        (status = 200, description = "`{\"version\": N}`", body = Object),
+        (status = 200, description = "deleted; the deletion is recorded as this version", body = MenuVersionNumber),
         AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
     security(("bearer" = []))
@@ -119,18 +198,19 @@ pub(crate) async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
     let version = menu::delete(&state.services, &account_id(&path)?, &actor).await?;
-    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+    Ok(HttpResponse::Ok().json(MenuVersionNumber { version }))
 }
 
 /// `POST .../menu/validate`: the verdict a publish would give, publishing nothing.
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/menu/validate",
+    operation_id = "validateMenu",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
-    request_body(content = Object, description = "WeChat's menu JSON: `{\"button\": [...]}`", content_type = "application/json"),
+    request_body(content = WeChatMenu, description = "WeChat's menu JSON: `{\"button\": [...]}`", content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"valid\": bool, \"problems\": [{\"path\", \"message\"}]}`", body = Object),
+        (status = 200, description = "the verdict; nothing is published", body = MenuVerdict),
         (status = 400, description = "invalid request", body = ErrorBody),
         AccountErrors,
     ),
@@ -143,34 +223,37 @@ pub(crate) async fn validate(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<HttpResponse, ServiceError> {
     let problems = menu::validate(&state.services, &account_id(&path)?, &body)?;
-    Ok(HttpResponse::Ok().json(json!({ "valid": problems.is_empty(), "problems": problems })))
+    Ok(HttpResponse::Ok().json(MenuVerdict {
+        valid: problems.is_empty(),
+        problems,
+    }))
 }
 
-fn version_json(v: &MenuVersion) -> Value {
-    let created_at = prost_types::Timestamp {
-        seconds: v.created_at as i64,
-        nanos: 0,
-    };
-    let mut answer = json!({
-        "version": v.version,
-        "created_at": created_at.to_string(),
-        "actor": v.actor,
-        "menu": v.menu,
-    });
-    if let Some(n) = v.restored_from {
-        answer["restored_from"] = json!(n);
+impl From<MenuVersion> for MenuVersionEntry {
+    fn from(v: MenuVersion) -> Self {
+        let created_at = prost_types::Timestamp {
+            seconds: v.created_at as i64,
+            nanos: 0,
+        };
+        Self {
+            version: v.version,
+            created_at: created_at.to_string(),
+            actor: v.actor,
+            menu: v.menu,
+            restored_from: v.restored_from,
+        }
     }
-    answer
 }
 
 /// `GET .../menu/versions`, oldest first.
 #[utoipa::path(
     get,
     path = "/admin/v1/accounts/{account}/menu/versions",
+    operation_id = "listMenuVersions",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
-        (status = 200, description = "`{\"versions\": [{\"version\", \"created_at\", \"actor\", \"menu\", \"restored_from\"?}]}`", body = Object),
+        (status = 200, description = "the recorded versions, oldest first", body = MenuVersions),
         AccountErrors,
     ),
     security(("bearer" = []))
@@ -181,18 +264,20 @@ pub(crate) async fn versions(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
     let versions = menu::versions(&state.services, &account_id(&path)?).await?;
-    let versions: Vec<_> = versions.iter().map(version_json).collect();
-    Ok(HttpResponse::Ok().json(json!({ "versions": versions })))
+    Ok(HttpResponse::Ok().json(MenuVersions {
+        versions: versions.into_iter().map(MenuVersionEntry::from).collect(),
+    }))
 }
 
 /// `POST .../menu/versions/{version}/restore`: `{"version": <new>, "restored_from": n}`.
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/menu/versions/{version}/restore",
+    operation_id = "restoreMenuVersion",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration"), ("version" = u64, Path, description = "the version to publish again")),
     responses(
-        (status = 200, description = "`{\"version\": <new>, \"restored_from\": n}`", body = Object),
+        (status = 200, description = "published again as a new version", body = RestoredMenu),
         (status = 400, description = "invalid request", body = ErrorBody),
         AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
@@ -208,18 +293,22 @@ pub(crate) async fn restore(
         .parse()
         .map_err(|_| ServiceError::Validation(format!("version: {n:?} is not a version number")))?;
     let version = menu::restore(&state.services, &account_id(&account)?, &actor, n).await?;
-    Ok(HttpResponse::Ok().json(json!({ "version": version, "restored_from": n })))
+    Ok(HttpResponse::Ok().json(RestoredMenu {
+        version,
+        restored_from: n,
+    }))
 }
 
 /// `POST .../menu/conditional`: `{"button": [...], "matchrule": {...}}` → `{"menuid"}`.
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/menu/conditional",
+    operation_id = "addConditionalMenu",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
-    request_body(content = Object, description = "`{\"button\": [...], \"matchrule\": {...}}`", content_type = "application/json"),
+    request_body(content = ConditionalMenu, description = "`{\"button\": [...], \"matchrule\": {...}}`", content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"menuid\"}`", body = Object),
+        (status = 200, description = "the menuid WeChat gave it", body = ConditionalMenuCreated),
         (status = 400, description = "invalid request", body = ErrorBody),
         AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
@@ -232,17 +321,18 @@ pub(crate) async fn add_conditional(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<HttpResponse, ServiceError> {
     let menuid = menu::add_conditional(&state.services, &account_id(&path)?, &actor, body).await?;
-    Ok(HttpResponse::Ok().json(json!({ "menuid": menuid })))
+    Ok(HttpResponse::Ok().json(ConditionalMenuCreated { menuid }))
 }
 
 /// `DELETE .../menu/conditional/{menuid}`.
 #[utoipa::path(
     delete,
     path = "/admin/v1/accounts/{account}/menu/conditional/{menuid}",
+    operation_id = "deleteConditionalMenu",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration"), ("menuid" = String, Path, description = "WeChat's menuid")),
     responses(
-        (status = 200, description = "`{\"menuid\", \"deleted\": true}`", body = Object),
+        (status = 200, description = "deleted", body = ConditionalMenuDeleted),
         (status = 400, description = "invalid request", body = ErrorBody),
         AccountErrors, WeChatErrors, MenuChangeErrors,
     ),
@@ -255,7 +345,10 @@ pub(crate) async fn delete_conditional(
 ) -> Result<HttpResponse, ServiceError> {
     let (account, menuid) = path.into_inner();
     menu::delete_conditional(&state.services, &account_id(&account)?, &actor, &menuid).await?;
-    Ok(HttpResponse::Ok().json(json!({ "menuid": menuid, "deleted": true })))
+    Ok(HttpResponse::Ok().json(ConditionalMenuDeleted {
+        menuid,
+        deleted: true,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -268,11 +361,12 @@ pub(crate) struct TryMatch {
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/menu/trymatch",
+    operation_id = "tryMatchMenu",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     request_body(content = TryMatch, content_type = "application/json"),
     responses(
-        (status = 200, description = "the menu that user sees, `{\"button\": [...]}`", body = Object),
+        (status = 200, description = "the menu that user sees, `{\"button\": [...]}`", body = WeChatMenu),
         (status = 400, description = "invalid request", body = ErrorBody),
         AccountErrors, WeChatErrors,
     ),

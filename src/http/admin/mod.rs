@@ -8,7 +8,8 @@
 //! - [`links`]: tracked links (the public `/l/` routes a follower opens are
 //!   `crate::http::links`);
 //! - [`qrcodes`], [`menu`], [`broadcasts`], [`tags`], [`replies`] (auto-replies and welcomes);
-//! - [`openapi`]: the OpenAPI document of all of them.
+//! - [`openapi`]: the OpenAPI document of all of them ([`schemas`]: the named schemas of the
+//!   JSON passed through as WeChat or the proto defines it).
 //!
 //! Handlers take their inputs through [`extract`] (the actor from the bearer token, JSON bodies
 //! within their size limit) and answer errors as `crate::error::ServiceError`, whose one HTTP map
@@ -23,9 +24,16 @@ mod openapi;
 mod qrcodes;
 mod replies;
 pub(crate) mod responses;
+mod schemas;
 mod tags;
 
 use actix_web::web;
+
+/// The OpenAPI document of the admin API, as `GET /admin/v1/openapi.json` serves it: also
+/// written out by `examples/openapi.rs` for `scripts/validate-openapi`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    <openapi::AdminApi as utoipa::OpenApi>::openapi()
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let scope =

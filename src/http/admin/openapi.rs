@@ -6,6 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::responses::TokenErrors;
+use super::schemas::OpenApiDocument;
 use crate::domain::access::Caller;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -68,9 +69,10 @@ pub struct AdminApi;
 #[utoipa::path(
     get,
     path = "/admin/v1/openapi.json",
+    operation_id = "getOpenApiDocument",
     tag = "admin",
     responses(
-        (status = 200, description = "the OpenAPI document of the admin API", body = Object),
+        (status = 200, description = "the OpenAPI document of the admin API", body = OpenApiDocument),
         TokenErrors,
     ),
     security(("bearer" = []))

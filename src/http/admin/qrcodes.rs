@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{Actor, JsonBody};
@@ -42,8 +42,22 @@ pub(crate) struct Body {
     /// The welcome reply of the followers this code brings: `{"text": {"content"}}`,
     /// `{"image": {"media_id"}}` or `{"news": {"title", "description", "pic_url", "url"}}`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     welcome: Option<Reply>,
+}
+
+/// The code created.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedQrCode {
+    /// The scene as it was sent: a number stays a number.
+    #[schema(schema_with = scene_schema)]
+    scene: serde_json::Value,
+    ticket: String,
+    /// What the code encodes.
+    url: String,
+    /// The code as an image (WeChat's showqrcode).
+    image_url: String,
+    /// RFC 3339; null for a permanent code.
+    expire_at: Option<String>,
 }
 
 /// `scene` in the document: `oneOf` string or integer.
@@ -62,11 +76,12 @@ fn scene_schema() -> utoipa::openapi::schema::Schema {
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/qrcodes",
+    operation_id = "createQrCode",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     request_body(content = Body, content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"scene\", \"ticket\", \"url\", \"image_url\", \"expire_at\"}`", body = Object),
+        (status = 200, description = "the code created", body = CreatedQrCode),
         (status = 400, description = "invalid body", body = ErrorBody),
         AccountErrors, WeChatErrors,
     ),
@@ -108,11 +123,11 @@ pub(crate) async fn create(
         .expire_at
         .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }.to_string());
     // The scene is answered as it was sent: a number stays a number.
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "scene": body.scene,
-        "ticket": code.ticket,
-        "url": code.url,
-        "image_url": code.image_url,
-        "expire_at": expire_at,
-    })))
+    Ok(HttpResponse::Ok().json(CreatedQrCode {
+        scene: body.scene,
+        ticket: code.ticket,
+        url: code.url,
+        image_url: code.image_url,
+        expire_at,
+    }))
 }

@@ -12,8 +12,7 @@
 //! "pic_url", "url"}}, "priority", "enabled"}`.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{Actor, JsonBody};
@@ -23,7 +22,7 @@ use crate::error::ErrorBody;
 use crate::error::ServiceError;
 use crate::http::AppState;
 use crate::services::account_id;
-use crate::services::autoreply;
+use crate::services::autoreply::{self, StoredRule, StoredWelcome};
 
 pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
@@ -55,11 +54,9 @@ pub(crate) struct RuleBody {
     id: String,
     /// `{"kind": "exact" | "prefix" | "contains" | "regex" | "click", "value": "..."}`.
     #[serde(rename = "match")]
-    #[schema(value_type = Object)]
     matcher: Matcher,
     /// `{"text": {"content"}}`, `{"image": {"media_id"}}` or
     /// `{"news": {"title", "description", "pic_url", "url"}}`.
-    #[schema(value_type = Object)]
     reply: Reply,
     /// Highest first; equal priorities: the oldest rule first.
     #[serde(default)]
@@ -70,6 +67,48 @@ pub(crate) struct RuleBody {
 
 fn enabled() -> bool {
     true
+}
+
+/// The rules of an account, in evaluation order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReplyRules {
+    rules: Vec<StoredRule>,
+}
+
+/// A rule deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReplyRuleDeleted {
+    id: String,
+    /// Always true.
+    deleted: bool,
+}
+
+/// The account's default welcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Welcome {
+    /// The reply sent to a new follower.
+    welcome: Reply,
+    /// Unix milliseconds of the last change.
+    updated_at_ms: u64,
+    /// The admin token name or gRPC caller of the last change.
+    actor: String,
+}
+
+impl From<StoredWelcome> for Welcome {
+    fn from(w: StoredWelcome) -> Self {
+        Self {
+            welcome: w.reply,
+            updated_at_ms: w.updated_at_ms,
+            actor: w.actor,
+        }
+    }
+}
+
+/// The default welcome deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WelcomeDeleted {
+    /// Always true.
+    deleted: bool,
 }
 
 impl RuleBody {
@@ -87,10 +126,11 @@ impl RuleBody {
 #[utoipa::path(
     get,
     path = "/admin/v1/accounts/{account}/reply-rules",
+    operation_id = "listReplyRules",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
-        (status = 200, description = "`{\"rules\": [{\"id\", \"match\", \"reply\", \"priority\", \"enabled\", \"created_at_ms\", \"updated_at_ms\", \"actor\"}]}` in evaluation order", body = Object),
+        (status = 200, description = "the rules in evaluation order", body = ReplyRules),
         AccountErrors,
     ),
     security(("bearer" = []))
@@ -101,17 +141,18 @@ pub(crate) async fn list(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
     let rules = autoreply::list_rules(&state.services, &account_id(&path)?).await?;
-    Ok(HttpResponse::Ok().json(json!({ "rules": rules })))
+    Ok(HttpResponse::Ok().json(ReplyRules { rules }))
 }
 
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/reply-rules",
+    operation_id = "createReplyRule",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     request_body(content = RuleBody, content_type = "application/json"),
     responses(
-        (status = 201, description = "the rule as stored", body = Object),
+        (status = 201, description = "the rule as stored", body = StoredRule),
         (status = 400, description = "invalid rule (the message names the problem)", body = ErrorBody),
         (status = 409, description = "a rule with this id exists", body = ErrorBody),
         AccountErrors,
@@ -137,12 +178,13 @@ pub(crate) async fn create(
 #[utoipa::path(
     put,
     path = "/admin/v1/accounts/{account}/reply-rules/{id}",
+    operation_id = "putReplyRule",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration"), ("id" = String, Path, description = "the rule id")),
     request_body(content = RuleBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "the rule as stored (replaced)", body = Object),
-        (status = 201, description = "the rule as stored (created)", body = Object),
+        (status = 200, description = "the rule as stored (replaced)", body = StoredRule),
+        (status = 201, description = "the rule as stored (created)", body = StoredRule),
         (status = 400, description = "invalid rule (the message names the problem)", body = ErrorBody),
         (status = 409, description = "the rule kept changing under the request", body = ErrorBody),
         AccountErrors,
@@ -182,10 +224,11 @@ pub(crate) async fn put(
 #[utoipa::path(
     delete,
     path = "/admin/v1/accounts/{account}/reply-rules/{id}",
+    operation_id = "deleteReplyRule",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration"), ("id" = String, Path, description = "the rule id")),
     responses(
-        (status = 200, description = "`{\"id\", \"deleted\": true}`", body = Object),
+        (status = 200, description = "deleted", body = ReplyRuleDeleted),
         (status = 404, description = "unknown account or rule", body = ErrorBody),
         TokenErrors,
         StoreErrors,
@@ -199,20 +242,17 @@ pub(crate) async fn delete(
 ) -> Result<HttpResponse, ServiceError> {
     let (account, id) = path.into_inner();
     autoreply::delete_rule(&state.services, &account_id(&account)?, &actor, &id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": id, "deleted": true })))
-}
-
-fn welcome_json(w: &autoreply::StoredWelcome) -> serde_json::Value {
-    json!({ "welcome": w.reply, "updated_at_ms": w.updated_at_ms, "actor": w.actor })
+    Ok(HttpResponse::Ok().json(ReplyRuleDeleted { id, deleted: true }))
 }
 
 #[utoipa::path(
     get,
     path = "/admin/v1/accounts/{account}/welcome",
+    operation_id = "getWelcome",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
-        (status = 200, description = "`{\"welcome\": <reply>, \"updated_at_ms\", \"actor\"}`", body = Object),
+        (status = 200, description = "the default welcome", body = Welcome),
         (status = 404, description = "unknown account, or no default welcome", body = ErrorBody),
         TokenErrors,
         StoreErrors,
@@ -225,7 +265,7 @@ pub(crate) async fn get_welcome(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
     match autoreply::welcome(&state.services, &account_id(&path)?).await? {
-        Some(w) => Ok(HttpResponse::Ok().json(welcome_json(&w))),
+        Some(w) => Ok(HttpResponse::Ok().json(Welcome::from(w))),
         None => Err(ServiceError::NotFound("no default welcome is set".into())),
     }
 }
@@ -233,11 +273,12 @@ pub(crate) async fn get_welcome(
 #[utoipa::path(
     put,
     path = "/admin/v1/accounts/{account}/welcome",
+    operation_id = "putWelcome",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
-    request_body(content = Object, description = "the reply: `{\"text\": {\"content\"}}`, `{\"image\": {\"media_id\"}}` or `{\"news\": {...}}`", content_type = "application/json"),
+    request_body(content = Reply, description = "the reply: `{\"text\": {\"content\"}}`, `{\"image\": {\"media_id\"}}` or `{\"news\": {...}}`", content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"welcome\": <reply>, \"updated_at_ms\", \"actor\"}`", body = Object),
+        (status = 200, description = "the default welcome as stored", body = Welcome),
         (status = 400, description = "invalid reply (the message names the problem)", body = ErrorBody),
         AccountErrors,
     ),
@@ -251,16 +292,17 @@ pub(crate) async fn put_welcome(
 ) -> Result<HttpResponse, ServiceError> {
     let stored =
         autoreply::put_welcome(&state.services, &account_id(&path)?, &actor, reply).await?;
-    Ok(HttpResponse::Ok().json(welcome_json(&stored)))
+    Ok(HttpResponse::Ok().json(Welcome::from(stored)))
 }
 
 #[utoipa::path(
     delete,
     path = "/admin/v1/accounts/{account}/welcome",
+    operation_id = "deleteWelcome",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     responses(
-        (status = 200, description = "`{\"deleted\": true}`", body = Object),
+        (status = 200, description = "deleted", body = WelcomeDeleted),
         (status = 404, description = "unknown account, or no default welcome", body = ErrorBody),
         TokenErrors,
         StoreErrors,
@@ -273,5 +315,5 @@ pub(crate) async fn delete_welcome(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServiceError> {
     autoreply::delete_welcome(&state.services, &account_id(&path)?, &actor).await?;
-    Ok(HttpResponse::Ok().json(json!({ "deleted": true })))
+    Ok(HttpResponse::Ok().json(WelcomeDeleted { deleted: true }))
 }

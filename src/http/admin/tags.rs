@@ -6,7 +6,7 @@
 //! `broadcasts.max_body_bytes`, like a broadcast audience.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{Actor, JsonBody, LargeJsonBody};
@@ -45,14 +45,33 @@ pub(crate) struct MembersBody {
     open_ids: Vec<String>,
 }
 
+/// A tag created.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TagCreated {
+    /// WeChat's tag id.
+    tag_id: u64,
+    name: String,
+}
+
+/// The members added to or removed from a tag.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TagMembersChanged {
+    tag_id: u64,
+    /// Distinct openids sent.
+    users: usize,
+    /// WeChat calls made (50 openids a call).
+    batches: usize,
+}
+
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/tags",
+    operation_id = "createTag",
     tag = "admin",
     params(("account" = String, Path, description = "the account id from the configuration")),
     request_body(content = CreateBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"tag_id\", \"name\"}`", body = Object),
+        (status = 200, description = "the tag created", body = TagCreated),
         (status = 400, description = "invalid name, or a WeCom account", body = ErrorBody),
         (status = 409, description = "a tag with this name exists (45157)", body = ErrorBody),
         AccountErrors, WeChatErrors,
@@ -67,7 +86,10 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, ServiceError> {
     let tag_id = tags::create_tag(&state.services, &account_id(&path)?, &body.name).await?;
     tracing::info!(actor = %actor, tag_id, "tag created");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "tag_id": tag_id, "name": body.name })))
+    Ok(HttpResponse::Ok().json(TagCreated {
+        tag_id,
+        name: body.name,
+    }))
 }
 
 /// The errors of adding and removing members. Tagging is idempotent on WeChat's side, so a
@@ -87,6 +109,7 @@ pub(crate) enum MembersErrors {
 #[utoipa::path(
     post,
     path = "/admin/v1/accounts/{account}/tags/{tag_id}/members",
+    operation_id = "addTagMembers",
     tag = "admin",
     params(
         ("account" = String, Path, description = "the account id from the configuration"),
@@ -94,7 +117,7 @@ pub(crate) enum MembersErrors {
     ),
     request_body(content = MembersBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchtagging, 50 a call)", body = Object),
+        (status = 200, description = "tagged (batchtagging, 50 a call)", body = TagMembersChanged),
         AccountErrors, WeChatErrors, MembersErrors,
     ),
     security(("bearer" = []))
@@ -111,6 +134,7 @@ pub(crate) async fn add_members(
 #[utoipa::path(
     delete,
     path = "/admin/v1/accounts/{account}/tags/{tag_id}/members",
+    operation_id = "removeTagMembers",
     tag = "admin",
     params(
         ("account" = String, Path, description = "the account id from the configuration"),
@@ -118,7 +142,7 @@ pub(crate) async fn add_members(
     ),
     request_body(content = MembersBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "`{\"tag_id\", \"users\", \"batches\"}` (batchuntagging, 50 a call)", body = Object),
+        (status = 200, description = "untagged (batchuntagging, 50 a call)", body = TagMembersChanged),
         AccountErrors, WeChatErrors, MembersErrors,
     ),
     security(("bearer" = []))
@@ -149,7 +173,9 @@ async fn members(
     )
     .await?;
     tracing::info!(actor = %actor, tag_id, users = done.users, untag, "tag members changed");
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "tag_id": tag_id, "users": done.users, "batches": done.batches,
-    })))
+    Ok(HttpResponse::Ok().json(TagMembersChanged {
+        tag_id,
+        users: done.users,
+        batches: done.batches,
+    }))
 }

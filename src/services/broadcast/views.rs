@@ -12,7 +12,8 @@ use super::model::{BatchResult, BatchStatus, Job, Target};
 use super::persist::{batch_key, read_result};
 
 /// A job as `GET .../broadcasts/{job_id}` and `GetBroadcast` show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = BroadcastJob)]
 pub struct JobView {
     pub job_id: String,
     pub status: &'static str,
@@ -22,6 +23,7 @@ pub struct JobView {
     pub msgtype: String,
     /// `{"tag_id": N}`, `{"all": true}`, `{"open_ids": <count>}` or
     /// `{"external_user_ids": <count>, "sender": ".."}`.
+    #[schema(value_type = Object)]
     pub audience: Value,
     pub batches: Vec<BatchView>,
     /// Unix seconds; null unless cancelled.
@@ -29,13 +31,15 @@ pub struct JobView {
     pub cancelled_by: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = BroadcastBatch)]
 pub struct BatchView {
     pub index: usize,
     pub client_msg_id: String,
     pub size: usize,
     pub status: &'static str,
     /// A number on Official Accounts, WeCom's msgid string on WeCom; null until sent.
+    #[schema(schema_with = msg_id_schema)]
     pub msg_id: Value,
     pub total: Option<i64>,
     pub filtered: Option<i64>,
@@ -51,6 +55,20 @@ pub struct BatchView {
     pub fail_list: Vec<String>,
     pub pending_confirmation: Vec<String>,
     pub deleted: bool,
+}
+
+/// `msg_id` in the OpenAPI document: an integer, a string or null.
+fn msg_id_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Integer))
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "A number on Official Accounts, WeCom's msgid string on WeCom; null until sent.",
+        ))
+        .build()
+        .into()
 }
 
 pub(super) async fn view(

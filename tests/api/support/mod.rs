@@ -6,4 +6,5 @@ pub mod fake_wechat;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod redis;

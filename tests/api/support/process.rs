@@ -1,6 +1,7 @@
 //! The real `wechat-gateway` binary as a child process (for tests that SIGKILL it, read its log
 //! or measure its memory): started with a configuration file, its HTTP and gRPC addresses read
-//! from its log, every line it writes to stderr kept. Killed when dropped. `GATEWAY_UNDER_TEST`
+//! from its log, every line it writes to stderr kept, its stdout (the JSON lines of the stdout sink)
+//! passed on line by line. Killed when dropped. `GATEWAY_UNDER_TEST`
 //! points the tests at another build of the binary (e.g. an older commit's, to compare a
 //! measurement before and after a change).
 
@@ -17,6 +18,8 @@ pub struct GatewayProcess {
     /// Every line of its log (stderr) so far.
     log: Arc<Mutex<Vec<String>>>,
     pub grpc_addr: SocketAddr,
+    /// The lines the gateway printed on stdout, as they come.
+    pub stdout: std::sync::mpsc::Receiver<String>,
 }
 
 impl GatewayProcess {
@@ -27,7 +30,7 @@ impl GatewayProcess {
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the gateway binary starts");
@@ -47,6 +50,13 @@ impl GatewayProcess {
                 kept.lock().unwrap().push(line);
             }
         });
+        let stdout = child.stdout.take().unwrap();
+        let (lines, stdout_lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the gateway logs its address");
@@ -60,6 +70,7 @@ impl GatewayProcess {
             addr: field("http_addr="),
             grpc_addr: field("grpc_addr="),
             log,
+            stdout: stdout_lines,
         }
     }
 
