@@ -6,3 +6,4 @@ pub mod fake_wechat;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod sandbox;
