@@ -7,6 +7,7 @@ mod broadcasts;
 mod callbacks;
 mod cli;
 mod crash;
+mod crm_example;
 mod docs;
 mod enrich;
 mod faults;
