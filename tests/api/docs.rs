@@ -31,6 +31,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "docs/admin/dead-letters.md",
         "curl -s -X POST -H \"Authorization: Bearer $ADMIN_TOKEN\" \\",
     ),
+    (
+        "docs/sandbox.md",
+        "cargo run -- sandbox --config config/example.toml",
+    ),
 ];
 
 #[derive(Debug)]
