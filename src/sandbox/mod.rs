@@ -17,17 +17,23 @@ pub mod server;
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use anyhow::Context;
 
 use crate::config::{Config, StoreBackend};
 use crate::startup::Application;
 use crate::wechat::api::install_tls_provider;
 
+/// `broadcasts.check_after_seconds` in the sandbox, at most.
+const SANDBOX_CHECK_AFTER: Duration = Duration::from_secs(2);
+
 /// Points `cfg` at the fake at `base` (`http://127.0.0.1:<port>`).
 pub fn point_at(cfg: &mut Config, base: &str) {
     cfg.wechat.mp_api_base = format!("{base}/mp");
     cfg.wechat.work_api_base = format!("{base}/work");
     cfg.wechat.oauth_base = format!("{base}/mp");
+    cfg.links.oauth_base = cfg.wechat.oauth_base.clone();
 }
 
 /// Runs the gateway against the fake until it is stopped (SIGTERM, Ctrl-C).
@@ -36,6 +42,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let fake = server::FakeServer::start(&cfg.accounts).context("cannot start the fake WeChat")?;
     let base = format!("http://{}", fake.addr());
     point_at(&mut cfg, &base);
+    // The fake settles a send at once: look at a batch's result (WeCom's confirmations, which
+    // no callback reports) after seconds, not the half hour real sends are given.
+    cfg.broadcasts.check_after = cfg.broadcasts.check_after.min(SANDBOX_CHECK_AFTER);
     let temporary = match &mut cfg.store.backend {
         StoreBackend::Embedded { path } => {
             let dir = std::env::temp_dir().join(format!(

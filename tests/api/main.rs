@@ -18,5 +18,6 @@ mod ops;
 mod qrcodes;
 mod replies;
 mod routing;
+mod sandbox;
 mod store;
 mod support;
