@@ -125,6 +125,8 @@ struct GroupMsg {
 pub struct FakeWeChat {
     credentials: Vec<Credential>,
     accounts: HashMap<String, AccountState>,
+    /// Every access token issued, and its account.
+    issued_tokens: HashMap<String, String>,
     /// Issued OAuth codes and the openid each stands for; a code is good once.
     oauth_codes: HashMap<String, String>,
     issued_codes: u64,
@@ -168,6 +170,7 @@ impl FakeWeChat {
         Self {
             credentials,
             accounts: HashMap::new(),
+            issued_tokens: HashMap::new(),
             oauth_codes: HashMap::new(),
             issued_codes: 0,
             next_msg_id: FIRST_MSG_ID,
@@ -199,27 +202,30 @@ impl FakeWeChat {
         if token.is_empty() {
             return Err(err(41001, "access_token missing"));
         }
-        let issued = self.credentials.iter().find(|c| {
-            c.platform == platform && token.starts_with(&format!("sandbox-{}-", c.account))
-        });
-        let Some(c) = issued else {
+        let Some(account) = self.issued_tokens.get(token).filter(|account| {
+            self.credentials
+                .iter()
+                .any(|c| &c.account == *account && c.platform == platform)
+        }) else {
             return Err(err(40014, "invalid access_token"));
         };
-        let state = self.accounts.get(&c.account);
-        if state.and_then(|s| s.token.as_deref()) != Some(token) {
+        let current = self.accounts.get(account).and_then(|s| s.token.as_deref());
+        if current != Some(token) {
             return Err(err(
                 40001,
                 "invalid credential, access_token is invalid or not latest",
             ));
         }
-        Ok(c.account.clone())
+        Ok(account.clone())
     }
 
     fn issue_token(&mut self, account: &str, force: bool) -> Value {
         let state = self.accounts.entry(account.to_owned()).or_default();
         if force || state.token.is_none() {
             state.issued += 1;
-            state.token = Some(format!("sandbox-{account}-{}", state.issued));
+            let token = format!("sandbox-{account}-{}", state.issued);
+            self.issued_tokens.insert(token.clone(), account.to_owned());
+            state.token = Some(token);
         }
         json!({"access_token": state.token, "expires_in": 7200})
     }
@@ -808,4 +814,314 @@ fn find_group_msg<'s>(state: &'s AccountState, body: &Value) -> Result<&'s Group
         .iter()
         .find(|m| m.msgid == msgid)
         .ok_or_else(|| err(40035, "invalid parameter: msgid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake() -> FakeWeChat {
+        FakeWeChat::new(vec![
+            Credential {
+                account: "mp".into(),
+                platform: Platform::Mp,
+                receiver_id: "wx1".into(),
+                secret: "s1".into(),
+                agent_id: 0,
+            },
+            Credential {
+                account: "work".into(),
+                platform: Platform::Work,
+                receiver_id: "ww1".into(),
+                secret: "s2".into(),
+                agent_id: 1000002,
+            },
+        ])
+    }
+
+    fn call(
+        f: &mut FakeWeChat,
+        platform: Platform,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Value,
+    ) -> Answer {
+        let query: HashMap<String, String> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        f.handle(&Call {
+            platform,
+            path,
+            query: &query,
+            body: &body,
+            now: 1_800_000_000,
+        })
+    }
+
+    fn json_of(a: Answer) -> Value {
+        match a {
+            Answer::Json(v) | Answer::JsonThenCallback(v, _) => v,
+            other => panic!("not JSON: {other:?}"),
+        }
+    }
+
+    fn mp_token(f: &mut FakeWeChat, force: bool) -> String {
+        let v = json_of(call(
+            f,
+            Platform::Mp,
+            "/cgi-bin/stable_token",
+            &[],
+            json!({"grant_type": "client_credential", "appid": "wx1", "secret": "s1",
+                "force_refresh": force}),
+        ));
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn tokens_need_the_configured_secret_and_only_the_newest_is_valid() {
+        let mut f = fake();
+        let bad = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/stable_token",
+            &[],
+            json!({"appid": "wx1", "secret": "wrong"}),
+        ));
+        assert_eq!(bad["errcode"], 40125);
+        let unknown = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/stable_token",
+            &[],
+            json!({"appid": "wx9", "secret": "s1"}),
+        ));
+        assert_eq!(unknown["errcode"], 40013);
+        let first = mp_token(&mut f, false);
+        assert_eq!(
+            mp_token(&mut f, false),
+            first,
+            "stable: the same until forced"
+        );
+        let second = mp_token(&mut f, true);
+        assert_ne!(second, first);
+        let stale = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/menu/delete",
+            &[("access_token", &first)],
+            Value::Null,
+        ));
+        assert_eq!(stale["errcode"], 40001);
+        let never = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/menu/delete",
+            &[("access_token", "made-up")],
+            Value::Null,
+        ));
+        assert_eq!(never["errcode"], 40014);
+        let work = json_of(call(
+            &mut f,
+            Platform::Work,
+            "/cgi-bin/gettoken",
+            &[("corpid", "ww1"), ("corpsecret", "s2")],
+            Value::Null,
+        ));
+        assert_eq!(work["errcode"], 0);
+        // A WeCom token is no Official Account token.
+        let crossed = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/menu/delete",
+            &[("access_token", work["access_token"].as_str().unwrap())],
+            Value::Null,
+        ));
+        assert_eq!(crossed["errcode"], 40014);
+    }
+
+    #[test]
+    fn a_repeated_clientmsgid_answers_45065_with_the_first_msg_id_and_no_second_callback() {
+        let mut f = fake();
+        let t = mp_token(&mut f, false);
+        let q = [("access_token", t.as_str())];
+        let body = json!({"touser": ["o1", "o2", "o1"], "msgtype": "mpnews",
+            "mpnews": {"media_id": "M"}, "send_ignore_reprint": 0, "clientmsgid": "c1"});
+        let first = call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/message/mass/send",
+            &q,
+            body.clone(),
+        );
+        let Answer::JsonThenCallback(v, finished) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(v["msg_id"], FIRST_MSG_ID);
+        assert_eq!(finished.total, 2, "distinct openids");
+        let again = call(&mut f, Platform::Mp, "/cgi-bin/message/mass/send", &q, body);
+        assert_eq!(
+            again,
+            Answer::Json(json!({"errcode": 45065, "errmsg": "clientmsgid exist",
+            "msg_id": FIRST_MSG_ID}))
+        );
+        let status = |f: &mut FakeWeChat| {
+            json_of(call(
+                f,
+                Platform::Mp,
+                "/cgi-bin/message/mass/get",
+                &q,
+                json!({"msg_id": FIRST_MSG_ID}),
+            ))["msg_status"]
+                .clone()
+        };
+        assert_eq!(status(&mut f), "SENDING");
+        f.finished(&finished);
+        assert_eq!(status(&mut f), "SEND_SUCCESS");
+        let no_media = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/message/mass/sendall",
+            &q,
+            json!({"filter": {"is_to_all": true}, "msgtype": "image", "image": {"media_id": ""}}),
+        ));
+        assert_eq!(no_media["errcode"], 40007);
+        let no_tag = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/message/mass/sendall",
+            &q,
+            json!({"filter": {"is_to_all": false, "tag_id": 7}, "msgtype": "text",
+                "text": {"content": "x"}}),
+        ));
+        assert_eq!(no_tag["errcode"], 45159);
+    }
+
+    #[test]
+    fn tags_follow_wechats_rules() {
+        let mut f = fake();
+        let t = mp_token(&mut f, false);
+        let q = [("access_token", t.as_str())];
+        let create = |f: &mut FakeWeChat, name: &str| {
+            json_of(call(
+                f,
+                Platform::Mp,
+                "/cgi-bin/tags/create",
+                &q,
+                json!({"tag": {"name": name}}),
+            ))
+        };
+        assert_eq!(create(&mut f, "vip")["tag"]["id"], 100);
+        assert_eq!(create(&mut f, "vip")["errcode"], 45157);
+        assert_eq!(create(&mut f, &"x".repeat(31))["errcode"], 45158);
+        let tag = |f: &mut FakeWeChat, id: u64, n: usize| {
+            json_of(call(
+                f,
+                Platform::Mp,
+                "/cgi-bin/tags/members/batchtagging",
+                &q,
+                json!({"openid_list": (0..n).map(|i| format!("o{i}")).collect::<Vec<_>>(), "tagid": id}),
+            ))
+        };
+        assert_eq!(tag(&mut f, 100, 2)["errcode"], 0);
+        assert_eq!(tag(&mut f, 100, 51)["errcode"], 40032);
+        assert_eq!(tag(&mut f, 101, 2)["errcode"], 45159);
+        let info = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/user/info/batchget",
+            &q,
+            json!({"user_list": [{"openid": "o1", "lang": "zh_CN"}]}),
+        ));
+        assert_eq!(info["user_info_list"][0]["tagid_list"], json!([100]));
+    }
+
+    #[test]
+    fn menus_come_back_in_the_shapes_wechat_answers() {
+        let mut f = fake();
+        let t = mp_token(&mut f, false);
+        let q = [("access_token", t.as_str())];
+        let none = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/menu/get",
+            &q,
+            Value::Null,
+        ));
+        assert_eq!(none["errcode"], 46003);
+        let menu = json!({"button": [{"type": "click", "name": "A", "key": "K"},
+            {"name": "B", "sub_button": [{"type": "view", "name": "C", "url": "https://x/"}]}]});
+        json_of(call(&mut f, Platform::Mp, "/cgi-bin/menu/create", &q, menu));
+        let got = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/menu/get",
+            &q,
+            Value::Null,
+        ));
+        assert_eq!(got["menu"]["button"][0]["sub_button"], json!([]));
+        let current = json_of(call(
+            &mut f,
+            Platform::Mp,
+            "/cgi-bin/get_current_selfmenu_info",
+            &q,
+            Value::Null,
+        ));
+        assert_eq!(current["is_menu_open"], 1);
+        assert_eq!(
+            current["selfmenu_info"]["button"][1]["sub_button"]["list"][0]["name"],
+            "C"
+        );
+        let work = json_of(call(
+            &mut f,
+            Platform::Work,
+            "/cgi-bin/gettoken",
+            &[("corpid", "ww1"), ("corpsecret", "s2")],
+            Value::Null,
+        ));
+        let wt = work["access_token"].as_str().unwrap();
+        let other_agent = json_of(call(
+            &mut f,
+            Platform::Work,
+            "/cgi-bin/menu/get",
+            &[("access_token", wt), ("agentid", "1")],
+            Value::Null,
+        ));
+        assert_eq!(other_agent["errcode"], 301002);
+    }
+
+    #[test]
+    fn an_oauth_code_stands_for_the_sandbox_follower_once() {
+        let mut f = fake();
+        let Answer::Redirect(to) = call(
+            &mut f,
+            Platform::Mp,
+            "/connect/oauth2/authorize",
+            &[
+                ("appid", "wx1"),
+                ("redirect_uri", "http://gw/l/a/b/oauth"),
+                ("state", "S"),
+            ],
+            Value::Null,
+        ) else {
+            panic!()
+        };
+        assert_eq!(to, "http://gw/l/a/b/oauth?code=sandbox-code-1&state=S");
+        let exchange = |f: &mut FakeWeChat| {
+            json_of(call(
+                f,
+                Platform::Mp,
+                "/sns/oauth2/access_token",
+                &[
+                    ("appid", "wx1"),
+                    ("secret", "s1"),
+                    ("code", "sandbox-code-1"),
+                    ("grant_type", "authorization_code"),
+                ],
+                Value::Null,
+            ))
+        };
+        assert_eq!(exchange(&mut f)["openid"], FOLLOWERS[0]);
+        assert_eq!(exchange(&mut f)["errcode"], 40163);
+    }
 }
