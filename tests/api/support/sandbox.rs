@@ -1,7 +1,7 @@
 //! `wechat-gateway sandbox` as a child process: the real binary on the example configuration
 //! (`config/example.toml`), its HTTP and gRPC listeners moved to free loopback ports through
 //! the environment (`WGW_HTTP__LISTEN`, `WGW_GRPC__LISTEN`), its output (logs and the events
-//! printed as JSON lines) kept in a file. Killed when dropped.
+//! printed as JSON lines) kept in a file. Stopped (SIGTERM) when dropped.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -121,7 +121,18 @@ impl SandboxProcess {
 }
 
 impl Drop for SandboxProcess {
+    /// SIGTERM, so that the sandbox removes its temporary store; SIGKILL after 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
