@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `check-config`, `simulate`.
+//! The command line: `serve` (default), `check-config`, `simulate`, `sandbox`.
 
 use std::path::PathBuf;
 
@@ -35,4 +35,7 @@ pub enum Command {
     /// Send a correctly signed (and, where the account uses it, encrypted) sample callback to a
     /// running gateway, the way the WeChat platform would.
     Simulate(SimulateArgs),
+    /// Run the gateway against a fake WeChat in the same process (offline, in memory, on the
+    /// configured accounts): every admin route and Gateway rpc works without WeChat.
+    Sandbox,
 }

@@ -20,6 +20,7 @@
 //! - [`tls`]: the PEM files and tonic TLS settings of the CRM client and the Gateway server.
 //! - [`startup`]: binds listeners, wires state, spawns workers, one shutdown path.
 //! - [`simulate`]: the `simulate` command, a stand-in for the WeChat platform.
+//! - [`sandbox`]: the `sandbox` command, the gateway with a fake WeChat API in the process.
 
 pub mod backoff;
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod grpc;
 pub mod http;
 pub mod outbox;
 pub mod pb;
+pub mod sandbox;
 pub mod services;
 pub mod simulate;
 pub mod startup;

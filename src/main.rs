@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wechat_gateway::cli::{Cli, Command};
-use wechat_gateway::{config, simulate, startup, telemetry};
+use wechat_gateway::{config, sandbox, simulate, startup, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -38,6 +38,17 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Sandbox => {
+            telemetry::init_logging(&cfg.log);
+            match sandbox::run(cfg).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "sandbox stopped with an error");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve => {
             telemetry::init_logging(&cfg.log);
             match startup::Application::build(cfg).await {

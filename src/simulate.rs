@@ -181,9 +181,9 @@ pub async fn run(cfg: &Config, args: &SimulateArgs) -> anyhow::Result<()> {
     let token = account.token.expose();
     let client = reqwest::Client::new();
 
-    let request = if args.verify {
+    if args.verify {
         let echostr = format!("echo-{}", nonce);
-        match account.platform {
+        let request = match account.platform {
             Platform::Mp => client.get(&url).query(&[
                 ("signature", crypto::signature(token, &timestamp, &nonce)),
                 ("timestamp", timestamp.clone()),
@@ -203,70 +203,117 @@ pub async fn run(cfg: &Config, args: &SimulateArgs) -> anyhow::Result<()> {
                     ("echostr", sealed.encrypt),
                 ])
             }
-        }
-    } else {
-        let body = sample_xml(account, args, now)?;
-        let mode = match (account.platform, args.mode) {
-            (Platform::Work, _) => CallbackMode::Safe,
-            (Platform::Mp, Some(ModeArg::Plain)) => CallbackMode::Plain,
-            (Platform::Mp, Some(ModeArg::Compatible)) => CallbackMode::Compatible,
-            (Platform::Mp, Some(ModeArg::Safe)) => CallbackMode::Safe,
-            (Platform::Mp, None) => account.mode,
         };
-        let signature = crypto::signature(token, &timestamp, &nonce);
-        match mode {
-            CallbackMode::Plain => client
-                .post(&url)
-                .query(&[
-                    ("signature", signature.as_str()),
-                    ("timestamp", &timestamp),
-                    ("nonce", &nonce),
-                    ("openid", &args.user),
-                ])
-                .body(body),
-            CallbackMode::Compatible | CallbackMode::Safe => {
-                let key = account
-                    .keys
-                    .first()
-                    .context("the account has no encoding_aes_key")?;
-                let Sealed {
-                    encrypt: enc,
-                    msg_signature,
-                } = seal_message(account, key, &timestamp, &nonce, body.as_bytes());
-                let envelope = match account.platform {
-                    Platform::Mp => format!(
-                        "<xml><ToUserName><![CDATA[gh_simulated0000]]></ToUserName><Encrypt>{}</Encrypt></xml>",
-                        cdata(&enc)
-                    ),
-                    Platform::Work => format!(
-                        "<xml><ToUserName>{}</ToUserName><AgentID>{}</AgentID><Encrypt>{}</Encrypt></xml>",
-                        cdata(&account.receiver_id),
-                        account.agent_id,
-                        cdata(&enc)
-                    ),
-                };
-                // Compatible mode also carries the plain fields; WeChat sends both.
-                let envelope = if matches!(mode, CallbackMode::Compatible) {
-                    body.replacen(
-                        "<xml>",
-                        &format!("<xml><Encrypt>{}</Encrypt>", cdata(&enc)),
-                        1,
-                    )
-                } else {
-                    envelope
-                };
-                let mut q = vec![
-                    ("timestamp", timestamp.clone()),
-                    ("nonce", nonce.clone()),
-                    ("msg_signature", msg_signature),
-                ];
-                if account.platform == Platform::Mp {
-                    q.push(("signature", signature));
-                    q.push(("encrypt_type", "aes".into()));
-                    q.push(("openid", args.user.clone()));
-                }
-                client.post(&url).query(&q).body(envelope)
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        println!("{status} {text}");
+        if !status.is_success() {
+            bail!("the gateway answered {status}");
+        }
+        return Ok(());
+    }
+    let body = sample_xml(account, args, now)?;
+    let mode = match (account.platform, args.mode) {
+        (Platform::Work, _) => CallbackMode::Safe,
+        (Platform::Mp, Some(ModeArg::Plain)) => CallbackMode::Plain,
+        (Platform::Mp, Some(ModeArg::Compatible)) => CallbackMode::Compatible,
+        (Platform::Mp, Some(ModeArg::Safe)) => CallbackMode::Safe,
+        (Platform::Mp, None) => account.mode,
+    };
+    let (status, text) = post_callback(&client, &base, account, mode, &body, &args.user).await?;
+    println!("{status} {text}");
+    if !status.is_success() {
+        bail!("the gateway answered {status}");
+    }
+    Ok(())
+}
+
+/// POSTs `body` (a callback's XML) to the account's callback URL under `base` as WeChat would:
+/// signed with the account's Token, and in compatible and safe mode sealed with its
+/// EncodingAESKey. `open_id` is the `openid` query parameter an Official Account's callback
+/// carries. Also the sandbox's way of sending its MASSSENDJOBFINISH events
+/// ([`crate::sandbox`]). Returns the gateway's status and body.
+pub async fn post_callback(
+    client: &reqwest::Client,
+    base: &str,
+    account: &Account,
+    mode: CallbackMode,
+    body: &str,
+    open_id: &str,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    let url = format!(
+        "{}/wechat/{}/{}",
+        base.trim_end_matches('/'),
+        account.platform.as_str(),
+        account.id
+    );
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)?
+        .as_secs()
+        .to_string();
+    let nonce = nonce();
+    let token = account.token.expose();
+    let mode = match account.platform {
+        Platform::Work => CallbackMode::Safe,
+        Platform::Mp => mode,
+    };
+    let signature = crypto::signature(token, &timestamp, &nonce);
+    let request = match mode {
+        CallbackMode::Plain => client
+            .post(&url)
+            .query(&[
+                ("signature", signature.as_str()),
+                ("timestamp", &timestamp),
+                ("nonce", &nonce),
+                ("openid", open_id),
+            ])
+            .body(body.to_owned()),
+        CallbackMode::Compatible | CallbackMode::Safe => {
+            let key = account
+                .keys
+                .first()
+                .context("the account has no encoding_aes_key")?;
+            let Sealed {
+                encrypt: enc,
+                msg_signature,
+            } = seal_message(account, key, &timestamp, &nonce, body.as_bytes());
+            let envelope = match account.platform {
+                Platform::Mp => format!(
+                    "<xml><ToUserName><![CDATA[gh_simulated0000]]></ToUserName><Encrypt>{}</Encrypt></xml>",
+                    cdata(&enc)
+                ),
+                Platform::Work => format!(
+                    "<xml><ToUserName>{}</ToUserName><AgentID>{}</AgentID><Encrypt>{}</Encrypt></xml>",
+                    cdata(&account.receiver_id),
+                    account.agent_id,
+                    cdata(&enc)
+                ),
+            };
+            // Compatible mode also carries the plain fields; WeChat sends both.
+            let envelope = if matches!(mode, CallbackMode::Compatible) {
+                body.replacen(
+                    "<xml>",
+                    &format!("<xml><Encrypt>{}</Encrypt>", cdata(&enc)),
+                    1,
+                )
+            } else {
+                envelope
+            };
+            let mut q = vec![
+                ("timestamp", timestamp.clone()),
+                ("nonce", nonce.clone()),
+                ("msg_signature", msg_signature),
+            ];
+            if account.platform == Platform::Mp {
+                q.push(("signature", signature));
+                q.push(("encrypt_type", "aes".into()));
+                q.push(("openid", open_id.to_owned()));
             }
+            client.post(&url).query(&q).body(envelope)
         }
     };
     let response = request
@@ -275,11 +322,7 @@ pub async fn run(cfg: &Config, args: &SimulateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    println!("{status} {text}");
-    if !status.is_success() {
-        bail!("the gateway answered {status}");
-    }
-    Ok(())
+    Ok((status, text))
 }
 
 #[cfg(test)]

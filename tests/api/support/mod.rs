@@ -8,3 +8,4 @@ pub mod process;
 pub mod proxy;
 pub mod python;
 pub mod redis;
+pub mod sandbox;
