@@ -219,7 +219,7 @@ pub struct LogConfig {
 // --- the raw shape of the file -------------------------------------------------------------
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct Raw {
     http: RawHttp,
     grpc: RawGrpc,
@@ -236,7 +236,7 @@ struct Raw {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawLinks {
     public_base_url: Option<String>,
     allowed_domains: Vec<String>,
@@ -254,7 +254,7 @@ impl Default for RawLinks {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawEnrichment {
     enabled: bool,
     user_ttl_seconds: u64,
@@ -270,7 +270,7 @@ impl Default for RawEnrichment {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawBroadcasts {
     calls_per_minute: u32,
     backoff_min_ms: u64,
@@ -294,7 +294,7 @@ impl Default for RawBroadcasts {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawHttp {
     listen: String,
     admin_listen: Option<String>,
@@ -316,7 +316,7 @@ impl Default for RawHttp {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawGrpc {
     listen: String,
     tokens: Vec<RawAdminToken>,
@@ -345,7 +345,7 @@ impl Default for RawGrpc {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawStore {
     backend: String,
     path: String,
@@ -371,7 +371,7 @@ impl Default for RawStore {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawCrm {
     endpoint: Option<String>,
     timeout_ms: u64,
@@ -399,7 +399,7 @@ impl Default for RawCrm {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawWechat {
     mp_api_base: String,
     work_api_base: String,
@@ -419,7 +419,7 @@ impl Default for RawWechat {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawCallbacks {
     max_clock_skew_seconds: u64,
     max_in_flight: u64,
@@ -437,13 +437,12 @@ impl Default for RawCallbacks {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawAdmin {
     tokens: Vec<RawAdminToken>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawAdminToken {
     name: String,
     token: Secret,
@@ -455,7 +454,7 @@ struct RawAdminToken {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawLog {
     format: String,
     level: String,
@@ -471,7 +470,7 @@ impl Default for RawLog {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct RawAccount {
     id: String,
     platform: String,
@@ -555,8 +554,16 @@ fn read_raw(path: &Path, problems: &mut Vec<String>) -> Option<Raw> {
         }
     };
     expand_env(&mut value, "", problems);
-    match serde_path_to_error::deserialize::<_, Raw>(value) {
-        Ok(raw) => Some(raw),
+    // Unknown keys are collected, not fatal at the first one, so that one run of check-config
+    // lists every problem; each is named with its section (and account), or as the environment
+    // variable it came from. A value of the wrong type is named by its path, never quoted.
+    let mut unknown = Vec::new();
+    let mut on_unknown = |p: serde_ignored::Path<'_>| unknown.push(key_path(&p));
+    let raw: Raw = match serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        value,
+        &mut on_unknown,
+    )) {
+        Ok(raw) => raw,
         Err(e) => {
             problems.push(format!(
                 "{}: {}: {}",
@@ -564,8 +571,66 @@ fn read_raw(path: &Path, problems: &mut Vec<String>) -> Option<Raw> {
                 e.path(),
                 redact_values(&e.inner().to_string())
             ));
-            None
+            return None;
         }
+    };
+    report_unknown_keys(&raw, unknown, path, problems);
+    Some(raw)
+}
+
+/// `accounts[1].tokne` from serde_ignored's path.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
+fn report_unknown_keys(raw: &Raw, unknown: Vec<String>, file: &Path, problems: &mut Vec<String>) {
+    // WGW_HTTP__LISTNE → http.listne, the key the config crate made of it.
+    let from_env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter_map(|k| {
+            let rest = k.strip_prefix("WGW_")?;
+            Some((rest.to_lowercase().replace("__", "."), k))
+        })
+        .collect();
+    for key in unknown {
+        if let Some((_, var)) = from_env.iter().find(|(path, _)| *path == key) {
+            problems.push(format!(
+                "{var}: this environment variable matches no configuration key ({key})"
+            ));
+            continue;
+        }
+        let section = match key.split_once('.') {
+            None => format!(
+                "{key}: unknown section or key at the top level of {}",
+                file.display()
+            ),
+            Some((head, _)) => match head.strip_prefix("accounts[") {
+                Some(rest) => {
+                    let index: usize = rest.trim_end_matches(']').parse().unwrap_or(0);
+                    let id = raw.accounts.get(index).map_or("", |a| a.id.as_str());
+                    format!(
+                        "{key}: unknown key in [[accounts]] number {} (id {id:?})",
+                        index + 1
+                    )
+                }
+                None => format!(
+                    "{key}: unknown key in [{}]",
+                    head.split('[').next().unwrap_or(head)
+                ),
+            },
+        };
+        problems.push(section);
     }
 }
 
@@ -1207,6 +1272,21 @@ fn check_receiver(value: Option<String>, at: &str, problems: &mut Vec<String>) -
     }
 }
 
+/// A secret that must be set and not empty (an unset `${NAME}` is reported where it is expanded).
+fn required_secret(
+    value: Option<Secret>,
+    problem: impl FnOnce() -> String,
+    problems: &mut Vec<String>,
+) -> Secret {
+    match value {
+        Some(s) if !s.expose().is_empty() => s,
+        _ => {
+            problems.push(problem());
+            Secret::default()
+        }
+    }
+}
+
 fn check_account(a: RawAccount, at: &str, problems: &mut Vec<String>) -> Option<Account> {
     let before = problems.len();
     let id = AccountId::parse(&a.id)
@@ -1215,8 +1295,18 @@ fn check_account(a: RawAccount, at: &str, problems: &mut Vec<String>) -> Option<
     let platform = Platform::parse(&a.platform)
         .map_err(|e| problems.push(format!("{at}.platform: {e}")))
         .ok()?;
-    let token = a.token.unwrap_or_default();
-    check_token(&token, at, problems);
+    let named =
+        |field: &str, why: &str| format!("{at}.{field}: required for account {:?}: {why}", a.id);
+    let token = match a.token.clone() {
+        Some(t) => {
+            check_token(&t, at, problems);
+            t
+        }
+        None => {
+            problems.push(named("token", "WeChat signs every callback with it"));
+            Secret::default()
+        }
+    };
 
     let mut keys = Vec::new();
     if let Some(k) = &a.encoding_aes_key {
@@ -1249,7 +1339,11 @@ fn check_account(a: RawAccount, at: &str, problems: &mut Vec<String>) -> Option<
                 }
             }
             let receiver = check_receiver(a.app_id, &format!("{at}.app_id"), problems);
-            let secret = a.app_secret.unwrap_or_default();
+            let secret = required_secret(
+                a.app_secret.clone(),
+                || named("app_secret", "the WeChat API needs it for an access token"),
+                problems,
+            );
             let default_mode = if a.encoding_aes_key.is_some() {
                 "safe"
             } else {
@@ -1295,12 +1389,12 @@ fn check_account(a: RawAccount, at: &str, problems: &mut Vec<String>) -> Option<
             if agent_id < 0 {
                 problems.push(format!("{at}.agent_id: must not be negative"));
             }
-            (
-                receiver,
-                a.secret.unwrap_or_default(),
-                agent_id,
-                CallbackMode::Safe,
-            )
+            let secret = required_secret(
+                a.secret.clone(),
+                || named("secret", "the WeCom API needs it for an access token"),
+                problems,
+            );
+            (receiver, secret, agent_id, CallbackMode::Safe)
         }
     };
     if problems.len() > before {
@@ -1806,7 +1900,34 @@ token = "x"
             .unwrap_err()
             .0
             .join("\n");
-        assert!(problems.contains("listen_addr"), "{problems}");
+        assert!(
+            problems.contains("http.listen_addr: unknown key in [http]"),
+            "{problems}"
+        );
+    }
+
+    /// An unknown key is one problem among the others, named with its section and account;
+    /// a missing secret names its account.
+    #[test]
+    fn unknown_keys_and_missing_secrets_are_listed_with_every_other_problem() {
+        let toml = format!(
+            "{}\n[[accounts]]\nid = \"acme-work\"\nplatform = \"work\"\ncorp_id = \"ww1\"\n\
+             agent_id = 1\nencoding_aes_key = \"{}\"\ntokne = \"abc\"\n\
+             [store]\nbackend = \"embedded\"\npth = \"x\"\n",
+            GOOD_MP.replace("app_secret = \"s\"\n", ""),
+            "a".repeat(43),
+        );
+        let problems = load_str(&toml).unwrap_err().0;
+        let all = problems.join("\n");
+        for expected in [
+            "accounts[0].app_secret: required for account \"acme-mp\"",
+            "accounts[1].secret: required for account \"acme-work\"",
+            "accounts[1].token: required for account \"acme-work\"",
+            "accounts[1].tokne: unknown key in [[accounts]] number 2 (id \"acme-work\")",
+            "store.pth: unknown key in [store]",
+        ] {
+            assert!(all.contains(expected), "no {expected:?} in:\n{all}");
+        }
     }
 
     #[test]

@@ -53,6 +53,28 @@ fn check_config_lists_every_problem_and_fails() {
     }
 }
 
+/// A typo in an environment override is blamed on the variable, not on the file, and does not
+/// hide the other problems.
+#[test]
+fn an_environment_override_that_matches_no_key_is_named_as_the_variable() {
+    let out = gateway()
+        .args(["check-config", "--config", "config/example.toml"])
+        .env("WGW_HTTP__LISTNE", "0.0.0.0:8080")
+        .env("WGW_CALLBACKS__MAX_IN_FLIGHT", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "WGW_HTTP__LISTNE: this environment variable matches no configuration key (http.listne)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("callbacks.max_in_flight"), "{err}");
+    assert!(!err.contains("config/example.toml: unknown"), "{err}");
+}
+
 #[test]
 fn environment_overrides_and_secret_references_apply() {
     let out = gateway()
