@@ -116,6 +116,10 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
             "Tracked link clicks that could not be recorded (the redirect still happened).", PerAccount),
         ("wgw_link_oauth_failures_total", Counter,
             "Tracked link OAuth exchanges that failed (the click was recorded anonymously).", PerAccount),
+        ("wgw_link_oauth_state_reused_total", Counter,
+            "Tracked link OAuth returns refused because their state was already used.", PerAccount),
+        ("wgw_link_anonymous_clicks_suppressed_total", Counter,
+            "Anonymous tracked link opens that made no event (one per link and client per window).", PerAccount),
         ("wgw_store_docs_swept_total", Counter, "Lapsed documents removed by the sweeper, by kind.", PerLapsingKind),
     ]
 };
