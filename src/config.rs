@@ -61,16 +61,42 @@ impl Config {
                 "http.listen (http.admin_listen is not set)"
             };
             warnings.push(format!(
-                "the admin API (/admin/v1) and /metrics listen on {admin} ({key}), which is not                  a loopback address: whoever reaches it may try admin tokens. Set                  http.admin_listen to a loopback or private address and expose only http.listen"
+                "the admin API (/admin/v1) and /metrics listen on {admin} ({key}), which is not a loopback address: whoever reaches it may try admin tokens. Set http.admin_listen to a loopback or private address and expose only http.listen"
             ));
         }
         if self.grpc_tokens.is_empty() && !is_loopback(self.grpc_listen) {
             warnings.push(format!(
-                "the gRPC Gateway service listens on {} (grpc.listen), which is not a loopback                  address, and no [[grpc.tokens]] are configured: whoever reaches it may publish                  menus and send broadcasts. Add [[grpc.tokens]] or listen on 127.0.0.1",
+                "the gRPC Gateway service listens on {} (grpc.listen), which is not a loopback address, and no [[grpc.tokens]] are configured: whoever reaches it may publish menus and send broadcasts. Add [[grpc.tokens]] or listen on 127.0.0.1",
                 self.grpc_listen
             ));
         }
         warnings
+    }
+}
+
+/// Admin tokens printed in this repository (config/example.toml, the docs): anyone may know them.
+const PUBLISHED_ADMIN_TOKENS: &[&str] = &["dev-only-admin-token-change-me"];
+
+/// A published admin token is refused when the admin API listens beyond loopback: the example
+/// configuration, copied to a server or baked into an image with `0.0.0.0`, would otherwise
+/// serve the admin API to whoever reads the README.
+fn refuse_published_tokens(tokens: &[AdminToken], http: &RawHttp, problems: &mut Vec<String>) {
+    let admin = http.admin_listen.as_deref().unwrap_or(&http.listen);
+    let Ok(addr) = admin.parse::<SocketAddr>() else {
+        return; // reported where the address is parsed
+    };
+    if is_loopback(addr) {
+        return;
+    }
+    for t in tokens {
+        if PUBLISHED_ADMIN_TOKENS.contains(&t.token.expose()) {
+            problems.push(format!(
+                "admin.tokens ({:?}): this token is the published example one and the admin API \
+                 listens on {addr}, beyond loopback; set token = \"${{ADMIN_TOKEN}}\" with a long \
+                 random value",
+                t.name
+            ));
+        }
     }
 }
 
@@ -978,6 +1004,7 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         }
     }
     let admin_tokens = check_tokens(raw.admin.tokens, "admin.tokens", &ids, problems);
+    refuse_published_tokens(&admin_tokens, &raw.http, problems);
     let grpc_tokens = check_tokens(raw.grpc.tokens, "grpc.tokens", &ids, problems);
 
     let admin_listen = match admin_listen {

@@ -53,6 +53,9 @@ def main():
     from wechat_gateway.v1 import events_pb2, events_pb2_grpc
 
     seen = set()
+    # With CRM_TOKEN set (the gateway's crm.token), a Deliver without it is refused: the gateway
+    # keeps the batch and retries, so nothing is lost while the two sides disagree.
+    token = os.environ.get("CRM_TOKEN", "")
 
     def handle(event):
         """Your CRM's code goes here. Raise to have the whole batch retried."""
@@ -64,6 +67,11 @@ def main():
 
     class Sink(events_pb2_grpc.EventSinkServicer):
         def Deliver(self, request, context):
+            if token:
+                import hmac
+                sent = dict(context.invocation_metadata()).get("authorization", "")
+                if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad or missing bearer token")
             for event in request.events:
                 # Delivery is at least once, and Event.id is stable: skip what was seen.
                 if event.id in seen:

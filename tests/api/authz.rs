@@ -407,7 +407,7 @@ fn check_config_warns_of_a_public_admin_api_and_an_open_public_grpc_service_with
             &path,
             format!(
                 "[http]\n{http}\n[grpc]\n{grpc}\n[[accounts]]\nid = \"a\"\nplatform = \"mp\"\n\
-                 app_id = \"wx1\"\ntoken = \"tok\"\n"
+                 app_id = \"wx1\"\napp_secret = \"s\"\ntoken = \"tok\"\n"
             ),
         )
         .unwrap();

@@ -53,6 +53,39 @@ fn check_config_lists_every_problem_and_fails() {
     }
 }
 
+/// The example configuration's admin token is published: copied to a server (or an image) that
+/// listens beyond loopback, it is refused, not merely warned about.
+#[test]
+fn the_published_example_admin_token_is_refused_beyond_loopback() {
+    let out = gateway()
+        .args(["check-config", "--config", "config/example.toml"])
+        .env("WGW_HTTP__LISTEN", "0.0.0.0:8080")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("this token is the published example one"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("dev-only-admin-token"),
+        "the token itself is not printed: {err}"
+    );
+    // On its own loopback listener the same token is fine (a laptop, the sandbox).
+    let out = gateway()
+        .args(["check-config", "--config", "config/example.toml"])
+        .env("WGW_HTTP__LISTEN", "0.0.0.0:8080")
+        .env("WGW_HTTP__ADMIN_LISTEN", "127.0.0.1:9090")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A typo in an environment override is blamed on the variable, not on the file, and does not
 /// hide the other problems.
 #[test]

@@ -94,10 +94,16 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
 }
 
 /// The query of a correctly signed plain-mode callback to `acme-plain`.
+/// A fresh nonce each time: plain mode refuses a signature seen before with another body.
 fn plain_query() -> String {
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let ts = now().to_string();
-    let sig = crypto::signature(MP_TOKEN, &ts, "n1");
-    format!("signature={sig}&timestamp={ts}&nonce=n1")
+    let nonce = format!(
+        "n{}",
+        NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let sig = crypto::signature(MP_TOKEN, &ts, &nonce);
+    format!("signature={sig}&timestamp={ts}&nonce={nonce}")
 }
 
 /// What a slow or idle client saw: the status line's code (if any answer came) and how long
