@@ -121,6 +121,9 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
         ("wgw_link_anonymous_clicks_suppressed_total", Counter,
             "Anonymous tracked link opens that made no event (one per link and client per window).", PerAccount),
         ("wgw_store_docs_swept_total", Counter, "Lapsed documents removed by the sweeper, by kind.", PerLapsingKind),
+        ("wgw_store_account_unavailable", Gauge,
+            "1 while the account's part of the store is unreachable (its Redis Cluster slot's master is down): its events wait and its callbacks get 503; else 0.",
+            PerAccount),
     ]
 };
 

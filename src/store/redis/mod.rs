@@ -50,6 +50,7 @@
 //! scripts; [`keys`] the key names; [`outbox`] (with [`stream`], the stream replies),
 //! [`tokens`], [`leases`] and [`records`] the roles.
 
+mod apart;
 mod connection;
 mod keys;
 mod leases;
@@ -101,6 +102,8 @@ pub struct RedisStore {
     /// The accounts whose lease this instance holds, and when the leases were last renewed
     /// (claim renews them at most every quarter lease).
     leases: Mutex<HeldAccounts>,
+    /// Cluster mode: the same, per account (by index), for claims of one account at a time.
+    account_leases: Vec<Mutex<apart::AccountLease>>,
     record_script: Script,
     dead_letter_script: Script,
     replay_script: Script,
@@ -139,6 +142,7 @@ impl RedisStore {
             by_outbox.insert(account.outbox.clone(), keys.len());
             keys.push(account);
         }
+        let account_leases = apart::account_leases(keys.len());
         let store = Self {
             conn,
             blocking,
@@ -149,6 +153,7 @@ impl RedisStore {
             dedup_ttl_ms: dedup_ttl.as_millis().max(1) as u64,
             lease: DEFAULT_LEASE,
             leases: Mutex::new(HeldAccounts::default()),
+            account_leases,
             record_script: Script::new(RECORD),
             dead_letter_script: Script::new(DEAD_LETTER),
             replay_script: Script::new(REPLAY),

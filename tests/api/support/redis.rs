@@ -273,6 +273,10 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "5000",
+                    // As production should run (docs/operations.md): with one master down the
+                    // others keep serving their slots instead of refusing every command.
+                    "--cluster-require-full-coverage",
+                    "no",
                     "--appendfsync",
                     "always",
                 ])
