@@ -7,6 +7,7 @@ mod authz;
 mod broadcasts;
 mod callbacks;
 mod cli;
+mod cluster_outage;
 mod crash;
 mod crm_example;
 mod docs;

@@ -37,9 +37,22 @@ impl RedisStore {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        if max == 0 || !self.hold(consumer, account).await? {
-            // Another instance delivers this account: stand by to take over.
+        if max == 0 {
             tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
+        if !self.hold(consumer, account).await? {
+            // Another instance delivers this account: stand by until the lease is due to be
+            // asked again, so that every answer of this claim comes from Redis (the forwarder
+            // reports the account reachable on it).
+            let asked = self.account_leases[account]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .renewed_at;
+            let due = asked.map_or(Duration::ZERO, |at| {
+                (self.lease / 4).saturating_sub(at.elapsed())
+            });
+            tokio::time::sleep(wait.max(due)).await;
             return Ok(Vec::new());
         }
         let own = self
