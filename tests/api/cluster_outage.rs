@@ -321,6 +321,19 @@ async fn outage(kill_holder: bool) {
                 "{account} on {}: one WARN per outage",
                 gateway.addr
             );
+            let infos = gateway
+                .log()
+                .iter()
+                .filter(|l| {
+                    l.contains("the store is reachable again for this account")
+                        && l.contains(&needle)
+                })
+                .count();
+            assert_eq!(
+                infos, 1,
+                "{account} on {}: one INFO when it is back",
+                gateway.addr
+            );
         }
         let metrics = scrape(&client, gateway.addr).await;
         for account in &all {

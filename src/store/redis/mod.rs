@@ -41,6 +41,11 @@
 //! `XREADGROUP` cannot name streams of several slots and would hold up the node's connection, so
 //! in cluster mode a claim reads each held account without blocking and polls every
 //! 50 ms (`CLUSTER_POLL`) until its wait is over: one read per held account per poll while idle.
+//! On a cluster the accounts fail apart (one master down, the others serving with
+//! `cluster-require-full-coverage no`): the forwarder then claims one account at a time
+//! (`claim_account`, each account's lease taken, renewed and taken over on its own), the ping
+//! is answered by any account's slot and the stats report an unreachable account as such; see
+//! [`apart`].
 //!
 //! Durability is Redis's own: an answered record survives a Redis restart only with
 //! `appendonly yes` (and a power loss only with `appendfsync always`); `connect` warns when the
