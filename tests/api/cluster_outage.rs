@@ -308,13 +308,12 @@ async fn outage(kill_holder: bool) {
     // One WARN per account and instance when it became unreachable, one INFO when it came back.
     for gateway in &live {
         for account in &affected {
-            let needle = format!("account={account} ");
+            let field = format!("account={account}");
+            let names = |l: &String| l.split_whitespace().any(|w| w == field);
             let warns = gateway
                 .log()
                 .iter()
-                .filter(|l| {
-                    l.contains("the store is unreachable for this account") && l.contains(&needle)
-                })
+                .filter(|l| l.contains("the store is unreachable for this account") && names(l))
                 .count();
             assert_eq!(
                 warns, 1,
@@ -324,10 +323,7 @@ async fn outage(kill_holder: bool) {
             let infos = gateway
                 .log()
                 .iter()
-                .filter(|l| {
-                    l.contains("the store is reachable again for this account")
-                        && l.contains(&needle)
-                })
+                .filter(|l| l.contains("the store is reachable again for this account") && names(l))
                 .count();
             assert_eq!(
                 infos, 1,
