@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use prost::Message;
 use redis::{FromRedisValue, Value};
 
 use super::connection::{query, query_pipe, redis_error, MAX_BLOCK};
@@ -258,29 +257,7 @@ impl RedisStore {
 #[async_trait]
 impl Outbox for RedisStore {
     async fn record(&self, event: &pb::Event) -> Result<Recorded, StoreError> {
-        let account = self.account(&event.account_id)?;
-        let seen = account.seen(&event.id);
-        let encoded = event.encode_to_vec();
-        let now = unix_millis();
-        // A retry after a dropped connection is safe: if the first attempt did run, the retry
-        // finds the mark and answers Duplicate, and the event is in the outbox either way.
-        let new: i64 = self
-            .run("record", || {
-                let mut invocation = self.record_script.key(&seen);
-                invocation
-                    .key(&account.outbox)
-                    .arg(self.dedup_ttl_ms)
-                    .arg(&encoded)
-                    .arg(now);
-                let mut conn = self.conn.clone();
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
-        Ok(if new == 1 {
-            Recorded::New
-        } else {
-            Recorded::Duplicate
-        })
+        self.record_queued(event).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
