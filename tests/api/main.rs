@@ -7,6 +7,7 @@ mod authz;
 mod broadcasts;
 mod callbacks;
 mod cli;
+mod corp_tags;
 mod crash;
 mod crm_example;
 mod docs;
