@@ -14,6 +14,7 @@ mod docs;
 mod enrich;
 mod envelope;
 mod faults;
+mod group_chats;
 mod hardening;
 mod limits;
 mod links;
