@@ -121,6 +121,10 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
         ("wgw_link_anonymous_clicks_suppressed_total", Counter,
             "Anonymous tracked link opens that made no event (one per link and client per window).", PerAccount),
         ("wgw_store_docs_swept_total", Counter, "Lapsed documents removed by the sweeper, by kind.", PerLapsingKind),
+        ("wgw_group_member_events_total", Counter,
+            "WeCom customer group join and leave events made, one per member of a change_external_chat.", PerAccount),
+        ("wgw_group_member_lookup_failures_total", Counter,
+            "WeCom customer groups that could not be read for a member change (join events went out with the callback's details).", PerAccount),
     ]
 };
 
