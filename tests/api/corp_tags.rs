@@ -265,7 +265,7 @@ async fn tags_are_marked_on_a_members_customer_and_a_stranger_or_an_unknown_tag_
     assert_eq!(status, 200);
     assert_eq!(
         wechat.profile(|p| p.tags_on("zhangsan", "wmCustomer1")),
-        [won.clone()]
+        std::slice::from_ref(&won)
     );
 
     // 84061: not this member's customer; 40068: no such tag. Both 404, nothing changed.
@@ -516,7 +516,7 @@ async fn grpc_lists_creates_edits_deletes_and_marks_corp_tags_with_the_admin_api
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.groups, [group.clone()]);
+    assert_eq!(listed.groups, std::slice::from_ref(&group));
     gateway
         .edit_corp_tag(pb::EditCorpTagRequest {
             account_id: "acme-work".into(),
@@ -538,7 +538,7 @@ async fn grpc_lists_creates_edits_deletes_and_marks_corp_tags_with_the_admin_api
         .unwrap();
     assert_eq!(
         wechat.profile(|p| p.tags_on("zhangsan", "wmCustomer1")),
-        [hot.clone()]
+        std::slice::from_ref(&hot)
     );
     // The same validation: nothing to do is INVALID_ARGUMENT, an Official Account too.
     let refused = gateway
