@@ -113,7 +113,8 @@ mod tests {
                 "link-oauth-state",
                 "link-anon-click",
                 "bcast-lease",
-                "plain-sig"
+                "plain-sig",
+                "group-member-events"
             ]
         );
     }
