@@ -124,6 +124,10 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
         ("wgw_store_account_unavailable", Gauge,
             "1 while the account's part of the store is unreachable (its Redis Cluster slot's master is down): its events wait and its callbacks get 503; else 0.",
             PerAccount),
+        ("wgw_group_member_events_total", Counter,
+            "WeCom customer group join and leave events made, one per member of a change_external_chat.", PerAccount),
+        ("wgw_group_member_lookup_failures_total", Counter,
+            "WeCom customer groups that could not be read for a member change (join events went out with the callback's details).", PerAccount),
     ]
 };
 

@@ -8,6 +8,8 @@
 //! - [`links`]: tracked links (the public `/l/` routes a follower opens are
 //!   `crate::http::links`);
 //! - [`qrcodes`], [`menu`], [`broadcasts`], [`tags`], [`replies`] (auto-replies and welcomes);
+//! - [`corp_tags`] (WeCom corp tags, the tags on a customer) and [`group_chats`] (WeCom
+//!   customer groups and their join codes);
 //! - [`openapi`]: the OpenAPI document of all of them ([`schemas`]: the named schemas of the
 //!   JSON passed through as WeChat or the proto defines it).
 //!
@@ -16,8 +18,10 @@
 //! writes every error body; [`responses`] describes those bodies to the OpenAPI document.
 
 mod broadcasts;
+mod corp_tags;
 mod dead_letters;
 mod extract;
+mod group_chats;
 mod links;
 mod menu;
 mod openapi;
@@ -46,6 +50,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         broadcasts::routes,
         tags::routes,
         replies::routes,
+        corp_tags::routes,
+        group_chats::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));
