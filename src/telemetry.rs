@@ -121,6 +121,10 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
         ("wgw_link_anonymous_clicks_suppressed_total", Counter,
             "Anonymous tracked link opens that made no event (one per link and client per window).", PerAccount),
         ("wgw_store_docs_swept_total", Counter, "Lapsed documents removed by the sweeper, by kind.", PerLapsingKind),
+        ("wgw_sync_snapshots_total", Counter,
+            "Snapshot events recorded by audience syncs (each person once per sync).", PerAccount),
+        ("wgw_sync_pauses_total", Counter,
+            "Audience sync pauses (a WeChat quota, busy or unreachable WeChat).", PerAccount),
     ]
 };
 

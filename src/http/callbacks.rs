@@ -245,6 +245,8 @@ fn kind_label(event: &crate::pb::Event) -> &'static str {
         Some(Kind::ExternalChatChange(_)) => "external_chat_change",
         Some(Kind::TagChange(_)) => "tag_change",
         Some(Kind::LinkClick(_)) => "link_click",
+        Some(Kind::FollowerSnapshot(_)) => "follower_snapshot",
+        Some(Kind::ExternalContactSnapshot(_)) => "external_contact_snapshot",
         Some(Kind::Unknown(_)) | None => "unknown",
     }
 }

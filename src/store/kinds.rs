@@ -79,6 +79,10 @@ kinds! {
     /// A plain-mode callback's `signature` → the hash of the body it came with, for twice the
     /// clock window (`crate::services::plain_signatures`).
     PLAIN_SIGNATURE = "plain-sig", AfterTtl;
+    /// An audience sync: its kind, status, progress and cursor (`crate::services::sync`).
+    SYNC = "sync", Never;
+    /// The account's sync now running (id `current`): one at a time per account.
+    SYNC_CURRENT = "sync-current", Never;
 }
 
 /// The kinds whose documents lapse: what the sweeper goes through.

@@ -25,4 +25,5 @@ mod routing;
 mod sandbox;
 mod store;
 mod support;
+mod syncs;
 mod tls;

@@ -25,6 +25,7 @@ mod qrcodes;
 mod replies;
 pub(crate) mod responses;
 mod schemas;
+mod syncs;
 mod tags;
 
 use actix_web::web;
@@ -46,6 +47,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         broadcasts::routes,
         tags::routes,
         replies::routes,
+        syncs::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));

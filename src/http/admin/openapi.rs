@@ -56,6 +56,8 @@ impl Modify for BearerAuth {
         super::tags::create,
         super::tags::add_members,
         super::tags::remove_members,
+        super::syncs::start,
+        super::syncs::get,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

@@ -70,7 +70,8 @@ use super::{OutboxEntry, StoreError};
 use connection::{connect_cluster, connect_single, merge, query_pipe, redis_error, retrying, Conn};
 use keys::AccountKeys;
 use scripts::{
-    DEAD_LETTER, DELETE_LAPSED_DOCS, EVICT_TOKEN, LEASE, PUT_DOC, RECORD, RELEASE_LEASE, REPLAY,
+    DEAD_LETTER, DELETE_LAPSED_DOCS, EVICT_TOKEN, LEASE, PUT_DOC, RECORD, RECORD_BATCH,
+    RELEASE_LEASE, REPLAY,
 };
 
 /// The consumer group of every outbox stream.
@@ -102,6 +103,7 @@ pub struct RedisStore {
     /// (claim renews them at most every quarter lease).
     leases: Mutex<HeldAccounts>,
     record_script: Script,
+    record_batch_script: Script,
     dead_letter_script: Script,
     replay_script: Script,
     evict_token_script: Script,
@@ -150,6 +152,7 @@ impl RedisStore {
             lease: DEFAULT_LEASE,
             leases: Mutex::new(HeldAccounts::default()),
             record_script: Script::new(RECORD),
+            record_batch_script: Script::new(RECORD_BATCH),
             dead_letter_script: Script::new(DEAD_LETTER),
             replay_script: Script::new(REPLAY),
             evict_token_script: Script::new(EVICT_TOKEN),
@@ -160,6 +163,7 @@ impl RedisStore {
         };
         for script in [
             &store.record_script,
+            &store.record_batch_script,
             &store.dead_letter_script,
             &store.replay_script,
             &store.evict_token_script,

@@ -283,6 +283,37 @@ impl Outbox for RedisStore {
         })
     }
 
+    async fn record_batch(&self, events: &[pb::Event]) -> Result<usize, StoreError> {
+        let Some(first) = events.first() else {
+            return Ok(0);
+        };
+        let account = self.account(&first.account_id)?;
+        if let Some(other) = events.iter().find(|e| e.account_id != first.account_id) {
+            return Err(StoreError::Corrupt(format!(
+                "one batch of records for two accounts ({:?} and {:?})",
+                first.account_id, other.account_id
+            )));
+        }
+        let encoded: Vec<Vec<u8>> = events.iter().map(Message::encode_to_vec).collect();
+        let now = unix_millis();
+        // Safe to retry like `record`: a repeat finds the marks of what the first run wrote.
+        let new: i64 = self
+            .run("record_batch", || {
+                let mut invocation = self.record_batch_script.key(&account.outbox);
+                for event in events {
+                    invocation.key(account.seen(&event.id));
+                }
+                invocation.arg(self.dedup_ttl_ms).arg(now);
+                for bytes in &encoded {
+                    invocation.arg(bytes);
+                }
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(usize::try_from(new).unwrap_or(0))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let cmd = redis::cmd("PING");
         self.run("ping", || query::<()>(&self.conn, &cmd)).await

@@ -32,6 +32,7 @@ use thiserror::Error;
 
 use crate::domain::{Platform, Secret};
 
+pub mod audience;
 pub mod groupmsg;
 pub mod mass;
 pub mod menu;

@@ -12,7 +12,9 @@
 //!   in flight at once; WeCom's `send_welcome_msg` honours each welcome code once ([`welcome`]).
 //! - It serves web OAuth and the user lookups of identity enrichment ([`oauth`]).
 //! - It sends broadcasts, keeps tags and WeCom group messages as WeChat does ([`mass`]).
+//! - It lists followers and WeCom customers page by page, for audience syncs ([`audience`]).
 
+pub mod audience;
 mod mass;
 mod menu;
 mod oauth;
@@ -66,6 +68,7 @@ struct State {
     welcomes: welcome::Welcomes,
     identity: oauth::Identity,
     mass: mass::Mass,
+    audience: audience::Audience,
 }
 
 pub struct FakeWeChat {
@@ -298,6 +301,10 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                     &query,
                     &json_body,
                 ));
+            }
+            if credential.is_some() && audience::handles(&path) {
+                let answer = audience::answer(&s.audience, &path, &query, &json_body);
+                return HttpResponse::Ok().json(answer);
             }
             if let Some(credential) = credential.filter(|_| menu::handles(&path)) {
                 let answer = menu::answer(&mut s.menus, &credential, &path, &query, &json_body);
