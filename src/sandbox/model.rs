@@ -561,7 +561,10 @@ impl FakeWeChat {
                     Ok(_) => ok(),
                 }
             }
-            _ => return Answer::Unknown,
+            _ => match super::sync::answer(call) {
+                Some(answer) => answer,
+                None => return Answer::Unknown,
+            },
         };
         Answer::Json(answer)
     }

@@ -92,6 +92,17 @@ async fn wait_sync(
     sync_id: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
+    wait_sync_for(client, addr, account, sync_id, done, WAIT).await
+}
+
+async fn wait_sync_for(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    account: &str,
+    sync_id: &str,
+    done: impl Fn(&Value) -> bool,
+    patience: Duration,
+) -> Value {
     let started = Instant::now();
     loop {
         let (status, body) = admin_at(
@@ -107,7 +118,7 @@ async fn wait_sync(
             return body;
         }
         assert!(
-            started.elapsed() < WAIT,
+            started.elapsed() < patience,
             "the sync did not get there: {body}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -121,6 +132,10 @@ fn finished(s: &Value) -> bool {
 /// Waits until the CRM holds `n` distinct snapshot ids of the sync (re-deliveries after a kill
 /// may repeat an id: at least once), then returns the snapshots.
 async fn snapshots(crm: &FakeCrm, sync_id: &str, n: usize) -> Vec<Event> {
+    snapshots_for(crm, sync_id, n, WAIT).await
+}
+
+async fn snapshots_for(crm: &FakeCrm, sync_id: &str, n: usize, patience: Duration) -> Vec<Event> {
     let started = Instant::now();
     loop {
         let events: Vec<Event> = crm
@@ -134,11 +149,11 @@ async fn snapshots(crm: &FakeCrm, sync_id: &str, n: usize) -> Vec<Event> {
             return events;
         }
         assert!(
-            started.elapsed() < WAIT,
+            started.elapsed() < patience,
             "{} of {n} snapshots reached the CRM",
             ids.len()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -444,7 +459,9 @@ async fn a_wecom_sync_reads_each_members_customers_by_cursor_one_event_per_pair(
 /// The real binary, killed mid-sync and started again (embedded: the same store; Redis: a
 /// second instance with its own name): the sync resumes from its cursor and every follower
 /// reaches the CRM under one id. With `quota_at`, a quota answer pauses it after that many
-/// profile calls. Returns (wall time, user/get calls, batchget calls, events delivered).
+/// profile calls. Each wait gives up after `patience`. Returns (wall time, user/get calls,
+/// batchget calls, events delivered).
+#[expect(clippy::too_many_arguments, reason = "one helper for three tests")]
 async fn sigkill_mid_sync(
     wechat: &FakeWeChat,
     crm: &FakeCrm,
@@ -453,6 +470,7 @@ async fn sigkill_mid_sync(
     followers: usize,
     kill_after_batches: usize,
     quota_at: Option<usize>,
+    patience: Duration,
 ) -> (Duration, usize, usize, usize) {
     wechat_gateway::wechat::api::install_tls_provider();
     wechat.set_followers(followers);
@@ -470,21 +488,29 @@ async fn sigkill_mid_sync(
             wechat.inject(BATCHGET, Injected::Errcode(45009), 2);
             quota = None;
         }
-        assert!(started.elapsed() < WAIT, "the sync never got going");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(started.elapsed() < patience, "the sync never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gateway.kill();
     let done_before = wechat.count(BATCHGET);
     assert!(done_before < followers.div_ceil(100), "killed mid-sync");
 
     let restarted = GatewayProcess::start(&config);
-    let s = wait_sync(&client, restarted.addr, "acme-mp", &sync_id, finished).await;
+    let s = wait_sync_for(
+        &client,
+        restarted.addr,
+        "acme-mp",
+        &sync_id,
+        finished,
+        patience,
+    )
+    .await;
     assert_eq!(s["status"], "finished", "{s}");
     assert_eq!(s["users"], followers as u64);
     if quota_at.is_some() {
         assert!(s["pauses"].as_u64().unwrap() >= 1, "{s}");
     }
-    let events = snapshots(crm, &sync_id, followers).await;
+    let events = snapshots_for(crm, &sync_id, followers, patience).await;
     let wall = began.elapsed();
     restarted.kill();
     each_follower_once(&events, followers);
@@ -504,7 +530,7 @@ async fn a_sync_killed_with_sigkill_resumes_and_forwards_each_follower_once_embe
     let opts = AppOptions::embedded(&dir.path().join("data"))
         .wechat(&wechat.base())
         .crm(&crm.endpoint());
-    sigkill_mid_sync(&wechat, &crm, opts, dir.path(), 12_000, 50, None).await;
+    sigkill_mid_sync(&wechat, &crm, opts, dir.path(), 12_000, 50, None, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,7 +543,7 @@ async fn a_sync_killed_with_sigkill_resumes_on_another_instance_and_forwards_eac
     let opts = AppOptions::redis(&url)
         .wechat(&wechat.base())
         .crm(&crm.endpoint());
-    sigkill_mid_sync(&wechat, &crm, opts, dir.path(), 12_000, 50, None).await;
+    sigkill_mid_sync(&wechat, &crm, opts, dir.path(), 12_000, 50, None, WAIT).await;
 }
 
 /// Issue 14's "Done when": 250,000 followers, a quota pause in the middle and a SIGKILL, end
@@ -532,8 +558,17 @@ async fn a_sync_of_250k_followers_with_a_quota_pause_and_a_sigkill_forwards_each
     let opts = AppOptions::embedded(&dir.path().join("data"))
         .wechat(&wechat.base())
         .crm(&crm.endpoint());
-    let (wall, user_get, batchget, delivered) =
-        sigkill_mid_sync(&wechat, &crm, opts, dir.path(), 250_000, 1_300, Some(600)).await;
+    let (wall, user_get, batchget, delivered) = sigkill_mid_sync(
+        &wechat,
+        &crm,
+        opts,
+        dir.path(),
+        250_000,
+        1_300,
+        Some(600),
+        Duration::from_secs(3600),
+    )
+    .await;
     let distinct: HashSet<String> = crm
         .accepted()
         .into_iter()
