@@ -45,6 +45,8 @@ pub struct Config {
     pub enrichment: EnrichmentConfig,
     /// `[broadcasts]`: how broadcast jobs are paced and checked.
     pub broadcasts: BroadcastConfig,
+    /// `[syncs]`: how audience syncs are paced.
+    pub syncs: SyncConfig,
 }
 
 impl Config {
@@ -154,6 +156,24 @@ pub struct BroadcastConfig {
     pub max_body_bytes: usize,
 }
 
+/// `[syncs]`: the pace of audience syncs (`crate::services::sync`). `user/get`,
+/// `user/info/batchget` and the WeCom customer lists share the account's daily API quota with
+/// everything else the account does, so a sync is paced, and a quota answer pauses it.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// WeChat calls per minute of this instance's syncs, all accounts together
+    /// (`calls_per_minute`, default 600).
+    pub calls_per_minute: u32,
+    /// First pause after a quota answer (45009, 45011, 45033), a busy WeChat (-1) or a network
+    /// failure; doubles up to `backoff_max` (`backoff_min_ms`, default 1000;
+    /// `backoff_max_seconds`, default 300).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// How long one instance's hold on a sync lasts unless renewed: another instance resumes
+    /// a sync this long after its runner died (`lease_seconds`, default 30).
+    pub lease: Duration,
+}
+
 /// How many callbacks may be in flight at once (see [`crate::http::limits`]).
 #[derive(Debug, Clone, Copy)]
 pub struct CallbackLimitsConfig {
@@ -259,6 +279,7 @@ struct Raw {
     links: RawLinks,
     enrichment: RawEnrichment,
     broadcasts: RawBroadcasts,
+    syncs: RawSyncs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,6 +336,26 @@ impl Default for RawBroadcasts {
             check_after_seconds: 1800,
             lease_seconds: 30,
             max_body_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawSyncs {
+    calls_per_minute: u32,
+    backoff_min_ms: u64,
+    backoff_max_seconds: u64,
+    lease_seconds: u64,
+}
+
+impl Default for RawSyncs {
+    fn default() -> Self {
+        Self {
+            calls_per_minute: 600,
+            backoff_min_ms: 1000,
+            backoff_max_seconds: 300,
+            lease_seconds: 30,
         }
     }
 }
@@ -978,6 +1019,24 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
         );
     }
 
+    let y = &raw.syncs;
+    if !(1..=60_000).contains(&y.calls_per_minute) {
+        problems.push(format!(
+            "syncs.calls_per_minute: {} must be between 1 and 60000",
+            y.calls_per_minute
+        ));
+    }
+    if y.backoff_min_ms == 0 || y.backoff_max_seconds * 1000 < y.backoff_min_ms {
+        problems
+            .push("syncs.backoff_min_ms must be positive and at most backoff_max_seconds".into());
+    }
+    if y.lease_seconds < 2 {
+        problems.push(format!(
+            "syncs.lease_seconds: {} must be at least 2",
+            y.lease_seconds
+        ));
+    }
+
     let format = match raw.log.format.as_str() {
         "text" => Some(LogFormat::Text),
         "json" => Some(LogFormat::Json),
@@ -1066,6 +1125,12 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             check_after: Duration::from_secs(raw.broadcasts.check_after_seconds),
             lease: Duration::from_secs(raw.broadcasts.lease_seconds),
             max_body_bytes: raw.broadcasts.max_body_bytes as usize,
+        },
+        syncs: SyncConfig {
+            calls_per_minute: raw.syncs.calls_per_minute,
+            backoff_min: Duration::from_millis(raw.syncs.backoff_min_ms),
+            backoff_max: Duration::from_secs(raw.syncs.backoff_max_seconds),
+            lease: Duration::from_secs(raw.syncs.lease_seconds),
         },
     })
 }

@@ -176,6 +176,7 @@ impl Application {
             replies: Default::default(),
             links: cfg.links.clone(),
             broadcasts: crate::services::broadcast::Broadcasts::new(cfg.broadcasts.clone()),
+            syncs: crate::services::sync::Syncs::new(cfg.syncs.clone()),
         });
         let account_ids: Vec<String> = services.accounts.keys().cloned().collect();
         services.replies.refresh_all(&*store, &account_ids).await;
@@ -196,6 +197,11 @@ impl Application {
         }
         decorators.push(Arc::new(JobAttachment::new(store.clone())));
         let broadcast_runner = tokio::spawn(crate::services::broadcast::run(
+            services.clone(),
+            lease_owner.clone(),
+            shutdown.clone(),
+        ));
+        let sync_runner = tokio::spawn(crate::services::sync::run(
             services.clone(),
             lease_owner,
             shutdown.clone(),
@@ -322,6 +328,7 @@ impl Application {
                 )),
             ),
             ("broadcasts", broadcast_runner),
+            ("syncs", sync_runner),
             (
                 "document-sweep",
                 tokio::spawn(crate::services::sweep::run(

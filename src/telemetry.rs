@@ -128,6 +128,10 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
             "WeCom customer group join and leave events made, one per member of a change_external_chat.", PerAccount),
         ("wgw_group_member_lookup_failures_total", Counter,
             "WeCom customer groups that could not be read for a member change (join events went out with the callback's details).", PerAccount),
+        ("wgw_sync_snapshots_total", Counter,
+            "Snapshot events recorded by audience syncs (each person once per sync).", PerAccount),
+        ("wgw_sync_pauses_total", Counter,
+            "Audience sync pauses (a WeChat quota, busy or unreachable WeChat).", PerAccount),
     ]
 };
 

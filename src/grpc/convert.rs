@@ -310,6 +310,31 @@ impl TryFrom<pb::SendBroadcastRequest> for SendBroadcast {
     }
 }
 
+/// An audience sync as `StartSync` and `GetSync` answer it.
+pub(crate) fn sync_to_pb(view: crate::services::sync::SyncView) -> pb::Sync {
+    let at = |seconds: u64| pb::Timestamp {
+        seconds: i64::try_from(seconds).unwrap_or(i64::MAX),
+        nanos: 0,
+    };
+    pb::Sync {
+        sync_id: view.sync_id,
+        account_id: view.account,
+        kind: view.kind.to_owned(),
+        status: view.status.to_owned(),
+        pages: view.pages,
+        users: view.users,
+        failures: view.failures,
+        left: view.left,
+        pauses: view.pauses,
+        last_error: view.last_error.unwrap_or_default(),
+        created_at: Some(at(view.created_at)),
+        updated_at: Some(at(view.updated_at)),
+        finished_at: view.finished_at.map(at),
+        paused_until: view.paused_until.map(at),
+        actor: view.actor,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
-use super::convert::{job_to_pb, menu_json, message_json};
+use super::convert::{job_to_pb, menu_json, message_json, sync_to_pb};
 use crate::config::AdminToken;
 use crate::domain::access::{bearer, match_token, Access, Caller, Scope};
 use crate::domain::wecom::{CorpTagGroup, MarkTags, NewCorpTagInput, NewCorpTags};
@@ -32,7 +32,7 @@ use crate::services::links;
 use crate::services::message::send_message;
 use crate::services::qrcode::create_qr_code;
 use crate::services::{account_id, authorize, Services};
-use crate::services::{autoreply, broadcast, menu, tags};
+use crate::services::{autoreply, broadcast, menu, sync, tags};
 
 /// The actor recorded for changes made over gRPC when no `[[grpc.tokens]]` are configured.
 const ANONYMOUS: &str = "grpc";
@@ -122,6 +122,8 @@ for_account!(
     pb::EditCorpTagRequest,
     pb::DeleteCorpTagRequest,
     pb::MarkTagsRequest,
+    pb::StartSyncRequest,
+    pb::GetSyncRequest,
 );
 
 pub struct GatewayService {
@@ -386,6 +388,25 @@ impl Gateway for GatewayService {
         request: Request<pb::TagUsersRequest>,
     ) -> Result<Response<pb::TagUsersResponse>, Status> {
         self.change_tag(request, true).await
+    }
+
+    async fn start_sync(
+        &self,
+        request: Request<pb::StartSyncRequest>,
+    ) -> Result<Response<pb::Sync>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "StartSync")?;
+        let view =
+            sync::start_sync(&self.services, &account_id(&r.account_id)?, &actor, &r.kind).await?;
+        Ok(Response::new(sync_to_pb(view)))
+    }
+
+    async fn get_sync(
+        &self,
+        request: Request<pb::GetSyncRequest>,
+    ) -> Result<Response<pb::Sync>, Status> {
+        let (_actor, r) = self.authorize(request, Access::Read, "GetSync")?;
+        let view = sync::get_sync(&self.services, &account_id(&r.account_id)?, &r.sync_id).await?;
+        Ok(Response::new(sync_to_pb(view)))
     }
 
     async fn list_corp_tags(

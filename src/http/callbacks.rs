@@ -248,6 +248,8 @@ fn kind_label(event: &crate::pb::Event) -> &'static str {
         Some(Kind::CorpTagChange(_)) => "corp_tag_change",
         Some(Kind::GroupMemberJoined(_)) => "group_member_joined",
         Some(Kind::GroupMemberLeft(_)) => "group_member_left",
+        Some(Kind::FollowerSnapshot(_)) => "follower_snapshot",
+        Some(Kind::ExternalContactSnapshot(_)) => "external_contact_snapshot",
         Some(Kind::Unknown(_)) | None => "unknown",
     }
 }

@@ -8,6 +8,7 @@
 //! - [`model`]: WeChat's state and answers (tokens, QR codes, contact ways, menus, tags, mass
 //!   sends, WeCom group messages, users, OAuth), deterministic and in memory.
 //! - [`wecom_profile`]: WeCom corp tags, customer tags and customer groups (with demo data).
+//! - [`sync`]: the audience lists of audience syncs (demo followers, WeCom customers).
 //! - [`server`]: the fake as an HTTP server on a loopback port, which also posts the
 //!   MASSSENDJOBFINISH callbacks a mass send owes the gateway.
 //!
@@ -16,6 +17,7 @@
 pub mod model;
 pub mod server;
 pub mod wecom_profile;
+pub mod sync;
 
 use std::path::PathBuf;
 

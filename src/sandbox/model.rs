@@ -567,7 +567,10 @@ impl FakeWeChat {
                 .profile
                 .get_or_insert_with(|| super::wecom_profile::Profile::demo(call.now))
                 .answer(path, body, call.now),
-            _ => return Answer::Unknown,
+            _ => match super::sync::answer(call) {
+                Some(answer) => answer,
+                None => return Answer::Unknown,
+            },
         };
         Answer::Json(answer)
     }

@@ -194,6 +194,10 @@ impl Enricher {
         };
         let mut plans: BTreeMap<String, UserPlan> = BTreeMap::new();
         for &i in indices {
+            // A sync's snapshot carries what WeChat just said of the person.
+            if super::sync::is_snapshot(&events[i]) {
+                continue;
+            }
             let Some(user) = user_of(&events[i]) else {
                 continue;
             };

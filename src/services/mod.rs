@@ -16,6 +16,7 @@ pub mod message;
 pub mod plain_signatures;
 pub mod qrcode;
 pub mod sweep;
+pub mod sync;
 pub mod tags;
 
 use std::collections::HashMap;
@@ -41,6 +42,8 @@ pub struct Services {
     pub links: crate::config::LinksConfig,
     /// The broadcast runner's settings and wake-up call.
     pub broadcasts: broadcast::Broadcasts,
+    /// The audience sync runner's settings and wake-up call.
+    pub syncs: sync::Syncs,
 }
 
 impl Services {

@@ -82,6 +82,10 @@ kinds! {
     /// A WeCom `change_external_chat` event whose per-member join/leave events were recorded
     /// (id: the event's id), for a day: a retried batch does not read the group again.
     GROUP_MEMBER_EVENTS = "group-member-events", AfterTtl;
+    /// An audience sync: its kind, status, progress and cursor (`crate::services::sync`).
+    SYNC = "sync", Never;
+    /// The account's sync now running (id `current`): one at a time per account.
+    SYNC_CURRENT = "sync-current", Never;
 }
 
 /// The kinds whose documents lapse: what the sweeper goes through.

@@ -16,6 +16,8 @@ pub enum LeaseKey {
     Menu { account: String },
     /// Running one broadcast job of an account.
     BroadcastJob { account: String, job: String },
+    /// Running one audience sync of an account.
+    Sync { account: String, sync: String },
 }
 
 impl LeaseKey {
@@ -39,12 +41,22 @@ impl LeaseKey {
     }
 }
 
+impl LeaseKey {
+    pub fn sync(account: &str, sync: &str) -> Self {
+        Self::Sync {
+            account: account.to_owned(),
+            sync: sync.to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for LeaseKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::TokenRefresh { token_key } => write!(f, "token-refresh/{token_key}"),
             Self::Menu { account } => write!(f, "menu/{account}"),
             Self::BroadcastJob { account, job } => write!(f, "broadcast/{account}/{job}"),
+            Self::Sync { account, sync } => write!(f, "sync/{account}/{sync}"),
         }
     }
 }

@@ -147,6 +147,13 @@ pub trait Outbox: Send + Sync {
     /// happened (so the callback answers 503 and WeChat retries).
     async fn record(&self, event: &pb::Event) -> Result<Recorded, StoreError>;
 
+    /// [`Self::record`] for many events at once, as one store write (one transaction on the
+    /// embedded backend, one script call on Redis; the events of one call belong to one
+    /// account): each event is appended unless its id has been seen within the window, and the
+    /// call returns only once all of them are durable; on error none of them was written. How
+    /// many were new. An audience sync records a page of 100 snapshots this way.
+    async fn record_batch(&self, events: &[pb::Event]) -> Result<usize, StoreError>;
+
     /// Whether the store answers (for `/readyz`). Where accounts fail apart, it answers while
     /// any account's part does: a partial outage keeps the instance in the load balancer.
     async fn ping(&self) -> Result<(), StoreError>;

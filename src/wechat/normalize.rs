@@ -130,6 +130,7 @@ pub fn normalize(
         reply_rule_id: String::new(),
         profile: None,
         follow_user: Vec::new(),
+        sync_id: String::new(),
         user_id: user_id.to_owned(),
         external_user_id: external_user_id.to_owned(),
         to_user_name: text(doc, "ToUserName").to_owned(),

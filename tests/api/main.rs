@@ -28,4 +28,5 @@ mod routing;
 mod sandbox;
 mod store;
 mod support;
+mod syncs;
 mod tls;

@@ -29,6 +29,7 @@ mod qrcodes;
 mod replies;
 pub(crate) mod responses;
 mod schemas;
+mod syncs;
 mod tags;
 
 use actix_web::web;
@@ -52,6 +53,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         replies::routes,
         corp_tags::routes,
         group_chats::routes,
+        syncs::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));

@@ -64,6 +64,8 @@ impl Modify for BearerAuth {
         super::group_chats::list,
         super::group_chats::get,
         super::group_chats::create_join_way,
+        super::syncs::start,
+        super::syncs::get,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

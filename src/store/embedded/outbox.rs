@@ -31,6 +31,28 @@ impl Outbox for EmbeddedStore {
         })
     }
 
+    async fn record_batch(&self, events: &[pb::Event]) -> Result<usize, StoreError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let events = events
+            .iter()
+            .map(|event| {
+                (
+                    event
+                        .occurred_at
+                        .as_ref()
+                        .map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0)),
+                    event.id.clone(),
+                    event.encode_to_vec(),
+                )
+            })
+            .collect();
+        let (op, new) = Op::record_batch(events);
+        self.write(op).await?;
+        Ok(new.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         if self
             .writer_thread

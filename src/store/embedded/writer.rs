@@ -2,6 +2,7 @@
 //! them in order in one transaction ([`Tables::apply`]) and commits once (group commit), then
 //! answers each; between batches it prunes expired de-duplication marks.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +31,12 @@ pub(super) enum Op {
         at: u64,
         id: String,
         event: Vec<u8>,
+    },
+    /// Many records in one transaction: (CreateTime, id, event) each. `new` counts the events
+    /// appended (the answer is true when any was).
+    RecordBatch {
+        events: Vec<(u64, String, Vec<u8>)>,
+        new: Arc<AtomicUsize>,
     },
     Ack {
         seqs: Vec<u64>,
@@ -65,6 +72,20 @@ pub(super) enum Op {
     DeleteLapsedDoc {
         key: (String, String, String),
     },
+}
+
+impl Op {
+    /// A [`Op::RecordBatch`] and the counter of its new events, read once it has committed.
+    pub(super) fn record_batch(events: Vec<(u64, String, Vec<u8>)>) -> (Self, Arc<AtomicUsize>) {
+        let new = Arc::new(AtomicUsize::new(0));
+        (
+            Self::RecordBatch {
+                events,
+                new: new.clone(),
+            },
+            new,
+        )
+    }
 }
 
 /// A write and where to answer once its batch has committed. The answer is what the write
@@ -277,6 +298,15 @@ impl<'txn> Tables<'txn> {
     fn apply(&mut self, op: &Op, now: Now) -> Result<bool, StorageError> {
         match op {
             Op::Record { at, id, event } => self.record(*at, id, event, now),
+            Op::RecordBatch { events, new } => {
+                let mut appended = 0;
+                for (at, id, event) in events {
+                    appended += usize::from(self.record(*at, id, event, now)?);
+                }
+                // Counted only for a commit that lands: a failed one answers an error instead.
+                new.store(appended, Ordering::Relaxed);
+                Ok(appended > 0)
+            }
             Op::Ack { seqs } => {
                 for seq in seqs {
                     self.outbox.remove(seq)?;

@@ -79,7 +79,8 @@ use connection::{connect_cluster, connect_single, merge, query_pipe, redis_error
 use keys::AccountKeys;
 use record_queue::RecordQueue;
 use scripts::{
-    DEAD_LETTER, DELETE_LAPSED_DOCS, EVICT_TOKEN, LEASE, PUT_DOC, RECORD, RELEASE_LEASE, REPLAY,
+    DEAD_LETTER, DELETE_LAPSED_DOCS, EVICT_TOKEN, LEASE, PUT_DOC, RECORD, RECORD_BATCH,
+    RELEASE_LEASE, REPLAY,
 };
 
 /// The consumer group of every outbox stream.
@@ -112,6 +113,7 @@ pub struct RedisStore {
     /// Cluster mode: the same, per account (by index), for claims of one account at a time.
     account_leases: Vec<Mutex<apart::AccountLease>>,
     record_script: Script,
+    record_batch_script: Script,
     dead_letter_script: Script,
     replay_script: Script,
     evict_token_script: Script,
@@ -121,6 +123,8 @@ pub struct RedisStore {
     delete_lapsed_docs_script: Script,
     /// Concurrent records of one account share script calls ([`record_queue`]).
     records: RecordQueue,
+    /// The de-duplication window in milliseconds (for `record_batch`; the queue has its own copy).
+    dedup_ttl_ms: u64,
 }
 
 impl RedisStore {
@@ -155,6 +159,7 @@ impl RedisStore {
         let dedup_ttl_ms = dedup_ttl.as_millis().max(1) as u64;
         let store = Self {
             records: RecordQueue::new(conn.clone(), &keys, dedup_ttl_ms),
+            dedup_ttl_ms,
             conn,
             blocking,
             cluster,
@@ -165,6 +170,7 @@ impl RedisStore {
             leases: Mutex::new(HeldAccounts::default()),
             account_leases,
             record_script: Script::new(RECORD),
+            record_batch_script: Script::new(RECORD_BATCH),
             dead_letter_script: Script::new(DEAD_LETTER),
             replay_script: Script::new(REPLAY),
             evict_token_script: Script::new(EVICT_TOKEN),
@@ -175,6 +181,7 @@ impl RedisStore {
         };
         for script in [
             &store.record_script,
+            &store.record_batch_script,
             &store.dead_letter_script,
             &store.replay_script,
             &store.evict_token_script,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use prost::Message;
 use redis::{FromRedisValue, Value};
 
 use super::connection::{query, query_pipe, redis_error, MAX_BLOCK};
@@ -258,6 +259,37 @@ impl RedisStore {
 impl Outbox for RedisStore {
     async fn record(&self, event: &pb::Event) -> Result<Recorded, StoreError> {
         self.record_queued(event).await
+    }
+
+    async fn record_batch(&self, events: &[pb::Event]) -> Result<usize, StoreError> {
+        let Some(first) = events.first() else {
+            return Ok(0);
+        };
+        let account = self.account(&first.account_id)?;
+        if let Some(other) = events.iter().find(|e| e.account_id != first.account_id) {
+            return Err(StoreError::Corrupt(format!(
+                "one batch of records for two accounts ({:?} and {:?})",
+                first.account_id, other.account_id
+            )));
+        }
+        let encoded: Vec<Vec<u8>> = events.iter().map(Message::encode_to_vec).collect();
+        let now = unix_millis();
+        // Safe to retry like `record`: a repeat finds the marks of what the first run wrote.
+        let new: i64 = self
+            .run("record_batch", || {
+                let mut invocation = self.record_batch_script.key(&account.outbox);
+                for event in events {
+                    invocation.key(account.seen(&event.id));
+                }
+                invocation.arg(self.dedup_ttl_ms).arg(now);
+                for bytes in &encoded {
+                    invocation.arg(bytes);
+                }
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(usize::try_from(new).unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -10,6 +10,21 @@ redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
 return 1
 ";
 
+/// [`RECORD`] for many events of one account: KEYS: outbox, then the seen mark of each event.
+/// ARGV: window (ms), unix ms now, then each encoded event (in KEYS' order). Returns how many
+/// were new. One script call, so a page of an audience sync is one round trip and atomic.
+pub(super) const RECORD_BATCH: &str = r"
+local new = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local id = redis.call('XADD', KEYS[1], '*', 'ev', ARGV[i + 1], 'at', ARGV[2])
+    redis.call('SET', KEYS[i], id, 'PX', ARGV[1])
+    new = new + 1
+  end
+end
+return new
+";
+
 /// KEYS: outbox, dead, dead ids. ARGV: outbox entry id, group, event id, reason, unix s now.
 /// Returns 0 when the entry is no longer in the outbox (already acknowledged or moved).
 pub(super) const DEAD_LETTER: &str = r"

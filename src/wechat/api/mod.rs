@@ -35,6 +35,7 @@ use crate::domain::{Platform, Secret};
 
 pub mod corp_tags;
 pub mod group_chats;
+pub mod audience;
 pub mod groupmsg;
 pub mod mass;
 pub mod menu;

@@ -29,6 +29,15 @@ pub struct UserInfo {
     pub qr_scene_str: String,
     #[serde(default)]
     pub tagid_list: Vec<i64>,
+    /// 0 when the user no longer follows (then WeChat gives nothing but the openid).
+    #[serde(default)]
+    pub subscribe: i64,
+    #[serde(default)]
+    pub remark: String,
+    #[serde(default)]
+    pub language: String,
+    #[serde(default)]
+    pub groupid: i64,
 }
 
 #[derive(Serialize)]

@@ -13,7 +13,9 @@
 //! - It serves web OAuth and the user lookups of identity enrichment ([`oauth`]).
 //! - It sends broadcasts, keeps tags and WeCom group messages as WeChat does ([`mass`]).
 //! - It keeps WeCom corp tags, customer tags and customer groups ([`profile`]).
+//! - It lists followers and WeCom customers page by page, for audience syncs ([`audience`]).
 
+pub mod audience;
 mod mass;
 mod menu;
 mod oauth;
@@ -70,6 +72,7 @@ struct State {
     mass: mass::Mass,
     /// Corp id → its corp tags and customer groups ([`profile`]).
     profiles: HashMap<String, wechat_gateway::sandbox::wecom_profile::Profile>,
+    audience: audience::Audience,
 }
 
 pub struct FakeWeChat {
@@ -128,7 +131,12 @@ impl FakeWeChat {
     }
 
     pub fn count(&self, path: &str) -> usize {
-        self.requests_to(path).len()
+        // Counted in place: tests poll this while thousands of bodies are recorded.
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
     }
 
     /// The next `times` calls to `path` answer `what`, whatever their token.
@@ -316,6 +324,10 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                     .entry(credential)
                     .or_default()
                     .answer(&path, &json_body, now);
+                return HttpResponse::Ok().json(answer);
+            }
+            if credential.is_some() && audience::handles(&path) {
+                let answer = audience::answer(&s.audience, &path, &query, &json_body);
                 return HttpResponse::Ok().json(answer);
             }
             if let Some(credential) = credential.filter(|_| menu::handles(&path)) {
