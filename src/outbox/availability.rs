@@ -17,10 +17,11 @@ pub(super) struct Availability {
 
 impl Availability {
     /// A store step of these accounts failed with `error`. Only an unreachable store counts:
-    /// corrupt data is no outage.
-    pub(super) fn failed(&self, accounts: &[String], error: &StoreError) {
+    /// corrupt data is no outage. True when the failure is an outage, which this reports (once
+    /// per change): the caller's own log line of each retry is then a DEBUG one.
+    pub(super) fn failed(&self, accounts: &[String], error: &StoreError) -> bool {
         if !matches!(error, StoreError::Unavailable(_)) {
-            return;
+            return false;
         }
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         for account in accounts {
@@ -32,6 +33,7 @@ impl Availability {
                      (and its callbacks are answered 503) until it is back; other accounts go on");
             }
         }
+        true
     }
 
     /// A store step of these accounts succeeded.

@@ -176,27 +176,33 @@ impl Forwarder {
         let mut pending: Vec<OutboxEntry> = Vec::new();
         let mut unsettled = Settle::default();
         loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            // What the CRM has is settled before anything else: when the store fails here only
-            // this step is retried, never the delivery.
+            // What the CRM has is settled before anything else, shutdown included (else the
+            // next run would deliver it again): when the store fails here only this step is
+            // retried, never the delivery.
             if unsettled.len() > 0 {
                 match self.settle(&*store, &mut unsettled).await {
                     Ok(()) => availability.succeeded(&accounts),
                     Err(e) => {
-                        availability.failed(&accounts, &e);
                         failures = failures.saturating_add(1);
                         let wait = backoff(&self.cfg, failures);
-                        tracing::warn!(error = %e, events = unsettled.len(),
-                            retry_in_ms = wait.as_millis() as u64,
-                            "cannot acknowledge delivered events in the outbox; retrying that step");
+                        if !availability.failed(&accounts, &e) {
+                            tracing::warn!(error = %e, events = unsettled.len(),
+                                retry_in_ms = wait.as_millis() as u64,
+                                "cannot acknowledge delivered events in the outbox; retrying that step");
+                        } else {
+                            tracing::debug!(error = %e, events = unsettled.len(),
+                                retry_in_ms = wait.as_millis() as u64,
+                                "cannot acknowledge delivered events in the outbox; retrying that step");
+                        }
                         if !sleep_or_stop(wait, &shutdown).await {
                             break;
                         }
                         continue;
                     }
                 }
+            }
+            if shutdown.is_cancelled() {
+                break;
             }
             if pending.is_empty() {
                 let claim = async {
@@ -228,8 +234,11 @@ impl Forwarder {
                         pending = entries;
                     }
                     Err(e) => {
-                        availability.failed(&accounts, &e);
-                        tracing::warn!(error = %e, accounts = ?accounts, "cannot claim from the outbox");
+                        if !availability.failed(&accounts, &e) {
+                            tracing::warn!(error = %e, accounts = ?accounts, "cannot claim from the outbox");
+                        } else {
+                            tracing::debug!(error = %e, accounts = ?accounts, "cannot claim from the outbox");
+                        }
                         failures = failures.saturating_add(1);
                         if !sleep_or_stop(backoff(&self.cfg, failures), &shutdown).await {
                             break;
@@ -266,8 +275,9 @@ impl Forwarder {
                     pending.clear();
                 }
                 Err(e) => {
-                    availability.failed(&accounts, &e);
-                    tracing::warn!(error = %e, "cannot renew the claim on a batch");
+                    if !availability.failed(&accounts, &e) {
+                        tracing::warn!(error = %e, "cannot renew the claim on a batch");
+                    }
                 }
             }
         }
