@@ -78,7 +78,9 @@ impl Engine for Redb {
                 }
                 seen.insert((r.at, r.id.as_str()), r.at + 86_400).unwrap();
                 self.seq += 1;
-                outbox.insert(self.seq, (r.at * 1000, r.event.as_slice())).unwrap();
+                outbox
+                    .insert(self.seq, (r.at * 1000, r.event.as_slice()))
+                    .unwrap();
                 answers.push(true);
             }
         }
@@ -227,7 +229,9 @@ impl Engine for Log {
 
 /// FNV-1a, 32 bits: enough to find a torn frame at the end of a segment.
 fn checksum(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |h, &b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5, |h, &b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 // --- the harness ---
@@ -283,7 +287,8 @@ fn run(engine: Box<dyn Engine>, total: usize, writers: usize) -> Outcome {
                     }
                     std::mem::take(&mut *q)
                 };
-                let (batch, answers): (Vec<Record>, Vec<SyncSender<bool>>) = taken.into_iter().unzip();
+                let (batch, answers): (Vec<Record>, Vec<SyncSender<bool>>) =
+                    taken.into_iter().unzip();
                 for (new, answer) in engine.commit(&batch).into_iter().zip(answers) {
                     answer.send(new).unwrap();
                 }
