@@ -10,9 +10,10 @@ use wechat_gateway::pb::event::Kind;
 use wechat_gateway::sandbox::wecom_profile::ChatMember;
 
 use crate::links::app_with;
-use crate::support::app::{now, WORK_CORP_ID};
+use crate::support::app::{now, spawn_app, AppOptions, TestApp, WORK_CORP_ID};
 use crate::support::crm::FakeCrm;
 use crate::support::fake_wechat::{FakeWeChat, Injected};
+use crate::support::redis::fresh_db_url;
 
 const WAIT: Duration = Duration::from_secs(30);
 const LIST: &str = "/cgi-bin/externalcontact/groupchat/list";
@@ -216,6 +217,22 @@ async fn members_joining_and_leaving_a_group_become_one_event_each_with_the_join
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
     let (app, _dir) = app_with(&wechat, &crm).await;
+    members_join_and_leave(app, &wechat, &crm).await;
+}
+
+#[tokio::test]
+async fn per_member_events_work_the_same_on_the_redis_store() {
+    let wechat = FakeWeChat::start().await;
+    let crm = FakeCrm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = AppOptions::redis(&fresh_db_url().await)
+        .wechat(&wechat.base())
+        .crm(&crm.endpoint());
+    let app = spawn_app(opts, dir.path()).await;
+    members_join_and_leave(app, &wechat, &crm).await;
+}
+
+async fn members_join_and_leave(app: TestApp, wechat: &FakeWeChat, crm: &FakeCrm) {
     wechat.profile(|p| p.add_chat("wrVip", "VIP", "zhangsan", 1_700_000_000));
     let (status, way) = app
         .admin(
