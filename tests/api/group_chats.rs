@@ -380,3 +380,45 @@ async fn a_group_that_cannot_be_read_still_gives_one_join_event_per_member_from_
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_retried_while_the_crm_is_away_does_not_read_the_group_again() {
+    let wechat = FakeWeChat::start().await;
+    let crm = FakeCrm::start().await;
+    let (app, _dir) = app_with(&wechat, &crm).await;
+    wechat.profile(|p| {
+        p.add_chat("wrVip", "VIP", "zhangsan", 1);
+        p.join("wrVip", member("wmGuest", 2, 2, ""));
+    });
+    crm.set_down(true);
+    let add = chat_change("add_member", "wrVip", &["wmGuest"], now());
+    assert_eq!(app.post_safe("acme-work", &add).await.status(), 200);
+    // The forwarder tries the batch several times (each attempt runs its steps again).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while crm.calls() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the forwarder did not retry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    crm.set_down(false);
+    let events = crm
+        .wait_for(
+            |evs| {
+                evs.iter()
+                    .any(|e| matches!(e.kind, Some(Kind::GroupMemberJoined(_))))
+            },
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, Some(Kind::GroupMemberJoined(_))))
+            .count(),
+        1
+    );
+    assert_eq!(wechat.count(GET), 1, "read once, not once per attempt");
+    app.stop().await;
+}
