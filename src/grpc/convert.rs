@@ -310,6 +310,29 @@ impl TryFrom<pb::SendBroadcastRequest> for SendBroadcast {
     }
 }
 
+/// A WeCom corp tag group (`crate::services::corp_tags`) as `ListCorpTags` and `CreateCorpTag`
+/// answer it.
+pub fn corp_tag_group_to_pb(g: crate::domain::wecom::CorpTagGroup) -> pb::CorpTagGroup {
+    pb::CorpTagGroup {
+        group_id: g.group_id,
+        group_name: g.group_name,
+        create_time: g.create_time,
+        order: g.order,
+        deleted: g.deleted,
+        tags: g
+            .tags
+            .into_iter()
+            .map(|t| pb::CorpTag {
+                id: t.id,
+                name: t.name,
+                create_time: t.create_time,
+                order: t.order,
+                deleted: t.deleted,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,28 +393,5 @@ mod tests {
             ..request(Some(Pb::All(true)))
         });
         assert!(not_json.starts_with("message_json: not JSON"), "{not_json}");
-    }
-}
-
-/// A WeCom corp tag group (`crate::services::corp_tags`) as `ListCorpTags` and `CreateCorpTag`
-/// answer it.
-pub fn corp_tag_group_to_pb(g: crate::domain::wecom::CorpTagGroup) -> pb::CorpTagGroup {
-    pb::CorpTagGroup {
-        group_id: g.group_id,
-        group_name: g.group_name,
-        create_time: g.create_time,
-        order: g.order,
-        deleted: g.deleted,
-        tags: g
-            .tags
-            .into_iter()
-            .map(|t| pb::CorpTag {
-                id: t.id,
-                name: t.name,
-                create_time: t.create_time,
-                order: t.order,
-                deleted: t.deleted,
-            })
-            .collect(),
     }
 }
