@@ -422,3 +422,47 @@ async fn a_batch_retried_while_the_crm_is_away_does_not_read_the_group_again() {
     assert_eq!(wechat.count(GET), 1, "read once, not once per attempt");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_group_member_who_is_nobodys_customer_does_not_pause_enrichment() {
+    let wechat = FakeWeChat::start().await;
+    let crm = FakeCrm::start().await;
+    let (app, _dir) = app_with(&wechat, &crm).await;
+    wechat.profile(|p| p.add_chat("wrVip", "VIP", "zhangsan", 1));
+    // `wo...` is an external_userid the fake's externalcontact/get does not know (84061).
+    let at = now();
+    let add = chat_change("add_member", "wrVip", &["woStranger"], at);
+    assert_eq!(app.post_safe("acme-work", &add).await.status(), 200);
+    crm.wait_for(
+        |evs| {
+            evs.iter()
+                .any(|e| matches!(e.kind, Some(Kind::GroupMemberJoined(_))))
+        },
+        WAIT,
+    )
+    .await;
+    let lookups = wechat.count("/cgi-bin/externalcontact/get");
+    assert!(lookups >= 1, "the stranger was looked up");
+    // A customer's event right after is still enriched: the account's lookups did not pause.
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[{WORK_CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[edit_external_contact]]></ChangeType>\
+         <UserID><![CDATA[zhangsan]]></UserID><ExternalUserID><![CDATA[wmCustomer9]]></ExternalUserID></xml>",
+        at + 1
+    );
+    assert_eq!(app.post_safe("acme-work", &xml).await.status(), 200);
+    let events = crm
+        .wait_for(
+            |evs| evs.iter().any(|e| e.external_user_id == "wmCustomer9"),
+            WAIT,
+        )
+        .await;
+    let customer = events
+        .iter()
+        .find(|e| e.external_user_id == "wmCustomer9")
+        .unwrap();
+    assert_eq!(customer.union_id, "union-wmCustomer9");
+    assert_eq!(customer.follow_user.len(), 1);
+    app.stop().await;
+}
