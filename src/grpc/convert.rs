@@ -335,6 +335,29 @@ pub(crate) fn sync_to_pb(view: crate::services::sync::SyncView) -> pb::Sync {
     }
 }
 
+/// A WeCom corp tag group (`crate::services::corp_tags`) as `ListCorpTags` and `CreateCorpTag`
+/// answer it.
+pub fn corp_tag_group_to_pb(g: crate::domain::wecom::CorpTagGroup) -> pb::CorpTagGroup {
+    pb::CorpTagGroup {
+        group_id: g.group_id,
+        group_name: g.group_name,
+        create_time: g.create_time,
+        order: g.order,
+        deleted: g.deleted,
+        tags: g
+            .tags
+            .into_iter()
+            .map(|t| pb::CorpTag {
+                id: t.id,
+                name: t.name,
+                create_time: t.create_time,
+                order: t.order,
+                deleted: t.deleted,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
-use super::convert::{job_to_pb, menu_json, message_json, sync_to_pb};
+use super::convert::{corp_tag_group_to_pb, job_to_pb, menu_json, message_json, sync_to_pb};
 use crate::config::AdminToken;
 use crate::domain::access::{bearer, match_token, Access, Caller, Scope};
-use crate::domain::wecom::{CorpTagGroup, MarkTags, NewCorpTagInput, NewCorpTags};
+use crate::domain::wecom::{MarkTags, NewCorpTagInput, NewCorpTags};
 use crate::domain::{Actor, Untrusted};
 use crate::error::ServiceError;
 use crate::pb::gateway_server::{Gateway, GatewayServer};
@@ -490,27 +490,6 @@ impl Gateway for GatewayService {
             .map_err(ServiceError::Validation)?;
         corp_tags::mark(&self.services, &account, &actor, &req).await?;
         Ok(Response::new(pb::MarkTagsResponse {}))
-    }
-}
-
-fn corp_tag_group_to_pb(g: CorpTagGroup) -> pb::CorpTagGroup {
-    pb::CorpTagGroup {
-        group_id: g.group_id,
-        group_name: g.group_name,
-        create_time: g.create_time,
-        order: g.order,
-        deleted: g.deleted,
-        tags: g
-            .tags
-            .into_iter()
-            .map(|t| pb::CorpTag {
-                id: t.id,
-                name: t.name,
-                create_time: t.create_time,
-                order: t.order,
-                deleted: t.deleted,
-            })
-            .collect(),
     }
 }
 

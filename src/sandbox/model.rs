@@ -434,9 +434,13 @@ impl FakeWeChat {
                 if id.is_empty() {
                     err(40096, "invalid external userid")
                 } else {
+                    let follow_user = state
+                        .profile
+                        .get_or_insert_with(|| super::wecom_profile::Profile::demo(call.now))
+                        .follow_user(id, call.now);
                     ok_with(json!({"external_contact": {"external_userid": id,
                         "name": format!("Sandbox contact {id}"), "type": 1,
-                        "unionid": union_id(id)}, "follow_user": []}))
+                        "unionid": union_id(id)}, "follow_user": follow_user}))
                 }
             }
             (Platform::Mp, "/cgi-bin/message/custom/send") => match message_problem(body) {

@@ -230,6 +230,30 @@ impl Profile {
         }
     }
 
+    /// `follow_user` of `externalcontact/get` for `external`: each member whose customer they
+    /// are, with the corp tags the member put on them (in WeCom's shape).
+    pub fn follow_user(&self, external: &str, now: u64) -> Value {
+        let users: Vec<Value> = self
+            .relations
+            .iter()
+            .filter(|((_, e), _)| e == external)
+            .map(|((userid, _), tag_ids)| {
+                let tags: Vec<Value> = self
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.tags.iter().map(move |t| (g, t)))
+                    .filter(|(_, t)| tag_ids.contains(&t.id))
+                    .map(|(g, t)| {
+                        json!({"group_name": g.name, "tag_name": t.name, "tag_id": t.id, "type": 1})
+                    })
+                    .collect();
+                json!({"userid": userid, "remark": "", "description": "", "createtime": now,
+                    "tags": tags, "oper_userid": userid, "add_way": 1})
+            })
+            .collect();
+        Value::Array(users)
+    }
+
     /// The state a join code gives its joins, if the code exists.
     pub fn join_way_state(&self, config_id: &str) -> Option<String> {
         self.join_ways.get(config_id).map(|w| w.state.clone())
@@ -606,6 +630,13 @@ mod tests {
             p.tags_on("zhangsan", "wmSandboxCustomer0001"),
             ["etSandboxTag3"]
         );
+        let follow = p.follow_user("wmSandboxCustomer0001", 3);
+        assert_eq!(follow[0]["userid"], "zhangsan");
+        assert_eq!(
+            follow[0]["tags"],
+            json!([{"group_name": "Source", "tag_name": "Expo", "tag_id": "etSandboxTag3", "type": 1}])
+        );
+        assert_eq!(p.follow_user("wmSomeoneElse", 3), json!([]));
         let stranger = p.answer(
             &path("mark_tag"),
             &json!({"userid": "lisi", "external_userid": "wmSandboxCustomer0001",

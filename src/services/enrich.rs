@@ -439,6 +439,13 @@ impl Enricher {
             let call = user::external_contact(&self.services.tokens, account, user);
             let answer = match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(answer)) => answer,
+                // 84061: not a customer of any member (a customer group's member can be one):
+                // nothing to learn, and no reason to pause the account's lookups.
+                Ok(Err(TokenError::Api(ApiError::Refused { errcode: 84061, .. }))) => {
+                    tracing::debug!(account = %account.id,
+                        "not an external contact of the corp (84061); its events go unenriched");
+                    continue;
+                }
                 Ok(Err(e)) => return Err((found, e.to_string())),
                 Err(_) => return Err((found, format!("past the {DEADLINE:?} deadline"))),
             };

@@ -10,9 +10,10 @@ use wechat_gateway::pb::event::Kind;
 use wechat_gateway::sandbox::wecom_profile::ChatMember;
 
 use crate::links::app_with;
-use crate::support::app::{now, WORK_CORP_ID};
+use crate::support::app::{now, spawn_app, AppOptions, TestApp, WORK_CORP_ID};
 use crate::support::crm::FakeCrm;
 use crate::support::fake_wechat::{FakeWeChat, Injected};
+use crate::support::redis::fresh_db_url;
 
 const WAIT: Duration = Duration::from_secs(30);
 const LIST: &str = "/cgi-bin/externalcontact/groupchat/list";
@@ -216,6 +217,22 @@ async fn members_joining_and_leaving_a_group_become_one_event_each_with_the_join
     let wechat = FakeWeChat::start().await;
     let crm = FakeCrm::start().await;
     let (app, _dir) = app_with(&wechat, &crm).await;
+    members_join_and_leave(app, &wechat, &crm).await;
+}
+
+#[tokio::test]
+async fn per_member_events_work_the_same_on_the_redis_store() {
+    let wechat = FakeWeChat::start().await;
+    let crm = FakeCrm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = AppOptions::redis(&fresh_db_url().await)
+        .wechat(&wechat.base())
+        .crm(&crm.endpoint());
+    let app = spawn_app(opts, dir.path()).await;
+    members_join_and_leave(app, &wechat, &crm).await;
+}
+
+async fn members_join_and_leave(app: TestApp, wechat: &FakeWeChat, crm: &FakeCrm) {
     wechat.profile(|p| p.add_chat("wrVip", "VIP", "zhangsan", 1_700_000_000));
     let (status, way) = app
         .admin(
@@ -361,5 +378,91 @@ async fn a_group_that_cannot_be_read_still_gives_one_join_event_per_member_from_
             ..Default::default()
         }))
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_retried_while_the_crm_is_away_does_not_read_the_group_again() {
+    let wechat = FakeWeChat::start().await;
+    let crm = FakeCrm::start().await;
+    let (app, _dir) = app_with(&wechat, &crm).await;
+    wechat.profile(|p| {
+        p.add_chat("wrVip", "VIP", "zhangsan", 1);
+        p.join("wrVip", member("wmGuest", 2, 2, ""));
+    });
+    crm.set_down(true);
+    let add = chat_change("add_member", "wrVip", &["wmGuest"], now());
+    assert_eq!(app.post_safe("acme-work", &add).await.status(), 200);
+    // The forwarder tries the batch several times (each attempt runs its steps again).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while crm.calls() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the forwarder did not retry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    crm.set_down(false);
+    let events = crm
+        .wait_for(
+            |evs| {
+                evs.iter()
+                    .any(|e| matches!(e.kind, Some(Kind::GroupMemberJoined(_))))
+            },
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, Some(Kind::GroupMemberJoined(_))))
+            .count(),
+        1
+    );
+    assert_eq!(wechat.count(GET), 1, "read once, not once per attempt");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_member_who_is_nobodys_customer_does_not_pause_enrichment() {
+    let wechat = FakeWeChat::start().await;
+    let crm = FakeCrm::start().await;
+    let (app, _dir) = app_with(&wechat, &crm).await;
+    wechat.profile(|p| p.add_chat("wrVip", "VIP", "zhangsan", 1));
+    // `wo...` is an external_userid the fake's externalcontact/get does not know (84061).
+    let at = now();
+    let add = chat_change("add_member", "wrVip", &["woStranger"], at);
+    assert_eq!(app.post_safe("acme-work", &add).await.status(), 200);
+    crm.wait_for(
+        |evs| {
+            evs.iter()
+                .any(|e| matches!(e.kind, Some(Kind::GroupMemberJoined(_))))
+        },
+        WAIT,
+    )
+    .await;
+    let lookups = wechat.count("/cgi-bin/externalcontact/get");
+    assert!(lookups >= 1, "the stranger was looked up");
+    // A customer's event right after is still enriched: the account's lookups did not pause.
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[{WORK_CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[edit_external_contact]]></ChangeType>\
+         <UserID><![CDATA[zhangsan]]></UserID><ExternalUserID><![CDATA[wmCustomer9]]></ExternalUserID></xml>",
+        at + 1
+    );
+    assert_eq!(app.post_safe("acme-work", &xml).await.status(), 200);
+    let events = crm
+        .wait_for(
+            |evs| evs.iter().any(|e| e.external_user_id == "wmCustomer9"),
+            WAIT,
+        )
+        .await;
+    let customer = events
+        .iter()
+        .find(|e| e.external_user_id == "wmCustomer9")
+        .unwrap();
+    assert_eq!(customer.union_id, "union-wmCustomer9");
+    assert_eq!(customer.follow_user.len(), 1);
     app.stop().await;
 }
