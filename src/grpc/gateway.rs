@@ -401,6 +401,21 @@ impl Gateway for GatewayService {
         let view = sync::get_sync(&self.services, &account_id(&r.account_id)?, &r.sync_id).await?;
         Ok(Response::new(sync_to_pb(view)))
     }
+
+    async fn cancel_sync(
+        &self,
+        request: Request<pb::GetSyncRequest>,
+    ) -> Result<Response<pb::Sync>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "CancelSync")?;
+        let view = sync::cancel_sync(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &actor,
+            &r.sync_id,
+        )
+        .await?;
+        Ok(Response::new(sync_to_pb(view)))
+    }
 }
 
 impl GatewayService {

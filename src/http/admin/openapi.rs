@@ -58,6 +58,7 @@ impl Modify for BearerAuth {
         super::tags::remove_members,
         super::syncs::start,
         super::syncs::get,
+        super::syncs::cancel,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
