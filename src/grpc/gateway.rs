@@ -491,6 +491,21 @@ impl Gateway for GatewayService {
         corp_tags::mark(&self.services, &account, &actor, &req).await?;
         Ok(Response::new(pb::MarkTagsResponse {}))
     }
+
+    async fn cancel_sync(
+        &self,
+        request: Request<pb::GetSyncRequest>,
+    ) -> Result<Response<pb::Sync>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "CancelSync")?;
+        let view = sync::cancel_sync(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &actor,
+            &r.sync_id,
+        )
+        .await?;
+        Ok(Response::new(sync_to_pb(view)))
+    }
 }
 
 impl GatewayService {

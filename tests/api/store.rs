@@ -790,6 +790,29 @@ async fn lapsed_documents_are_swept_in_steps_and_live_ones_stay(b: impl Backend)
     );
 }
 
+/// `record_batch` (a page of an audience sync): one write, each id recorded once, against ids
+/// recorded before, within the batch and by a repeat of the batch.
+async fn a_batch_of_records_appends_each_new_id_once_in_order(b: impl Backend) {
+    let store = b.open().await;
+    let [a, _] = b.accounts();
+    assert_eq!(store.record_batch(&[]).await.unwrap(), 0);
+    assert_eq!(store.record(&event(a, "b1")).await.unwrap(), Recorded::New);
+    let batch: Vec<pb::Event> = ["b1", "b2", "b3", "b2", "b4"]
+        .iter()
+        .map(|id| event(a, id))
+        .collect();
+    assert_eq!(store.record_batch(&batch).await.unwrap(), 3);
+    assert_eq!(store.record_batch(&batch[1..3]).await.unwrap(), 0);
+    assert_eq!(
+        store.record(&event(a, "b4")).await.unwrap(),
+        Recorded::Duplicate
+    );
+    let drained = drain(&*store).await;
+    let got: Vec<&str> = drained.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(got, ["b1", "b2", "b3", "b4"]);
+    assert_eq!(drained[2].open_id, "o-b3", "events intact");
+}
+
 macro_rules! conformance {
     ($($check:ident),+ $(,)?) => {
         mod embedded {
@@ -841,6 +864,7 @@ conformance!(
     documents_are_written_as_their_condition_allows_per_account_and_kind,
     a_document_with_a_ttl_lapses_and_can_then_be_created_again,
     lapsed_documents_are_swept_in_steps_and_live_ones_stay,
+    a_batch_of_records_appends_each_new_id_once_in_order,
 );
 
 // Embedded only.

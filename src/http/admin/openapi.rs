@@ -66,6 +66,7 @@ impl Modify for BearerAuth {
         super::group_chats::create_join_way,
         super::syncs::start,
         super::syncs::get,
+        super::syncs::cancel,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

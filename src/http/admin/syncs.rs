@@ -34,6 +34,10 @@ pub(super) fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
         .route("/accounts/{account}/syncs", web::post().to(start))
         .route("/accounts/{account}/syncs/{sync_id}", web::get().to(get))
+        .route(
+            "/accounts/{account}/syncs/{sync_id}/cancel",
+            web::post().to(cancel),
+        )
 }
 
 /// What to sync.
@@ -93,5 +97,31 @@ pub(crate) async fn get(
 ) -> Result<HttpResponse, ServiceError> {
     let (account, sync_id) = path.into_inner();
     let view = sync::get_sync(&state.services, &account_id(&account)?, &sync_id).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{account}/syncs/{sync_id}/cancel",
+    operation_id = "cancelSync",
+    tag = "admin",
+    params(
+        ("account" = String, Path, description = "the account id from the configuration"),
+        ("sync_id" = String, Path, description = "the sync id the start route answered"),
+    ),
+    responses(
+        (status = 200, description = "the sync, `\"status\": \"cancelled\"` (again: the same)", body = SyncView),
+        (status = 409, description = "`conflict`: the sync has finished or failed: nothing to cancel", body = ErrorBody),
+        SyncErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn cancel(
+    actor: Actor,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ServiceError> {
+    let (account, sync_id) = path.into_inner();
+    let view = sync::cancel_sync(&state.services, &account_id(&account)?, &actor, &sync_id).await?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -115,6 +115,52 @@ pub async fn start_sync(
     Ok(SyncView::of(id, &doc))
 }
 
+/// Cancels a running or paused sync: one compare-and-swap on its document, which the runner's
+/// own compare-and-swaps see, so it stops before its next page (snapshots of a page in flight
+/// may still be recorded). Cancelling a cancelled sync answers it again; a finished or failed
+/// one is [`ServiceError::Precondition`].
+#[tracing::instrument(skip_all, fields(account = %account, sync_id = %Untrusted(sync_id)))]
+pub async fn cancel_sync(
+    svc: &Services,
+    account: &AccountId,
+    actor: &Actor,
+    sync_id: &str,
+) -> Result<SyncView, ServiceError> {
+    svc.account(account)?;
+    let store = &*svc.store;
+    let id = account.as_str();
+    loop {
+        let stored = SYNCS
+            .read(store, id, sync_id)
+            .await?
+            .ok_or_else(|| not_found(sync_id))?;
+        let mut doc = stored.value?;
+        match doc.status {
+            SyncStatus::Cancelled => return Ok(SyncView::of(id, &doc)),
+            SyncStatus::Finished | SyncStatus::Failed => {
+                return Err(ServiceError::Precondition(format!(
+                    "sync {} has {}: nothing to cancel",
+                    doc.sync_id,
+                    doc.status.as_str()
+                )))
+            }
+            SyncStatus::Running | SyncStatus::Paused => {}
+        }
+        let now = unix_now();
+        doc.status = SyncStatus::Cancelled;
+        doc.finished_at = Some(now);
+        doc.updated_at = now;
+        doc.paused_until = None;
+        if SYNCS
+            .put(store, id, sync_id, &doc, DocWrite::IfEquals(stored.bytes))
+            .await?
+        {
+            tracing::info!(actor = %actor, "audience sync cancelled");
+            return Ok(SyncView::of(id, &doc));
+        }
+    }
+}
+
 /// A sync's progress.
 pub async fn get_sync(
     svc: &Services,

@@ -40,6 +40,9 @@
 //! (with `last_error`) and skipped; a refusal of the list itself (`user/get`,
 //! `get_follow_user_list`) fails the sync.
 //!
+//! **Cancelling** is one compare-and-swap on the sync's document (`cancelled`); the runner's
+//! next compare-and-swap sees it and stops, so at most the page in flight is still recorded.
+//!
 //! **Where it lives**: `model` (stored shapes, the view), `jobs` (start and get, for both
 //! transports), `snapshot` (the events), `runner` (the loop, the lease, the pace).
 
@@ -48,7 +51,7 @@ mod model;
 mod runner;
 mod snapshot;
 
-pub use jobs::{get_sync, start_sync};
+pub use jobs::{cancel_sync, get_sync, start_sync};
 pub use model::SyncView;
 pub use runner::{run, Syncs};
 pub use snapshot::is_snapshot;

@@ -68,6 +68,8 @@ pub enum SyncStatus {
     Finished,
     /// WeChat refused the list itself (`last_error` says how).
     Failed,
+    /// Cancelled (`POST .../syncs/{sync_id}/cancel`, gRPC `CancelSync`) before it finished.
+    Cancelled,
 }
 
 impl SyncStatus {
@@ -81,6 +83,7 @@ impl SyncStatus {
             Self::Paused => "paused",
             Self::Finished => "finished",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -169,7 +172,8 @@ pub struct SyncView {
     pub account: String,
     /// `followers` or `external_contacts`.
     pub kind: &'static str,
-    /// `running`, `paused` (resumes by itself at `paused_until`), `finished` or `failed`.
+    /// `running`, `paused` (resumes by itself at `paused_until`), `finished`, `failed` or
+    /// `cancelled`.
     pub status: &'static str,
     /// List pages done: `user/get` pages (up to 10,000 openids) or `batch/get_by_user` pages.
     pub pages: u64,

@@ -17,7 +17,11 @@
 //! - the leases ([`crate::store::Leases`]), each a string holding its owner, with an expiry:
 //!   `wgw:{<token key>}:token:lease` (refreshing that token), `wgw:{<account>}:menu:lease`
 //!   (changing the account's menu), `wgw:{<account>}:bcast:lease:<job>` (running a broadcast
-//!   job). Taken, renewed by their holder and released by scripts that compare the owner.
+//!   job), `wgw:{<account>}:sync:lease:<sync>` (running an audience sync). Taken, renewed by
+//!   their holder and released by scripts that compare the owner.
+//!
+//! `record_batch` (a page of an audience sync) is one `EVALSHA` of `RECORD_BATCH` with the
+//! account's outbox and every event's seen mark (one hash slot: the account's).
 //!
 //! `record` is one round trip whatever the number of accounts: one `EVALSHA` of the `RECORD`
 //! script (mark and append, atomically; it is loaded at connect, and again on `NOSCRIPT`);
