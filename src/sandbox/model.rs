@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 
 use crate::domain::Platform;
 
+mod h5;
+
 /// The followers an Official Account has in the sandbox: what a send to everyone reaches, and
 /// who opens a tracked link (the first, also `simulate`'s default sender).
 pub const FOLLOWERS: [&str; 3] = [
@@ -561,7 +563,10 @@ impl FakeWeChat {
                     Ok(_) => ok(),
                 }
             }
-            _ => return Answer::Unknown,
+            _ => match h5::answer(state, call) {
+                Some(answer) => answer,
+                None => return Answer::Unknown,
+            },
         };
         Answer::Json(answer)
     }
@@ -670,7 +675,12 @@ fn create_tag(state: &mut AccountState, body: &Value) -> Value {
     if state.tags.len() >= TAGS_MAX {
         return err(45056, "too many tags");
     }
-    let id = FIRST_TAG_ID + state.tags.len() as u64;
+    // Never an id used before, also after a delete.
+    let id = state
+        .tags
+        .keys()
+        .next_back()
+        .map_or(FIRST_TAG_ID, |last| last + 1);
     state.tags.insert(
         id,
         Tag {

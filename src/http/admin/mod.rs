@@ -8,6 +8,7 @@
 //! - [`links`]: tracked links (the public `/l/` routes a follower opens are
 //!   `crate::http::links`);
 //! - [`qrcodes`], [`menu`], [`broadcasts`], [`tags`], [`replies`] (auto-replies and welcomes);
+//! - [`h5`]: the JS-SDK signature of H5 pages (the public `/oauth/` entry is `crate::http::oauth`);
 //! - [`openapi`]: the OpenAPI document of all of them ([`schemas`]: the named schemas of the
 //!   JSON passed through as WeChat or the proto defines it).
 //!
@@ -18,6 +19,7 @@
 mod broadcasts;
 mod dead_letters;
 mod extract;
+mod h5;
 mod links;
 mod menu;
 mod openapi;
@@ -46,6 +48,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         broadcasts::routes,
         tags::routes,
         replies::routes,
+        h5::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));

@@ -12,10 +12,12 @@
 //!   in flight at once; WeCom's `send_welcome_msg` honours each welcome code once ([`welcome`]).
 //! - It serves web OAuth and the user lookups of identity enrichment ([`oauth`]).
 //! - It sends broadcasts, keeps tags and WeCom group messages as WeChat does ([`mass`]).
+//! - It issues JS-SDK tickets ([`ticket`]).
 
 mod mass;
 mod menu;
 mod oauth;
+mod ticket;
 mod welcome;
 
 use std::collections::{HashMap, VecDeque};
@@ -66,6 +68,7 @@ struct State {
     welcomes: welcome::Welcomes,
     identity: oauth::Identity,
     mass: mass::Mass,
+    tickets: ticket::Tickets,
 }
 
 pub struct FakeWeChat {
@@ -298,6 +301,11 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                     &query,
                     &json_body,
                 ));
+            }
+            if let Some(credential) = credential.as_ref().filter(|_| ticket::handles(&path)) {
+                let credential = credential.clone();
+                let answer = ticket::answer(&mut s.tickets, &credential, &path, &query);
+                return HttpResponse::Ok().json(answer);
             }
             if let Some(credential) = credential.filter(|_| menu::handles(&path)) {
                 let answer = menu::answer(&mut s.menus, &credential, &path, &query, &json_body);
