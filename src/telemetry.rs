@@ -122,6 +122,9 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
             "Anonymous tracked link opens that made no event (one per link and client per window).", PerAccount),
         ("wgw_store_docs_swept_total", Counter, "Lapsed documents removed by the sweeper, by kind.", PerLapsingKind),
         ("wgw_jsapi_signatures_total", Counter, "JS-SDK (wx.config) signatures issued.", PerAccount),
+        ("wgw_identity_oauth_total", Counter,
+            "H5 OAuth entry steps by outcome (redirected to WeChat, identified, or why refused).",
+            PerAccountAnd("outcome", &["redirected", "identified", "bad_request", "off", "bad_state", "replayed", "wechat_error", "unavailable"])),
     ]
 };
 

@@ -245,6 +245,7 @@ fn kind_label(event: &crate::pb::Event) -> &'static str {
         Some(Kind::ExternalChatChange(_)) => "external_chat_change",
         Some(Kind::TagChange(_)) => "tag_change",
         Some(Kind::LinkClick(_)) => "link_click",
+        Some(Kind::H5Identified(_)) => "h5_identified",
         Some(Kind::Unknown(_)) | None => "unknown",
     }
 }
