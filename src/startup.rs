@@ -188,6 +188,11 @@ impl Application {
                 services.clone(),
                 cfg.enrichment.user_ttl,
             )));
+            // Reads WeCom like the enrichment does: one event per customer group member who
+            // joined or left (crate::services::group_chats).
+            decorators.push(Arc::new(crate::services::group_chats::GroupMembers::new(
+                services.clone(),
+            )));
         }
         decorators.push(Arc::new(JobAttachment::new(store.clone())));
         let broadcast_runner = tokio::spawn(crate::services::broadcast::run(

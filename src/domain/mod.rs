@@ -9,6 +9,7 @@ pub mod link;
 pub mod menu;
 pub mod scene;
 pub mod untrusted;
+pub mod wecom;
 
 pub use untrusted::Untrusted;
 

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{job_to_pb, menu_json, message_json};
 use crate::config::AdminToken;
 use crate::domain::access::{bearer, match_token, Access, Caller, Scope};
+use crate::domain::wecom::{CorpTagGroup, MarkTags, NewCorpTagInput, NewCorpTags};
 use crate::domain::{Actor, Untrusted};
 use crate::error::ServiceError;
 use crate::pb::gateway_server::{Gateway, GatewayServer};
@@ -26,6 +27,7 @@ use crate::pb::{
     DeleteReplyRuleRequest, DeleteReplyRuleResponse, ListReplyRulesRequest, ListReplyRulesResponse,
     PutReplyRuleRequest, PutReplyRuleResponse,
 };
+use crate::services::corp_tags;
 use crate::services::links;
 use crate::services::message::send_message;
 use crate::services::qrcode::create_qr_code;
@@ -115,6 +117,11 @@ for_account!(
     pb::PreviewBroadcastRequest,
     pb::CreateTagRequest,
     pb::TagUsersRequest,
+    pb::ListCorpTagsRequest,
+    pb::CreateCorpTagRequest,
+    pb::EditCorpTagRequest,
+    pb::DeleteCorpTagRequest,
+    pb::MarkTagsRequest,
     pb::ListTagsRequest,
     pb::UpdateTagRequest,
     pb::DeleteTagRequest,
@@ -386,6 +393,89 @@ impl Gateway for GatewayService {
         self.change_tag(request, true).await
     }
 
+    async fn list_corp_tags(
+        &self,
+        request: Request<pb::ListCorpTagsRequest>,
+    ) -> Result<Response<pb::ListCorpTagsResponse>, Status> {
+        let (_, r) = self.authorize(request, Access::Read, "ListCorpTags")?;
+        let groups = corp_tags::list(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &r.tag_ids,
+            &r.group_ids,
+        )
+        .await?;
+        Ok(Response::new(pb::ListCorpTagsResponse {
+            groups: groups.into_iter().map(corp_tag_group_to_pb).collect(),
+        }))
+    }
+
+    async fn create_corp_tag(
+        &self,
+        request: Request<pb::CreateCorpTagRequest>,
+    ) -> Result<Response<pb::CorpTagGroup>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "CreateCorpTag")?;
+        let account = account_id(&r.account_id)?;
+        let tags: Vec<NewCorpTagInput> = r
+            .tags
+            .into_iter()
+            .map(|t| NewCorpTagInput {
+                name: t.name,
+                order: (t.order != 0).then_some(t.order),
+            })
+            .collect();
+        let req = NewCorpTags::parse(
+            Some(r.group_id.as_str()),
+            Some(r.group_name.as_str()),
+            (r.group_order != 0).then_some(r.group_order),
+            &tags,
+        )
+        .map_err(ServiceError::Validation)?;
+        let group = corp_tags::create(&self.services, &account, &actor, req).await?;
+        Ok(Response::new(corp_tag_group_to_pb(group)))
+    }
+
+    async fn edit_corp_tag(
+        &self,
+        request: Request<pb::EditCorpTagRequest>,
+    ) -> Result<Response<pb::EditCorpTagResponse>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "EditCorpTag")?;
+        corp_tags::edit(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &actor,
+            &r.id,
+            (!r.name.is_empty()).then_some(r.name.as_str()),
+            r.order,
+        )
+        .await?;
+        Ok(Response::new(pb::EditCorpTagResponse {}))
+    }
+
+    async fn delete_corp_tag(
+        &self,
+        request: Request<pb::DeleteCorpTagRequest>,
+    ) -> Result<Response<pb::DeleteCorpTagResponse>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "DeleteCorpTag")?;
+        let deleted =
+            corp_tags::delete(&self.services, &account_id(&r.account_id)?, &actor, &r.id).await?;
+        Ok(Response::new(pb::DeleteCorpTagResponse {
+            deleted: deleted.as_str().to_owned(),
+        }))
+    }
+
+    async fn mark_tags(
+        &self,
+        request: Request<pb::MarkTagsRequest>,
+    ) -> Result<Response<pb::MarkTagsResponse>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "MarkTags")?;
+        let account = account_id(&r.account_id)?;
+        let req = MarkTags::parse(&r.external_user_id, &r.user_id, &r.add, &r.remove)
+            .map_err(ServiceError::Validation)?;
+        corp_tags::mark(&self.services, &account, &actor, &req).await?;
+        Ok(Response::new(pb::MarkTagsResponse {}))
+    }
+
     async fn list_tags(
         &self,
         request: Request<pb::ListTagsRequest>,
@@ -440,6 +530,27 @@ impl Gateway for GatewayService {
         let signed =
             h5::jsapi_signature(&self.services, &account_id(&r.account_id)?, &r.url).await?;
         Ok(Response::new(signed.into()))
+    }
+}
+
+fn corp_tag_group_to_pb(g: CorpTagGroup) -> pb::CorpTagGroup {
+    pb::CorpTagGroup {
+        group_id: g.group_id,
+        group_name: g.group_name,
+        create_time: g.create_time,
+        order: g.order,
+        deleted: g.deleted,
+        tags: g
+            .tags
+            .into_iter()
+            .map(|t| pb::CorpTag {
+                id: t.id,
+                name: t.name,
+                create_time: t.create_time,
+                order: t.order,
+                deleted: t.deleted,
+            })
+            .collect(),
     }
 }
 

@@ -245,6 +245,9 @@ fn kind_label(event: &crate::pb::Event) -> &'static str {
         Some(Kind::ExternalChatChange(_)) => "external_chat_change",
         Some(Kind::TagChange(_)) => "tag_change",
         Some(Kind::LinkClick(_)) => "link_click",
+        Some(Kind::CorpTagChange(_)) => "corp_tag_change",
+        Some(Kind::GroupMemberJoined(_)) => "group_member_joined",
+        Some(Kind::GroupMemberLeft(_)) => "group_member_left",
         Some(Kind::H5Identified(_)) => "h5_identified",
         Some(Kind::Unknown(_)) | None => "unknown",
     }

@@ -12,6 +12,7 @@
 //! `crate::services`, and this module knows them only by that interface. They run here, off the
 //! callback path, so a callback never waits for them.
 
+mod availability;
 pub mod sink;
 
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::pb;
-use crate::store::{OutboxEntry, Store};
+use crate::store::{OutboxEntry, Store, StoreError};
+use availability::Availability;
 use sink::{Delivered, Sink, SinkError};
 
 /// How the forwarder paces itself.
@@ -79,6 +81,42 @@ fn backoff(cfg: &ForwarderConfig, failures: u32) -> Duration {
     ))
 }
 
+/// Where a delivery loop claims from.
+enum Source {
+    /// Every account at once: the store's accounts fail together.
+    All,
+    /// One account: the store's accounts fail apart ([`crate::store::Outbox::accounts_fail_apart`]).
+    Account(String),
+}
+
+/// What a delivered batch leaves to do in the store: dead-letter what the CRM refused,
+/// acknowledge the rest. Drained as each step succeeds, so a retry does only what is left.
+#[derive(Default)]
+struct Settle {
+    dead: Vec<(OutboxEntry, String)>,
+    ack: Vec<OutboxEntry>,
+}
+
+impl Settle {
+    fn len(&self) -> usize {
+        self.dead.len() + self.ack.len()
+    }
+
+    fn extend(&mut self, other: Settle) {
+        self.dead.extend(other.dead);
+        self.ack.extend(other.ack);
+    }
+}
+
+/// How far the delivery of a batch got.
+struct Delivery {
+    /// The first `done` entries of the batch reached the CRM (accepted or refused).
+    done: usize,
+    settle: Settle,
+    /// Why the rest of the batch did not (it is retried).
+    error: Option<SinkError>,
+}
+
 impl Forwarder {
     /// `decorators` complete each batch before delivery, in this order (module comment).
     pub fn new(cfg: ForwarderConfig, decorators: Vec<Arc<dyn Decorate>>) -> Self {
@@ -86,7 +124,8 @@ impl Forwarder {
     }
 
     /// Runs until `shutdown` is cancelled. Undelivered events stay in the store for the next
-    /// run (of this instance or another).
+    /// run (of this instance or another). When the store's accounts fail apart, each account
+    /// has a delivery loop of its own, so that one unreachable account never holds up another.
     pub async fn run(
         self,
         store: Arc<dyn Store>,
@@ -98,21 +137,99 @@ impl Forwarder {
             self.cfg.accounts.clone(),
             shutdown.clone(),
         ));
+        let availability = Arc::new(Availability::default());
+        let this = Arc::new(self);
+        if store.accounts_fail_apart() {
+            let mut loops = tokio::task::JoinSet::new();
+            for account in &this.cfg.accounts {
+                loops.spawn(this.clone().deliver_loop(
+                    store.clone(),
+                    sink.clone(),
+                    Source::Account(account.clone()),
+                    availability.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            while loops.join_next().await.is_some() {}
+            shutdown.cancelled().await;
+        } else {
+            this.deliver_loop(store, sink, Source::All, availability, shutdown)
+                .await;
+        }
+        stats.abort();
+    }
+
+    /// Claim → deliver → settle until shutdown, for the accounts of `source`.
+    async fn deliver_loop(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        sink: Arc<dyn Sink>,
+        source: Source,
+        availability: Arc<Availability>,
+        shutdown: CancellationToken,
+    ) {
+        let accounts = match &source {
+            Source::All => self.cfg.accounts.clone(),
+            Source::Account(account) => vec![account.clone()],
+        };
         let mut failures: u32 = 0;
         let mut pending: Vec<OutboxEntry> = Vec::new();
+        let mut unsettled = Settle::default();
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
+            // What the CRM has is settled before anything else: when the store fails here only
+            // this step is retried, never the delivery.
+            if unsettled.len() > 0 {
+                match self.settle(&*store, &mut unsettled).await {
+                    Ok(()) => availability.succeeded(&accounts),
+                    Err(e) => {
+                        availability.failed(&accounts, &e);
+                        failures = failures.saturating_add(1);
+                        let wait = backoff(&self.cfg, failures);
+                        tracing::warn!(error = %e, events = unsettled.len(),
+                            retry_in_ms = wait.as_millis() as u64,
+                            "cannot acknowledge delivered events in the outbox; retrying that step");
+                        if !sleep_or_stop(wait, &shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             if pending.is_empty() {
+                let claim = async {
+                    match &source {
+                        Source::All => {
+                            store
+                                .claim(&self.cfg.consumer, self.cfg.batch_size, self.cfg.claim_wait)
+                                .await
+                        }
+                        Source::Account(account) => {
+                            store
+                                .claim_account(
+                                    &self.cfg.consumer,
+                                    account,
+                                    self.cfg.batch_size,
+                                    self.cfg.claim_wait,
+                                )
+                                .await
+                        }
+                    }
+                };
                 let claimed = tokio::select! {
-                    r = store.claim(&self.cfg.consumer, self.cfg.batch_size, self.cfg.claim_wait) => r,
+                    r = claim => r,
                     _ = shutdown.cancelled() => break,
                 };
                 match claimed {
-                    Ok(entries) => pending = entries,
+                    Ok(entries) => {
+                        availability.succeeded(&accounts);
+                        pending = entries;
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot claim from the outbox");
+                        availability.failed(&accounts, &e);
+                        tracing::warn!(error = %e, accounts = ?accounts, "cannot claim from the outbox");
                         failures = failures.saturating_add(1);
                         if !sleep_or_stop(backoff(&self.cfg, failures), &shutdown).await {
                             break;
@@ -124,83 +241,107 @@ impl Forwarder {
                     continue;
                 }
             }
-            match self.deliver_once(&*store, &*sink, &pending).await {
-                Ok(()) => {
+            let delivery = self.deliver(&*sink, &pending).await;
+            unsettled.extend(delivery.settle);
+            pending.drain(..delivery.done);
+            let Some(e) = delivery.error else {
+                failures = 0;
+                continue;
+            };
+            failures = failures.saturating_add(1);
+            metrics::counter!("wgw_delivery_failures_total").increment(1);
+            let wait = backoff(&self.cfg, failures);
+            tracing::warn!(error = %e, events = pending.len(), retry_in_ms = wait.as_millis() as u64,
+                "delivery failed; the batch will be retried");
+            if !sleep_or_stop(wait, &shutdown).await {
+                break;
+            }
+            match store.keep_claimed(&self.cfg.consumer, &pending).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        events = pending.len(),
+                        "the claim on a batch lapsed; another instance delivers it"
+                    );
                     pending.clear();
-                    failures = 0;
                 }
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    metrics::counter!("wgw_delivery_failures_total").increment(1);
-                    let wait = backoff(&self.cfg, failures);
-                    tracing::warn!(error = %e, events = pending.len(), retry_in_ms = wait.as_millis() as u64,
-                        "delivery failed; the batch will be retried");
-                    if !sleep_or_stop(wait, &shutdown).await {
-                        break;
-                    }
-                    match store.keep_claimed(&self.cfg.consumer, &pending).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(
-                                events = pending.len(),
-                                "the claim on a batch lapsed; another instance delivers it"
-                            );
-                            pending.clear();
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot renew the claim on a batch"),
-                    }
+                    availability.failed(&accounts, &e);
+                    tracing::warn!(error = %e, "cannot renew the claim on a batch");
                 }
             }
         }
-        stats.abort();
     }
 
-    /// Delivers one batch and settles it in the store: rejected events to the dead letters,
-    /// the rest acknowledged. Any error leaves the whole batch to be retried.
-    async fn deliver_once(
-        &self,
-        store: &dyn Store,
-        sink: &dyn Sink,
-        batch: &[OutboxEntry],
-    ) -> anyhow::Result<()> {
+    /// Delivers one batch: how much of it reached the CRM, and what that leaves to settle.
+    async fn deliver(&self, sink: &dyn Sink, batch: &[OutboxEntry]) -> Delivery {
         let mut events: Vec<_> = batch.iter().map(|e| e.event.clone()).collect();
         for step in &self.decorators {
             step.decorate(&mut events).await;
         }
-        let delivered = match sink.deliver(&events).await {
-            Ok(d) => d,
+        let rejected = match sink.deliver(&events).await {
+            Ok(Delivered { rejected }) => rejected,
             // One event poisons the request: find it by delivering one at a time, in order.
             Err(SinkError::Invalid(reason)) if batch.len() > 1 => {
                 tracing::warn!(reason = %reason, events = batch.len(),
                     "the CRM refused a batch as invalid; delivering its events one by one");
-                for entry in batch {
-                    Box::pin(self.deliver_once(store, sink, std::slice::from_ref(entry))).await?;
+                let mut settle = Settle::default();
+                for (done, entry) in batch.iter().enumerate() {
+                    let one = Box::pin(self.deliver(sink, std::slice::from_ref(entry))).await;
+                    settle.extend(one.settle);
+                    if one.error.is_some() {
+                        return Delivery {
+                            done,
+                            settle,
+                            error: one.error,
+                        };
+                    }
                 }
-                return Ok(());
+                return Delivery {
+                    done: batch.len(),
+                    settle,
+                    error: None,
+                };
             }
-            Err(SinkError::Invalid(reason)) => Delivered {
-                rejected: vec![(batch[0].event.id.clone(), reason)],
-            },
-            Err(e) => return Err(e.into()),
+            Err(SinkError::Invalid(reason)) => vec![(batch[0].event.id.clone(), reason)],
+            Err(e) => {
+                return Delivery {
+                    done: 0,
+                    settle: Settle::default(),
+                    error: Some(e),
+                }
+            }
         };
-        let mut accepted = Vec::with_capacity(batch.len());
+        let mut settle = Settle::default();
         for entry in batch {
-            match delivered
-                .rejected
-                .iter()
-                .find(|(id, _)| *id == entry.event.id)
-            {
+            match rejected.iter().find(|(id, _)| *id == entry.event.id) {
                 Some((_, reason)) => {
                     tracing::warn!(event_id = %entry.event.id, reason = %reason,
                         "the CRM rejected an event; moved to the dead letters");
-                    store.dead_letter(entry, reason).await?;
-                    metrics::counter!("wgw_dead_letters_total").increment(1);
+                    settle.dead.push((entry.clone(), reason.clone()));
                 }
-                None => accepted.push(entry.clone()),
+                None => settle.ack.push(entry.clone()),
             }
         }
-        store.ack(&accepted).await?;
-        metrics::counter!("wgw_events_delivered_total").increment(accepted.len() as u64);
+        Delivery {
+            done: batch.len(),
+            settle,
+            error: None,
+        }
+    }
+
+    /// Settles delivered entries in the store: refused ones to the dead letters, the rest
+    /// acknowledged. What succeeded is taken out of `settle`, so that a retry (both steps may
+    /// run twice) does and counts only the rest.
+    async fn settle(&self, store: &dyn Store, settle: &mut Settle) -> Result<(), StoreError> {
+        while let Some((entry, reason)) = settle.dead.first() {
+            store.dead_letter(entry, reason).await?;
+            metrics::counter!("wgw_dead_letters_total").increment(1);
+            settle.dead.remove(0);
+        }
+        store.ack(&settle.ack).await?;
+        metrics::counter!("wgw_events_delivered_total").increment(settle.ack.len() as u64);
+        settle.ack.clear();
         Ok(())
     }
 }
@@ -221,7 +362,8 @@ async fn report_stats(store: Arc<dyn Store>, accounts: Vec<String>, shutdown: Ca
     loop {
         let started = std::time::Instant::now();
         if let Ok(stats) = store.outbox_stats().await {
-            for account in &accounts {
+            // An account whose figures could not be read keeps its last ones.
+            for account in accounts.iter().filter(|a| !stats.unavailable.contains(*a)) {
                 let backlog = stats.accounts.get(account).copied().unwrap_or_default();
                 metrics::gauge!("wgw_outbox_depth", "account" => account.clone())
                     .set(backlog.depth as f64);

@@ -7,6 +7,7 @@
 //!
 //! - [`model`]: WeChat's state and answers (tokens, QR codes, contact ways, menus, tags, mass
 //!   sends, WeCom group messages, users, OAuth), deterministic and in memory.
+//! - [`wecom_profile`]: WeCom corp tags, customer tags and customer groups (with demo data).
 //! - [`server`]: the fake as an HTTP server on a loopback port, which also posts the
 //!   MASSSENDJOBFINISH callbacks a mass send owes the gateway.
 //!
@@ -14,6 +15,7 @@
 
 pub mod model;
 pub mod server;
+pub mod wecom_profile;
 
 use std::path::PathBuf;
 

@@ -99,6 +99,8 @@ struct AccountState {
     contact_ways: u64,
     group_msgs: Vec<GroupMsg>,
     messages: u64,
+    /// WeCom corp tags and customer groups, from [`super::wecom_profile::Profile::demo`].
+    profile: Option<super::wecom_profile::Profile>,
 }
 
 #[derive(Debug)]
@@ -589,6 +591,10 @@ impl FakeWeChat {
                     Ok(_) => ok(),
                 }
             }
+            (Platform::Work, path) if super::wecom_profile::handles(path) => state
+                .profile
+                .get_or_insert_with(|| super::wecom_profile::Profile::demo(call.now))
+                .answer(path, body, call.now),
             _ => match h5::answer(state, call) {
                 Some(answer) => answer,
                 None => return Answer::Unknown,

@@ -1,6 +1,7 @@
 //! QR-scene attribution, run by the forwarder on each batch before delivery (a
 //! [`Decorate`] step): every event that carries a QR scene (subscribe through a code, SCAN) or a
-//! contact-me `state` (WeCom `add_external_contact`, also `add_half_external_contact`) gets the
+//! contact-me `state` (WeCom `add_external_contact`, also `add_half_external_contact`, and a
+//! customer group join through a group join code, `group_member_joined`) gets the
 //! label of that scene from the store's scene registry, which the QR-code and contact-me use cases
 //! ([`super::qrcode`]) fill. A lookup that fails only leaves the label empty (and is logged and
 //! counted in `wgw_attribution_failures_total`): delivery never waits or fails because of it.
@@ -36,6 +37,8 @@ fn scene_of(event: &pb::Event) -> Option<&str> {
         {
             &c.state
         }
+        // A customer group join through a group join code (`group-chat-join-ways`).
+        Kind::GroupMemberJoined(j) => &j.state,
         _ => return None,
     };
     (!scene.is_empty()).then_some(scene.as_str())

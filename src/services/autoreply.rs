@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::PerAccount;
 use crate::domain::autoreply::{check_rule_id, Reply, Rule, RuleSet};
 use crate::domain::{AccountId, Actor};
 use crate::error::ServiceError;
@@ -154,15 +155,33 @@ impl Replies {
     }
 }
 
-/// The refresher: every [`REFRESH_EVERY`], until shutdown.
+/// The refresher: every [`REFRESH_EVERY`], until shutdown. An account whose part of the store
+/// fails keeps its snapshot and is skipped for a while (backing off up to 5 minutes), so that it
+/// does not hold up the others' refresh on every pass (issue 17).
 pub async fn refresh_periodically(svc: Arc<Services>, shutdown: CancellationToken) {
     let accounts: Vec<String> = svc.accounts.keys().cloned().collect();
+    let backoff = PerAccount::new(REFRESH_EVERY, Duration::from_secs(300));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(REFRESH_EVERY) => {}
         }
-        svc.replies.refresh_all(&*svc.store, &accounts).await;
+        for account in accounts.iter().filter(|a| backoff.ready(a)) {
+            match svc.replies.reload(&*svc.store, account).await {
+                Ok(()) => {
+                    if backoff.succeeded(account) {
+                        tracing::info!(account = %account, "auto-reply rules refreshed again");
+                    }
+                }
+                Err(e) => {
+                    let (wait, first) = backoff.failed(account);
+                    if first {
+                        tracing::warn!(account = %account, error = %e, retry_in_s = wait.as_secs(),
+                            "auto-reply rules not refreshed; keeping the previous ones");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -8,8 +8,9 @@
 //!   at most [`BATCHGET_MAX`] users per call as WeChat documents it, so a batch of n users to
 //!   look up costs ceil(n / 100) calls. The answer is cached and `union_id` and `profile` are set
 //!   on the event. A WeCom event with an `external_user_id` is looked up with
-//!   `externalcontact/get`, which gives the name and, where the corp is bound to an open
-//!   platform, the `unionid`.
+//!   `externalcontact/get`, which gives the name, the members who have the customer
+//!   (`follow_user`: their remark, tags, add_way, state, createtime; `Event.follow_user`) and,
+//!   where the corp is bound to an open platform, the `unionid`.
 //! - **A lookup never holds an event back.** The lookups of one batch get [`DEADLINE`] in all;
 //!   a failure (WeChat refusing, busy, away, past the deadline) is logged and counted in
 //!   `wgw_enrichment_failures_total`, the events go out with what the cache had (or nothing),
@@ -67,6 +68,9 @@ struct CachedUser {
     name: String,
     /// Unix seconds.
     fetched_at: i64,
+    /// WeCom: `follow_user` of externalcontact/get (absent in entries cached before it was kept).
+    #[serde(default)]
+    follow_user: Vec<user::FollowUser>,
 }
 
 impl CachedUser {
@@ -80,6 +84,39 @@ impl CachedUser {
             fetched_at: ts(self.fetched_at),
             name: self.name.clone(),
         }
+    }
+
+    /// `Event.follow_user`: every member who has the customer, with their tags.
+    fn follow_users(&self) -> Vec<pb::FollowUser> {
+        self.follow_user.iter().map(follow_user_to_pb).collect()
+    }
+}
+
+/// One `follow_user` entry as the event carries it.
+pub(crate) fn follow_user_to_pb(f: &user::FollowUser) -> pb::FollowUser {
+    pb::FollowUser {
+        user_id: f.userid.clone(),
+        remark: f.remark.clone(),
+        description: f.description.clone(),
+        created_at: (f.createtime > 0).then_some(pb::Timestamp {
+            seconds: f.createtime,
+            nanos: 0,
+        }),
+        tags: f
+            .tags
+            .iter()
+            .map(|t| pb::FollowUserTag {
+                tag_id: t.tag_id.clone(),
+                tag_name: t.tag_name.clone(),
+                group_name: t.group_name.clone(),
+                r#type: t.r#type,
+            })
+            .collect(),
+        add_way: f.add_way,
+        state: f.state.clone(),
+        oper_user_id: f.oper_userid.clone(),
+        remark_corp_name: f.remark_corp_name.clone(),
+        remark_mobiles: f.remark_mobiles.clone(),
     }
 }
 
@@ -258,6 +295,7 @@ impl Enricher {
                         event.union_id = u.union_id.clone();
                     }
                     event.profile = Some(u.profile());
+                    event.follow_user = u.follow_users();
                 }
             }
             let keep = match (&plan.fresh, &current) {
@@ -374,6 +412,7 @@ impl Enricher {
                         subscribed_at: u.subscribe_time,
                         name: String::new(),
                         fetched_at: now,
+                        follow_user: Vec::new(),
                     },
                 ));
             }
@@ -404,6 +443,7 @@ impl Enricher {
                 CachedUser {
                     union_id: answer.external_contact.unionid,
                     name: answer.external_contact.name,
+                    follow_user: answer.follow_user,
                     fetched_at: unix_now(),
                     ..CachedUser::default()
                 },

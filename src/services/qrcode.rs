@@ -159,7 +159,7 @@ pub async fn create_qr_code(
     Ok(answer)
 }
 
-fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ServiceError> {
+pub(super) fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ServiceError> {
     if metadata.len() > MAX_METADATA {
         return Err(ServiceError::Validation(format!(
             "metadata: at most {MAX_METADATA} entries, got {}",

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Services;
+use crate::backoff::PerAccount;
 use crate::store::kinds;
 
 /// Documents looked at per store call: small enough that one step never holds up callbacks.
@@ -21,20 +22,27 @@ const STEP: usize = 1000;
 
 /// Sweeps every `every` until `shutdown`.
 pub async fn run(svc: Arc<Services>, every: Duration, shutdown: CancellationToken) {
+    let backoff = PerAccount::new(every, Duration::from_secs(3600).max(every));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        sweep_all(&svc, &shutdown).await;
+        sweep_all(&svc, &backoff, &shutdown).await;
     }
 }
 
 /// One pass over every account's lapsing kinds; returns how many documents were removed. A
-/// store failure ends that kind's pass (the next one starts over), never the sweeper.
-pub async fn sweep_all(svc: &Services, shutdown: &CancellationToken) -> usize {
+/// store failure ends that account's pass (the next one starts over), never the sweeper, and
+/// the account is skipped for a while (`backoff`), so that one whose part of the store is
+/// unreachable (its Redis Cluster slot) does not hold up the others on every pass (issue 17).
+pub async fn sweep_all(
+    svc: &Services,
+    backoff: &PerAccount,
+    shutdown: &CancellationToken,
+) -> usize {
     let mut total = 0;
-    for account in svc.accounts.keys() {
+    'accounts: for account in svc.accounts.keys().filter(|a| backoff.ready(a)) {
         for kind in kinds::lapsing().map(|k| k.name()) {
             let mut cursor: Option<String> = None;
             loop {
@@ -58,13 +66,20 @@ pub async fn sweep_all(svc: &Services, shutdown: &CancellationToken) -> usize {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(account = %account, kind, error = %e,
-                            "cannot sweep lapsed documents; the next pass tries again");
-                        break;
+                        let (wait, first) = backoff.failed(account);
+                        if first {
+                            tracing::warn!(account = %account, kind, error = %e,
+                                retry_in_s = wait.as_secs(),
+                                "cannot sweep lapsed documents; a later pass tries again");
+                        }
+                        continue 'accounts;
                     }
                 }
                 tokio::task::yield_now().await;
             }
+        }
+        if backoff.succeeded(account) {
+            tracing::info!(account = %account, "lapsed documents swept again");
         }
     }
     if total > 0 {

@@ -79,6 +79,9 @@ kinds! {
     /// A plain-mode callback's `signature` → the hash of the body it came with, for twice the
     /// clock window (`crate::services::plain_signatures`).
     PLAIN_SIGNATURE = "plain-sig", AfterTtl;
+    /// A WeCom `change_external_chat` event whose per-member join/leave events were recorded
+    /// (id: the event's id), for a day: a retried batch does not read the group again.
+    GROUP_MEMBER_EVENTS = "group-member-events", AfterTtl;
 }
 
 /// The kinds whose documents lapse: what the sweeper goes through.
@@ -110,7 +113,8 @@ mod tests {
                 "link-oauth-state",
                 "link-anon-click",
                 "bcast-lease",
-                "plain-sig"
+                "plain-sig",
+                "group-member-events"
             ]
         );
     }

@@ -32,7 +32,7 @@ use thiserror::Error;
 use crate::domain::Secret;
 use crate::pb;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -74,6 +74,9 @@ pub struct OutboxStats {
     pub oldest_age: Option<Duration>,
     /// Only accounts with events waiting.
     pub accounts: std::collections::BTreeMap<String, Backlog>,
+    /// Accounts whose figures could not be read because their part of the store is unreachable
+    /// (a Redis Cluster master down): not in `accounts`, and not counted in the totals.
+    pub unavailable: std::collections::BTreeSet<String>,
 }
 
 /// One account's undelivered events.
@@ -98,6 +101,7 @@ impl OutboxStats {
             depth: accounts.values().map(|b| b.depth).sum(),
             oldest_age: accounts.values().filter_map(|b| b.oldest_age).max(),
             accounts,
+            unavailable: Default::default(),
         }
     }
 }
@@ -143,8 +147,31 @@ pub trait Outbox: Send + Sync {
     /// happened (so the callback answers 503 and WeChat retries).
     async fn record(&self, event: &pb::Event) -> Result<Recorded, StoreError>;
 
-    /// Whether the store answers (for `/readyz`).
+    /// Whether the store answers (for `/readyz`). Where accounts fail apart, it answers while
+    /// any account's part does: a partial outage keeps the instance in the load balancer.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether one account's part of the store can be unreachable while the others answer (a
+    /// Redis Cluster: each account's keys share one slot, on one master). The forwarder then
+    /// runs one loop per account over [`Outbox::claim_account`], so that an unreachable slot
+    /// holds back its own account only (issue 17).
+    fn accounts_fail_apart(&self) -> bool {
+        false
+    }
+
+    /// [`Outbox::claim`] for one account only, with the same guarantees. Used when
+    /// [`Outbox::accounts_fail_apart`]; a store whose accounts fail together needs no split, and
+    /// by default claims from every account.
+    async fn claim_account(
+        &self,
+        consumer: &str,
+        account: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let _ = account;
+        self.claim(consumer, max, wait).await
+    }
 
     /// Claims up to `max` undelivered events for this consumer, oldest first (per account in
     /// order), waiting up to `wait` when there are none. Events claimed but not acknowledged are

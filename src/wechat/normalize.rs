@@ -129,6 +129,7 @@ pub fn normalize(
         union_id: String::new(),
         reply_rule_id: String::new(),
         profile: None,
+        follow_user: Vec::new(),
         user_id: user_id.to_owned(),
         external_user_id: external_user_id.to_owned(),
         to_user_name: text(doc, "ToUserName").to_owned(),
@@ -194,6 +195,7 @@ enum EventName {
     ChangeContact,
     ChangeExternalContact,
     ChangeExternalChat,
+    ChangeExternalTag,
 }
 
 /// Event name, model, and the only platform that sends it (`None`: both).
@@ -234,6 +236,11 @@ const EVENT_NAMES: &[(&str, EventName, Option<Platform>)] = &[
     (
         "change_external_chat",
         EventName::ChangeExternalChat,
+        Some(Platform::Work),
+    ),
+    (
+        "change_external_tag",
+        EventName::ChangeExternalTag,
         Some(Platform::Work),
     ),
 ];
@@ -413,6 +420,18 @@ fn event_kind(
                 join_scene: number(doc, "JoinScene")?,
                 quit_scene: number(doc, "QuitScene")?,
                 mem_change_cnt: number(doc, "MemChangeCnt")?,
+                // MemChangeList/Item (the only Items of this callback).
+                mem_change_list: doc.get_all("Item").map(str::to_owned).collect(),
+            }),
+            _ => return Ok(None),
+        },
+        // 92130 企业客户标签创建/变更/删除/重排事件: Id, TagType (tag or tag_group), StrategyId.
+        EventName::ChangeExternalTag => match change_type {
+            "create" | "update" | "delete" | "shuffle" => Kind::CorpTagChange(pb::CorpTagChange {
+                change_type: change_type.to_owned(),
+                id: owned(doc, "Id"),
+                tag_type: owned(doc, "TagType"),
+                strategy_id: owned(doc, "StrategyId"),
             }),
             _ => return Ok(None),
         },
@@ -1530,7 +1549,8 @@ mod tests {
                 update_detail: "add_member".into(),
                 join_scene: 1,
                 quit_scene: 0,
-                mem_change_cnt: 10
+                mem_change_cnt: 10,
+                mem_change_list: vec!["Jack".into(), "Rose".into()],
             })
         );
         assert_eq!(e.user_id, "");
@@ -1551,6 +1571,47 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn a_corp_tag_change_is_typed_for_every_change_type() {
+        // 92130 企业客户标签创建事件 (the others differ in ChangeType, and StrategyId).
+        let xml = |change: &str, tag_type: &str, strategy: &str| {
+            format!(
+                "<xml><ToUserName><![CDATA[toUser]]></ToUserName>\
+                 <FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1403610513</CreateTime>\
+                 <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_tag]]></Event>\
+                 <Id><![CDATA[TAG_ID]]></Id><TagType><![CDATA[{tag_type}]]></TagType>\
+                 <ChangeType><![CDATA[{change}]]></ChangeType>{strategy}</xml>"
+            )
+        };
+        let mut ids = std::collections::HashSet::new();
+        for (change, tag_type, strategy) in [
+            ("create", "tag", ""),
+            ("update", "tag_group", ""),
+            ("delete", "tag", "<StrategyId>1</StrategyId>"),
+            ("shuffle", "", "<StrategyId>1</StrategyId>"),
+        ] {
+            let e = work(&xml(change, tag_type, strategy));
+            assert_eq!(
+                kind(&e),
+                &Kind::CorpTagChange(pb::CorpTagChange {
+                    change_type: change.into(),
+                    id: "TAG_ID".into(),
+                    tag_type: tag_type.into(),
+                    strategy_id: if strategy.is_empty() { "" } else { "1" }.into(),
+                })
+            );
+            assert!(ids.insert(e.id));
+        }
+        // A ChangeType WeCom may add later stays unknown, with its XML.
+        let later = xml("merge", "tag", "");
+        assert!(matches!(kind(&work(&later)), Kind::Unknown(u) if u.raw_xml == later));
+        // On an Official Account the event does not exist.
+        assert!(matches!(
+            kind(&mp(&xml("create", "tag", ""))),
+            Kind::Unknown(_)
+        ));
     }
 
     // ---- Unknown kinds and errors ----
@@ -1841,7 +1902,7 @@ mod proptests {
         image|voice|video|shortvideo|location|link|event|EVENT|subscribe|unsubscribe|SCAN|\
         LOCATION|CLICK|click|VIEW|view|scancode_push|scancode_waitmsg|pic_sysphoto|\
         pic_photo_or_album|pic_weixin|location_select|MASSSENDJOBFINISH|TEMPLATESENDJOBFINISH|\
-        enter_agent|change_contact|change_external_contact|change_external_chat|create_user|\
+        enter_agent|change_contact|change_external_contact|change_external_chat|change_external_tag|shuffle|delete|create_user|\
         update_user|delete_user|create_party|update_party|delete_party|update_tag|\
         add_external_contact|edit_external_contact|del_external_contact|\
         add_half_external_contact|del_follow_user|transfer_fail|create|update|dismiss|qrscene_|\

@@ -1062,3 +1062,118 @@ async fn connecting_to_an_unreachable_redis_fails_with_a_clear_error() {
     };
     assert!(message.contains("Redis connect failed"), "{message}");
 }
+
+/// Issue 16: records that arrive together share script calls, and each is answered as if it had
+/// been alone. Redis holds back writes for a moment (`CLIENT PAUSE ... WRITE`, which holds
+/// `EVALSHA` too), so the first records wait in Redis while the rest queue behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redis_records_share_round_trips_and_each_answers_as_if_alone() {
+    let server = RedisServer::start();
+    let accounts = unique_accounts::<2>();
+    let store = Arc::new(redis_store(&server.url(), &accounts).await);
+    let [a, b] = &accounts;
+    for i in 0..10 {
+        let recorded = store.record(&event(a, &format!("old{i}"))).await.unwrap();
+        assert_eq!(recorded, Recorded::New);
+    }
+    let mut admin = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    // 300 records at once: 200 new ids over two accounts, 10 retries of ids recorded before,
+    // and 45 ids sent twice (both copies in flight together).
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for i in 0..200 {
+        let account = if i % 4 == 0 { b } else { a };
+        sent.push((account.clone(), format!("new{i}")));
+    }
+    for i in 0..10 {
+        sent.push((a.clone(), format!("old{i}")));
+    }
+    for i in 0..45 {
+        sent.push((a.clone(), format!("twice{i}")));
+        sent.push((a.clone(), format!("twice{i}")));
+    }
+    let tasks: Vec<_> = sent
+        .iter()
+        .map(|(account, id)| {
+            let store = Arc::clone(&store);
+            let event = event(account, id);
+            tokio::spawn(async move { store.record(&event).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap().unwrap());
+    }
+
+    for ((_, id), answer) in sent.iter().zip(&answers) {
+        if id.starts_with("new") {
+            assert_eq!(*answer, Recorded::New, "{id}");
+        } else if id.starts_with("old") {
+            assert_eq!(*answer, Recorded::Duplicate, "{id}");
+        }
+    }
+    for i in 0..45 {
+        let id = format!("twice{i}");
+        let news = sent
+            .iter()
+            .zip(&answers)
+            .filter(|((_, sent_id), answer)| *sent_id == id && **answer == Recorded::New)
+            .count();
+        assert_eq!(
+            news, 1,
+            "one of the two copies of {id} is new, the other a duplicate"
+        );
+    }
+
+    let calls = command_calls(&mut admin).await;
+    let evalsha = calls
+        .iter()
+        .find(|(name, _)| name == "evalsha")
+        .map_or(0, |(_, n)| *n);
+    let others: Vec<_> = calls
+        .iter()
+        .filter(|(name, _)| {
+            !["evalsha", "exists", "xadd", "set", "client|pause"].contains(&name.as_str())
+        })
+        .collect();
+    assert!(others.is_empty(), "only scripts ran: {others:?}");
+    assert!(
+        (2..=40).contains(&evalsha),
+        "300 concurrent records of two accounts went in {evalsha} script calls"
+    );
+
+    // Each new id is in its account's outbox once, the duplicates are not there again.
+    let mut outbox: Vec<String> = drain(store.as_ref())
+        .await
+        .into_iter()
+        .map(|e| format!("{} {}", e.account_id, e.id))
+        .collect();
+    outbox.sort();
+    let mut expected: Vec<String> = (0..10)
+        .map(|i| format!("{a} old{i}"))
+        .chain(
+            sent.iter()
+                .filter(|(_, id)| id.starts_with("new"))
+                .map(|(acc, id)| format!("{acc} {id}")),
+        )
+        .chain((0..45).map(|i| format!("{a} twice{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(outbox, expected);
+}

@@ -8,6 +8,8 @@
 //! - [`links`]: tracked links (the public `/l/` routes a follower opens are
 //!   `crate::http::links`);
 //! - [`qrcodes`], [`menu`], [`broadcasts`], [`tags`], [`replies`] (auto-replies and welcomes);
+//! - [`corp_tags`] (WeCom corp tags, the tags on a customer) and [`group_chats`] (WeCom
+//!   customer groups and their join codes);
 //! - [`h5`]: the JS-SDK signature of H5 pages (the public `/oauth/` entry is `crate::http::oauth`);
 //! - [`openapi`]: the OpenAPI document of all of them ([`schemas`]: the named schemas of the
 //!   JSON passed through as WeChat or the proto defines it).
@@ -17,8 +19,10 @@
 //! writes every error body; [`responses`] describes those bodies to the OpenAPI document.
 
 mod broadcasts;
+mod corp_tags;
 mod dead_letters;
 mod extract;
+mod group_chats;
 mod h5;
 mod links;
 mod menu;
@@ -48,6 +52,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         broadcasts::routes,
         tags::routes,
         replies::routes,
+        corp_tags::routes,
+        group_chats::routes,
         h5::routes,
     ]
     .into_iter()

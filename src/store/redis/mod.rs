@@ -20,7 +20,8 @@
 //!   job). Taken, renewed by their holder and released by scripts that compare the owner.
 //!
 //! `record` is one round trip whatever the number of accounts: one `EVALSHA` of the `RECORD`
-//! script (mark and append, atomically; it is loaded at connect, and again on `NOSCRIPT`).
+//! script (mark and append, atomically; it is loaded at connect, and again on `NOSCRIPT`);
+//! concurrent records of one account share one `EVALSHA` of `RECORD_MANY` ([`record_queue`]).
 //! `claim` delivers each account's outbox from one instance at a time, so that events of one
 //! user are never delivered out of order by two instances racing: an instance holds a lease
 //! per account (`wgw:{<account>}:lease`, its consumer name, expiring after the lease time,
@@ -41,6 +42,11 @@
 //! `XREADGROUP` cannot name streams of several slots and would hold up the node's connection, so
 //! in cluster mode a claim reads each held account without blocking and polls every
 //! 50 ms (`CLUSTER_POLL`) until its wait is over: one read per held account per poll while idle.
+//! On a cluster the accounts fail apart (one master down, the others serving with
+//! `cluster-require-full-coverage no`): the forwarder then claims one account at a time
+//! (`claim_account`, each account's lease taken, renewed and taken over on its own), the ping
+//! is answered by any account's slot and the stats report an unreachable account as such; see
+//! [`apart`].
 //!
 //! Durability is Redis's own: an answered record survives a Redis restart only with
 //! `appendonly yes` (and a power loss only with `appendfsync always`); `connect` warns when the
@@ -50,10 +56,12 @@
 //! scripts; [`keys`] the key names; [`outbox`] (with [`stream`], the stream replies),
 //! [`tokens`], [`leases`] and [`records`] the roles.
 
+mod apart;
 mod connection;
 mod keys;
 mod leases;
 mod outbox;
+mod record_queue;
 mod records;
 mod scripts;
 mod stream;
@@ -69,6 +77,7 @@ use redis::{FromRedisValue, Pipeline, RedisResult, Script, Value};
 use super::{OutboxEntry, StoreError};
 use connection::{connect_cluster, connect_single, merge, query_pipe, redis_error, retrying, Conn};
 use keys::AccountKeys;
+use record_queue::RecordQueue;
 use scripts::{
     DEAD_LETTER, DELETE_LAPSED_DOCS, EVICT_TOKEN, LEASE, PUT_DOC, RECORD, RELEASE_LEASE, REPLAY,
 };
@@ -96,11 +105,12 @@ pub struct RedisStore {
     by_id: HashMap<String, usize>,
     /// Outbox stream key → index in `accounts`.
     by_outbox: HashMap<String, usize>,
-    dedup_ttl_ms: u64,
     lease: Duration,
     /// The accounts whose lease this instance holds, and when the leases were last renewed
     /// (claim renews them at most every quarter lease).
     leases: Mutex<HeldAccounts>,
+    /// Cluster mode: the same, per account (by index), for claims of one account at a time.
+    account_leases: Vec<Mutex<apart::AccountLease>>,
     record_script: Script,
     dead_letter_script: Script,
     replay_script: Script,
@@ -109,6 +119,8 @@ pub struct RedisStore {
     release_lease_script: Script,
     put_doc_script: Script,
     delete_lapsed_docs_script: Script,
+    /// Concurrent records of one account share script calls ([`record_queue`]).
+    records: RecordQueue,
 }
 
 impl RedisStore {
@@ -139,16 +151,19 @@ impl RedisStore {
             by_outbox.insert(account.outbox.clone(), keys.len());
             keys.push(account);
         }
+        let account_leases = apart::account_leases(keys.len());
+        let dedup_ttl_ms = dedup_ttl.as_millis().max(1) as u64;
         let store = Self {
+            records: RecordQueue::new(conn.clone(), &keys, dedup_ttl_ms),
             conn,
             blocking,
             cluster,
             accounts: keys,
             by_id,
             by_outbox,
-            dedup_ttl_ms: dedup_ttl.as_millis().max(1) as u64,
             lease: DEFAULT_LEASE,
             leases: Mutex::new(HeldAccounts::default()),
+            account_leases,
             record_script: Script::new(RECORD),
             dead_letter_script: Script::new(DEAD_LETTER),
             replay_script: Script::new(REPLAY),
@@ -172,6 +187,7 @@ impl RedisStore {
                 .await
                 .map_err(|e| redis_error("load scripts", e))?;
         }
+        store.records.load().await?;
         store.create_groups().await?;
         store.check_persistence().await;
         Ok(store)

@@ -1,11 +1,10 @@
 //! The callback outbox of the Redis store: the streams, their consumer group and the per-account
 //! leases that keep one instance at a time delivering an account (see [`super`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use prost::Message;
 use redis::{FromRedisValue, Value};
 
 use super::connection::{query, query_pipe, redis_error, MAX_BLOCK};
@@ -73,7 +72,7 @@ impl RedisStore {
     /// Cluster mode's read: one non-blocking `XREADGROUP` per held account (its stream is in
     /// its own slot), all at once; while nothing is found, again every [`CLUSTER_POLL`] until
     /// `wait` is over.
-    async fn read_each(
+    pub(super) async fn read_each(
         &self,
         consumer: &str,
         held: &[usize],
@@ -109,7 +108,7 @@ impl RedisStore {
 
     /// Takes or renews the lease of each account in `accounts` (one pipelined round trip);
     /// returns (index, 0 | 1 | 2) as the `LEASE` script answers.
-    async fn lease(
+    pub(super) async fn lease(
         &self,
         consumer: &str,
         accounts: &[usize],
@@ -164,7 +163,7 @@ impl RedisStore {
     /// `XAUTOCLAIM ... 0` until the cursor wraps: every entry pending on another consumer of
     /// this account becomes this consumer's (the lease says the other is gone), so that the
     /// own-pending read that follows delivers them before anything newer.
-    async fn take_over(&self, consumer: &str, account: usize) -> Result<(), StoreError> {
+    pub(super) async fn take_over(&self, consumer: &str, account: usize) -> Result<(), StoreError> {
         let outbox = &self.accounts[account].outbox;
         let mut cursor = "0-0".to_owned();
         let mut taken = 0usize;
@@ -258,34 +257,37 @@ impl RedisStore {
 #[async_trait]
 impl Outbox for RedisStore {
     async fn record(&self, event: &pb::Event) -> Result<Recorded, StoreError> {
-        let account = self.account(&event.account_id)?;
-        let seen = account.seen(&event.id);
-        let encoded = event.encode_to_vec();
-        let now = unix_millis();
-        // A retry after a dropped connection is safe: if the first attempt did run, the retry
-        // finds the mark and answers Duplicate, and the event is in the outbox either way.
-        let new: i64 = self
-            .run("record", || {
-                let mut invocation = self.record_script.key(&seen);
-                invocation
-                    .key(&account.outbox)
-                    .arg(self.dedup_ttl_ms)
-                    .arg(&encoded)
-                    .arg(now);
-                let mut conn = self.conn.clone();
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
-        Ok(if new == 1 {
-            Recorded::New
-        } else {
-            Recorded::Duplicate
-        })
+        self.record_queued(event).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.cluster {
+            return self.ping_any().await;
+        }
         let cmd = redis::cmd("PING");
         self.run("ping", || query::<()>(&self.conn, &cmd)).await
+    }
+
+    fn accounts_fail_apart(&self) -> bool {
+        self.cluster
+    }
+
+    async fn claim_account(
+        &self,
+        consumer: &str,
+        account: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        if !self.cluster {
+            return self.claim(consumer, max, wait).await;
+        }
+        let index = *self.by_id.get(account).ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "account {account:?} is not configured for the Redis store"
+            ))
+        })?;
+        self.claim_one(consumer, index, max, wait).await
     }
 
     async fn claim(
@@ -335,6 +337,7 @@ impl Outbox for RedisStore {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .renewed_at = None;
+            self.forget_leases(&accounts);
         }
         Ok(kept)
     }
@@ -452,12 +455,24 @@ impl Outbox for RedisStore {
                 pipe
             })
             .collect();
-        let replies: Vec<Value> = self.pipelined("outbox stats", pipes).await?;
+        // Per account: on a cluster, an account whose slot is unreachable is reported as such
+        // and the others as usual.
+        let replies: Vec<Result<Vec<Value>, StoreError>> =
+            self.pipelined_apart("outbox stats", pipes).await;
         let now_ms = unix_millis();
         let mut accounts = BTreeMap::new();
-        let mut replies = replies.into_iter();
-        for account in &self.accounts {
-            let (Some(len), Some(first)) = (replies.next(), replies.next()) else {
+        let mut unavailable = BTreeSet::new();
+        for (account, reply) in self.accounts.iter().zip(replies) {
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(StoreError::Unavailable(_)) if self.cluster => {
+                    unavailable.insert(account.id.clone());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut reply = reply.into_iter();
+            let (Some(len), Some(first)) = (reply.next(), reply.next()) else {
                 return Err(unexpected("outbox stats"));
             };
             let depth = u64::from_redis_value(len).map_err(|_| unexpected("XLEN"))?;
@@ -470,7 +485,15 @@ impl Outbox for RedisStore {
                 .map(|at| Duration::from_millis(now_ms.saturating_sub(at)));
             accounts.insert(account.id.clone(), Backlog { depth, oldest_age });
         }
-        Ok(OutboxStats::from_accounts(accounts))
+        if unavailable.len() == self.accounts.len() {
+            return Err(StoreError::Unavailable(
+                "Redis outbox stats failed: no account's slot answers".into(),
+            ));
+        }
+        Ok(OutboxStats {
+            unavailable,
+            ..OutboxStats::from_accounts(accounts)
+        })
     }
 }
 

@@ -111,3 +111,26 @@ for i = 2, #ARGV do
 end
 return removed
 ";
+
+/// KEYS: outbox, then one seen mark per record. ARGV: window (ms), unix ms now, then one encoded
+/// event per record, in the order of the marks. For each record in turn, what [`RECORD`] does
+/// for one (so a later record of the batch finds the mark of an earlier one); returns one answer
+/// per record: 1 new, 0 duplicate, or the error message of its own append or mark (`pcall`, so
+/// that one record's failure is that record's answer alone, as if it had been sent alone).
+pub(super) const RECORD_MANY: &str = r"
+local out = {}
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    out[i - 1] = 0
+  else
+    local id = redis.pcall('XADD', KEYS[1], '*', 'ev', ARGV[i + 1], 'at', ARGV[2])
+    if type(id) == 'table' and id.err then
+      out[i - 1] = id.err
+    else
+      local set = redis.pcall('SET', KEYS[i], id, 'PX', ARGV[1])
+      if type(set) == 'table' and set.err then out[i - 1] = set.err else out[i - 1] = 1 end
+    end
+  end
+end
+return out
+";

@@ -7,8 +7,9 @@
 //!   OAuth code exchange. These take the account's secret, not a token.
 //! - [`mass`] (Official Account mass sends), [`groupmsg`] (WeCom customer group messages),
 //!   [`menu`], [`tags`], [`user`] (user and external contact lookups), [`qrcode`] (parametric
-//!   QR codes, WeCom contact ways), [`welcome`] (WeCom contact welcomes) and [`message`] (a
-//!   message to one user). These go through the token authority
+//!   QR codes, WeCom contact ways), [`welcome`] (WeCom contact welcomes), [`message`] (a
+//!   message to one user), [`corp_tags`] (WeCom corp tags) and [`group_chats`] (WeCom customer
+//!   groups and their join codes). These go through the token authority
 //!   ([`crate::wechat::tokens::TokenAuthority`]), which adds the access token and calls once
 //!   more with a fresh one when WeChat rejects it, so a use case writes
 //!   `tags::create(&svc.tokens, &account, name)` and never sees a path or a JSON shape.
@@ -32,6 +33,8 @@ use thiserror::Error;
 
 use crate::domain::{Platform, Secret};
 
+pub mod corp_tags;
+pub mod group_chats;
 pub mod groupmsg;
 pub mod mass;
 pub mod menu;

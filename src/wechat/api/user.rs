@@ -46,6 +46,50 @@ struct UserRef<'a> {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ExternalContactAnswer {
     pub external_contact: ExternalContact,
+    /// The members who have the contact as a customer.
+    #[serde(default)]
+    pub follow_user: Vec<FollowUser>,
+}
+
+/// One entry of `follow_user` (externalcontact/get): a member who has the customer, as they see
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUser {
+    pub userid: String,
+    #[serde(default)]
+    pub remark: String,
+    #[serde(default)]
+    pub description: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub createtime: i64,
+    #[serde(default)]
+    pub tags: Vec<FollowUserTag>,
+    #[serde(default)]
+    pub remark_corp_name: String,
+    #[serde(default)]
+    pub remark_mobiles: Vec<String>,
+    #[serde(default)]
+    pub oper_userid: String,
+    #[serde(default)]
+    pub add_way: i32,
+    #[serde(default)]
+    pub state: String,
+}
+
+/// One entry of `follow_user[].tags`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUserTag {
+    #[serde(default)]
+    pub group_name: String,
+    #[serde(default)]
+    pub tag_name: String,
+    /// Corp tags only.
+    #[serde(default)]
+    pub tag_id: String,
+    /// 1 corp tag, 2 personal tag, 3 rule-group tag.
+    #[serde(default)]
+    pub r#type: i32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -31,6 +31,8 @@ pub struct CrmOptions {
 #[derive(Default)]
 struct Shared {
     accepted: Mutex<Vec<Event>>,
+    /// When each event id was first accepted.
+    first_accepted: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     down: AtomicBool,
     reject: Mutex<HashSet<String>>,
     /// Refuse a whole request that holds a rejected user's event with INVALID_ARGUMENT,
@@ -82,6 +84,8 @@ impl EventSink for Service {
         }
         let mut rejected = Vec::new();
         let mut accepted = self.0.accepted.lock().unwrap();
+        let mut first = self.0.first_accepted.lock().unwrap();
+        let now = std::time::Instant::now();
         for event in request.events {
             if reject.contains(&event.open_id) {
                 rejected.push(Rejection {
@@ -89,6 +93,7 @@ impl EventSink for Service {
                     reason: "fake CRM refuses this event".into(),
                 });
             } else {
+                first.entry(event.id.clone()).or_insert(now);
                 accepted.push(event);
             }
         }
@@ -194,6 +199,11 @@ impl FakeCrm {
     /// Every event accepted so far, in arrival order (duplicates included).
     pub fn accepted(&self) -> Vec<Event> {
         self.shared.accepted.lock().unwrap().clone()
+    }
+
+    /// When each event id accepted so far was first accepted.
+    pub fn first_accepted(&self) -> std::collections::HashMap<String, std::time::Instant> {
+        self.shared.first_accepted.lock().unwrap().clone()
     }
 
     /// Polls until `done(accepted)` holds; panics with what arrived after `timeout`.

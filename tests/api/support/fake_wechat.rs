@@ -12,11 +12,13 @@
 //!   in flight at once; WeCom's `send_welcome_msg` honours each welcome code once ([`welcome`]).
 //! - It serves web OAuth and the user lookups of identity enrichment ([`oauth`]).
 //! - It sends broadcasts, keeps tags and WeCom group messages as WeChat does ([`mass`]).
+//! - It keeps WeCom corp tags, customer tags and customer groups ([`profile`]).
 //! - It issues JS-SDK tickets ([`ticket`]).
 
 mod mass;
 mod menu;
 mod oauth;
+mod profile;
 mod ticket;
 mod welcome;
 
@@ -68,6 +70,8 @@ struct State {
     welcomes: welcome::Welcomes,
     identity: oauth::Identity,
     mass: mass::Mass,
+    /// Corp id → its corp tags and customer groups ([`profile`]).
+    profiles: HashMap<String, wechat_gateway::sandbox::wecom_profile::Profile>,
     tickets: ticket::Tickets,
 }
 
@@ -305,6 +309,21 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
             if let Some(credential) = credential.as_ref().filter(|_| ticket::handles(&path)) {
                 let credential = credential.clone();
                 let answer = ticket::answer(&mut s.tickets, &credential, &path, &query);
+                return HttpResponse::Ok().json(answer);
+            }
+            if let Some(credential) = credential
+                .clone()
+                .filter(|_| wechat_gateway::sandbox::wecom_profile::handles(&path))
+            {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let answer = s
+                    .profiles
+                    .entry(credential)
+                    .or_default()
+                    .answer(&path, &json_body, now);
                 return HttpResponse::Ok().json(answer);
             }
             if let Some(credential) = credential.filter(|_| menu::handles(&path)) {

@@ -273,6 +273,10 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "5000",
+                    // As production should run (docs/operations.md): with one master down the
+                    // others keep serving their slots instead of refusing every command.
+                    "--cluster-require-full-coverage",
+                    "no",
                     "--appendfsync",
                     "always",
                 ])
@@ -316,6 +320,53 @@ impl RedisCluster {
         wait_ready(&self.nodes);
     }
 
+    /// SIGKILLs one node (a master, there are no replicas): the slots it serves are unreachable.
+    pub fn kill_node(&mut self, node: usize) {
+        self.nodes[node].kill();
+    }
+
+    /// Starts that node again on its port and directory (its `nodes.conf` and append-only
+    /// file); returns once it answers. Blocking.
+    pub fn restart_node(&mut self, node: usize) {
+        self.nodes[node].restart();
+    }
+
+    /// The index of the node whose slots hold `key`'s slot, from `CLUSTER NODES`.
+    pub fn node_of_slot(&self, slot: u16) -> usize {
+        let nodes = cli(self.nodes[0].port, &["cluster", "nodes"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(port) = fields
+                .get(1)
+                .and_then(|a| a.split('@').next())
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            let serves = fields.iter().skip(8).any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
+            });
+            if serves {
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port == port)
+                    .expect("CLUSTER NODES names a node of this cluster");
+            }
+        }
+        panic!("no node serves slot {slot}: {nodes}");
+    }
+
+    /// `CLUSTER KEYSLOT key`, as the cluster itself computes it.
+    pub fn keyslot(&self, key: &str) -> u16 {
+        let out = cli(self.nodes[0].port, &["cluster", "keyslot", key]);
+        out.trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number")
+    }
+
     /// Every node, as the gateway's `store.redis_url` takes a cluster: comma-separated.
     pub fn url(&self) -> String {
         self.nodes
@@ -351,4 +402,40 @@ fn cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The hash slot of a key as Redis Cluster computes it: CRC16 (XMODEM) of the hash tag (the part
+/// between the first `{` and the next `}`, when not empty) or of the whole key, modulo 16384.
+/// From the Redis Cluster specification ("Keys distribution model" and its appendix A, whose
+/// reference output for "123456789" is 0x31C3).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = key.find('{').and_then(|open| {
+        let close = key[open + 1..].find('}')? + open + 1;
+        (close > open + 1).then(|| &bytes[open + 1..close])
+    });
+    crc16(tagged.unwrap_or(bytes)) % 16384
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[test]
+fn crc16_matches_the_reference_output_of_the_redis_cluster_specification() {
+    assert_eq!(crc16(b"123456789"), 0x31C3);
+    // Keys with one hash tag share its slot; an empty tag hashes the whole key.
+    assert_eq!(key_slot("wgw:{acme}:outbox"), key_slot("acme"));
+    assert_eq!(key_slot("a{}b"), crc16(b"a{}b") % 16384);
 }

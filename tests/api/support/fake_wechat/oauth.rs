@@ -20,7 +20,8 @@
 //!   followed through QR scene `spring-expo` with tag 2, unless [`FakeWeChat::set_unsubscribed`]
 //!   says they left (then `{"subscribe": 0, "openid"}`, as WeChat answers for them).
 //! - `GET /cgi-bin/externalcontact/get?external_userid=`: ids of the form `wm...` are customers
-//!   named `Customer <id>` with unionid `union-<id>`; anything else 84061 (no such contact).
+//!   named `Customer <id>` with unionid `union-<id>`, followed by member `zhangsan` (one corp
+//!   tag, one personal tag, state `spring-expo`); anything else 84061 (no such contact).
 
 use std::collections::{HashMap, HashSet};
 
@@ -200,7 +201,24 @@ pub(super) fn answer(
                     "type": 1,
                     "unionid": format!("union-{external}"),
                 },
-                "follow_user": [],
+                // One member has the customer, with a corp tag and a personal tag, added
+                // through the contact-me code of state `spring-expo` (externalcontact/get's
+                // documented follow_user shape).
+                "follow_user": [{
+                    "userid": "zhangsan",
+                    "remark": "met at the expo",
+                    "description": "buyer",
+                    "createtime": 1_764_547_200,
+                    "tags": [
+                        {"group_name": "Lead level", "tag_name": "Hot", "tag_id": "etHot", "type": 1},
+                        {"group_name": "", "tag_name": "VIP", "type": 2},
+                    ],
+                    "remark_corp_name": "Acme",
+                    "remark_mobiles": ["13800000000"],
+                    "oper_userid": "zhangsan",
+                    "add_way": 1,
+                    "state": "spring-expo",
+                }],
             })
         }
     }
