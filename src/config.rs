@@ -126,6 +126,9 @@ pub struct LinksConfig {
     /// At most one anonymous click event per link and client address in this window
     /// (`anonymous_click_window_seconds`, default 60; 0: no bound). The redirect happens always.
     pub anonymous_click_window: Duration,
+    /// `identity_secret`: the HMAC-SHA256 key of the identity token the `/oauth/{account}`
+    /// entry hands to H5 pages (at least 32 bytes). `None`: the entry is off.
+    pub identity_secret: Option<Secret>,
 }
 
 /// `[enrichment]`: the forwarder's user lookups.
@@ -288,6 +291,7 @@ struct RawLinks {
     public_base_url: Option<String>,
     allowed_domains: Vec<String>,
     anonymous_click_window_seconds: u64,
+    identity_secret: Option<Secret>,
 }
 
 impl Default for RawLinks {
@@ -296,6 +300,7 @@ impl Default for RawLinks {
             public_base_url: None,
             allowed_domains: Vec::new(),
             anonymous_click_window_seconds: 60,
+            identity_secret: None,
         }
     }
 }
@@ -1308,6 +1313,15 @@ fn check_links(raw: RawLinks, problems: &mut Vec<String>) -> LinksConfig {
             raw.anonymous_click_window_seconds
         ));
     }
+    if let Some(secret) = &raw.identity_secret {
+        // HMAC-SHA256 keys shorter than the hash output weaken it (RFC 2104, section 3).
+        if secret.expose().len() < 32 {
+            problems.push(format!(
+                "links.identity_secret: at least 32 bytes (it keys HMAC-SHA256), got {}",
+                secret.expose().len()
+            ));
+        }
+    }
     LinksConfig {
         public_base_url: raw
             .public_base_url
@@ -1315,6 +1329,7 @@ fn check_links(raw: RawLinks, problems: &mut Vec<String>) -> LinksConfig {
         allowed_domains: raw.allowed_domains,
         oauth_base: String::new(),
         anonymous_click_window: Duration::from_secs(raw.anonymous_click_window_seconds),
+        identity_secret: raw.identity_secret,
     }
 }
 
@@ -2038,6 +2053,23 @@ token = "x"
             .join("\n");
         assert!(
             problems.contains("required for compatible and safe mode"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn the_identity_secret_is_optional_and_at_least_32_bytes() {
+        let cfg = load_str(GOOD_MP).unwrap();
+        assert!(cfg.links.identity_secret.is_none());
+        let long = "k".repeat(32);
+        let cfg = load_str(&format!("[links]\nidentity_secret = \"{long}\"\n{GOOD_MP}")).unwrap();
+        assert_eq!(cfg.links.identity_secret.unwrap().expose(), long);
+        let problems = load_str(&format!("[links]\nidentity_secret = \"short\"\n{GOOD_MP}"))
+            .unwrap_err()
+            .0
+            .join("\n");
+        assert!(
+            problems.contains("links.identity_secret: at least 32 bytes"),
             "{problems}"
         );
     }

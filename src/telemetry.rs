@@ -132,6 +132,10 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
             "Snapshot events recorded by audience syncs (each person once per sync).", PerAccount),
         ("wgw_sync_pauses_total", Counter,
             "Audience sync pauses (a WeChat quota, busy or unreachable WeChat).", PerAccount),
+        ("wgw_jsapi_signatures_total", Counter, "JS-SDK (wx.config) signatures issued.", PerAccount),
+        ("wgw_identity_oauth_total", Counter,
+            "H5 OAuth entry steps by outcome (redirected to WeChat, identified, or why refused).",
+            PerAccountAnd("outcome", &["redirected", "identified", "bad_request", "off", "bad_state", "replayed", "wechat_error", "unavailable"])),
     ]
 };
 

@@ -149,6 +149,35 @@ pub fn new_nonce() -> String {
     random_base62(NONCE_CHARS)
 }
 
+/// WeChat's web OAuth authorize URL (网页授权), in its documented form: `#wechat_redirect` must
+/// end it. `scope` is `snsapi_base` or `snsapi_userinfo`; `state` is one this module signed.
+/// Shared by tracked links and the H5 OAuth entry.
+pub fn oauth_authorize_url(
+    oauth_base: &str,
+    app_id: &str,
+    redirect_uri: &str,
+    scope: &str,
+    state: &str,
+) -> String {
+    format!(
+        "{oauth_base}/connect/oauth2/authorize?appid={app_id}&redirect_uri={}&response_type=code&scope={scope}&state={state}#wechat_redirect",
+        url_encode(redirect_uri),
+    )
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The OAuth `state` of one click: valid until `expires_at` (unix seconds).
 pub fn sign_state(key: &[u8], account: &str, code: &str, nonce: &str, expires_at: u64) -> String {
     let expiry = format!("{expires_at:010}");

@@ -16,11 +16,12 @@ use crate::pb::{
 };
 use crate::services::autoreply::StoredRule;
 use crate::services::broadcast::{JobView, SendBroadcast};
+use crate::services::h5::JsapiSignature;
 use crate::services::links::CreatedLink;
 use crate::services::menu::LiveMenu;
 use crate::services::message::Outgoing;
 use crate::services::qrcode::{CreateQrCode, QrCode};
-use crate::services::tags::Tagged;
+use crate::services::tags::{TagSummary, Tagged};
 
 // QR codes.
 
@@ -222,6 +223,36 @@ impl From<CreatedLink> for pb::CreateLinkResponse {
 }
 
 // User tags.
+
+impl From<Vec<TagSummary>> for pb::ListTagsResponse {
+    fn from(tags: Vec<TagSummary>) -> Self {
+        Self {
+            tags: tags
+                .into_iter()
+                .map(|t| pb::TagInfo {
+                    tag_id: t.id,
+                    name: t.name,
+                    count: t.count,
+                    reserved: t.reserved,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<JsapiSignature> for pb::GetJsapiSignatureResponse {
+    fn from(s: JsapiSignature) -> Self {
+        let (agent_signature, agent_id) = s.agent.unwrap_or_default();
+        Self {
+            app_id: s.app_id,
+            timestamp: s.timestamp,
+            nonce_str: s.nonce_str,
+            signature: s.signature,
+            agent_signature,
+            agent_id,
+        }
+    }
+}
 
 impl From<Tagged> for pb::TagUsersResponse {
     fn from(done: Tagged) -> Self {

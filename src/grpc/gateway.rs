@@ -32,7 +32,7 @@ use crate::services::links;
 use crate::services::message::send_message;
 use crate::services::qrcode::create_qr_code;
 use crate::services::{account_id, authorize, Services};
-use crate::services::{autoreply, broadcast, menu, sync, tags};
+use crate::services::{autoreply, broadcast, h5, menu, sync, tags};
 
 /// The actor recorded for changes made over gRPC when no `[[grpc.tokens]]` are configured.
 const ANONYMOUS: &str = "grpc";
@@ -124,6 +124,11 @@ for_account!(
     pb::MarkTagsRequest,
     pb::StartSyncRequest,
     pb::GetSyncRequest,
+    pb::ListTagsRequest,
+    pb::UpdateTagRequest,
+    pb::DeleteTagRequest,
+    pb::GetUserTagsRequest,
+    pb::GetJsapiSignatureRequest,
 );
 
 pub struct GatewayService {
@@ -490,6 +495,62 @@ impl Gateway for GatewayService {
             .map_err(ServiceError::Validation)?;
         corp_tags::mark(&self.services, &account, &actor, &req).await?;
         Ok(Response::new(pb::MarkTagsResponse {}))
+    }
+
+    async fn list_tags(
+        &self,
+        request: Request<pb::ListTagsRequest>,
+    ) -> Result<Response<pb::ListTagsResponse>, Status> {
+        let (_, r) = self.authorize(request, Access::Read, "ListTags")?;
+        let list = tags::list_tags(&self.services, &account_id(&r.account_id)?).await?;
+        Ok(Response::new(list.into()))
+    }
+
+    async fn update_tag(
+        &self,
+        request: Request<pb::UpdateTagRequest>,
+    ) -> Result<Response<pb::UpdateTagResponse>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "UpdateTag")?;
+        tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), tag_id = r.tag_id, "UpdateTag");
+        tags::rename_tag(
+            &self.services,
+            &account_id(&r.account_id)?,
+            r.tag_id,
+            &r.name,
+        )
+        .await?;
+        Ok(Response::new(pb::UpdateTagResponse {}))
+    }
+
+    async fn delete_tag(
+        &self,
+        request: Request<pb::DeleteTagRequest>,
+    ) -> Result<Response<pb::DeleteTagResponse>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "DeleteTag")?;
+        tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), tag_id = r.tag_id, "DeleteTag");
+        tags::delete_tag(&self.services, &account_id(&r.account_id)?, r.tag_id).await?;
+        Ok(Response::new(pb::DeleteTagResponse {}))
+    }
+
+    async fn get_user_tags(
+        &self,
+        request: Request<pb::GetUserTagsRequest>,
+    ) -> Result<Response<pb::GetUserTagsResponse>, Status> {
+        let (_, r) = self.authorize(request, Access::Read, "GetUserTags")?;
+        let tag_ids =
+            tags::user_tags(&self.services, &account_id(&r.account_id)?, &r.open_id).await?;
+        Ok(Response::new(pb::GetUserTagsResponse { tag_ids }))
+    }
+
+    async fn get_jsapi_signature(
+        &self,
+        request: Request<pb::GetJsapiSignatureRequest>,
+    ) -> Result<Response<pb::GetJsapiSignatureResponse>, Status> {
+        // Read access: a signature changes nothing in WeChat (the ticket is a cache).
+        let (_, r) = self.authorize(request, Access::Read, "GetJsapiSignature")?;
+        let signed =
+            h5::jsapi_signature(&self.services, &account_id(&r.account_id)?, &r.url).await?;
+        Ok(Response::new(signed.into()))
     }
 
     async fn cancel_sync(

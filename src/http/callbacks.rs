@@ -250,6 +250,7 @@ fn kind_label(event: &crate::pb::Event) -> &'static str {
         Some(Kind::GroupMemberLeft(_)) => "group_member_left",
         Some(Kind::FollowerSnapshot(_)) => "follower_snapshot",
         Some(Kind::ExternalContactSnapshot(_)) => "external_contact_snapshot",
+        Some(Kind::H5Identified(_)) => "h5_identified",
         Some(Kind::Unknown(_)) | None => "unknown",
     }
 }

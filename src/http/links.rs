@@ -27,7 +27,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::AppState;
-use crate::domain::link::{new_nonce, sign_state, verify_state, LinkCode};
+use crate::domain::link::{new_nonce, oauth_authorize_url, sign_state, verify_state, LinkCode};
 use crate::domain::{Platform, Untrusted};
 use crate::services::links::{self, Click, Link};
 use crate::wechat::account::Account;
@@ -73,7 +73,7 @@ fn state_used() -> HttpResponse {
         )
 }
 
-fn redirect(location: &str) -> HttpResponse {
+pub(super) fn redirect(location: &str) -> HttpResponse {
     HttpResponse::Found()
         .insert_header((header::LOCATION, location))
         // Each open is a click: no cache may answer for the gateway.
@@ -139,12 +139,12 @@ async fn open(
                 expires_at,
             );
             let callback = format!("{base}/l/{account_id}/{}/oauth", link.code);
-            // WeChat's documented form; `#wechat_redirect` must end it.
-            let location = format!(
-                "{}/connect/oauth2/authorize?appid={}&redirect_uri={}&response_type=code&scope=snsapi_base&state={signed}#wechat_redirect",
-                cfg.oauth_base,
-                account.receiver_id,
-                url_encode(&callback),
+            let location = oauth_authorize_url(
+                &cfg.oauth_base,
+                &account.receiver_id,
+                &callback,
+                "snsapi_base",
+                &signed,
             );
             redirect(&location)
         }
@@ -277,19 +277,6 @@ async fn first_anonymous_click(
             true
         }
     }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn unix_now() -> u64 {

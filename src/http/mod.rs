@@ -1,6 +1,6 @@
 //! actix-web adapters: WeChat callbacks ([`callbacks`]), the admin API ([`admin`], a folder:
 //! one file per resource and its OpenAPI document), the public tracked-link routes a follower
-//! opens ([`links`]) and operations ([`health`]). Each handler extracts, calls the layer below,
+//! opens ([`links`]), the H5 OAuth entry ([`oauth`]) and operations ([`health`]). Each handler extracts, calls the layer below,
 //! and maps errors in `crate::error`. The callback handlers first take a slot of
 //! [`limits`] (per account and per instance), or answer 503.
 
@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod health;
 pub mod limits;
 pub mod links;
+pub mod oauth;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub fn public_routes(cfg: &mut actix_web::web::ServiceConfig) {
     callbacks::routes(cfg);
     health::routes(cfg);
     links::routes(cfg);
+    oauth::routes(cfg);
 }
 
 /// What operators reach: the admin API and `/metrics`, alone on `http.admin_listen` when it is

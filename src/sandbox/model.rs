@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 
 use crate::domain::Platform;
 
+mod h5;
+
 /// The followers an Official Account has in the sandbox: what a send to everyone reaches, and
 /// who opens a tracked link (the first, also `simulate`'s default sender).
 pub const FOLLOWERS: [&str; 3] = [
@@ -187,6 +189,7 @@ impl FakeWeChat {
             (Platform::Work, "/cgi-bin/gettoken") => Answer::Json(self.work_token(call.query)),
             (Platform::Mp, "/connect/oauth2/authorize") => self.authorize(call.query),
             (Platform::Mp, "/sns/oauth2/access_token") => Answer::Json(self.oauth(call.query)),
+            (Platform::Mp, "/sns/userinfo") => Answer::Json(self.userinfo(call.query)),
             _ => {
                 let token = call.query.get("access_token").map_or("", String::as_str);
                 let account = match self.account_of(call.platform, token) {
@@ -322,6 +325,31 @@ impl FakeWeChat {
         json!({"access_token": format!("sandbox-web-{code}"), "expires_in": 7200,
             "refresh_token": format!("sandbox-refresh-{code}"), "openid": openid,
             "scope": "snsapi_base", "unionid": union_id(&openid)})
+    }
+
+    /// `sns/userinfo`: the profile of the follower a web token of `oauth` stands for (the
+    /// sandbox's follower agrees to every scope); 40001 for a token it never issued.
+    fn userinfo(&self, query: &HashMap<String, String>) -> Value {
+        let token = query.get("access_token").map_or("", String::as_str);
+        let Some(code) = token.strip_prefix("sandbox-web-sandbox-code-") else {
+            return err(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            );
+        };
+        if code
+            .parse::<u64>()
+            .map_or(true, |n| n == 0 || n > self.issued_codes)
+        {
+            return err(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            );
+        }
+        let openid = query.get("openid").map_or("", String::as_str);
+        json!({"openid": openid, "nickname": "Sandbox Follower", "sex": 0, "province": "",
+            "city": "", "country": "", "headimgurl": "https://thirdwx.qlogo.cn/mmopen/sandbox/132",
+            "privilege": [], "unionid": union_id(openid)})
     }
 
     fn credential(&self, account: &str) -> &Credential {
@@ -571,7 +599,7 @@ impl FakeWeChat {
                 .profile
                 .get_or_insert_with(|| super::wecom_profile::Profile::demo(call.now))
                 .answer(path, body, call.now),
-            _ => match super::sync::answer(call) {
+            _ => match h5::answer(state, call).or_else(|| super::sync::answer(call)) {
                 Some(answer) => answer,
                 None => return Answer::Unknown,
             },
@@ -683,7 +711,12 @@ fn create_tag(state: &mut AccountState, body: &Value) -> Value {
     if state.tags.len() >= TAGS_MAX {
         return err(45056, "too many tags");
     }
-    let id = FIRST_TAG_ID + state.tags.len() as u64;
+    // Never an id used before, also after a delete.
+    let id = state
+        .tags
+        .keys()
+        .next_back()
+        .map_or(FIRST_TAG_ID, |last| last + 1);
     state.tags.insert(
         id,
         Tag {

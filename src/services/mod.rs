@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod corp_tags;
 pub mod enrich;
 pub mod group_chats;
+pub mod h5;
 pub mod links;
 pub mod menu;
 pub mod message;

@@ -8,6 +8,7 @@ pub mod account;
 pub mod api;
 pub mod crypto;
 pub mod envelope;
+pub mod jssdk;
 pub mod normalize;
 pub mod query;
 pub mod tokens;

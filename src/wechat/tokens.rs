@@ -22,6 +22,8 @@
 //! - A call refused with 40001/40014/42001 is retried once with a fresh token. The rejected
 //!   token is evicted compare-and-evict style: only if the cache still holds it, so a token that
 //!   another instance (or request) already replaced is not refreshed again.
+//! - The JS-SDK tickets ([`tickets`]) are cached and refreshed by the same machinery
+//!   ([`TokenAuthority::single_flight`]), under keys of their own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,8 @@ use crate::store::{CachedToken, LeaseKey, Store, StoreError};
 use crate::wechat::account::Account;
 use crate::wechat::api::token::AccessToken;
 use crate::wechat::api::{ApiError, Attempts, WeChatApi};
+
+pub mod tickets;
 
 /// A token fetch that WeChat refused (quota, bad secret, IP whitelist) is answered from memory
 /// this long to the requests that were waiting for it, instead of each asking WeChat again.
@@ -217,65 +221,64 @@ impl TokenAuthority {
     ) -> Result<Secret, TokenError> {
         let key = token_key(account);
         let bad = rejected.as_ref().map_or("", |r| r.token);
-        // Fast path: a token with time left, read without any lock.
-        let cached = self.store.cached_token(&key).await?;
+        self.single_flight(account, &key, bad, || {
+            self.refresh(account, &key, rejected.as_ref())
+        })
+        .await
+    }
+
+    /// The credential under `key` in the store, refreshed by one caller across every instance
+    /// (see the module comment): the fast path, this process's gate, the store's lease, and
+    /// `refresh` run only by the lease holder. `bad` is a value never to hand out (a token
+    /// WeChat just rejected). The access tokens and the JS-SDK tickets ([`tickets`]) share it.
+    pub(in crate::wechat) async fn single_flight<F, Fut>(
+        &self,
+        account: &Account,
+        key: &str,
+        bad: &str,
+        refresh: F,
+    ) -> Result<Secret, TokenError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Secret, TokenError>>,
+    {
+        // Fast path: a value with time left, read without any lock.
+        let cached = self.store.cached_token(key).await?;
         if let Some(token) = fresh(cached.as_ref(), bad, self.policy.refresh_ahead) {
             return Ok(token);
         }
-        let gate = self.gate(&key);
+        let gate = self.gate(key);
         let _one_at_a_time = match gate.clone().try_lock_owned() {
             Ok(guard) => guard,
             Err(_) => {
-                // Another request of this instance is refreshing: the valid token serves.
+                // Another request of this instance is refreshing: the valid value serves.
                 if let Some(token) = fresh(cached.as_ref(), bad, Duration::ZERO) {
                     return Ok(token);
                 }
                 gate.lock_owned().await
             }
         };
-        if let Some(e) = self.recently_refused(&key) {
+        if let Some(e) = self.recently_refused(key) {
             return Err(e.into());
         }
         let deadline = tokio::time::Instant::now() + self.policy.lease + self.policy.poll;
         loop {
-            let cached = self.store.cached_token(&key).await?;
+            let cached = self.store.cached_token(key).await?;
             if let Some(token) = fresh(cached.as_ref(), bad, self.policy.refresh_ahead) {
                 return Ok(token);
             }
             if self
                 .store
                 .try_lease(
-                    &LeaseKey::token_refresh(&key),
+                    &LeaseKey::token_refresh(key),
                     &self.owner,
                     self.policy.lease,
                 )
                 .await?
             {
-                let result = self.refresh(account, &key, rejected.as_ref()).await;
-                if result.is_err() {
-                    metrics::counter!("wgw_token_refresh_failures_total",
-                        "account" => account.id.to_string())
-                    .increment(1);
-                }
-                if let Err(TokenError::Api(e)) = &result {
-                    if !matches!(e, ApiError::Busy { .. } | ApiError::Unreachable { .. }) {
-                        self.refused
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(key.clone(), (tokio::time::Instant::now(), e.clone()));
-                    }
-                }
-                if let Err(e) = self
-                    .store
-                    .release_lease(&LeaseKey::token_refresh(&key), &self.owner)
-                    .await
-                {
-                    // It lapses by itself; until then the others wait for nothing.
-                    tracing::warn!(account = %account.id, error = %e, "cannot release a token lease");
-                }
-                return result;
+                break;
             }
-            // Another instance refreshes: a token that is still valid serves meanwhile.
+            // Another instance refreshes: a value that is still valid serves meanwhile.
             if let Some(token) = fresh(cached.as_ref(), bad, Duration::ZERO) {
                 return Ok(token);
             }
@@ -284,6 +287,29 @@ impl TokenAuthority {
             }
             tokio::time::sleep(self.policy.poll).await;
         }
+        let result = refresh().await;
+        if result.is_err() {
+            metrics::counter!("wgw_token_refresh_failures_total",
+                "account" => account.id.to_string())
+            .increment(1);
+        }
+        if let Err(TokenError::Api(e)) = &result {
+            if !matches!(e, ApiError::Busy { .. } | ApiError::Unreachable { .. }) {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.to_owned(), (tokio::time::Instant::now(), e.clone()));
+            }
+        }
+        if let Err(e) = self
+            .store
+            .release_lease(&LeaseKey::token_refresh(key), &self.owner)
+            .await
+        {
+            // It lapses by itself; until then the others wait for nothing.
+            tracing::warn!(account = %account.id, error = %e, "cannot release a token lease");
+        }
+        result
     }
 
     fn recently_refused(&self, key: &str) -> Option<ApiError> {

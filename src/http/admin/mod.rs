@@ -10,6 +10,7 @@
 //! - [`qrcodes`], [`menu`], [`broadcasts`], [`tags`], [`replies`] (auto-replies and welcomes);
 //! - [`corp_tags`] (WeCom corp tags, the tags on a customer) and [`group_chats`] (WeCom
 //!   customer groups and their join codes);
+//! - [`h5`]: the JS-SDK signature of H5 pages (the public `/oauth/` entry is `crate::http::oauth`);
 //! - [`openapi`]: the OpenAPI document of all of them ([`schemas`]: the named schemas of the
 //!   JSON passed through as WeChat or the proto defines it).
 //!
@@ -22,6 +23,7 @@ mod corp_tags;
 mod dead_letters;
 mod extract;
 mod group_chats;
+mod h5;
 mod links;
 mod menu;
 mod openapi;
@@ -54,6 +56,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         corp_tags::routes,
         group_chats::routes,
         syncs::routes,
+        h5::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));

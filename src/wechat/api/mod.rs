@@ -43,6 +43,7 @@ pub mod message;
 pub mod oauth;
 pub mod qrcode;
 pub mod tags;
+pub mod ticket;
 pub mod token;
 pub mod user;
 pub mod welcome;

@@ -14,12 +14,14 @@
 //! - It sends broadcasts, keeps tags and WeCom group messages as WeChat does ([`mass`]).
 //! - It keeps WeCom corp tags, customer tags and customer groups ([`profile`]).
 //! - It lists followers and WeCom customers page by page, for audience syncs ([`audience`]).
+//! - It issues JS-SDK tickets ([`ticket`]).
 
 pub mod audience;
 mod mass;
 mod menu;
 mod oauth;
 mod profile;
+mod ticket;
 mod welcome;
 
 use std::collections::{HashMap, VecDeque};
@@ -73,6 +75,7 @@ struct State {
     /// Corp id → its corp tags and customer groups ([`profile`]).
     profiles: HashMap<String, wechat_gateway::sandbox::wecom_profile::Profile>,
     audience: audience::Audience,
+    tickets: ticket::Tickets,
 }
 
 pub struct FakeWeChat {
@@ -310,6 +313,11 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                     &query,
                     &json_body,
                 ));
+            }
+            if let Some(credential) = credential.as_ref().filter(|_| ticket::handles(&path)) {
+                let credential = credential.clone();
+                let answer = ticket::answer(&mut s.tickets, &credential, &path, &query);
+                return HttpResponse::Ok().json(answer);
             }
             if let Some(credential) = credential
                 .clone()

@@ -7,7 +7,10 @@
 //!   DELETE once deleted).
 //! - `tags/create` (45158 name over 30 characters, 45157 name taken),
 //!   `tags/members/batchtagging` / `batchuntagging` (at most 50 openids: 40032; unknown tag:
-//!   45159).
+//!   45159), `tags/get` (WeChat's reserved tag 2 星标组 first, then the account's, with member
+//!   counts), `tags/update` and `tags/delete` (45058 for the reserved tags 0, 1 and 2, 45159 for
+//!   an unknown tag, 45157 / 45158 for the name), `tags/getidlist` (40003 for an openid that is
+//!   not one, else the ids of the openid's tags).
 //! - WeCom `externalcontact/add_msg_template` (at most 10,000 `external_userid`; a `sender`;
 //!   contacts whose id starts with `wmFail` land in `fail_list`) and `get_groupmsg_task` (the
 //!   sender's task, status 0 until [`FakeWeChat::confirm_group_message`], then 2);
@@ -168,7 +171,8 @@ pub(super) fn answer(
             if tags.contains_key(name) {
                 return (error(45157, "invalid tag name"), None);
             }
-            let id = 100 + tags.len() as u64;
+            // Never an id used before, also after a delete.
+            let id = tags.values().max().map_or(100, |last| last + 1);
             tags.insert(name.to_owned(), id);
             (json!({"tag": {"id": id, "name": name}}), None)
         }
@@ -201,6 +205,24 @@ pub(super) fn answer(
                 }
             }
             (ok(), None)
+        }
+        "/cgi-bin/tags/get" => (list_tags(m, credential), None),
+        "/cgi-bin/tags/update" | "/cgi-bin/tags/delete" => {
+            (change_tag(m, credential, path, body), None)
+        }
+        "/cgi-bin/tags/getidlist" => {
+            let openid = body["openid"].as_str().unwrap_or_default();
+            if !openid.starts_with('o') || openid.len() < 2 {
+                return (error(40003, "invalid openid"), None);
+            }
+            let mut ids: Vec<u64> = m
+                .members
+                .iter()
+                .filter(|((c, _), members)| c == credential && members.contains(openid))
+                .map(|((_, id), _)| *id)
+                .collect();
+            ids.sort_unstable();
+            (json!({"tagid_list": ids}), None)
         }
         "/cgi-bin/externalcontact/add_msg_template" => {
             let ids: Vec<String> = body["external_userid"]
@@ -568,4 +590,53 @@ impl FakeWeChat {
         let recipients = recipients.iter().map(|r| (*r).to_owned()).collect();
         new_group_msg(m, corp, sender, true, recipients, &body)
     }
+}
+
+fn list_tags(m: &Mass, credential: &str) -> Value {
+    let count = |id: u64| {
+        m.members
+            .get(&(credential.to_owned(), id))
+            .map_or(0, HashSet::len)
+    };
+    let mut tags: Vec<(u64, &String)> = m
+        .tags
+        .get(credential)
+        .map(|t| t.iter().map(|(name, id)| (*id, name)).collect())
+        .unwrap_or_default();
+    tags.sort_unstable();
+    let star = "星标组".to_owned();
+    let list: Vec<Value> = std::iter::once((2, &star))
+        .chain(tags)
+        .map(|(id, name)| json!({"id": id, "name": name, "count": count(id)}))
+        .collect();
+    json!({"tags": list})
+}
+
+/// `tags/update` and `tags/delete`.
+fn change_tag(m: &mut Mass, credential: &str, path: &str, body: &Value) -> Value {
+    let Some(id) = body["tag"]["id"].as_u64() else {
+        return error(44002, "empty post data");
+    };
+    if id <= 2 {
+        return error(45058, "can't modify sys tag");
+    }
+    let tags = m.tags.entry(credential.to_owned()).or_default();
+    let Some(old) = tags.iter().find(|(_, t)| **t == id).map(|(n, _)| n.clone()) else {
+        return error(45159, "invalid tag id");
+    };
+    if path.ends_with("delete") {
+        tags.remove(&old);
+        m.members.remove(&(credential.to_owned(), id));
+        return ok();
+    }
+    let name = body["tag"]["name"].as_str().unwrap_or_default();
+    if name.is_empty() || name.chars().count() > 30 {
+        return error(45158, "tag name too long");
+    }
+    if name != old && tags.contains_key(name) {
+        return error(45157, "invalid tag name");
+    }
+    tags.remove(&old);
+    tags.insert(name.to_owned(), id);
+    ok()
 }

@@ -9,6 +9,10 @@
 //! - `GET /sns/oauth2/access_token?appid&secret&code&grant_type=authorization_code`: the code
 //!   for the follower's openid. A code is good once: an unknown code (or one issued for another
 //!   appid) is 40029 "invalid code", a second use 40163 "code been used".
+//! - `GET /sns/userinfo?access_token&openid&lang`: with the web token of a `snsapi_userinfo`
+//!   code, the follower's profile (nickname `Alice 爱丽丝`, an avatar URL, unionid
+//!   `union-<openid>`; sex 0 and empty places, as WeChat answers since October 2021); a
+//!   `snsapi_base` token is 48001, an unknown one 40001.
 //! - `POST /cgi-bin/user/info/batchget` `{"user_list": [{"openid", "lang"}]}`: at most 100
 //!   users (more: 40032, 不合法的openid列表长度 in WeChat's global return codes); an openid that is
 //!   not one is 40003 (不合法的OpenID).
@@ -30,13 +34,19 @@ use super::FakeWeChat;
 pub(super) struct Identity {
     /// code → (appid, openid, used).
     codes: HashMap<String, (String, String, bool)>,
+    /// code → the scope it was granted for.
+    scopes: HashMap<String, String>,
+    /// web access token → (openid, scope).
+    web_tokens: HashMap<String, (String, String)>,
     issued: u64,
     oauth_user: Option<String>,
     unsubscribed: HashSet<String>,
 }
 
 pub(super) fn handles_public(path: &str) -> bool {
-    path == "/connect/oauth2/authorize" || path == "/sns/oauth2/access_token"
+    path == "/connect/oauth2/authorize"
+        || path == "/sns/oauth2/access_token"
+        || path == "/sns/userinfo"
 }
 
 pub(super) fn handles(path: &str) -> bool {
@@ -74,6 +84,7 @@ pub(super) fn answer_public(
             let openid = id.oauth_user.clone().unwrap_or_else(|| "oOAuthUser".into());
             id.codes
                 .insert(code.clone(), (q("appid").to_owned(), openid, false));
+            id.scopes.insert(code.clone(), q("scope").to_owned());
             let redirect = q("redirect_uri");
             let sep = if redirect.contains('?') { '&' } else { '?' };
             HttpResponse::Found()
@@ -82,6 +93,30 @@ pub(super) fn answer_public(
                     format!("{redirect}{sep}code={code}&state={}", q("state")),
                 ))
                 .finish()
+        }
+        "/sns/userinfo" => {
+            let answer = match id.web_tokens.get(q("access_token")) {
+                Some((openid, scope)) if scope == "snsapi_userinfo" && openid == q("openid") => {
+                    json!({
+                        "openid": openid,
+                        "nickname": "Alice 爱丽丝",
+                        "sex": 0,
+                        "province": "",
+                        "city": "",
+                        "country": "",
+                        "headimgurl": "https://thirdwx.qlogo.cn/mmopen/fake/132",
+                        "privilege": [],
+                        "unionid": format!("union-{openid}"),
+                    })
+                }
+                // snsapi_base does not grant the profile.
+                Some(_) => error(48001, "api unauthorized"),
+                None => error(
+                    40001,
+                    "invalid credential, access_token is invalid or not latest",
+                ),
+            };
+            HttpResponse::Ok().json(answer)
         }
         _ => {
             let answer = if q("grant_type") != "authorization_code" || q("secret").is_empty() {
@@ -92,12 +127,16 @@ pub(super) fn answer_public(
                     Some((_, _, used)) if *used => error(40163, "code been used"),
                     Some((_, openid, used)) => {
                         *used = true;
+                        let scope = id.scopes.get(q("code")).cloned().unwrap_or_default();
+                        let token = format!("web-access-token-{}", q("code"));
+                        id.web_tokens
+                            .insert(token.clone(), (openid.clone(), scope.clone()));
                         json!({
-                            "access_token": "web-access-token",
+                            "access_token": token,
                             "expires_in": 7200,
                             "refresh_token": "web-refresh-token",
                             "openid": openid,
-                            "scope": "snsapi_base",
+                            "scope": scope,
                         })
                     }
                     None => error(40029, "invalid code"),
