@@ -121,6 +121,9 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
         ("wgw_link_anonymous_clicks_suppressed_total", Counter,
             "Anonymous tracked link opens that made no event (one per link and client per window).", PerAccount),
         ("wgw_store_docs_swept_total", Counter, "Lapsed documents removed by the sweeper, by kind.", PerLapsingKind),
+        ("wgw_template_sends_total", Counter,
+            "Template message and subscription notice sends to one follower, by outcome.",
+            PerAccountAnd("outcome", &["sent", "failed", "quota", "retry", "unknown"])),
     ]
 };
 

@@ -7,6 +7,7 @@ pub mod broadcast;
 pub mod link;
 pub mod menu;
 pub mod scene;
+pub mod template;
 pub mod untrusted;
 
 pub use untrusted::Untrusted;

@@ -15,6 +15,7 @@ pub mod plain_signatures;
 pub mod qrcode;
 pub mod sweep;
 pub mod tags;
+pub mod templates;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct Services {
     pub links: crate::config::LinksConfig,
     /// The broadcast runner's settings and wake-up call.
     pub broadcasts: broadcast::Broadcasts,
+    /// The template job runner's settings and wake-up call.
+    pub templates: templates::Templates,
 }
 
 impl Services {

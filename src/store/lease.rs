@@ -16,6 +16,8 @@ pub enum LeaseKey {
     Menu { account: String },
     /// Running one broadcast job of an account.
     BroadcastJob { account: String, job: String },
+    /// Running one template or subscription-notice job of an account.
+    TemplateJob { account: String, job: String },
 }
 
 impl LeaseKey {
@@ -37,6 +39,13 @@ impl LeaseKey {
             job: job.to_owned(),
         }
     }
+
+    pub fn template_job(account: &str, job: &str) -> Self {
+        Self::TemplateJob {
+            account: account.to_owned(),
+            job: job.to_owned(),
+        }
+    }
 }
 
 impl fmt::Display for LeaseKey {
@@ -45,6 +54,7 @@ impl fmt::Display for LeaseKey {
             Self::TokenRefresh { token_key } => write!(f, "token-refresh/{token_key}"),
             Self::Menu { account } => write!(f, "menu/{account}"),
             Self::BroadcastJob { account, job } => write!(f, "broadcast/{account}/{job}"),
+            Self::TemplateJob { account, job } => write!(f, "template/{account}/{job}"),
         }
     }
 }

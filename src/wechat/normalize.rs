@@ -136,6 +136,7 @@ pub fn normalize(
         // Filled by the components that know the gateway's QR codes and broadcast jobs.
         label: String::new(),
         broadcast_job_id: String::new(),
+        template_send_job_id: String::new(),
         kind: Some(kind),
     })
 }

@@ -25,4 +25,5 @@ mod routing;
 mod sandbox;
 mod store;
 mod support;
+mod template_sends;
 mod tls;

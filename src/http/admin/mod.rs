@@ -26,6 +26,7 @@ mod replies;
 pub(crate) mod responses;
 mod schemas;
 mod tags;
+mod templates;
 
 use actix_web::web;
 
@@ -46,6 +47,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         broadcasts::routes,
         tags::routes,
         replies::routes,
+        templates::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));

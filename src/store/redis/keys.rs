@@ -31,6 +31,7 @@ pub(super) fn lease_key(key: &LeaseKey) -> String {
         LeaseKey::TokenRefresh { token_key } => format!("wgw:{{{token_key}}}:token:lease"),
         LeaseKey::Menu { account } => format!("wgw:{{{account}}}:menu:lease"),
         LeaseKey::BroadcastJob { account, job } => format!("wgw:{{{account}}}:bcast:lease:{job}"),
+        LeaseKey::TemplateJob { account, job } => format!("wgw:{{{account}}}:tsend:lease:{job}"),
     }
 }
 

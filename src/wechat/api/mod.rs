@@ -39,6 +39,7 @@ pub mod message;
 pub mod oauth;
 pub mod qrcode;
 pub mod tags;
+pub mod template;
 pub mod token;
 pub mod user;
 pub mod welcome;

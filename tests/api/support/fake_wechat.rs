@@ -12,10 +12,12 @@
 //!   in flight at once; WeCom's `send_welcome_msg` honours each welcome code once ([`welcome`]).
 //! - It serves web OAuth and the user lookups of identity enrichment ([`oauth`]).
 //! - It sends broadcasts, keeps tags and WeCom group messages as WeChat does ([`mass`]).
+//! - It sends template messages and subscription notices ([`templates`]).
 
 mod mass;
 mod menu;
 mod oauth;
+pub mod templates;
 mod welcome;
 
 use std::collections::{HashMap, VecDeque};
@@ -66,6 +68,7 @@ struct State {
     welcomes: welcome::Welcomes,
     identity: oauth::Identity,
     mass: mass::Mass,
+    templates: templates::Templates,
 }
 
 pub struct FakeWeChat {
@@ -245,6 +248,24 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                 .finish()
         }
         None => {}
+    }
+    if templates::handles(&path) {
+        let answer = {
+            let mut s = state.lock().unwrap();
+            let token = query.get("access_token").map_or("", String::as_str);
+            let credential = s
+                .current
+                .iter()
+                .find(|(_, t)| !token.is_empty() && *t == token)
+                .map(|(credential, _)| credential.clone());
+            credential.map(|c| templates::answer(&mut s.templates, &c, &path, &json_body))
+        };
+        if let Some((answer, delay)) = answer {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            return HttpResponse::Ok().json(answer);
+        }
     }
     if mass::handles(&path) {
         let answer = {
