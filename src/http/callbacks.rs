@@ -245,6 +245,9 @@ fn kind_label(event: &crate::pb::Event) -> &'static str {
         Some(Kind::ExternalChatChange(_)) => "external_chat_change",
         Some(Kind::TagChange(_)) => "tag_change",
         Some(Kind::LinkClick(_)) => "link_click",
+        Some(Kind::SubscribeNoticePopup(_)) => "subscribe_notice_popup",
+        Some(Kind::SubscribeNoticeChange(_)) => "subscribe_notice_change",
+        Some(Kind::SubscribeNoticeSent(_)) => "subscribe_notice_sent",
         Some(Kind::Unknown(_)) | None => "unknown",
     }
 }

@@ -383,6 +383,97 @@ async fn subscribe_sends_go_through_bizsend_with_refusals_per_recipient() {
     app.stop().await;
 }
 
+/// The popup and sent callbacks as the Service Account page documents them
+/// (developers.weixin.qq.com/doc/service/guide/product/subscription_messages/push.html).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_callbacks_reach_the_crm_typed_and_a_sent_event_is_matched_to_its_job() {
+    use wechat_gateway::pb::event::Kind;
+    let wechat = FakeWeChat::start().await;
+    let crm = crate::support::crm::FakeCrm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = AppOptions::embedded(&dir.path().join("data"))
+        .wechat(&wechat.base())
+        .crm(&crm.endpoint());
+    opts.extra_toml = FAST.into();
+    let app = spawn_app(opts, dir.path()).await;
+    let ids = open_ids("oFollower", 2);
+    let (status, created) = app
+        .admin(
+            "POST",
+            "/accounts/acme-plain/subscribe-sends",
+            Some(&notice_body(&ids)),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    wait_job(&app, &job_id, finished).await;
+    let sent = wechat.template_deliveries()[0].clone();
+    let popup = format!(
+        "<xml><ToUserName><![CDATA[gh_123456789abc]]></ToUserName>\
+         <FromUserName><![CDATA[{}]]></FromUserName><CreateTime>{}</CreateTime>\
+         <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_popup_event]]></Event>\
+         <SubscribeMsgPopupEvent><List><TemplateId><![CDATA[{SEEDED_NOTICE}]]></TemplateId>\
+         <SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>2</PopupScene>\
+         </List><List><TemplateId><![CDATA[9nLIlbOQZC5Y89AZteFEux3WCXRRRG5Wfzkpssu4bLI]]></TemplateId>\
+         <SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString><PopupScene>2</PopupScene>\
+         </List></SubscribeMsgPopupEvent></xml>",
+        sent.touser,
+        now() - 5
+    );
+    let sent_xml = format!(
+        "<xml><ToUserName><![CDATA[gh_123456789abc]]></ToUserName>\
+         <FromUserName><![CDATA[{}]]></FromUserName><CreateTime>{}</CreateTime>\
+         <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_sent_event]]></Event>\
+         <SubscribeMsgSentEvent><List><TemplateId><![CDATA[{SEEDED_NOTICE}]]></TemplateId>\
+         <MsgID>{}</MsgID><ErrorCode>0</ErrorCode><ErrorStatus><![CDATA[success]]></ErrorStatus>\
+         </List></SubscribeMsgSentEvent></xml>",
+        sent.touser,
+        now(),
+        sent.msgid
+    );
+    for xml in [&popup, &sent_xml] {
+        assert_eq!(app.post_plain("acme-plain", xml).await.status(), 200);
+    }
+    let events = crm
+        .wait_for(
+            |e| {
+                e.iter()
+                    .any(|e| matches!(e.kind, Some(Kind::SubscribeNoticePopup(_))))
+                    && e.iter()
+                        .any(|e| matches!(e.kind, Some(Kind::SubscribeNoticeSent(_))))
+            },
+            WAIT,
+        )
+        .await;
+    let popup = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            Some(Kind::SubscribeNoticePopup(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(popup.choices.len(), 2);
+    assert_eq!(popup.choices[0].template_id, SEEDED_NOTICE);
+    assert_eq!(popup.choices[0].status, "accept");
+    assert_eq!(popup.choices[1].status, "reject");
+    assert_eq!(popup.choices[1].popup_scene, 2);
+    let sent_event = events
+        .iter()
+        .find(|e| matches!(e.kind, Some(Kind::SubscribeNoticeSent(_))))
+        .unwrap();
+    assert_eq!(sent_event.template_send_job_id, job_id);
+    let j = wait_job(&app, &job_id, |j| j["counts"]["delivered"] == 1).await;
+    let r = j["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["open_id"] == sent.touser.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(r["status"], "delivered");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_job_stops_it_and_cancelling_again_answers_the_same() {
     let wechat = FakeWeChat::start().await;

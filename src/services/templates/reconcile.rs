@@ -2,7 +2,8 @@
 //! (`Status` `success`, `failed:user block`, `failed: system failed`; developers.weixin.qq.com/
 //! doc/offiaccount/Message_Management/Template_Message_Interface.html, "事件推送"), on the
 //! forwarder's side before delivery: the event gets `template_send_job_id` and the recipient
-//! its result.
+//! its result. A notice's subscribe_msg_sent_event (`MsgID`, `ErrorCode` 0 when sent) is
+//! matched the same way.
 
 use std::sync::Arc;
 
@@ -29,15 +30,32 @@ impl TemplateAttachment {
 impl Decorate for TemplateAttachment {
     async fn decorate(&self, events: &mut [pb::Event]) {
         for event in events.iter_mut() {
-            let (msg_id, raw) = match &event.kind {
-                Some(Kind::TemplateSendFinished(t)) => (t.msg_id, t.status.clone()),
+            // (msgid, what the job records, WeChat's words)
+            let reports: Vec<(i64, &'static str, String)> = match &event.kind {
+                Some(Kind::TemplateSendFinished(t)) => {
+                    vec![(t.msg_id, template_status(&t.status), t.status.clone())]
+                }
+                Some(Kind::SubscribeNoticeSent(s)) => s
+                    .results
+                    .iter()
+                    .map(|r| {
+                        let status = if r.error_code == 0 {
+                            "delivered"
+                        } else {
+                            "failed"
+                        };
+                        (r.msg_id, status, r.error_status.clone())
+                    })
+                    .collect(),
                 _ => continue,
             };
-            match attach(&*self.store, &event.account_id, msg_id, &raw).await {
-                Ok(Some(job_id)) => event.template_send_job_id = job_id,
-                Ok(None) => {}
-                Err(e) => tracing::warn!(event_id = %event.id, error = %e,
-                    "cannot attach a template send result to its job"),
+            for (msg_id, status, raw) in reports {
+                match attach(&*self.store, &event.account_id, msg_id, status, &raw).await {
+                    Ok(Some(job_id)) => event.template_send_job_id = job_id,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(event_id = %event.id, error = %e,
+                        "cannot attach a template send result to its job"),
+                }
             }
         }
     }
@@ -64,6 +82,7 @@ async fn attach(
     store: &dyn Store,
     account: &str,
     msg_id: i64,
+    status: &str,
     raw: &str,
 ) -> Result<Option<String>, StoreError> {
     let Some(index) = MSG_IDS.get(store, account, &msg_id.to_string()).await? else {
@@ -71,7 +90,7 @@ async fn attach(
     };
     let key = page_key(&index.job_id, index.page);
     let reported = Reported {
-        status: template_status(raw).into(),
+        status: status.into(),
         raw: raw.to_owned(),
         at: unix_now(),
     };
