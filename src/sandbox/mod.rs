@@ -9,11 +9,14 @@
 //!   sends, WeCom group messages, users, OAuth), deterministic and in memory.
 //! - [`server`]: the fake as an HTTP server on a loopback port, which also posts the
 //!   MASSSENDJOBFINISH callbacks a mass send owes the gateway.
+//! - [`templates`]: template messages and subscription notices, and the TEMPLATESENDJOBFINISH
+//!   a template message owes the gateway.
 //!
 //! docs/sandbox.md lists what the sandbox fakes and what it does not.
 
 pub mod model;
 pub mod server;
+pub mod templates;
 
 use std::path::PathBuf;
 

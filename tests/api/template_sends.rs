@@ -508,6 +508,83 @@ async fn cancelling_a_job_stops_it_and_cancelling_again_answers_the_same() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_send_get_and_cancel_template_send_follow_the_admin_rules() {
+    use wechat_gateway::pb::{self, gateway_client::GatewayClient};
+    let wechat = FakeWeChat::start().await;
+    let (app, _dir) = app(&wechat, FAST).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut gateway = GatewayClient::new(channel);
+    let request = |ids: Vec<String>, thing: &str| pb::SendTemplateRequest {
+        account_id: "acme-plain".into(),
+        subscribe: false,
+        template_id: SEEDED_TEMPLATE.into(),
+        data: [
+            ("first", "您的订单已发货"),
+            ("character_string1", "SO-1"),
+            ("thing2", thing),
+            ("remark", "谢谢"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        url: "https://shop.example.cn/orders/1".into(),
+        open_ids: ids,
+        client_msg_id: "grpc-1".into(),
+        ..Default::default()
+    };
+    let too_long = gateway
+        .send_template(request(open_ids("oFollower", 2), &"围".repeat(21)))
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), tonic::Code::InvalidArgument);
+    let job = gateway
+        .send_template(request(open_ids("oFollower", 3), "围巾"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(job.created);
+    assert_eq!(job.total, 3);
+    wait_job(&app, &job.job_id, finished).await;
+    let got = gateway
+        .get_template_send(pb::GetTemplateSendRequest {
+            account_id: "acme-plain".into(),
+            job_id: job.job_id.clone(),
+            offset: 1,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, "finished");
+    assert_eq!(got.counts.unwrap().sent, 3);
+    assert_eq!(got.recipients.len(), 2);
+    assert_eq!(got.recipients[0].open_id, "oFollower00000001");
+    assert_ne!(got.recipients[0].msgid, 0);
+    let again = gateway
+        .send_template(request(open_ids("oFollower", 3), "围巾"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+    assert_eq!(again.job_id, job.job_id);
+    let cancel = gateway
+        .cancel_template_send(pb::GetTemplateSendRequest {
+            account_id: "acme-plain".into(),
+            job_id: job.job_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(cancel.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(wechat.template_deliveries().len(), 3);
+    app.stop().await;
+}
+
 // ---- faults: SIGKILL in the middle of a job -------------------------------------------------
 
 async fn post_json(client: &reqwest::Client, url: String, body: &Value) -> (u16, Value) {
