@@ -291,7 +291,7 @@ impl Runner {
                     continue;
                 }
                 // A cancel (on any instance) is seen within a few sends.
-                if k > window.from && (k - window.from) % CANCEL_CHECK == 0 {
+                if k > window.from && (k - window.from).is_multiple_of(CANCEL_CHECK) {
                     match load_job(self.store(), id, job_id).await {
                         Ok(Some((j, _))) if j.cancelled_at.is_some() => break,
                         _ => {}
