@@ -320,6 +320,37 @@ async fn a_quota_answer_pauses_the_job_and_it_resumes_with_nobody_skipped() {
     app.stop().await;
 }
 
+/// A lower bound only: a loaded machine makes the job slower, never faster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_are_paced_at_sends_per_second_one_call_at_a_time() {
+    let wechat = FakeWeChat::start().await;
+    let (app, _dir) = app(
+        &wechat,
+        "[template_sends]\nsends_per_second = 10\nlease_seconds = 2\n",
+    )
+    .await;
+    let started = Instant::now();
+    let (status, created) = app
+        .admin(
+            "POST",
+            "/accounts/acme-plain/template-sends",
+            Some(&template_body(&open_ids("oFollower", 16))),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    wait_job(&app, &job_id, finished).await;
+    // 16 calls at 10 a second: at least 15 intervals of 100 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(wechat.max_in_flight(TEMPLATE_SEND), 1);
+    assert_eq!(wechat.template_deliveries().len(), 16);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_is_sent_again_with_the_same_client_msg_id_and_delivered_once() {
     let wechat = FakeWeChat::start().await;
