@@ -47,6 +47,8 @@ pub struct Config {
     pub broadcasts: BroadcastConfig,
     /// `[syncs]`: how audience syncs are paced.
     pub syncs: SyncConfig,
+    /// `[template_sends]`: how template and subscription-notice jobs are paced.
+    pub template_sends: TemplateSendConfig,
 }
 
 impl Config {
@@ -177,6 +179,20 @@ pub struct SyncConfig {
     pub lease: Duration,
 }
 
+/// `[template_sends]`: template messages (`message/template/send`) and subscription notices
+/// (`message/subscribe/bizsend`) go one recipient per call, so their pace is in calls a second.
+#[derive(Debug, Clone)]
+pub struct TemplateSendConfig {
+    /// Calls a second per instance (`sends_per_second`, default 20).
+    pub sends_per_second: u32,
+    /// First wait after a quota answer (45009/45011) or a transient failure; doubles up to
+    /// `backoff_max` (`backoff_min_ms`, default 1000; `backoff_max_seconds`, default 300).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// How long one instance's hold on a job lasts unless renewed (`lease_seconds`, default 30).
+    pub lease: Duration,
+}
+
 /// How many callbacks may be in flight at once (see [`crate::http::limits`]).
 #[derive(Debug, Clone, Copy)]
 pub struct CallbackLimitsConfig {
@@ -283,6 +299,27 @@ struct Raw {
     enrichment: RawEnrichment,
     broadcasts: RawBroadcasts,
     syncs: RawSyncs,
+    template_sends: RawTemplateSends,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawTemplateSends {
+    sends_per_second: u32,
+    backoff_min_ms: u64,
+    backoff_max_seconds: u64,
+    lease_seconds: u64,
+}
+
+impl Default for RawTemplateSends {
+    fn default() -> Self {
+        Self {
+            sends_per_second: 20,
+            backoff_min_ms: 1000,
+            backoff_max_seconds: 300,
+            lease_seconds: 30,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1041,6 +1078,21 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             y.lease_seconds
         ));
     }
+    let t = &raw.template_sends;
+    if !(1..=1000).contains(&t.sends_per_second) {
+        problems.push(format!(
+            "template_sends.sends_per_second: {} must be between 1 and 1000",
+            t.sends_per_second
+        ));
+    }
+    if t.backoff_min_ms == 0 || t.backoff_max_seconds * 1000 < t.backoff_min_ms {
+        problems.push(
+            "template_sends.backoff_min_ms must be positive and at most backoff_max_seconds".into(),
+        );
+    }
+    if t.lease_seconds < 2 {
+        problems.push("template_sends.lease_seconds must be at least 2".into());
+    }
 
     let format = match raw.log.format.as_str() {
         "text" => Some(LogFormat::Text),
@@ -1136,6 +1188,12 @@ fn check(raw: Raw, problems: &mut Vec<String>) -> Option<Config> {
             backoff_min: Duration::from_millis(raw.syncs.backoff_min_ms),
             backoff_max: Duration::from_secs(raw.syncs.backoff_max_seconds),
             lease: Duration::from_secs(raw.syncs.lease_seconds),
+        },
+        template_sends: TemplateSendConfig {
+            sends_per_second: raw.template_sends.sends_per_second,
+            backoff_min: Duration::from_millis(raw.template_sends.backoff_min_ms),
+            backoff_max: Duration::from_secs(raw.template_sends.backoff_max_seconds),
+            lease: Duration::from_secs(raw.template_sends.lease_seconds),
         },
     })
 }

@@ -177,6 +177,7 @@ impl Application {
             links: cfg.links.clone(),
             broadcasts: crate::services::broadcast::Broadcasts::new(cfg.broadcasts.clone()),
             syncs: crate::services::sync::Syncs::new(cfg.syncs.clone()),
+            templates: crate::services::templates::Templates::new(cfg.template_sends.clone()),
         });
         let account_ids: Vec<String> = services.accounts.keys().cloned().collect();
         services.replies.refresh_all(&*store, &account_ids).await;
@@ -196,12 +197,20 @@ impl Application {
             )));
         }
         decorators.push(Arc::new(JobAttachment::new(store.clone())));
+        decorators.push(Arc::new(
+            crate::services::templates::TemplateAttachment::new(store.clone()),
+        ));
         let broadcast_runner = tokio::spawn(crate::services::broadcast::run(
             services.clone(),
             lease_owner.clone(),
             shutdown.clone(),
         ));
         let sync_runner = tokio::spawn(crate::services::sync::run(
+            services.clone(),
+            lease_owner.clone(),
+            shutdown.clone(),
+        ));
+        let template_runner = tokio::spawn(crate::services::templates::run(
             services.clone(),
             lease_owner,
             shutdown.clone(),
@@ -329,6 +338,7 @@ impl Application {
             ),
             ("broadcasts", broadcast_runner),
             ("syncs", sync_runner),
+            ("templates", template_runner),
             (
                 "document-sweep",
                 tokio::spawn(crate::services::sweep::run(

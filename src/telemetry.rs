@@ -136,6 +136,9 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
         ("wgw_identity_oauth_total", Counter,
             "H5 OAuth entry steps by outcome (redirected to WeChat, identified, or why refused).",
             PerAccountAnd("outcome", &["redirected", "identified", "bad_request", "off", "bad_state", "replayed", "wechat_error", "unavailable"])),
+        ("wgw_template_sends_total", Counter,
+            "Template message and subscription notice sends to one follower, by outcome.",
+            PerAccountAnd("outcome", &["sent", "failed", "quota", "retry", "unknown"])),
     ]
 };
 

@@ -8,6 +8,7 @@ pub mod identity;
 pub mod link;
 pub mod menu;
 pub mod scene;
+pub mod template;
 pub mod untrusted;
 pub mod wecom;
 

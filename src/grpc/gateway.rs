@@ -32,7 +32,7 @@ use crate::services::links;
 use crate::services::message::send_message;
 use crate::services::qrcode::create_qr_code;
 use crate::services::{account_id, authorize, Services};
-use crate::services::{autoreply, broadcast, h5, menu, sync, tags};
+use crate::services::{autoreply, broadcast, h5, menu, sync, tags, templates};
 
 /// The actor recorded for changes made over gRPC when no `[[grpc.tokens]]` are configured.
 const ANONYMOUS: &str = "grpc";
@@ -129,6 +129,8 @@ for_account!(
     pb::DeleteTagRequest,
     pb::GetUserTagsRequest,
     pb::GetJsapiSignatureRequest,
+    pb::SendTemplateRequest,
+    pb::GetTemplateSendRequest,
 );
 
 pub struct GatewayService {
@@ -566,6 +568,49 @@ impl Gateway for GatewayService {
         )
         .await?;
         Ok(Response::new(sync_to_pb(view)))
+    }
+
+    async fn send_template(
+        &self,
+        request: Request<pb::SendTemplateRequest>,
+    ) -> Result<Response<pb::TemplateSendJob>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "SendTemplate")?;
+        let account = r.account_id.clone();
+        let req = super::templates::send_request(r)?;
+        let (job, created) =
+            templates::create_job(&self.services, &account_id(&account)?, &actor, req).await?;
+        Ok(Response::new(super::templates::job_to_pb(job, created)))
+    }
+
+    async fn get_template_send(
+        &self,
+        request: Request<pb::GetTemplateSendRequest>,
+    ) -> Result<Response<pb::TemplateSendJob>, Status> {
+        let (_actor, r) = self.authorize(request, Access::Read, "GetTemplateSend")?;
+        let job = templates::get_job(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &r.job_id,
+            usize::try_from(r.offset).unwrap_or(usize::MAX),
+            usize::try_from(r.limit).unwrap_or(usize::MAX),
+        )
+        .await?;
+        Ok(Response::new(super::templates::job_to_pb(job, false)))
+    }
+
+    async fn cancel_template_send(
+        &self,
+        request: Request<pb::GetTemplateSendRequest>,
+    ) -> Result<Response<pb::TemplateSendJob>, Status> {
+        let (actor, r) = self.authorize(request, Access::Write, "CancelTemplateSend")?;
+        let job = templates::cancel_job(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &r.job_id,
+            &actor,
+        )
+        .await?;
+        Ok(Response::new(super::templates::job_to_pb(job, false)))
     }
 }
 

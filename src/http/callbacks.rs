@@ -251,6 +251,9 @@ fn kind_label(event: &crate::pb::Event) -> &'static str {
         Some(Kind::FollowerSnapshot(_)) => "follower_snapshot",
         Some(Kind::ExternalContactSnapshot(_)) => "external_contact_snapshot",
         Some(Kind::H5Identified(_)) => "h5_identified",
+        Some(Kind::SubscribeNoticePopup(_)) => "subscribe_notice_popup",
+        Some(Kind::SubscribeNoticeChange(_)) => "subscribe_notice_change",
+        Some(Kind::SubscribeNoticeSent(_)) => "subscribe_notice_sent",
         Some(Kind::Unknown(_)) | None => "unknown",
     }
 }

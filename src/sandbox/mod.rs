@@ -11,6 +11,8 @@
 //! - [`sync`]: the audience lists of audience syncs (demo followers, WeCom customers).
 //! - [`server`]: the fake as an HTTP server on a loopback port, which also posts the
 //!   MASSSENDJOBFINISH callbacks a mass send owes the gateway.
+//! - [`templates`]: template messages and subscription notices, and the TEMPLATESENDJOBFINISH
+//!   a template message owes the gateway.
 //!
 //! docs/sandbox.md lists what the sandbox fakes and what it does not.
 
@@ -18,6 +20,7 @@ pub mod model;
 pub mod server;
 pub mod wecom_profile;
 pub mod sync;
+pub mod templates;
 
 use std::path::PathBuf;
 

@@ -72,6 +72,8 @@ pub enum Answer {
     Redirect(String),
     /// An API the sandbox does not fake: HTTP 404, and the server says so in the log.
     Unknown,
+    /// The JSON, then a TEMPLATESENDJOBFINISH callback to the gateway for this send.
+    JsonThenTemplateFinished(Value, super::templates::TemplateFinished),
 }
 
 /// The result of a mass send, as the MASSSENDJOBFINISH callback reports it.
@@ -135,6 +137,7 @@ pub struct FakeWeChat {
     oauth_codes: HashMap<String, String>,
     issued_codes: u64,
     next_msg_id: i64,
+    templates: super::templates::Templates,
 }
 
 fn ok() -> Value {
@@ -178,6 +181,7 @@ impl FakeWeChat {
             oauth_codes: HashMap::new(),
             issued_codes: 0,
             next_msg_id: FIRST_MSG_ID,
+            templates: Default::default(),
         }
     }
 
@@ -361,6 +365,9 @@ impl FakeWeChat {
 
     /// The APIs called with an access token.
     fn with_token(&mut self, account: &str, call: &Call<'_>) -> Answer {
+        if super::templates::handles(call.platform, call.path) {
+            return self.templates.answer(account, call);
+        }
         let body = call.body;
         let agent_id = self.credential(account).agent_id;
         let next_msg_id = &mut self.next_msg_id;

@@ -157,6 +157,11 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>)
             tokio::spawn(send_finished(shared, finished));
             HttpResponse::Ok().json(v)
         }
+        Answer::JsonThenTemplateFinished(v, finished) => {
+            let shared = shared.into_inner();
+            tokio::spawn(send_template_finished(shared, finished));
+            HttpResponse::Ok().json(v)
+        }
         Answer::Redirect(to) => HttpResponse::Found()
             .insert_header(("Location", to))
             .finish(),
@@ -220,6 +225,46 @@ async fn send_finished(shared: Arc<Shared>, finished: MassFinished) {
                 "sandbox: the gateway refused MASSSENDJOBFINISH"),
             Err(e) => tracing::warn!(account = %finished.account, error = %format!("{e:#}"),
                 attempt, "sandbox: cannot send MASSSENDJOBFINISH"),
+        }
+        tokio::time::sleep(CALLBACK_SPACING).await;
+    }
+}
+
+/// The TEMPLATESENDJOBFINISH of a template message, as WeChat posts it (the template message
+/// page, "事件推送"): from the recipient, `Status` success.
+async fn send_template_finished(shared: Arc<Shared>, finished: super::templates::TemplateFinished) {
+    tokio::time::sleep(FINISH_AFTER).await;
+    let (Some(base), Some(account)) =
+        (shared.gateway.get(), shared.accounts.get(&finished.account))
+    else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[gh_simulated0000]]></ToUserName>\
+         <FromUserName><![CDATA[{}]]></FromUserName><CreateTime>{now}</CreateTime>\
+         <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event>\
+         <MsgID>{}</MsgID><Status><![CDATA[success]]></Status></xml>",
+        finished.open_id, finished.msg_id
+    );
+    for attempt in 1..=CALLBACK_ATTEMPTS {
+        match crate::simulate::post_callback(
+            &shared.client,
+            base,
+            account,
+            account.mode,
+            &xml,
+            &finished.open_id,
+        )
+        .await
+        {
+            Ok((status, _)) if status.is_success() => return,
+            Ok((status, _)) => tracing::warn!(account = %finished.account, %status, attempt,
+                "sandbox: the gateway refused TEMPLATESENDJOBFINISH"),
+            Err(e) => tracing::warn!(account = %finished.account, error = %format!("{e:#}"),
+                attempt, "sandbox: cannot send TEMPLATESENDJOBFINISH"),
         }
         tokio::time::sleep(CALLBACK_SPACING).await;
     }

@@ -19,6 +19,7 @@ pub mod qrcode;
 pub mod sweep;
 pub mod sync;
 pub mod tags;
+pub mod templates;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Services {
     pub broadcasts: broadcast::Broadcasts,
     /// The audience sync runner's settings and wake-up call.
     pub syncs: sync::Syncs,
+    /// The template job runner's settings and wake-up call.
+    pub templates: templates::Templates,
 }
 
 impl Services {

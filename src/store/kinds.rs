@@ -86,6 +86,19 @@ kinds! {
     SYNC = "sync", Never;
     /// The account's sync now running (id `current`): one at a time per account.
     SYNC_CURRENT = "sync-current", Never;
+    /// A template or subscription-notice job and the state of each page of recipients.
+    TEMPLATE_JOB = "tsend-job", Never;
+    /// One page of a template job's recipients, each with its status.
+    TEMPLATE_PAGE = "tsend-page", Never;
+    /// A template job caller's idempotency key → the job id.
+    TEMPLATE_CLIENT_MSG_ID = "tsend-cmid", Never;
+    /// The template jobs the runner still has work on.
+    TEMPLATE_ACTIVE = "tsend-active", Never;
+    /// WeChat's msgid of a sent template or notice → its job, page and recipient.
+    TEMPLATE_MSG_ID = "tsend-msgid", Never;
+    /// What WeChat reported (TEMPLATESENDJOBFINISH, subscribe_msg_sent_event) for the
+    /// recipients of one page.
+    TEMPLATE_RESULT = "tsend-result", Never;
 }
 
 /// The kinds whose documents lapse: what the sweeper goes through.

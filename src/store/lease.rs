@@ -18,6 +18,8 @@ pub enum LeaseKey {
     BroadcastJob { account: String, job: String },
     /// Running one audience sync of an account.
     Sync { account: String, sync: String },
+    /// Running one template or subscription-notice job of an account.
+    TemplateJob { account: String, job: String },
 }
 
 impl LeaseKey {
@@ -35,6 +37,13 @@ impl LeaseKey {
 
     pub fn broadcast_job(account: &str, job: &str) -> Self {
         Self::BroadcastJob {
+            account: account.to_owned(),
+            job: job.to_owned(),
+        }
+    }
+
+    pub fn template_job(account: &str, job: &str) -> Self {
+        Self::TemplateJob {
             account: account.to_owned(),
             job: job.to_owned(),
         }
@@ -57,6 +66,7 @@ impl fmt::Display for LeaseKey {
             Self::Menu { account } => write!(f, "menu/{account}"),
             Self::BroadcastJob { account, job } => write!(f, "broadcast/{account}/{job}"),
             Self::Sync { account, sync } => write!(f, "sync/{account}/{sync}"),
+            Self::TemplateJob { account, job } => write!(f, "template/{account}/{job}"),
         }
     }
 }

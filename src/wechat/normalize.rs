@@ -138,6 +138,7 @@ pub fn normalize(
         // Filled by the components that know the gateway's QR codes and broadcast jobs.
         label: String::new(),
         broadcast_job_id: String::new(),
+        template_send_job_id: String::new(),
         kind: Some(kind),
     })
 }
@@ -197,6 +198,9 @@ enum EventName {
     ChangeExternalContact,
     ChangeExternalChat,
     ChangeExternalTag,
+    SubscribeMsgPopup,
+    SubscribeMsgChange,
+    SubscribeMsgSent,
 }
 
 /// Event name, model, and the only platform that sends it (`None`: both).
@@ -243,6 +247,21 @@ const EVENT_NAMES: &[(&str, EventName, Option<Platform>)] = &[
         "change_external_tag",
         EventName::ChangeExternalTag,
         Some(Platform::Work),
+    ),
+    (
+        "subscribe_msg_popup_event",
+        EventName::SubscribeMsgPopup,
+        Some(Platform::Mp),
+    ),
+    (
+        "subscribe_msg_change_event",
+        EventName::SubscribeMsgChange,
+        Some(Platform::Mp),
+    ),
+    (
+        "subscribe_msg_sent_event",
+        EventName::SubscribeMsgSent,
+        Some(Platform::Mp),
     ),
 ];
 
@@ -366,6 +385,15 @@ fn event_kind(
             msg_id: number(doc, "MsgID")?,
             status: owned(doc, "Status"),
         }),
+        EventName::SubscribeMsgPopup => Kind::SubscribeNoticePopup(pb::SubscribeNoticePopup {
+            choices: subscribe_choices(doc)?,
+        }),
+        EventName::SubscribeMsgChange => Kind::SubscribeNoticeChange(pb::SubscribeNoticeChange {
+            choices: subscribe_choices(doc)?,
+        }),
+        EventName::SubscribeMsgSent => Kind::SubscribeNoticeSent(pb::SubscribeNoticeSent {
+            results: subscribe_results(doc)?,
+        }),
         EventName::EnterAgent => Kind::EnterAgent(pb::EnterAgent { key: key() }),
         EventName::ChangeContact => match change_type {
             "create_user" | "update_user" | "delete_user" => {
@@ -447,6 +475,62 @@ fn required<'a>(doc: &'a Document, name: &'static str) -> Result<&'a str, XmlErr
 /// A top-level element's text, empty when absent.
 fn text<'a>(doc: &'a Document, name: &str) -> &'a str {
     doc.child(name).unwrap_or_default()
+}
+
+/// The `List` items of a subscription-notice popup or change event, in order: each starts at
+/// its TemplateId (the reader flattens the containers into their leaves, in document order).
+fn subscribe_choices(doc: &Document) -> Result<Vec<pb::SubscribeNoticeChoice>, XmlError> {
+    let mut out: Vec<pb::SubscribeNoticeChoice> = Vec::new();
+    for (name, value) in doc.iter() {
+        match name {
+            "TemplateId" => out.push(pb::SubscribeNoticeChoice {
+                template_id: value.to_owned(),
+                ..Default::default()
+            }),
+            "SubscribeStatusString" => {
+                if let Some(c) = out.last_mut() {
+                    c.status = value.to_owned();
+                }
+            }
+            "PopupScene" => {
+                if let Some(c) = out.last_mut() {
+                    c.popup_scene = optional_number("PopupScene", Some(value))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The `List` items of a subscribe_msg_sent_event, in order.
+fn subscribe_results(doc: &Document) -> Result<Vec<pb::SubscribeNoticeResult>, XmlError> {
+    let mut out: Vec<pb::SubscribeNoticeResult> = Vec::new();
+    for (name, value) in doc.iter() {
+        match name {
+            "TemplateId" => out.push(pb::SubscribeNoticeResult {
+                template_id: value.to_owned(),
+                ..Default::default()
+            }),
+            "MsgID" => {
+                if let Some(r) = out.last_mut() {
+                    r.msg_id = optional_number("MsgID", Some(value))?;
+                }
+            }
+            "ErrorCode" => {
+                if let Some(r) = out.last_mut() {
+                    r.error_code = optional_number("ErrorCode", Some(value))?;
+                }
+            }
+            "ErrorStatus" => {
+                if let Some(r) = out.last_mut() {
+                    r.error_status = value.to_owned();
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 fn owned(doc: &Document, name: &str) -> String {
@@ -1047,6 +1131,97 @@ mod tests {
             &Kind::TemplateSendFinished(pb::TemplateSendFinished {
                 msg_id: 200163836,
                 status: "success".into()
+            })
+        );
+    }
+
+    /// The subscription-notice callbacks of the Service Account documentation,
+    /// developers.weixin.qq.com/doc/service/guide/product/subscription_messages/push.html
+    /// ("订阅通知事件推送"): the popup example verbatim; the change and sent examples with the
+    /// page's elements and values (the sent one's MsgID is the page's).
+    #[test]
+    fn subscription_notice_callbacks_carry_each_template_and_the_choice() {
+        let popup = mp("<xml>
+        <ToUserName><![CDATA[gh_123456789abc]]></ToUserName>
+        <FromUserName><![CDATA[otFpruAK8D-E6EfStSYonYSBZ8_4]]></FromUserName>
+        <CreateTime>1610969440</CreateTime>
+        <MsgType><![CDATA[event]]></MsgType>
+        <Event><![CDATA[subscribe_msg_popup_event]]></Event>
+        <SubscribeMsgPopupEvent>
+        <List>
+        <TemplateId><![CDATA[VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc]]></TemplateId>
+        <SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString>
+        <PopupScene>2</PopupScene>
+        </List>
+        <List>
+        <TemplateId><![CDATA[9nLIlbOQZC5Y89AZteFEux3WCXRRRG5Wfzkpssu4bLI]]></TemplateId>
+        <SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString>
+        <PopupScene>2</PopupScene>
+        </List>
+        </SubscribeMsgPopupEvent>
+        </xml>");
+        assert_eq!(popup.open_id, "otFpruAK8D-E6EfStSYonYSBZ8_4");
+        let choice = |t: &str, s: &str, scene| pb::SubscribeNoticeChoice {
+            template_id: t.into(),
+            status: s.into(),
+            popup_scene: scene,
+        };
+        assert_eq!(
+            kind(&popup),
+            &Kind::SubscribeNoticePopup(pb::SubscribeNoticePopup {
+                choices: vec![
+                    choice("VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc", "accept", 2),
+                    choice("9nLIlbOQZC5Y89AZteFEux3WCXRRRG5Wfzkpssu4bLI", "reject", 2),
+                ]
+            })
+        );
+        let change = mp("<xml>
+        <ToUserName><![CDATA[gh_123456789abc]]></ToUserName>
+        <FromUserName><![CDATA[otFpruAK8D-E6EfStSYonYSBZ8_4]]></FromUserName>
+        <CreateTime>1610969440</CreateTime>
+        <MsgType><![CDATA[event]]></MsgType>
+        <Event><![CDATA[subscribe_msg_change_event]]></Event>
+        <SubscribeMsgChangeEvent>
+        <List>
+        <TemplateId><![CDATA[VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc]]></TemplateId>
+        <SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString>
+        </List>
+        </SubscribeMsgChangeEvent>
+        </xml>");
+        assert_eq!(
+            kind(&change),
+            &Kind::SubscribeNoticeChange(pb::SubscribeNoticeChange {
+                choices: vec![choice(
+                    "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc",
+                    "reject",
+                    0
+                )]
+            })
+        );
+        let sent = mp("<xml>
+        <ToUserName><![CDATA[gh_123456789abc]]></ToUserName>
+        <FromUserName><![CDATA[otFpruAK8D-E6EfStSYonYSBZ8_4]]></FromUserName>
+        <CreateTime>1610969468</CreateTime>
+        <MsgType><![CDATA[event]]></MsgType>
+        <Event><![CDATA[subscribe_msg_sent_event]]></Event>
+        <SubscribeMsgSentEvent>
+        <List>
+        <TemplateId><![CDATA[VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc]]></TemplateId>
+        <MsgID>1700827132819554304</MsgID>
+        <ErrorCode>0</ErrorCode>
+        <ErrorStatus><![CDATA[success]]></ErrorStatus>
+        </List>
+        </SubscribeMsgSentEvent>
+        </xml>");
+        assert_eq!(
+            kind(&sent),
+            &Kind::SubscribeNoticeSent(pb::SubscribeNoticeSent {
+                results: vec![pb::SubscribeNoticeResult {
+                    template_id: "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc".into(),
+                    msg_id: 1700827132819554304,
+                    error_code: 0,
+                    error_status: "success".into(),
+                }]
             })
         );
     }

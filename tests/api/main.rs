@@ -31,4 +31,5 @@ mod sandbox;
 mod store;
 mod support;
 mod syncs;
+mod template_sends;
 mod tls;

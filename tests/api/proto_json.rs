@@ -40,6 +40,7 @@ fn every_kind() -> Vec<pb::Event> {
         agent_id: i64::MAX,
         label: "spring expo 春季".into(),
         broadcast_job_id: "job-1".into(),
+        template_send_job_id: String::new(),
         reply_rule_id: "welcome:default".into(),
         profile: Some(pb::UserProfile {
             subscribe_scene: "ADD_SCENE_QR_CODE".into(),

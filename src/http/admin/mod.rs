@@ -33,6 +33,7 @@ pub(crate) mod responses;
 mod schemas;
 mod syncs;
 mod tags;
+mod templates;
 
 use actix_web::web;
 
@@ -57,6 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         group_chats::routes,
         syncs::routes,
         h5::routes,
+        templates::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));

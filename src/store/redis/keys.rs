@@ -32,6 +32,7 @@ pub(super) fn lease_key(key: &LeaseKey) -> String {
         LeaseKey::Menu { account } => format!("wgw:{{{account}}}:menu:lease"),
         LeaseKey::BroadcastJob { account, job } => format!("wgw:{{{account}}}:bcast:lease:{job}"),
         LeaseKey::Sync { account, sync } => format!("wgw:{{{account}}}:sync:lease:{sync}"),
+        LeaseKey::TemplateJob { account, job } => format!("wgw:{{{account}}}:tsend:lease:{job}"),
     }
 }
 

@@ -44,6 +44,7 @@ pub mod oauth;
 pub mod qrcode;
 pub mod tags;
 pub mod ticket;
+pub mod template;
 pub mod token;
 pub mod user;
 pub mod welcome;

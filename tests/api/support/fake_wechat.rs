@@ -15,6 +15,7 @@
 //! - It keeps WeCom corp tags, customer tags and customer groups ([`profile`]).
 //! - It lists followers and WeCom customers page by page, for audience syncs ([`audience`]).
 //! - It issues JS-SDK tickets ([`ticket`]).
+//! - It sends template messages and subscription notices ([`templates`]).
 
 pub mod audience;
 mod mass;
@@ -22,6 +23,7 @@ mod menu;
 mod oauth;
 mod profile;
 mod ticket;
+pub mod templates;
 mod welcome;
 
 use std::collections::{HashMap, VecDeque};
@@ -76,6 +78,7 @@ struct State {
     profiles: HashMap<String, wechat_gateway::sandbox::wecom_profile::Profile>,
     audience: audience::Audience,
     tickets: ticket::Tickets,
+    templates: templates::Templates,
 }
 
 pub struct FakeWeChat {
@@ -260,6 +263,24 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                 .finish()
         }
         None => {}
+    }
+    if templates::handles(&path) {
+        let answer = {
+            let mut s = state.lock().unwrap();
+            let token = query.get("access_token").map_or("", String::as_str);
+            let credential = s
+                .current
+                .iter()
+                .find(|(_, t)| !token.is_empty() && *t == token)
+                .map(|(credential, _)| credential.clone());
+            credential.map(|c| templates::answer(&mut s.templates, &c, &path, &json_body))
+        };
+        if let Some((answer, delay)) = answer {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            return HttpResponse::Ok().json(answer);
+        }
     }
     if mass::handles(&path) {
         let answer = {
