@@ -190,6 +190,9 @@ impl Application {
             )));
         }
         decorators.push(Arc::new(JobAttachment::new(store.clone())));
+        decorators.push(Arc::new(crate::services::interactions::Interactions::new(
+            store.clone(),
+        )));
         let broadcast_runner = tokio::spawn(crate::services::broadcast::run(
             services.clone(),
             lease_owner,

@@ -121,6 +121,10 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
         ("wgw_link_anonymous_clicks_suppressed_total", Counter,
             "Anonymous tracked link opens that made no event (one per link and client per window).", PerAccount),
         ("wgw_store_docs_swept_total", Counter, "Lapsed documents removed by the sweeper, by kind.", PerLapsingKind),
+        ("wgw_custom_messages_outside_window_total", Counter,
+            "Customer-service messages refused because the follower's 48-hour window is closed (the gateway's check or WeChat's 45015).", PerAccount),
+        ("wgw_interaction_record_failures_total", Counter,
+            "Follower interactions the forwarder could not record (their 48-hour window stays closed).", Global),
     ]
 };
 

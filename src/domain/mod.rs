@@ -6,6 +6,7 @@ pub mod autoreply;
 pub mod broadcast;
 pub mod link;
 pub mod menu;
+pub mod message;
 pub mod scene;
 pub mod untrusted;
 

@@ -11,9 +11,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
-use super::convert::{job_to_pb, menu_json, message_json};
+use super::convert::{custom_message, job_to_pb, menu_json, message_json};
 use crate::config::AdminToken;
 use crate::domain::access::{bearer, match_token, Access, Caller, Scope};
+use crate::domain::message::TypingCommand;
 use crate::domain::{Actor, Untrusted};
 use crate::error::ServiceError;
 use crate::pb::gateway_server::{Gateway, GatewayServer};
@@ -27,7 +28,7 @@ use crate::pb::{
     PutReplyRuleRequest, PutReplyRuleResponse,
 };
 use crate::services::links;
-use crate::services::message::send_message;
+use crate::services::message::{send_message, send_typing, Outgoing};
 use crate::services::qrcode::create_qr_code;
 use crate::services::{account_id, authorize, Services};
 use crate::services::{autoreply, broadcast, menu, tags};
@@ -115,6 +116,7 @@ for_account!(
     pb::PreviewBroadcastRequest,
     pb::CreateTagRequest,
     pb::TagUsersRequest,
+    pb::SendTypingRequest,
 );
 
 pub struct GatewayService {
@@ -161,12 +163,17 @@ impl Gateway for GatewayService {
     ) -> Result<Response<SendMessageResponse>, Status> {
         let (actor, r) = self.authorize(request, Access::Write, "SendMessage")?;
         tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), "SendMessage");
-        let message = r.message.try_into()?;
+        let account = account_id(&r.account_id)?;
+        let platform = self.services.account(&account)?.platform;
+        let message = custom_message(platform, r.message, &r.message_json)?;
         let msg_id = send_message(
             &self.services,
-            &account_id(&r.account_id)?,
+            &account,
             &r.to_user,
-            message,
+            Outgoing {
+                message,
+                ignore_window: r.ignore_window,
+            },
         )
         .await?;
         Ok(Response::new(SendMessageResponse { msg_id }))
@@ -379,6 +386,27 @@ impl Gateway for GatewayService {
         request: Request<pb::TagUsersRequest>,
     ) -> Result<Response<pb::TagUsersResponse>, Status> {
         self.change_tag(request, true).await
+    }
+
+    async fn send_typing(
+        &self,
+        request: Request<pb::SendTypingRequest>,
+    ) -> Result<Response<pb::SendTypingResponse>, Status> {
+        let (_actor, r) = self.authorize(request, Access::Write, "SendTyping")?;
+        let command = if r.typing {
+            TypingCommand::Typing
+        } else {
+            TypingCommand::CancelTyping
+        };
+        send_typing(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &r.to_user,
+            command,
+            r.ignore_window,
+        )
+        .await?;
+        Ok(Response::new(pb::SendTypingResponse {}))
     }
 }
 

@@ -133,16 +133,16 @@ pub struct FakeWeChat {
     next_msg_id: i64,
 }
 
-fn ok() -> Value {
+pub(super) fn ok() -> Value {
     json!({"errcode": 0, "errmsg": "ok"})
 }
 
-fn err(code: i64, msg: &str) -> Value {
+pub(super) fn err(code: i64, msg: &str) -> Value {
     json!({"errcode": code, "errmsg": msg})
 }
 
 /// `{"errcode": 0, "errmsg": "ok"}` merged with `fields`.
-fn ok_with(fields: Value) -> Value {
+pub(super) fn ok_with(fields: Value) -> Value {
     let mut answer = ok();
     if let (Some(out), Value::Object(fields)) = (answer.as_object_mut(), fields) {
         out.extend(fields);
@@ -150,7 +150,7 @@ fn ok_with(fields: Value) -> Value {
     answer
 }
 
-fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
+pub(super) fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
@@ -437,10 +437,10 @@ impl FakeWeChat {
                         "unionid": union_id(id)}, "follow_user": []}))
                 }
             }
-            (Platform::Mp, "/cgi-bin/message/custom/send") => match message_problem(body) {
-                Some(e) => e,
-                None => ok(),
-            },
+            (Platform::Mp, "/cgi-bin/message/custom/send") => super::messages::custom_send(body),
+            (Platform::Mp, "/cgi-bin/message/custom/typing") => {
+                super::messages::custom_typing(body)
+            }
             (Platform::Work, "/cgi-bin/message/send") => match message_problem(body) {
                 Some(e) => e,
                 None => {

@@ -8,6 +8,7 @@ pub mod autoreply;
 pub mod broadcast;
 pub mod callbacks;
 pub mod enrich;
+pub mod interactions;
 pub mod links;
 pub mod menu;
 pub mod message;

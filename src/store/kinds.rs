@@ -79,6 +79,9 @@ kinds! {
     /// A plain-mode callback's `signature` → the hash of the body it came with, for twice the
     /// clock window (`crate::services::plain_signatures`).
     PLAIN_SIGNATURE = "plain-sig", AfterTtl;
+    /// openid → the follower's last interaction, until the 48-hour window of customer-service
+    /// messages closes (`crate::services::interactions`).
+    INTERACTION = "interaction", AfterTtl;
 }
 
 /// The kinds whose documents lapse: what the sweeper goes through.
@@ -110,7 +113,8 @@ mod tests {
                 "link-oauth-state",
                 "link-anon-click",
                 "bcast-lease",
-                "plain-sig"
+                "plain-sig",
+                "interaction",
             ]
         );
     }

@@ -17,6 +17,7 @@ mod hardening;
 mod limits;
 mod links;
 mod menus;
+mod messages;
 mod ops;
 mod proto_json;
 mod qrcodes;

@@ -20,6 +20,7 @@ mod dead_letters;
 mod extract;
 mod links;
 mod menu;
+mod messages;
 mod openapi;
 mod qrcodes;
 mod replies;
@@ -46,6 +47,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         broadcasts::routes,
         tags::routes,
         replies::routes,
+        messages::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));

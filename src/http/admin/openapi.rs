@@ -56,6 +56,8 @@ impl Modify for BearerAuth {
         super::tags::create,
         super::tags::add_members,
         super::tags::remove_members,
+        super::messages::send,
+        super::messages::typing,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

@@ -325,7 +325,9 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                         "config_id": format!("cfg{n}"),
                         "qr_code": format!("https://wework.qpic.cn/wwpic/fake{n}/0"),
                     }),
-                    "/cgi-bin/message/custom/send" => json!({"errcode": 0, "errmsg": "ok"}),
+                    "/cgi-bin/message/custom/send" | "/cgi-bin/message/custom/typing" => {
+                        json!({"errcode": 0, "errmsg": "ok"})
+                    }
                     welcome::PATH => welcome::answer(&mut s.welcomes, &json_body),
                     "/cgi-bin/message/send" => json!({
                         "errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": format!("msg{n}")
