@@ -101,7 +101,8 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
         ("wgw_wechat_token_rejections_total", Counter,
             "WeChat API calls refused for the access token (40001, 40014, 42001) and retried with a fresh one.", PerAccount),
         ("wgw_token_refresh_failures_total", Counter,
-            "Attempts to fetch an access token from WeChat that failed.", PerAccount),
+            "Attempts to fetch an access token from WeChat that failed.",
+            PerAccountAnd("outcome", &["uploaded", "reused", "reuploaded", "refused", "failed"])),
         ("wgw_menu_drift", Gauge,
             "1 when the live menu was last found changed outside the gateway, else 0.", PerAccount),
         ("wgw_auto_replies_total", Counter, "Passive replies chosen, by origin (rule or welcome).",
@@ -125,6 +126,9 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
             "Customer-service messages refused because the follower's 48-hour window is closed (the gateway's check or WeChat's 45015).", PerAccount),
         ("wgw_interaction_record_failures_total", Counter,
             "Follower interactions the forwarder could not record (their 48-hour window stays closed).", Global),
+        ("wgw_media_uploads_total", Counter,
+            "Media uploads, by outcome: uploaded, reused (same bytes, no call), reuploaded (a lapsed temporary id), refused (WeChat's limits), failed.",
+            PerAccountAnd("outcome", &["uploaded", "reused", "reuploaded", "refused", "failed"])),
     ]
 };
 

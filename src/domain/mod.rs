@@ -5,6 +5,7 @@ pub mod access;
 pub mod autoreply;
 pub mod broadcast;
 pub mod link;
+pub mod media;
 pub mod menu;
 pub mod message;
 pub mod scene;

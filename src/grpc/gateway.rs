@@ -408,6 +408,13 @@ impl Gateway for GatewayService {
         .await?;
         Ok(Response::new(pb::SendTypingResponse {}))
     }
+
+    async fn upload_media(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadMediaRequest>>,
+    ) -> Result<Response<pb::UploadMediaResponse>, Status> {
+        super::media::upload_media(&self.services, request).await
+    }
 }
 
 impl GatewayService {

@@ -4,3 +4,4 @@
 
 mod convert;
 pub mod gateway;
+mod media;

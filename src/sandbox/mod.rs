@@ -12,6 +12,7 @@
 //!
 //! docs/sandbox.md lists what the sandbox fakes and what it does not.
 
+pub mod media;
 pub mod messages;
 pub mod model;
 pub mod server;

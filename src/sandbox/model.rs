@@ -97,6 +97,7 @@ struct AccountState {
     contact_ways: u64,
     group_msgs: Vec<GroupMsg>,
     messages: u64,
+    media: super::media::Media,
 }
 
 #[derive(Debug)]
@@ -335,6 +336,17 @@ impl FakeWeChat {
         let agent_id = self.credential(account).agent_id;
         let next_msg_id = &mut self.next_msg_id;
         let state = self.accounts.entry(account.to_owned()).or_default();
+        let work = call.platform == Platform::Work;
+        if let Some(answer) = super::media::answer(
+            &mut state.media,
+            work,
+            call.path,
+            call.query,
+            body,
+            call.now,
+        ) {
+            return Answer::Json(answer);
+        }
         let answer = match (call.platform, call.path) {
             (_, "/cgi-bin/menu/create") => {
                 if let Some(e) = wrong_agent(call, agent_id) {

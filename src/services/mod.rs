@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod enrich;
 pub mod interactions;
 pub mod links;
+pub mod media;
 pub mod menu;
 pub mod message;
 pub mod plain_signatures;

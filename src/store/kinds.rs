@@ -82,6 +82,14 @@ kinds! {
     /// openid → the follower's last interaction, until the 48-hour window of customer-service
     /// messages closes (`crate::services::interactions`).
     INTERACTION = "interaction", AfterTtl;
+    /// An upload by destination, kind and content hash → its media id (`crate::services::media`):
+    /// permanent media kept, temporary media lapsing before WeChat forgets them (3 days).
+    MEDIA = "media", AfterTtl;
+    /// The bytes of a temporary upload by content hash, to upload them again once WeChat
+    /// forgot the media id.
+    MEDIA_BLOB = "media-blob", Never;
+    /// A temporary media id → the upload it came from (hash, kind, name, destination).
+    MEDIA_ID = "media-id", Never;
 }
 
 /// The kinds whose documents lapse: what the sweeper goes through.
@@ -115,6 +123,7 @@ mod tests {
                 "bcast-lease",
                 "plain-sig",
                 "interaction",
+                "media",
             ]
         );
     }

@@ -19,6 +19,7 @@ mod broadcasts;
 mod dead_letters;
 mod extract;
 mod links;
+mod media;
 mod menu;
 mod messages;
 mod openapi;
@@ -48,6 +49,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         tags::routes,
         replies::routes,
         messages::routes,
+        media::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));

@@ -41,6 +41,7 @@ impl WeChatApi {
                 ("grant_type", "authorization_code"),
             ],
             body: None,
+            upload: None,
             attempts: Attempts::Retried,
         })
         .await
