@@ -16,6 +16,7 @@ mod faults;
 mod hardening;
 mod limits;
 mod links;
+mod media;
 mod menus;
 mod messages;
 mod ops;

@@ -14,6 +14,7 @@
 //! - It sends broadcasts, keeps tags and WeCom group messages as WeChat does ([`mass`]).
 
 mod mass;
+mod media;
 mod menu;
 mod oauth;
 mod welcome;
@@ -66,6 +67,7 @@ struct State {
     welcomes: welcome::Welcomes,
     identity: oauth::Identity,
     mass: mass::Mass,
+    media: media::Media,
 }
 
 pub struct FakeWeChat {
@@ -210,7 +212,17 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
         web::Query::<HashMap<String, String>>::from_query(req.query_string())
             .map(|q| q.into_inner())
             .unwrap_or_default();
-    let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let json_body: Value = if content_type.starts_with("multipart/form-data") {
+        media::form(&content_type, &body).unwrap_or(Value::Null)
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     let (delay, injected) = {
         let mut s = state.lock().unwrap();
         s.requests.push(Recorded {
@@ -294,6 +306,14 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
             if credential.is_some() && oauth::handles(&path) {
                 return HttpResponse::Ok().json(oauth::answer(
                     &s.identity,
+                    &path,
+                    &query,
+                    &json_body,
+                ));
+            }
+            if credential.is_some() && media::handles(&path) {
+                return HttpResponse::Ok().json(media::answer(
+                    &mut s.media,
                     &path,
                     &query,
                     &json_body,
