@@ -417,3 +417,31 @@ async fn upload_media_streams_chunks_over_grpc_and_refuses_past_the_kinds_limit(
     assert_eq!(no_metadata.code(), tonic::Code::InvalidArgument);
     assert_eq!(wechat.count(UPLOAD), 1);
 }
+
+#[tokio::test]
+async fn on_redis_two_instances_share_the_record_of_an_upload() {
+    let wechat = FakeWeChat::start().await;
+    let url = crate::support::redis::fresh_db_url().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn_app(AppOptions::redis(&url).wechat(&wechat.base()), dir_a.path()).await;
+    let b = spawn_app(AppOptions::redis(&url).wechat(&wechat.base()), dir_b.path()).await;
+    let bytes = b"\xff\xd8 shared poster".to_vec();
+    let (status, first) = post_form(
+        &a,
+        "/accounts/acme-plain/media",
+        media_form("image", "s.jpg", bytes.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["reused"], false);
+    let (status, second) = post_form(
+        &b,
+        "/accounts/acme-plain/media",
+        media_form("image", "s.jpg", bytes),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["reused"], true);
+    assert_eq!(second["media_id"], first["media_id"]);
+    assert_eq!(wechat.count(UPLOAD), 1);
+}
