@@ -260,14 +260,15 @@ async fn drafts_are_checked_then_sent_as_draft_add_documents() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(got["news_item"], json!([article]));
-    let (status, _) = app
+    let (status, deleted) = app
         .admin(
             "DELETE",
             &format!("/accounts/acme-plain/drafts/{media_id}"),
             None,
         )
         .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 200);
+    assert_eq!(deleted, json!({"media_id": media_id, "deleted": true}));
     assert_eq!(
         wechat.requests_to("/cgi-bin/draft/delete")[0].body,
         json!({"media_id": media_id})

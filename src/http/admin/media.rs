@@ -261,7 +261,7 @@ pub(crate) async fn article_image(
         ("media_id" = String, Path, description = "a permanent media id"),
     ),
     responses(
-        (status = 204, description = "deleted (material/del_material)"),
+        (status = 200, description = "deleted (material/del_material)", body = Deleted),
         (status = 400, description = "a WeCom account", body = ErrorBody),
         AccountErrors, WeChatErrors,
     ),
@@ -274,7 +274,17 @@ pub(crate) async fn delete_material(
 ) -> Result<HttpResponse, ServiceError> {
     let (account, media_id) = path.into_inner();
     media::delete_material(&state.services, &account_id(&account)?, &media_id).await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(HttpResponse::Ok().json(Deleted {
+        media_id,
+        deleted: true,
+    }))
+}
+
+/// Material or a draft deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    media_id: String,
+    deleted: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -365,7 +375,7 @@ pub(crate) async fn get_draft(
         ("media_id" = String, Path, description = "the draft's media_id"),
     ),
     responses(
-        (status = 204, description = "deleted (draft/delete)"),
+        (status = 200, description = "deleted (draft/delete)", body = Deleted),
         (status = 400, description = "a WeCom account", body = ErrorBody),
         AccountErrors, WeChatErrors,
     ),
@@ -378,5 +388,8 @@ pub(crate) async fn delete_draft(
 ) -> Result<HttpResponse, ServiceError> {
     let (account, media_id) = path.into_inner();
     media::delete_draft(&state.services, &account_id(&account)?, &media_id).await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(HttpResponse::Ok().json(Deleted {
+        media_id,
+        deleted: true,
+    }))
 }
