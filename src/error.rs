@@ -155,6 +155,11 @@ pub enum ServiceError {
     /// same 409 over HTTP, but `FAILED_PRECONDITION` over gRPC, since nothing "already exists".
     #[error("{0}")]
     Precondition(String),
+    /// A customer-service message to a follower whose last interaction is more than 48 hours
+    /// ago (or unknown): refused before calling WeChat, and WeChat's own 45015 ("response out of
+    /// time limit") answered the same. 409 over HTTP, `FAILED_PRECONDITION` over gRPC.
+    #[error("{0}")]
+    OutsideWindow(String),
     /// A WeChat API call failed; the variant says how.
     #[error("{0}")]
     WeChat(#[from] ApiError),
@@ -194,6 +199,7 @@ impl ServiceError {
             Self::NotFound(_) => "not_found",
             // One code for both 409s: HTTP clients already match on it.
             Self::Conflict(_) | Self::Precondition(_) => "conflict",
+            Self::OutsideWindow(_) => "outside_window",
             Self::WeChat(e) => match e {
                 ApiError::TokenRejected { .. } => "wechat_token_rejected",
                 ApiError::QuotaExceeded { .. } => "wechat_quota_exceeded",
@@ -224,7 +230,9 @@ impl From<ServiceError> for tonic::Status {
             ServiceError::BodyTimeout => Code::DeadlineExceeded,
             ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::Conflict(_) => Code::AlreadyExists,
-            ServiceError::Precondition(_) => Code::FailedPrecondition,
+            ServiceError::Precondition(_) | ServiceError::OutsideWindow(_) => {
+                Code::FailedPrecondition
+            }
             ServiceError::WeChat(api) => match api {
                 // Already retried once with a fresh token.
                 ApiError::TokenRejected { .. } => Code::Unavailable,
@@ -254,7 +262,9 @@ impl ResponseError for ServiceError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) | Self::Precondition(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Precondition(_) | Self::OutsideWindow(_) => {
+                StatusCode::CONFLICT
+            }
             Self::WeChat(e) => match e {
                 ApiError::TokenRejected { .. }
                 | ApiError::QuotaExceeded { .. }

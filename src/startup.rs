@@ -200,6 +200,9 @@ impl Application {
         decorators.push(Arc::new(
             crate::services::templates::TemplateAttachment::new(store.clone()),
         ));
+        decorators.push(Arc::new(crate::services::interactions::Interactions::new(
+            store.clone(),
+        )));
         let broadcast_runner = tokio::spawn(crate::services::broadcast::run(
             services.clone(),
             lease_owner.clone(),

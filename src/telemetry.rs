@@ -139,6 +139,13 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
         ("wgw_template_sends_total", Counter,
             "Template message and subscription notice sends to one follower, by outcome.",
             PerAccountAnd("outcome", &["sent", "failed", "quota", "retry", "unknown"])),
+        ("wgw_custom_messages_outside_window_total", Counter,
+            "Customer-service messages refused because the follower's 48-hour window is closed (the gateway's check or WeChat's 45015).", PerAccount),
+        ("wgw_interaction_record_failures_total", Counter,
+            "Follower interactions the forwarder could not record (their 48-hour window stays closed).", Global),
+        ("wgw_media_uploads_total", Counter,
+            "Media uploads, by outcome: uploaded, reused (same bytes, no call), reuploaded (a lapsed temporary id), refused (WeChat's limits), failed.",
+            PerAccountAnd("outcome", &["uploaded", "reused", "reuploaded", "refused", "failed"])),
     ]
 };
 

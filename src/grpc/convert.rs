@@ -9,7 +9,9 @@ use crate::domain::autoreply::{Matcher, Reply, Rule};
 use crate::domain::broadcast::{
     Audience, Broadcast, BroadcastAudience, ExternalAudience, MassMessage,
 };
+use crate::domain::message::CustomMessage;
 use crate::domain::scene::SceneInput;
+use crate::domain::Platform;
 use crate::error::ServiceError;
 use crate::pb::{
     self, create_qr_code_request, reply_content, send_broadcast_request, send_message_request,
@@ -19,7 +21,6 @@ use crate::services::broadcast::{JobView, SendBroadcast};
 use crate::services::h5::JsapiSignature;
 use crate::services::links::CreatedLink;
 use crate::services::menu::LiveMenu;
-use crate::services::message::Outgoing;
 use crate::services::qrcode::{CreateQrCode, QrCode};
 use crate::services::tags::{TagSummary, Tagged};
 
@@ -66,21 +67,34 @@ impl From<QrCode> for pb::CreateQrCodeResponse {
 
 // Customer-service messages.
 
-/// The `message` oneof of `SendMessageRequest`, which must be set.
-impl TryFrom<Option<send_message_request::Message>> for Outgoing {
-    type Error = ServiceError;
-
-    fn try_from(m: Option<send_message_request::Message>) -> Result<Self, ServiceError> {
-        match m {
-            Some(send_message_request::Message::Text(t)) => Ok(Self::Text(t.content)),
-            Some(send_message_request::Message::Image(i)) => Ok(Self::Image {
-                media_id: i.media_id,
-            }),
-            None => Err(ServiceError::Validation(
-                "message: set text or image".into(),
-            )),
+/// The message of a `SendMessageRequest`: its `message` oneof (text or image) or its
+/// `message_json` (any type, as the admin API's body), exactly one of them.
+pub(crate) fn custom_message(
+    platform: Platform,
+    oneof: Option<send_message_request::Message>,
+    message_json: &str,
+) -> Result<CustomMessage, ServiceError> {
+    let v = match (oneof, message_json.is_empty()) {
+        (Some(_), false) => {
+            return Err(ServiceError::Validation(
+                "message: set either text/image or message_json, not both".into(),
+            ))
         }
-    }
+        (Some(send_message_request::Message::Text(t)), true) => {
+            serde_json::json!({"text": {"content": t.content}})
+        }
+        (Some(send_message_request::Message::Image(i)), true) => {
+            serde_json::json!({"image": {"media_id": i.media_id}})
+        }
+        (None, false) => serde_json::from_str(message_json)
+            .map_err(|e| ServiceError::Validation(format!("message_json: not JSON: {e}")))?,
+        (None, true) => {
+            return Err(ServiceError::Validation(
+                "message: set text, image or message_json".into(),
+            ))
+        }
+    };
+    CustomMessage::parse(platform, &v).map_err(ServiceError::Validation)
 }
 
 // Menus.

@@ -11,9 +11,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
-use super::convert::{corp_tag_group_to_pb, job_to_pb, menu_json, message_json, sync_to_pb};
+use super::convert::{
+    corp_tag_group_to_pb, custom_message, job_to_pb, menu_json, message_json, sync_to_pb,
+};
 use crate::config::AdminToken;
 use crate::domain::access::{bearer, match_token, Access, Caller, Scope};
+use crate::domain::message::TypingCommand;
 use crate::domain::wecom::{MarkTags, NewCorpTagInput, NewCorpTags};
 use crate::domain::{Actor, Untrusted};
 use crate::error::ServiceError;
@@ -29,7 +32,7 @@ use crate::pb::{
 };
 use crate::services::corp_tags;
 use crate::services::links;
-use crate::services::message::send_message;
+use crate::services::message::{send_message, send_typing, Outgoing};
 use crate::services::qrcode::create_qr_code;
 use crate::services::{account_id, authorize, Services};
 use crate::services::{autoreply, broadcast, h5, menu, sync, tags, templates};
@@ -131,6 +134,7 @@ for_account!(
     pb::GetJsapiSignatureRequest,
     pb::SendTemplateRequest,
     pb::GetTemplateSendRequest,
+    pb::SendTypingRequest,
 );
 
 pub struct GatewayService {
@@ -177,12 +181,17 @@ impl Gateway for GatewayService {
     ) -> Result<Response<SendMessageResponse>, Status> {
         let (actor, r) = self.authorize(request, Access::Write, "SendMessage")?;
         tracing::info!(actor = %actor, account = %Untrusted(&r.account_id), "SendMessage");
-        let message = r.message.try_into()?;
+        let account = account_id(&r.account_id)?;
+        let platform = self.services.account(&account)?.platform;
+        let message = custom_message(platform, r.message, &r.message_json)?;
         let msg_id = send_message(
             &self.services,
-            &account_id(&r.account_id)?,
+            &account,
             &r.to_user,
-            message,
+            Outgoing {
+                message,
+                ignore_window: r.ignore_window,
+            },
         )
         .await?;
         Ok(Response::new(SendMessageResponse { msg_id }))
@@ -611,6 +620,34 @@ impl Gateway for GatewayService {
         )
         .await?;
         Ok(Response::new(super::templates::job_to_pb(job, false)))
+    }
+
+    async fn send_typing(
+        &self,
+        request: Request<pb::SendTypingRequest>,
+    ) -> Result<Response<pb::SendTypingResponse>, Status> {
+        let (_actor, r) = self.authorize(request, Access::Write, "SendTyping")?;
+        let command = if r.typing {
+            TypingCommand::Typing
+        } else {
+            TypingCommand::CancelTyping
+        };
+        send_typing(
+            &self.services,
+            &account_id(&r.account_id)?,
+            &r.to_user,
+            command,
+            r.ignore_window,
+        )
+        .await?;
+        Ok(Response::new(pb::SendTypingResponse {}))
+    }
+
+    async fn upload_media(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadMediaRequest>>,
+    ) -> Result<Response<pb::UploadMediaResponse>, Status> {
+        super::media::upload_media(&self.services, request).await
     }
 }
 

@@ -4,4 +4,5 @@
 
 mod convert;
 pub mod gateway;
+mod media;
 mod templates;

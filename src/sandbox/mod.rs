@@ -16,11 +16,13 @@
 //!
 //! docs/sandbox.md lists what the sandbox fakes and what it does not.
 
+pub mod media;
+pub mod messages;
 pub mod model;
 pub mod server;
-pub mod wecom_profile;
 pub mod sync;
 pub mod templates;
+pub mod wecom_profile;
 
 use std::path::PathBuf;
 

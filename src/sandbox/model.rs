@@ -103,6 +103,7 @@ struct AccountState {
     messages: u64,
     /// WeCom corp tags and customer groups, from [`super::wecom_profile::Profile::demo`].
     profile: Option<super::wecom_profile::Profile>,
+    media: super::media::Media,
 }
 
 #[derive(Debug)]
@@ -140,16 +141,16 @@ pub struct FakeWeChat {
     templates: super::templates::Templates,
 }
 
-fn ok() -> Value {
+pub(super) fn ok() -> Value {
     json!({"errcode": 0, "errmsg": "ok"})
 }
 
-fn err(code: i64, msg: &str) -> Value {
+pub(super) fn err(code: i64, msg: &str) -> Value {
     json!({"errcode": code, "errmsg": msg})
 }
 
 /// `{"errcode": 0, "errmsg": "ok"}` merged with `fields`.
-fn ok_with(fields: Value) -> Value {
+pub(super) fn ok_with(fields: Value) -> Value {
     let mut answer = ok();
     if let (Some(out), Value::Object(fields)) = (answer.as_object_mut(), fields) {
         out.extend(fields);
@@ -157,7 +158,7 @@ fn ok_with(fields: Value) -> Value {
     answer
 }
 
-fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
+pub(super) fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
@@ -372,6 +373,17 @@ impl FakeWeChat {
         let agent_id = self.credential(account).agent_id;
         let next_msg_id = &mut self.next_msg_id;
         let state = self.accounts.entry(account.to_owned()).or_default();
+        let work = call.platform == Platform::Work;
+        if let Some(answer) = super::media::answer(
+            &mut state.media,
+            work,
+            call.path,
+            call.query,
+            body,
+            call.now,
+        ) {
+            return Answer::Json(answer);
+        }
         let answer = match (call.platform, call.path) {
             (_, "/cgi-bin/menu/create") => {
                 if let Some(e) = wrong_agent(call, agent_id) {
@@ -478,10 +490,10 @@ impl FakeWeChat {
                         "unionid": union_id(id)}, "follow_user": follow_user}))
                 }
             }
-            (Platform::Mp, "/cgi-bin/message/custom/send") => match message_problem(body) {
-                Some(e) => e,
-                None => ok(),
-            },
+            (Platform::Mp, "/cgi-bin/message/custom/send") => super::messages::custom_send(body),
+            (Platform::Mp, "/cgi-bin/message/custom/typing") => {
+                super::messages::custom_typing(body)
+            }
             (Platform::Work, "/cgi-bin/message/send") => match message_problem(body) {
                 Some(e) => e,
                 None => {

@@ -118,8 +118,22 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>)
     let query: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes())
         .into_owned()
         .collect();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let body: Value = if body.is_empty() {
         Value::Null
+    } else if content_type.starts_with("multipart/form-data") {
+        match super::media::form_summary(content_type, &body) {
+            Some(form) => form,
+            // 41005: "media data missing" (缺少多媒体文件数据).
+            None => {
+                return HttpResponse::Ok()
+                    .json(json!({"errcode": 41005, "errmsg": "media data missing"}))
+            }
+        }
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,

@@ -97,6 +97,19 @@ impl Codec<String> for Utf8 {
     }
 }
 
+/// Bytes as they are: a file kept for a later upload.
+pub struct Raw;
+
+impl Codec<Vec<u8>> for Raw {
+    fn encode(value: &Vec<u8>) -> Vec<u8> {
+        value.clone()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(bytes.to_vec())
+    }
+}
+
 /// A document whose presence is all it says: written as the byte `1`, and read as present
 /// whatever its bytes (nothing has ever read them).
 pub struct Marker;

@@ -99,6 +99,17 @@ kinds! {
     /// What WeChat reported (TEMPLATESENDJOBFINISH, subscribe_msg_sent_event) for the
     /// recipients of one page.
     TEMPLATE_RESULT = "tsend-result", Never;
+    /// openid → the follower's last interaction, until the 48-hour window of customer-service
+    /// messages closes (`crate::services::interactions`).
+    INTERACTION = "interaction", AfterTtl;
+    /// An upload by destination, kind and content hash → its media id (`crate::services::media`):
+    /// permanent media kept, temporary media lapsing before WeChat forgets them (3 days).
+    MEDIA = "media", AfterTtl;
+    /// The bytes of a temporary upload by content hash, to upload them again once WeChat
+    /// forgot the media id.
+    MEDIA_BLOB = "media-blob", Never;
+    /// A temporary media id → the upload it came from (hash, kind, name, destination).
+    MEDIA_ID = "media-id", Never;
 }
 
 /// The kinds whose documents lapse: what the sweeper goes through.
@@ -131,7 +142,9 @@ mod tests {
                 "link-anon-click",
                 "bcast-lease",
                 "plain-sig",
-                "group-member-events"
+                "group-member-events",
+                "interaction",
+                "media",
             ]
         );
     }

@@ -291,10 +291,15 @@ async fn the_openapi_document_names_every_operation_once_and_every_body_by_a_sch
             );
             assert!(ids.insert(id.to_owned()), "{what}: operationId {id} twice");
             if let Some(body) = op.get("requestBody") {
-                named(
-                    &body["content"]["application/json"]["schema"],
-                    &format!("{what} request"),
+                // JSON, or the multipart form of an upload: named either way.
+                let content = body["content"].as_object().unwrap();
+                assert!(
+                    !content.is_empty(),
+                    "{what}: a request body with no content"
                 );
+                for (media_type, c) in content {
+                    named(&c["schema"], &format!("{what} request ({media_type})"));
+                }
             }
             for (status, answer) in op["responses"].as_object().unwrap() {
                 if status.starts_with('2') {

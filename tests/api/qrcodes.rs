@@ -574,6 +574,8 @@ async fn grpc_create_qr_code_and_send_message_use_the_same_rules_as_the_admin_ap
             message: Some(send_message_request::Message::Text(TextContent {
                 content: "你好".into(),
             })),
+            // Inside the 48-hour window: the SCAN above was recorded as an interaction.
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -587,6 +589,7 @@ async fn grpc_create_qr_code_and_send_message_use_the_same_rules_as_the_admin_ap
             account_id: "acme-plain".into(),
             to_user: "oGrpc".into(),
             message: Some(send_message_request::Message::Text(TextContent::default())),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -599,6 +602,7 @@ async fn grpc_create_qr_code_and_send_message_use_the_same_rules_as_the_admin_ap
             message: Some(send_message_request::Message::Text(TextContent {
                 content: "hello".into(),
             })),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -25,7 +25,9 @@ mod extract;
 mod group_chats;
 mod h5;
 mod links;
+mod media;
 mod menu;
+mod messages;
 mod openapi;
 mod qrcodes;
 mod replies;
@@ -59,6 +61,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         syncs::routes,
         h5::routes,
         templates::routes,
+        messages::routes,
+        media::routes,
     ]
     .into_iter()
     .fold(scope, |scope, resource| resource(scope));

@@ -202,3 +202,12 @@ fn find_enum<'a>(
         .find(|(name, _)| name == full_name)
         .map(|(_, e)| e)
 }
+
+free_form! {
+    /// A customer-service message, one type named by its key, with WeChat's fields for that
+    /// type (客服接口-发消息): `{"text": {"content"}}`, `{"image": {"media_id"}}`, voice, video
+    /// (`media_id`, `thumb_media_id`, `title`, `description`), music, news (one article),
+    /// mpnews, mpnewsarticle (`article_id`), msgmenu (`head_content`, `list`: `[{"id",
+    /// "content"}]`, `tail_content`), miniprogrampage, wxcard. On WeCom: text, image, voice, file.
+    CustomMessageBody
+}

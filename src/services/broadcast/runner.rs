@@ -499,18 +499,26 @@ impl Runner {
                 }
             }
             target => {
-                let send = mass::Send {
-                    message,
-                    ignore_reprint: job.ignore_reprint,
-                    clientmsgid: &batch.client_msg_id,
-                };
-                let sent = match target {
-                    Target::Tag { tag_id } => {
-                        mass::send_all(tokens, account, Some(*tag_id), &send).await
+                // A temporary media id the gateway uploaded lives 3 days: a job resumed after
+                // that sends the same bytes uploaded again (`crate::services::media`).
+                let mut body = self.live_media(account, &job.body, false).await;
+                let mut sent = self
+                    .mass_send(account, job, batch, target, &recipients, &body)
+                    .await;
+                if let Err(TokenError::Api(ApiError::Refused {
+                    errcode: INVALID_MEDIA_ID,
+                    ..
+                })) = &sent
+                {
+                    // WeChat forgot it before the gateway expected: upload again, send once more.
+                    let fresh = self.live_media(account, &body, true).await;
+                    if fresh != body {
+                        body = fresh;
+                        sent = self
+                            .mass_send(account, job, batch, target, &recipients, &body)
+                            .await;
                     }
-                    Target::All => mass::send_all(tokens, account, None, &send).await,
-                    _ => mass::send_to(tokens, account, &recipients, &send).await,
-                };
+                }
                 match sent {
                     Ok(sent) => Outcome::Sent {
                         msg_id: sent.msg_id.to_string(),
@@ -523,7 +531,63 @@ impl Runner {
             }
         }
     }
+
+    /// One mass send of a batch with this message body.
+    async fn mass_send(
+        &self,
+        account: &Account,
+        job: &Job,
+        batch: &super::model::Batch,
+        target: &Target,
+        recipients: &[String],
+        body: &serde_json::Value,
+    ) -> Result<mass::Sent, TokenError> {
+        let tokens = &self.svc.tokens;
+        let send = mass::Send {
+            message: Typed {
+                msgtype: &job.msgtype,
+                body,
+            },
+            ignore_reprint: job.ignore_reprint,
+            clientmsgid: &batch.client_msg_id,
+        };
+        match target {
+            Target::Tag { tag_id } => mass::send_all(tokens, account, Some(*tag_id), &send).await,
+            Target::All => mass::send_all(tokens, account, None, &send).await,
+            _ => mass::send_to(tokens, account, recipients, &send).await,
+        }
+    }
+
+    /// The message body with its `media_id` replaced by a live one, when it names a temporary
+    /// upload of the gateway whose id lapsed (or, with `forgotten`, that WeChat refused); the
+    /// body as it is otherwise, or when the upload cannot be repeated (logged).
+    async fn live_media(
+        &self,
+        account: &Account,
+        body: &serde_json::Value,
+        forgotten: bool,
+    ) -> serde_json::Value {
+        let Some(media_id) = body.get("media_id").and_then(|m| m.as_str()) else {
+            return body.clone();
+        };
+        match crate::services::media::refresh(&self.svc, account, media_id, forgotten).await {
+            Ok(Some(live)) if live != media_id => {
+                let mut fresh = body.clone();
+                fresh["media_id"] = serde_json::Value::String(live);
+                fresh
+            }
+            Ok(_) => body.clone(),
+            Err(e) => {
+                tracing::warn!(account = %account.id, error = %e,
+                    "cannot upload a lapsed temporary media again; sending the job's media id");
+                body.clone()
+            }
+        }
+    }
 }
+
+/// WeChat's "invalid media_id": a temporary media id it no longer knows (3 days passed).
+const INVALID_MEDIA_ID: i64 = 40007;
 
 /// WeChat's refusals as the runner treats them: a quota (45009 daily, 45011 per minute), a
 /// busy or unreachable WeChat, a token, IP-whitelist or store problem is retried later (with

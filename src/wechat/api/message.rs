@@ -1,20 +1,15 @@
 //! A message to one user: a customer-service message on an Official Account
-//! (`message/custom/send`, within 48 hours of the user's last interaction) and an application
-//! message to one member on WeCom (`message/send`).
+//! (`message/custom/send`, within 48 hours of the user's last interaction) with its typing
+//! indicator (`message/custom/typing`), and an application message to one member on WeCom
+//! (`message/send`).
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::message::TypingCommand;
 use crate::wechat::account::Account;
 use crate::wechat::tokens::{TokenAuthority, TokenError};
 
-use super::Empty;
-
-/// What either API sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Content<'a> {
-    Text(&'a str),
-    Image { media_id: &'a str },
-}
+use super::{Empty, Typed};
 
 /// The answer of WeCom's `message/send`: the recipients it could not reach.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -30,39 +25,9 @@ pub struct WorkSent {
 struct Send<'a> {
     touser: &'a str,
     #[serde(flatten)]
-    content: Wire<'a>,
+    message: Typed<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     agentid: Option<i64>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "msgtype", rename_all = "lowercase")]
-enum Wire<'a> {
-    Text { text: Text<'a> },
-    Image { image: Media<'a> },
-}
-
-#[derive(Serialize)]
-struct Text<'a> {
-    content: &'a str,
-}
-
-#[derive(Serialize)]
-struct Media<'a> {
-    media_id: &'a str,
-}
-
-impl<'a> From<Content<'a>> for Wire<'a> {
-    fn from(content: Content<'a>) -> Self {
-        match content {
-            Content::Text(content) => Self::Text {
-                text: Text { content },
-            },
-            Content::Image { media_id } => Self::Image {
-                image: Media { media_id },
-            },
-        }
-    }
 }
 
 /// `cgi-bin/message/custom/send`: a customer-service message to a follower.
@@ -70,11 +35,11 @@ pub async fn custom_send(
     tokens: &TokenAuthority,
     account: &Account,
     to_user: &str,
-    content: Content<'_>,
+    message: Typed<'_>,
 ) -> Result<Empty, TokenError> {
     let body = Send {
         touser: to_user,
-        content: content.into(),
+        message,
         agentid: None,
     };
     tokens
@@ -87,17 +52,44 @@ pub async fn custom_send(
         .await
 }
 
+#[derive(Serialize)]
+struct Typing<'a> {
+    touser: &'a str,
+    command: TypingCommand,
+}
+
+/// `cgi-bin/message/custom/typing`: "typing..." shown to the follower, or taken away.
+pub async fn custom_typing(
+    tokens: &TokenAuthority,
+    account: &Account,
+    to_user: &str,
+    command: TypingCommand,
+) -> Result<Empty, TokenError> {
+    let body = Typing {
+        touser: to_user,
+        command,
+    };
+    tokens
+        .post(
+            account,
+            "message/custom/typing",
+            "/cgi-bin/message/custom/typing",
+            &body,
+        )
+        .await
+}
+
 /// WeCom `cgi-bin/message/send`: an application message to one member, from the account's
 /// application.
 pub async fn send(
     tokens: &TokenAuthority,
     account: &Account,
     to_user: &str,
-    content: Content<'_>,
+    message: Typed<'_>,
 ) -> Result<WorkSent, TokenError> {
     let body = Send {
         touser: to_user,
-        content: content.into(),
+        message,
         agentid: Some(account.agent_id),
     };
     tokens
@@ -108,27 +100,44 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_body_names_the_msgtype_and_only_wecom_names_its_application() {
+        let content = json!({"content": "hi"});
         let text = Send {
             touser: "o1",
-            content: Content::Text("hi").into(),
+            message: Typed {
+                msgtype: "text",
+                body: &content,
+            },
             agentid: None,
         };
         assert_eq!(
             serde_json::to_value(&text).unwrap(),
-            serde_json::json!({"touser": "o1", "msgtype": "text", "text": {"content": "hi"}})
+            json!({"touser": "o1", "msgtype": "text", "text": {"content": "hi"}})
         );
+        let media = json!({"media_id": "M"});
         let image = Send {
             touser: "u1",
-            content: Content::Image { media_id: "M" }.into(),
+            message: Typed {
+                msgtype: "image",
+                body: &media,
+            },
             agentid: Some(1000002),
         };
         assert_eq!(
             serde_json::to_value(&image).unwrap(),
-            serde_json::json!({"touser": "u1", "msgtype": "image", "image": {"media_id": "M"},
+            json!({"touser": "u1", "msgtype": "image", "image": {"media_id": "M"},
                 "agentid": 1000002})
+        );
+        let typing = Typing {
+            touser: "o1",
+            command: TypingCommand::CancelTyping,
+        };
+        assert_eq!(
+            serde_json::to_value(&typing).unwrap(),
+            json!({"touser": "o1", "command": "CancelTyping"})
         );
     }
 }

@@ -33,18 +33,19 @@ use thiserror::Error;
 
 use crate::domain::{Platform, Secret};
 
+pub mod audience;
 pub mod corp_tags;
 pub mod group_chats;
-pub mod audience;
 pub mod groupmsg;
 pub mod mass;
+pub mod media;
 pub mod menu;
 pub mod message;
 pub mod oauth;
 pub mod qrcode;
 pub mod tags;
-pub mod ticket;
 pub mod template;
+pub mod ticket;
 pub mod token;
 pub mod user;
 pub mod welcome;
@@ -164,7 +165,35 @@ struct Request<'a, B: ?Sized> {
     query: Vec<(&'static str, &'a str)>,
     /// A POST of this as JSON, or a GET without one.
     body: Option<&'a B>,
+    /// A POST of a file as multipart/form-data instead (the media uploads).
+    upload: Option<&'a Upload>,
     attempts: Attempts,
+}
+
+/// A file for a media upload: `multipart/form-data` with the file under `field` (WeChat's
+/// `media`) and any text fields beside it (`add_material`'s video `description`). Rebuilt for
+/// each attempt, with its length, since WeChat wants a Content-Length.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub field: &'static str,
+    pub filename: String,
+    pub content_type: &'static str,
+    pub bytes: Vec<u8>,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl Upload {
+    fn form(&self) -> reqwest::multipart::Form {
+        let part = reqwest::multipart::Part::bytes(self.bytes.clone())
+            .file_name(self.filename.clone())
+            .mime_str(self.content_type)
+            .unwrap_or_else(|_| reqwest::multipart::Part::bytes(self.bytes.clone()));
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in &self.fields {
+            form = form.text(*name, value.clone());
+        }
+        form.part(self.field, part)
+    }
 }
 
 /// How often a call may be sent when the answer is a timeout, a 5xx or an errcode -1.
@@ -227,8 +256,9 @@ impl WeChatApi {
     }
 
     /// A call with `?access_token=` and `extra` query parameters (WeCom's `agentid`): a POST of
-    /// `body`, or a GET without one (the read and delete APIs of menus are GETs). Only the token
-    /// authority calls it, for the typed functions of this module's children.
+    /// `body`, a multipart upload of `upload`, or a GET without either (the read and delete APIs
+    /// of menus are GETs). Only the token authority calls it, for the typed functions of this
+    /// module's children.
     #[allow(clippy::too_many_arguments)]
     pub(in crate::wechat) async fn with_token<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
@@ -239,6 +269,7 @@ impl WeChatApi {
         token: &Secret,
         extra: &[(&'static str, &str)],
         body: Option<&B>,
+        upload: Option<&Upload>,
         attempts: Attempts,
     ) -> Result<T, ApiError> {
         let mut query = vec![("access_token", token.expose())];
@@ -250,6 +281,7 @@ impl WeChatApi {
             path,
             query,
             body,
+            upload,
             attempts,
         })
         .await
@@ -309,9 +341,10 @@ impl WeChatApi {
         url: &str,
         req: &Request<'_, B>,
     ) -> (String, Result<T, Attempt>) {
-        let builder = match req.body {
-            Some(body) => self.http.post(url).json(body),
-            None => self.http.get(url),
+        let builder = match (req.upload, req.body) {
+            (Some(upload), _) => self.http.post(url).multipart(upload.form()),
+            (None, Some(body)) => self.http.post(url).json(body),
+            (None, None) => self.http.get(url),
         };
         let response = match builder.query(&req.query).send().await {
             Ok(r) => r,
@@ -451,6 +484,7 @@ mod tests {
                 &token,
                 &[],
                 Some(&serde_json::json!({})),
+                None,
                 Attempts::Retried,
             )
             .await

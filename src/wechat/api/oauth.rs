@@ -46,6 +46,7 @@ impl WeChatApi {
                 ("grant_type", "authorization_code"),
             ],
             body: None,
+            upload: None,
             attempts: Attempts::Retried,
         })
         .await
@@ -96,6 +97,7 @@ impl WeChatApi {
                 ("lang", "zh_CN"),
             ],
             body: None,
+            upload: None,
             attempts: Attempts::Retried,
         })
         .await

@@ -47,6 +47,7 @@ impl WeChatApi {
             path: "/cgi-bin/stable_token",
             query: Vec::new(),
             body: Some(&body),
+            upload: None,
             attempts: Attempts::Retried,
         })
         .await
@@ -66,6 +67,7 @@ impl WeChatApi {
             path: "/cgi-bin/gettoken",
             query: vec![("corpid", corp_id), ("corpsecret", secret.expose())],
             body: None,
+            upload: None,
             attempts: Attempts::Retried,
         })
         .await

@@ -19,11 +19,12 @@
 
 pub mod audience;
 mod mass;
+mod media;
 mod menu;
 mod oauth;
 mod profile;
-mod ticket;
 pub mod templates;
+mod ticket;
 mod welcome;
 
 use std::collections::{HashMap, VecDeque};
@@ -79,6 +80,7 @@ struct State {
     audience: audience::Audience,
     tickets: ticket::Tickets,
     templates: templates::Templates,
+    media: media::Media,
 }
 
 pub struct FakeWeChat {
@@ -228,7 +230,17 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
         web::Query::<HashMap<String, String>>::from_query(req.query_string())
             .map(|q| q.into_inner())
             .unwrap_or_default();
-    let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let json_body: Value = if content_type.starts_with("multipart/form-data") {
+        media::form(&content_type, &body).unwrap_or(Value::Null)
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     let (delay, injected) = {
         let mut s = state.lock().unwrap();
         s.requests.push(Recorded {
@@ -359,6 +371,14 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                 let answer = audience::answer(&s.audience, &path, &query, &json_body);
                 return HttpResponse::Ok().json(answer);
             }
+            if credential.is_some() && media::handles(&path) {
+                return HttpResponse::Ok().json(media::answer(
+                    &mut s.media,
+                    &path,
+                    &query,
+                    &json_body,
+                ));
+            }
             if let Some(credential) = credential.filter(|_| menu::handles(&path)) {
                 let answer = menu::answer(&mut s.menus, &credential, &path, &query, &json_body);
                 return HttpResponse::Ok().json(answer);
@@ -385,7 +405,9 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                         "config_id": format!("cfg{n}"),
                         "qr_code": format!("https://wework.qpic.cn/wwpic/fake{n}/0"),
                     }),
-                    "/cgi-bin/message/custom/send" => json!({"errcode": 0, "errmsg": "ok"}),
+                    "/cgi-bin/message/custom/send" | "/cgi-bin/message/custom/typing" => {
+                        json!({"errcode": 0, "errmsg": "ok"})
+                    }
                     welcome::PATH => welcome::answer(&mut s.welcomes, &json_body),
                     "/cgi-bin/message/send" => json!({
                         "errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": format!("msg{n}")
