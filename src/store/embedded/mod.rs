@@ -18,6 +18,9 @@
 //! [`schema`] the tables; [`writer`] the writer thread and what each write does in a
 //! transaction; [`outbox`], [`memory`] and [`records`] the roles.
 
+mod journal;
+mod log;
+mod marks;
 mod memory;
 mod outbox;
 mod records;
@@ -32,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use super::{CachedToken, StoreError};
 use schema::create_tables;
@@ -49,15 +52,14 @@ pub struct EmbeddedStore {
     writer: Option<mpsc::Sender<Request>>,
     /// The writer thread, joined on drop.
     writer_thread: Option<JoinHandle<()>>,
-    /// Signalled by the writer after a commit that appended to the outbox; waited on by claim.
-    appended: Arc<Notify>,
+    /// The callback path: the outbox and the de-duplication marks.
+    log: log::Log,
+    /// One dead-letter replay at a time, so that two cannot put the same letter back twice.
+    replay: tokio::sync::Mutex<()>,
     /// Token key → the cached access token.
     tokens: Mutex<HashMap<String, CachedToken>>,
     /// Lease (its [`LeaseKey`] as text) → (holder, lapses at).
     leases: Mutex<HashMap<String, (String, Instant)>>,
-    /// Successful commits, so a test can see that concurrent records shared them.
-    #[cfg(test)]
-    commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Locks a mutex, going on after a panic elsewhere (the maps stay consistent: every update is
@@ -99,18 +101,14 @@ impl EmbeddedStore {
             })?;
         create_tables(&db).map_err(unavailable)?;
         let db = Arc::new(db);
-        let appended = Arc::new(Notify::new());
-        #[cfg(test)]
-        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // A mark lasts whole seconds; never less than one.
+        let dedup_ttl_secs = dedup_ttl.as_secs().max(1);
+        let log = log::Log::open(path, db.clone(), dedup_ttl_secs)?;
         let (writer, requests) = mpsc::channel();
         let w = Writer {
             db: db.clone(),
             requests,
-            // A mark lasts whole seconds; never less than one.
-            dedup_ttl_secs: dedup_ttl.as_secs().max(1),
-            appended: appended.clone(),
-            #[cfg(test)]
-            commits: commits.clone(),
+            dedup_ttl_secs,
         };
         let writer_thread = std::thread::Builder::new()
             .name("wgw-store-writer".into())
@@ -122,11 +120,10 @@ impl EmbeddedStore {
             db,
             writer: Some(writer),
             writer_thread: Some(writer_thread),
-            appended,
+            log,
+            replay: tokio::sync::Mutex::new(()),
             tokens: Mutex::default(),
             leases: Mutex::default(),
-            #[cfg(test)]
-            commits,
         })
     }
 

@@ -1,31 +1,39 @@
-//! The callback outbox of the embedded store: records and acks go through the writer; claims,
-//! stats and the dead-letter listing are read transactions.
+//! The callback outbox of the embedded store: records and acks are frames of the log
+//! ([`super::log`]); claims and stats read its index in memory and the events from the segment
+//! files; dead letters are redb rows, written through the redb writer.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use prost::Message;
-use redb::{ReadTransaction, ReadableTable};
+use redb::ReadableTable;
 
-use super::schema::{DEAD, META, OUTBOX};
+use super::log::{Entry, LogOp};
+use super::schema::{DEAD, DEAD_BY_ID, META};
 use super::writer::{Now, Op};
-use super::{unavailable, writer_stopped, EmbeddedStore};
+use super::{lock, unavailable, writer_stopped, EmbeddedStore};
 use crate::pb;
 use crate::store::{Backlog, DeadLetter, Outbox, OutboxEntry, OutboxStats, Recorded, StoreError};
+
+/// The event's CreateTime (unix s), the first half of its de-duplication key.
+fn created_at(event: &pb::Event) -> u64 {
+    event
+        .occurred_at
+        .as_ref()
+        .map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0))
+}
 
 #[async_trait]
 impl Outbox for EmbeddedStore {
     async fn record(&self, event: &pb::Event) -> Result<Recorded, StoreError> {
-        let op = Op::Record {
-            at: event
-                .occurred_at
-                .as_ref()
-                .map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0)),
+        let op = LogOp::Record {
+            at: created_at(event),
             id: event.id.clone(),
+            account: event.account_id.clone(),
             event: event.encode_to_vec(),
         };
-        Ok(match self.write(op).await? {
+        Ok(match self.log.write(op).await? {
             true => Recorded::New,
             false => Recorded::Duplicate,
         })
@@ -35,25 +43,29 @@ impl Outbox for EmbeddedStore {
         if events.is_empty() {
             return Ok(0);
         }
+        let new = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let events = events
             .iter()
             .map(|event| {
                 (
-                    event
-                        .occurred_at
-                        .as_ref()
-                        .map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0)),
+                    created_at(event),
                     event.id.clone(),
+                    event.account_id.clone(),
                     event.encode_to_vec(),
                 )
             })
             .collect();
-        let (op, new) = Op::record_batch(events);
-        self.write(op).await?;
+        self.log
+            .write(LogOp::RecordBatch {
+                events,
+                new: new.clone(),
+            })
+            .await?;
         Ok(new.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.log.healthy()?;
         if self
             .writer_thread
             .as_ref()
@@ -81,13 +93,22 @@ impl Outbox for EmbeddedStore {
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            // Registered before reading, so an append committed after the read still wakes us.
-            let appended = self.appended.notified();
+            // Registered before looking, so an append committed after the look still wakes us.
+            let appended = self.log.shared.appended.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let entries = self.read(move |txn| oldest(txn, max)).await?;
-            if !entries.is_empty() {
-                return Ok(entries);
+            let oldest: Vec<(u64, Entry)> = lock(&self.log.shared.index)
+                .entries
+                .iter()
+                .take(max)
+                .map(|(seq, entry)| (*seq, entry.clone()))
+                .collect();
+            if !oldest.is_empty() {
+                return tokio::task::spawn_blocking(move || read_entries(oldest))
+                    .await
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!("embedded store: read failed: {e}"))
+                    })?;
             }
             if tokio::time::timeout_at(deadline, appended).await.is_err() {
                 return Ok(Vec::new());
@@ -103,16 +124,27 @@ impl Outbox for EmbeddedStore {
             .iter()
             .map(sequence)
             .collect::<Result<Vec<_>, _>>()?;
-        self.write(Op::Ack { seqs }).await.map(|_| ())
+        self.log.write(LogOp::Ack { seqs }).await.map(|_| ())
     }
 
+    /// The dead letter is committed first, then the outbox entry acknowledged: a crash in
+    /// between leaves the event in both (delivered again, then dead-lettered again), never in
+    /// neither.
     async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), StoreError> {
-        let op = Op::DeadLetter {
-            seq: sequence(entry)?,
+        let seq = sequence(entry)?;
+        if !lock(&self.log.shared.index).entries.contains_key(&seq) {
+            return Ok(());
+        }
+        self.write(Op::PutDead {
             id: entry.event.id.clone(),
             reason: reason.to_owned(),
-        };
-        self.write(op).await.map(|_| ())
+            event: entry.event.encode_to_vec(),
+        })
+        .await?;
+        self.log
+            .write(LogOp::Ack { seqs: vec![seq] })
+            .await
+            .map(|_| ())
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -133,56 +165,85 @@ impl Outbox for EmbeddedStore {
         .await
     }
 
+    /// The event is appended to the log first, then the dead letter removed: a crash in between
+    /// leaves it in both (a second replay would deliver it twice), never in neither.
     async fn replay_dead_letter(&self, event_id: &str) -> Result<bool, StoreError> {
-        self.write(Op::Replay {
+        let _one_at_a_time = self.replay.lock().await;
+        let id = event_id.to_owned();
+        let found = self
+            .read(move |txn| {
+                let by_id = txn.open_multimap_table(DEAD_BY_ID).map_err(unavailable)?;
+                let Some(seq) = by_id
+                    .get(id.as_str())
+                    .map_err(unavailable)?
+                    .next()
+                    .transpose()
+                    .map_err(unavailable)?
+                    .map(|v| v.value())
+                else {
+                    return Ok(None);
+                };
+                let dead = txn.open_table(DEAD).map_err(unavailable)?;
+                let event = dead
+                    .get(seq)
+                    .map_err(unavailable)?
+                    .map(|v| v.value().2.to_vec());
+                Ok(event.map(|event| (seq, event)))
+            })
+            .await?;
+        let Some((seq, event)) = found else {
+            return Ok(false);
+        };
+        let account = decode(&event, "dead letter", seq)?.account_id;
+        self.log
+            .write(LogOp::Append {
+                id: event_id.to_owned(),
+                account,
+                event,
+            })
+            .await?;
+        self.write(Op::RemoveDead {
             id: event_id.to_owned(),
+            seq,
         })
-        .await
+        .await?;
+        Ok(true)
     }
 
-    /// One pass over the outbox, reading only each entry's account id (one table holds every
-    /// account, in arrival order). Off the callback path: the reporter paces itself by how long
-    /// this takes (see `outbox::report_stats`).
+    /// From the index in memory: no event is read.
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        self.read(|txn| {
-            let outbox = txn.open_table(OUTBOX).map_err(unavailable)?;
-            let now_ms = Now::get().millis;
-            let mut accounts = BTreeMap::<String, Backlog>::new();
-            for row in outbox.iter().map_err(unavailable)? {
-                let (seq, value) = row.map_err(unavailable)?;
-                let (at_ms, event) = value.value();
-                let account = AccountOnly::decode(event)
-                    .map_err(|e| StoreError::Corrupt(format!("outbox entry {}: {e}", seq.value())))?
-                    .account_id;
-                let age = Duration::from_millis(now_ms.saturating_sub(at_ms));
-                accounts.entry(account).or_default().add(age);
-            }
-            Ok(OutboxStats::from_accounts(accounts))
+        let now_ms = Now::get().millis;
+        let index = lock(&self.log.shared.index);
+        let mut by_account = std::collections::HashMap::<&str, Backlog>::new();
+        for entry in index.entries.values() {
+            let age = Duration::from_millis(now_ms.saturating_sub(entry.enqueued_ms));
+            by_account.entry(&entry.account).or_default().add(age);
+        }
+        let accounts: BTreeMap<String, Backlog> = by_account
+            .into_iter()
+            .map(|(account, backlog)| (account.to_owned(), backlog))
+            .collect();
+        Ok(OutboxStats::from_accounts(accounts))
+    }
+}
+
+/// Reads the events of claimed entries from their segments.
+fn read_entries(entries: Vec<(u64, Entry)>) -> Result<Vec<OutboxEntry>, StoreError> {
+    entries
+        .into_iter()
+        .map(|(seq, entry)| {
+            let bytes = entry.read().map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "embedded store: cannot read outbox entry {seq} from log segment {}: {e}",
+                    entry.segment
+                ))
+            })?;
+            Ok(OutboxEntry {
+                handle: seq.to_string(),
+                event: decode(&bytes, "outbox entry", seq)?,
+            })
         })
-        .await
-    }
-}
-
-/// The oldest `max` outbox entries.
-fn oldest(txn: &ReadTransaction, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-    let outbox = txn.open_table(OUTBOX).map_err(unavailable)?;
-    let mut entries = Vec::new();
-    for row in outbox.iter().map_err(unavailable)?.take(max) {
-        let (seq, value) = row.map_err(unavailable)?;
-        let (_, event) = value.value();
-        entries.push(OutboxEntry {
-            handle: seq.value().to_string(),
-            event: decode(event, "outbox entry", seq.value())?,
-        });
-    }
-    Ok(entries)
-}
-
-/// `pb::Event` with only its `account_id`: decoding it skips every other field unread.
-#[derive(Clone, PartialEq, prost::Message)]
-struct AccountOnly {
-    #[prost(string, tag = "2")]
-    account_id: String,
+        .collect()
 }
 
 fn decode(bytes: &[u8], what: &str, seq: u64) -> Result<pb::Event, StoreError> {
@@ -197,47 +258,4 @@ fn sequence(entry: &OutboxEntry) -> Result<u64, StoreError> {
             entry.handle
         ))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::Ordering;
-    use std::sync::Arc;
-
-    use super::*;
-
-    fn event(id: &str) -> pb::Event {
-        pb::Event {
-            id: id.into(),
-            account_id: "acme".into(),
-            ..Default::default()
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_records_share_commits_and_all_are_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(EmbeddedStore::open(dir.path(), Duration::from_secs(60)).unwrap());
-        let tasks: Vec<_> = (0..200)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move { store.record(&event(&format!("e{i}"))).await })
-            })
-            .collect();
-        for task in tasks {
-            assert_eq!(task.await.unwrap().unwrap(), Recorded::New);
-        }
-        let commits = store.commits.load(Ordering::Relaxed);
-        assert!(commits < 200, "{commits} commits for 200 records");
-        assert_eq!(store.outbox_stats().await.unwrap().depth, 200);
-    }
-
-    #[test]
-    fn a_handle_of_another_backend_is_refused() {
-        let entry = OutboxEntry {
-            handle: "acme\n1-0".into(),
-            event: event("a"),
-        };
-        assert!(matches!(sequence(&entry), Err(StoreError::Corrupt(_))));
-    }
 }

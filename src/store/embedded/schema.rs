@@ -4,8 +4,8 @@
 
 use redb::{Database, MultimapTableDefinition, TableDefinition};
 
-/// (the event's CreateTime in unix seconds, event id) → unix second at which its
-/// de-duplication mark expires. WeChat's retries repeat the CreateTime, so the exact key is
+/// The cold tier of the de-duplication marks (the hot one is in memory, see `log.rs`): (the
+/// event's CreateTime in unix seconds, event id) → unix second at which the mark expires. WeChat's retries repeat the CreateTime, so the exact key is
 /// known on lookup; leading with time keeps the inserts of a commit in the newest leaf pages
 /// instead of scattering them over the tree (a random-id key dirtied one page per callback,
 /// two `pwrite`s per callback in all), and lets pruning read the oldest keys first with no
@@ -15,7 +15,8 @@ pub(super) const SEEN: TableDefinition<(u64, &str), u64> = TableDefinition::new(
 pub(super) const LEGACY_SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
 pub(super) const LEGACY_SEEN_BY_EXPIRY: TableDefinition<&[u8], ()> =
     TableDefinition::new("seen_by_expiry");
-/// Sequence number → (unix ms when enqueued, encoded `pb::Event`): the outbox, oldest first.
+/// Sequence number → (unix ms when enqueued, encoded `pb::Event`): the outbox of a store
+/// written before the log (`log.rs`) held it; moved into the log and dropped on open.
 pub(super) const OUTBOX: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("outbox");
 /// Sequence number → (unix s when dead-lettered, reason, encoded `pb::Event`), oldest first.
 pub(super) const DEAD: TableDefinition<u64, (u64, &str, &[u8])> =
@@ -32,10 +33,10 @@ pub(super) const MENU_VERSIONS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("menu_versions");
 /// `(account, kind, id)` → a document as [`super::encode_doc`] lays it out.
 pub(super) const DOCS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("docs");
-/// Counters; [`NEXT_SEQ`] is the only one.
+/// Counters: [`NEXT_SEQ`], and the mark compactor's watermark (`marks.rs`).
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// The next sequence number for [`OUTBOX`] and [`DEAD`]. Never reused, so a stale handle
-/// cannot acknowledge a newer entry.
+/// The next sequence number for [`DEAD`] (and, before the log, the outbox: the log's numbers
+/// continue from it). Never reused.
 pub(super) const NEXT_SEQ: &str = "next_seq";
 
 /// Creates every table, so that read transactions find them in a new file.
@@ -44,7 +45,6 @@ pub(super) fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(SEEN)?;
     txn.delete_table(LEGACY_SEEN)?;
     txn.delete_table(LEGACY_SEEN_BY_EXPIRY)?;
-    txn.open_table(OUTBOX)?;
     txn.open_table(DEAD)?;
     txn.open_multimap_table(DEAD_BY_ID)?;
     txn.open_table(META)?;

@@ -2,18 +2,14 @@
 //! them in order in one transaction ([`Tables::apply`]) and commits once (group commit), then
 //! answers each; between batches it prunes expired de-duplication marks.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{
-    Database, MultimapTable, ReadableMultimapTable, ReadableTable, StorageError, Table,
-    WriteTransaction,
-};
-use tokio::sync::{oneshot, Notify};
+use redb::{Database, MultimapTable, ReadableTable, StorageError, Table, WriteTransaction};
+use tokio::sync::oneshot;
 
-use super::schema::{DEAD, DEAD_BY_ID, DOCS, MENU_VERSIONS, META, NEXT_SEQ, OUTBOX, SCENES, SEEN};
+use super::schema::{DEAD, DEAD_BY_ID, DOCS, MENU_VERSIONS, META, NEXT_SEQ, SCENES, SEEN};
 use crate::store::docs::live_doc;
 use crate::store::{DocWrite, StoreError};
 
@@ -26,28 +22,17 @@ const PRUNE_MAX: usize = 10_000;
 
 /// One write, as the writer thread applies it.
 pub(super) enum Op {
-    Record {
-        /// The event's CreateTime (unix s): the first part of its de-duplication key.
-        at: u64,
-        id: String,
-        event: Vec<u8>,
-    },
-    /// Many records in one transaction: (CreateTime, id, event) each. `new` counts the events
-    /// appended (the answer is true when any was).
-    RecordBatch {
-        events: Vec<(u64, String, Vec<u8>)>,
-        new: Arc<AtomicUsize>,
-    },
-    Ack {
-        seqs: Vec<u64>,
-    },
-    DeadLetter {
-        seq: u64,
+    /// A dead letter: the event the CRM refused, and why. The log acknowledges its outbox entry
+    /// once this has committed.
+    PutDead {
         id: String,
         reason: String,
+        event: Vec<u8>,
     },
-    Replay {
+    /// Removes a dead letter that was put back into the outbox (answers false if it was gone).
+    RemoveDead {
         id: String,
+        seq: u64,
     },
     PutScene {
         key: String,
@@ -74,22 +59,8 @@ pub(super) enum Op {
     },
 }
 
-impl Op {
-    /// A [`Op::RecordBatch`] and the counter of its new events, read once it has committed.
-    pub(super) fn record_batch(events: Vec<(u64, String, Vec<u8>)>) -> (Self, Arc<AtomicUsize>) {
-        let new = Arc::new(AtomicUsize::new(0));
-        (
-            Self::RecordBatch {
-                events,
-                new: new.clone(),
-            },
-            new,
-        )
-    }
-}
-
 /// A write and where to answer once its batch has committed. The answer is what the write
-/// did: recorded as new, moved to the dead letters, replayed (always true for an ack).
+/// did (false: a condition did not hold, or nothing was there to remove).
 pub(super) struct Request {
     pub(super) op: Op,
     pub(super) reply: oneshot::Sender<Result<bool, StoreError>>,
@@ -119,9 +90,6 @@ pub(super) struct Writer {
     pub(super) db: Arc<Database>,
     pub(super) requests: mpsc::Receiver<Request>,
     pub(super) dedup_ttl_secs: u64,
-    pub(super) appended: Arc<Notify>,
-    #[cfg(test)]
-    pub(super) commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
@@ -156,28 +124,22 @@ impl Writer {
     /// Applies a batch in one transaction and answers every request after the commit.
     fn commit(&self, batch: Vec<Request>) {
         let now = Now::get();
-        let result = (|| -> Result<(Vec<bool>, bool), redb::Error> {
+        let result = (|| -> Result<Vec<bool>, redb::Error> {
             let txn = self.db.begin_write()?;
-            let (outcomes, appended) = {
-                let mut tables = Tables::open(&txn, self.dedup_ttl_secs)?;
+            let outcomes = {
+                let mut tables = Tables::open(&txn)?;
                 let outcomes = batch
                     .iter()
                     .map(|request| tables.apply(&request.op, now))
                     .collect::<Result<Vec<_>, _>>()?;
                 tables.save_next_seq()?;
-                (outcomes, tables.appended)
+                outcomes
             };
             txn.commit()?;
-            Ok((outcomes, appended))
+            Ok(outcomes)
         })();
         match result {
-            Ok((outcomes, appended)) => {
-                #[cfg(test)]
-                self.commits
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if appended {
-                    self.appended.notify_waiters();
-                }
+            Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     // A caller that went away (a cancelled request) needs no answer.
                     let _ = request.reply.send(Ok(outcome));
@@ -204,8 +166,6 @@ type DocsTable<'txn> = Table<'txn, (&'static str, &'static str, &'static str), &
 
 struct Tables<'txn> {
     txn: &'txn WriteTransaction,
-    seen: Table<'txn, (u64, &'static str), u64>,
-    outbox: Table<'txn, u64, (u64, &'static [u8])>,
     meta: Table<'txn, &'static str, u64>,
     dead: Option<DeadTable<'txn>>,
     dead_by_id: Option<MultimapTable<'txn, &'static str, u64>>,
@@ -213,9 +173,6 @@ struct Tables<'txn> {
     menu_versions: Option<Table<'txn, (&'static str, u64), &'static [u8]>>,
     docs: Option<DocsTable<'txn>>,
     next_seq: u64,
-    dedup_ttl_secs: u64,
-    /// Whether this transaction added to the outbox (claims waiting should look again).
-    appended: bool,
 }
 
 /// `slot`'s table, opened on first use.
@@ -238,13 +195,11 @@ fn table_error(e: redb::TableError) -> StorageError {
 }
 
 impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction, dedup_ttl_secs: u64) -> Result<Self, redb::Error> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
         let meta = txn.open_table(META)?;
         let next_seq = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
         Ok(Self {
             txn,
-            seen: txn.open_table(SEEN)?,
-            outbox: txn.open_table(OUTBOX)?,
             meta,
             dead: None,
             dead_by_id: None,
@@ -252,8 +207,6 @@ impl<'txn> Tables<'txn> {
             menu_versions: None,
             docs: None,
             next_seq,
-            dedup_ttl_secs,
-            appended: false,
         })
     }
 
@@ -297,24 +250,17 @@ impl<'txn> Tables<'txn> {
 
     fn apply(&mut self, op: &Op, now: Now) -> Result<bool, StorageError> {
         match op {
-            Op::Record { at, id, event } => self.record(*at, id, event, now),
-            Op::RecordBatch { events, new } => {
-                let mut appended = 0;
-                for (at, id, event) in events {
-                    appended += usize::from(self.record(*at, id, event, now)?);
-                }
-                // Counted only for a commit that lands: a failed one answers an error instead.
-                new.store(appended, Ordering::Relaxed);
-                Ok(appended > 0)
-            }
-            Op::Ack { seqs } => {
-                for seq in seqs {
-                    self.outbox.remove(seq)?;
-                }
+            Op::PutDead { id, reason, event } => {
+                let seq = self.take_seq();
+                self.dead()?
+                    .insert(seq, (now.secs, reason.as_str(), event.as_slice()))?;
+                self.dead_by_id()?.insert(id.as_str(), seq)?;
                 Ok(true)
             }
-            Op::DeadLetter { seq, id, reason } => self.dead_letter(*seq, id, reason, now),
-            Op::Replay { id } => self.replay(id, now),
+            Op::RemoveDead { id, seq } => {
+                self.dead_by_id()?.remove(id.as_str(), *seq)?;
+                Ok(self.dead()?.remove(*seq)?.is_some())
+            }
             Op::PutScene { key, record } => {
                 self.scenes()?.insert(key.as_str(), record.as_slice())?;
                 Ok(true)
@@ -377,67 +323,6 @@ impl<'txn> Tables<'txn> {
             }
         }
     }
-
-    /// Marks `id` seen and appends the event, unless a live mark exists. An earlier record of the
-    /// same id in this batch has already written its mark, so a batch de-duplicates itself.
-    fn record(&mut self, at: u64, id: &str, event: &[u8], now: Now) -> Result<bool, StorageError> {
-        let mark = self.seen.get((at, id))?.map(|v| v.value());
-        if mark.is_some_and(|expires| expires > now.secs) {
-            return Ok(false);
-        }
-        self.seen.insert((at, id), now.secs + self.dedup_ttl_secs)?;
-        self.append(event, now)?;
-        Ok(true)
-    }
-
-    fn append(&mut self, event: &[u8], now: Now) -> Result<(), StorageError> {
-        let seq = self.take_seq();
-        self.outbox.insert(seq, (now.millis, event))?;
-        self.appended = true;
-        Ok(())
-    }
-
-    /// Moves an outbox entry to the dead letters; false when it is no longer in the outbox
-    /// (already acknowledged or moved).
-    fn dead_letter(
-        &mut self,
-        seq: u64,
-        id: &str,
-        reason: &str,
-        now: Now,
-    ) -> Result<bool, StorageError> {
-        let Some(removed) = self.outbox.remove(seq)? else {
-            return Ok(false);
-        };
-        let event = removed.value().1.to_vec();
-        drop(removed);
-        let dead_seq = self.take_seq();
-        self.dead()?
-            .insert(dead_seq, (now.secs, reason, event.as_slice()))?;
-        self.dead_by_id()?.insert(id, dead_seq)?;
-        Ok(true)
-    }
-
-    /// Moves the oldest dead letter with this id back to the end of the outbox.
-    fn replay(&mut self, id: &str, now: Now) -> Result<bool, StorageError> {
-        let first = self
-            .dead_by_id()?
-            .get(id)?
-            .next()
-            .transpose()?
-            .map(|v| v.value());
-        let Some(dead_seq) = first else {
-            return Ok(false);
-        };
-        self.dead_by_id()?.remove(id, dead_seq)?;
-        let Some(removed) = self.dead()?.remove(dead_seq)? else {
-            return Ok(false);
-        };
-        let event = removed.value().2.to_vec();
-        drop(removed);
-        self.append(&event, now)?;
-        Ok(true)
-    }
 }
 
 /// Removes up to [`PRUNE_MAX`] expired marks in one transaction; true when more may remain.
@@ -469,69 +354,47 @@ fn prune(db: &Database, now_secs: u64, ttl_secs: u64) -> Result<bool, redb::Erro
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
     use redb::{ReadableDatabase, ReadableTableMetadata};
 
     use super::*;
-    use crate::pb;
     use crate::store::embedded::schema::create_tables;
     use crate::store::embedded::FILE_NAME;
 
-    fn event(id: &str) -> pb::Event {
-        pb::Event {
-            id: id.into(),
-            account_id: "acme".into(),
-            ..Default::default()
+    /// Cold marks as the compactor writes them: (CreateTime, id) → expiry.
+    fn put_marks(db: &Database, marks: &[(u64, &str, u64)]) {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut seen = txn.open_table(SEEN).unwrap();
+            for (at, id, expires) in marks {
+                seen.insert((*at, *id), *expires).unwrap();
+            }
         }
+        txn.commit().unwrap();
+    }
+
+    fn live(db: &Database) -> Vec<String> {
+        let txn = db.begin_read().unwrap();
+        let seen = txn.open_table(SEEN).unwrap();
+        let ids: Vec<String> = seen
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().0.value().1.to_owned())
+            .collect();
+        ids
     }
 
     #[test]
-    fn one_batch_de_duplicates_itself_and_expired_marks_are_pruned() {
+    fn an_expired_cold_mark_is_pruned_and_a_live_one_stays() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
         create_tables(&db).unwrap();
-        let at = |secs| Now {
-            secs,
-            millis: secs * 1000,
-        };
-        let record = |id: &str, now: Now| {
-            let txn = db.begin_write().unwrap();
-            let outcomes = {
-                let mut tables = Tables::open(&txn, 60).unwrap();
-                let op = Op::Record {
-                    at: 990,
-                    id: id.into(),
-                    event: event(id).encode_to_vec(),
-                };
-                let outcomes = [
-                    tables.apply(&op, now).unwrap(),
-                    tables.apply(&op, now).unwrap(),
-                ];
-                tables.save_next_seq().unwrap();
-                outcomes
-            };
-            txn.commit().unwrap();
-            outcomes
-        };
-        assert_eq!(record("a", at(1000)), [true, false]);
-        assert_eq!(record("a", at(1059)), [false, false]);
+        put_marks(&db, &[(990, "a", 1060), (995, "b", 1100)]);
         assert!(!prune(&db, 1059, 60).unwrap());
-        let seen = |db: &Database| {
-            db.begin_read()
-                .unwrap()
-                .open_table(SEEN)
-                .unwrap()
-                .len()
-                .unwrap()
-        };
-        assert_eq!(seen(&db), 1, "the mark is live until its expiry");
+        assert_eq!(live(&db), ["a", "b"], "both live until their expiry");
         prune(&db, 1060, 60).unwrap();
-        assert_eq!(seen(&db), 0, "an expired mark is pruned");
-        assert_eq!(
-            record("a", at(1060)),
-            [true, false],
-            "new again after expiry"
-        );
+        assert_eq!(live(&db), ["b"]);
+        let txn = db.begin_read().unwrap();
+        assert_eq!(txn.open_table(SEEN).unwrap().len().unwrap(), 1);
     }
 
     #[test]
@@ -539,34 +402,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
         create_tables(&db).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut tables = Tables::open(&txn, 60).unwrap();
-            let now = Now {
-                secs: 5000,
-                millis: 5_000_000,
-            };
-            let op = |id: &str, at| Op::Record {
-                at,
-                id: id.into(),
-                event: event(id).encode_to_vec(),
-            };
-            // CreateTime an hour before it arrived, and one stamped a little ahead.
-            assert!(tables.apply(&op("late", 1400), now).unwrap());
-            assert!(tables.apply(&op("ahead", 5010), now).unwrap());
-            tables.save_next_seq().unwrap();
-        }
-        txn.commit().unwrap();
-        let live = |db: &Database| {
-            let txn = db.begin_read().unwrap();
-            let seen = txn.open_table(SEEN).unwrap();
-            let ids: Vec<String> = seen
-                .iter()
-                .unwrap()
-                .map(|row| row.unwrap().0.value().1.to_owned())
-                .collect();
-            ids
-        };
+        // Recorded at 5000 with a 60 s window: CreateTime an hour before it arrived, and one
+        // stamped a little ahead.
+        put_marks(&db, &[(1400, "late", 5060), (5010, "ahead", 5060)]);
         prune(&db, 5059, 60).unwrap();
         assert_eq!(live(&db), ["late", "ahead"], "both live until 5060");
         prune(&db, 5060, 60).unwrap();

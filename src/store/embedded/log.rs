@@ -1,0 +1,822 @@
+//! The callback path of the embedded store: an append-only log ([`journal`]) written by one
+//! thread, and what it needs in memory.
+//!
+//! A callback's durable write is one frame appended to the current segment: the event, with its
+//! de-duplication mark. The log thread takes every request queued at a moment, checks each id,
+//! appends the frames of the new ones with one `pwrite` and makes them durable with one
+//! `fdatasync` (group commit), then answers: no caller hears "new" before its frame is on disk,
+//! and a failed write fails the whole batch (and the log, until a restart rebuilds it).
+//!
+//! De-duplication marks are kept in two tiers. The recent ones ("hot") are fingerprints in
+//! memory: 128 bits of two SipHash-1-3 keyed at random per process, rebuilt from the log on start
+//! (collisions are about as likely as a SHA-1 one, and not steerable from outside). Older ones
+//! are moved by the mark compactor ([`super::marks`]) into redb's `seen_by_time` table in
+//! sorted bulk ("cold"), off the callback path, and the log behind them can go. A callback looks
+//! in the cold tier only when its CreateTime is old enough that its first copy could have been
+//! recorded before the hot tier begins ([`SKEW_SECS`]); a fresh callback on a quiet account
+//! never does.
+//!
+//! The outbox is an index in memory (sequence → where the event is in which segment), rebuilt
+//! from the log on start; claims read the events back from the segment files (the page cache).
+//! Acks are frames too. A segment is deleted once every event in it has been acknowledged and
+//! the compactor has moved its marks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use tokio::sync::{oneshot, Notify};
+
+use super::journal::{self, EventFrame, Frame, GROW_BYTES, SEGMENT_BYTES};
+use super::lock;
+use super::schema::SEEN;
+use super::writer::Now;
+use crate::store::StoreError;
+
+/// How far ahead of this host's clock a CreateTime may be. A callback whose CreateTime is at
+/// least this much after the start of the hot tier cannot have been recorded before it, so its
+/// mark, if any, is hot.
+pub(super) const SKEW_SECS: u64 = 300;
+/// Most requests in one group commit, so one batch cannot hold its callers for long.
+const MAX_BATCH: usize = 1024;
+
+/// A mark's fingerprint: (CreateTime, id) hashed to 128 bits with two random keys.
+pub(super) struct Fingerprint(RandomState, RandomState);
+
+impl Fingerprint {
+    pub(super) fn new() -> Self {
+        Self(RandomState::new(), RandomState::new())
+    }
+
+    pub(super) fn of(&self, at: u64, id: &str) -> u128 {
+        let half = |state: &RandomState| {
+            let mut h = state.build_hasher();
+            h.write_u64(at);
+            h.write(id.as_bytes());
+            h.finish()
+        };
+        (u128::from(half(&self.0)) << 64) | u128::from(half(&self.1))
+    }
+}
+
+/// The fingerprints are already uniformly random: the set uses their low bits as the hash.
+#[derive(Default)]
+pub(super) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+pub(super) type HotMarks = HashSet<u128, BuildHasherDefault<PassThrough>>;
+
+/// One outbox entry in memory: where its event is.
+#[derive(Clone)]
+pub(super) struct Entry {
+    pub file: Arc<File>,
+    pub segment: u32,
+    /// Of the event bytes inside the segment.
+    pub offset: u64,
+    pub len: u32,
+    pub account: Arc<str>,
+    pub enqueued_ms: u64,
+}
+
+impl Entry {
+    pub(super) fn read(&self) -> std::io::Result<Vec<u8>> {
+        journal::read_at(&self.file, self.offset, self.len as usize)
+    }
+}
+
+/// The undelivered events, oldest first, and the open segments.
+#[derive(Default)]
+pub(super) struct Index {
+    pub entries: BTreeMap<u64, Entry>,
+    /// Every segment on disk, by number.
+    pub files: BTreeMap<u32, Arc<File>>,
+    /// Undelivered events per segment.
+    pub live: HashMap<u32, usize>,
+}
+
+impl Index {
+    pub(super) fn insert(&mut self, seq: u64, entry: Entry) {
+        *self.live.entry(entry.segment).or_default() += 1;
+        if let Some(old) = self.entries.insert(seq, entry) {
+            self.release(old.segment);
+        }
+    }
+
+    pub(super) fn remove(&mut self, seq: u64) -> bool {
+        match self.entries.remove(&seq) {
+            Some(entry) => {
+                self.release(entry.segment);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn release(&mut self, segment: u32) {
+        if let Some(n) = self.live.get_mut(&segment) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// What the log thread and its readers share.
+pub(super) struct Shared {
+    pub index: Mutex<Index>,
+    /// Signalled after a commit that appended to the outbox; waited on by claims.
+    pub appended: Arc<Notify>,
+    /// Set when a write or sync failed: the log refuses writes until a restart rebuilds it.
+    pub failed: AtomicBool,
+    /// The durable end of the log, (segment, offset), for the compactor.
+    pub end: Mutex<(u32, u64)>,
+    /// How many marks are hot, for the compactor.
+    pub hot_len: AtomicUsize,
+    #[cfg(test)]
+    pub commits: std::sync::atomic::AtomicU64,
+}
+
+/// A write to the log.
+pub(super) enum LogOp {
+    /// Answers true when new (appended), false for a duplicate.
+    Record {
+        at: u64,
+        id: String,
+        account: String,
+        event: Vec<u8>,
+    },
+    /// Many records: (CreateTime, id, account, event) each; `new` counts those appended.
+    RecordBatch {
+        events: Vec<(u64, String, String, Vec<u8>)>,
+        new: Arc<AtomicUsize>,
+    },
+    /// An event appended without a mark (a replayed dead letter).
+    Append {
+        id: String,
+        account: String,
+        event: Vec<u8>,
+    },
+    Ack {
+        seqs: Vec<u64>,
+    },
+}
+
+pub(super) struct LogRequest {
+    pub op: LogOp,
+    pub reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// Marks the compactor has made durable in the cold tier: the hot tier drops them.
+pub(super) struct Eviction {
+    pub fingerprints: Vec<u128>,
+    /// Every mark evicted so far was recorded before this unix second.
+    pub since: u64,
+    /// The compactor's position: every mark before it is cold.
+    pub watermark: (u32, u64),
+}
+
+/// The log thread's state.
+pub(super) struct LogWriter {
+    pub dir: PathBuf,
+    pub db: Arc<Database>,
+    pub shared: Arc<Shared>,
+    pub requests: mpsc::Receiver<LogRequest>,
+    pub evictions: mpsc::Receiver<Eviction>,
+    pub fingerprint: Arc<Fingerprint>,
+    pub hot: HotMarks,
+    /// Marks recorded from this unix second on are all hot.
+    pub hot_since: u64,
+    /// The segment being appended to, its number, the end of its frames and its size.
+    pub file: Arc<File>,
+    pub segment: u32,
+    pub offset: u64,
+    pub size: u64,
+    pub next_seq: u64,
+    pub watermark: (u32, u64),
+    pub accounts: HashMap<String, Arc<str>>,
+}
+
+/// What one commit appended, to index once it is durable.
+struct Appended {
+    seq: u64,
+    event_at: usize,
+    len: u32,
+    account: Arc<str>,
+}
+
+impl LogWriter {
+    /// Runs until the store is dropped (the channel closes).
+    pub(super) fn run(mut self) {
+        loop {
+            match self.requests.recv_timeout(Duration::from_secs(1)) {
+                Ok(first) => {
+                    let mut batch = vec![first];
+                    batch.extend(self.requests.try_iter().take(MAX_BATCH - 1));
+                    self.commit(batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.apply_evictions();
+        }
+    }
+
+    fn apply_evictions(&mut self) {
+        let mut any = false;
+        while let Ok(eviction) = self.evictions.try_recv() {
+            for fp in &eviction.fingerprints {
+                self.hot.remove(fp);
+            }
+            self.hot_since = self.hot_since.max(eviction.since);
+            self.watermark = self.watermark.max(eviction.watermark);
+            any = true;
+        }
+        if !any {
+            return;
+        }
+        self.shared.hot_len.store(self.hot.len(), Ordering::Relaxed);
+        if self.hot.capacity() > 4 * self.hot.len().max(1 << 16) {
+            self.hot.shrink_to(2 * self.hot.len());
+        }
+        self.delete_spent_segments();
+    }
+
+    /// Deletes the oldest segments while every event in them was acknowledged and the compactor
+    /// has gone past them (oldest first, so that an ack frame never outlives... a segment's
+    /// acks never disappear before the events they acknowledge).
+    fn delete_spent_segments(&mut self) {
+        let mut index = lock(&self.shared.index);
+        while let Some((&oldest, _)) = index.files.first_key_value() {
+            let spent = oldest < self.segment
+                && oldest < self.watermark.0
+                && index.live.get(&oldest).copied().unwrap_or(0) == 0;
+            if !spent {
+                break;
+            }
+            let path = journal::segment_path(&self.dir, oldest);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(error = %e, path = %path.display(), "embedded store: cannot delete a spent log segment");
+                break;
+            }
+            index.files.remove(&oldest);
+            index.live.remove(&oldest);
+        }
+    }
+
+    fn intern(&mut self, account: &str) -> Arc<str> {
+        if let Some(a) = self.accounts.get(account) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(account);
+        self.accounts.insert(account.to_owned(), a.clone());
+        a
+    }
+
+    /// Applies a batch, appends and syncs once, then answers every request.
+    fn commit(&mut self, batch: Vec<LogRequest>) {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            for request in batch {
+                let _ = request.reply.send(Err(failed()));
+            }
+            return;
+        }
+        let now = Now::get();
+        let mut buf = Vec::with_capacity(batch.len() * 1100);
+        let mut appended = Vec::new();
+        let mut acked = Vec::new();
+        let mut inserted = Vec::new();
+        let mut cold = None;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for request in &batch {
+            let outcome = match &request.op {
+                LogOp::Record {
+                    at,
+                    id,
+                    account,
+                    event,
+                } => self.record(
+                    *at,
+                    id,
+                    account,
+                    event,
+                    now,
+                    (&mut buf, &mut appended, &mut inserted, &mut cold),
+                ),
+                LogOp::RecordBatch { events, new } => {
+                    let mut count = 0;
+                    let mut result = Ok(false);
+                    for (at, id, account, event) in events {
+                        match self.record(
+                            *at,
+                            id,
+                            account,
+                            event,
+                            now,
+                            (&mut buf, &mut appended, &mut inserted, &mut cold),
+                        ) {
+                            Ok(new) => count += usize::from(new),
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    new.store(count, Ordering::Relaxed);
+                    result.map(|_| count > 0)
+                }
+                LogOp::Append { id, account, event } => {
+                    self.append(0, id, account, event, false, now, &mut buf, &mut appended);
+                    Ok(true)
+                }
+                LogOp::Ack { seqs } => {
+                    journal::put_ack(&mut buf, seqs);
+                    acked.extend_from_slice(seqs);
+                    Ok(true)
+                }
+            };
+            outcomes.push(outcome);
+        }
+        drop(cold);
+        if !buf.is_empty() {
+            if let Err(e) = self.write(&buf) {
+                tracing::error!(error = %e, writes = batch.len(), "embedded store: cannot write the log; refusing writes until a restart");
+                self.shared.failed.store(true, Ordering::Relaxed);
+                for fp in inserted {
+                    self.hot.remove(&fp);
+                }
+                for request in batch {
+                    let _ = request.reply.send(Err(StoreError::Unavailable(format!(
+                        "embedded store: cannot write the log: {e}"
+                    ))));
+                }
+                return;
+            }
+        }
+        {
+            let mut index = lock(&self.shared.index);
+            for a in &appended {
+                index.insert(
+                    a.seq,
+                    Entry {
+                        file: self.file.clone(),
+                        segment: self.segment,
+                        offset: self.offset + a.event_at as u64,
+                        len: a.len,
+                        account: a.account.clone(),
+                        enqueued_ms: now.millis,
+                    },
+                );
+            }
+            for seq in &acked {
+                index.remove(*seq);
+            }
+        }
+        self.offset += buf.len() as u64;
+        *lock(&self.shared.end) = (self.segment, self.offset);
+        self.shared.hot_len.store(self.hot.len(), Ordering::Relaxed);
+        #[cfg(test)]
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        if !appended.is_empty() {
+            self.shared.appended.notify_waiters();
+        }
+        for (request, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = request.reply.send(outcome);
+        }
+        if !acked.is_empty() {
+            self.delete_spent_segments();
+        }
+    }
+
+    /// Checks the mark of (at, id) and appends the event when it is new.
+    #[allow(clippy::type_complexity)]
+    fn record(
+        &mut self,
+        at: u64,
+        id: &str,
+        account: &str,
+        event: &[u8],
+        now: Now,
+        (buf, appended, inserted, cold): (
+            &mut Vec<u8>,
+            &mut Vec<Appended>,
+            &mut Vec<u128>,
+            &mut Option<ReadOnlyTable<(u64, &'static str), u64>>,
+        ),
+    ) -> Result<bool, StoreError> {
+        let fp = self.fingerprint.of(at, id);
+        if self.hot.contains(&fp) {
+            return Ok(false);
+        }
+        if at < self.hot_since.saturating_add(SKEW_SECS) && self.cold_seen(cold, at, id, now)? {
+            return Ok(false);
+        }
+        self.hot.insert(fp);
+        inserted.push(fp);
+        self.append(at, id, account, event, true, now, buf, appended);
+        Ok(true)
+    }
+
+    /// Whether the cold tier holds a live mark for (at, id); the table is opened once a batch.
+    fn cold_seen(
+        &self,
+        cold: &mut Option<ReadOnlyTable<(u64, &'static str), u64>>,
+        at: u64,
+        id: &str,
+        now: Now,
+    ) -> Result<bool, StoreError> {
+        if cold.is_none() {
+            let txn = self.db.begin_read().map_err(super::unavailable)?;
+            *cold = Some(txn.open_table(SEEN).map_err(super::unavailable)?);
+        }
+        let table = cold.as_ref().expect("opened just now");
+        let expires = table
+            .get((at, id))
+            .map_err(super::unavailable)?
+            .map(|v| v.value());
+        Ok(expires.is_some_and(|expires| expires > now.secs))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &mut self,
+        at: u64,
+        id: &str,
+        account: &str,
+        event: &[u8],
+        marked: bool,
+        now: Now,
+        buf: &mut Vec<u8>,
+        appended: &mut Vec<Appended>,
+    ) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let event_at = journal::put_event(
+            buf,
+            &EventFrame {
+                seq,
+                enqueued_ms: now.millis,
+                at,
+                marked,
+                id,
+                account,
+                event,
+            },
+        );
+        let account = self.intern(account);
+        appended.push(Appended {
+            seq,
+            event_at,
+            len: event.len() as u32,
+            account,
+        });
+    }
+
+    /// Writes `buf` at the end of the log, in a new segment if the current one is full, and
+    /// makes it durable.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let len = buf.len() as u64;
+        if self.offset > 0 && self.offset + len > SEGMENT_BYTES {
+            let number = self.segment + 1;
+            let file = journal::open_segment(&self.dir, number)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            file.sync_all()?;
+            File::open(&self.dir)?.sync_all()?;
+            let file = Arc::new(file);
+            lock(&self.shared.index).files.insert(number, file.clone());
+            self.file = file;
+            self.segment = number;
+            self.offset = 0;
+            self.size = 0;
+        }
+        if self.offset + len > self.size {
+            let size = (self.offset + len).div_ceil(GROW_BYTES) * GROW_BYTES;
+            journal::grow(&self.file, self.size, size)?;
+            self.size = size;
+        }
+        self.file.write_all_at(buf, self.offset)?;
+        // Also flushes the new size after a growth step, so the frames can be found again.
+        self.file.sync_data()
+    }
+}
+
+fn failed() -> StoreError {
+    StoreError::Unavailable(
+        "embedded store: a write to the log failed earlier; restart the gateway to recover".into(),
+    )
+}
+
+/// The log and its two threads (the writer and the mark compactor).
+pub(super) struct Log {
+    pub shared: Arc<Shared>,
+    requests: Option<mpsc::Sender<LogRequest>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    stop_compactor: Option<mpsc::Sender<()>>,
+    compactor: Option<std::thread::JoinHandle<()>>,
+}
+
+/// `pb::Event` with only its id and account: decoding it skips every other field unread.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct IdAndAccount {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub account_id: String,
+}
+
+impl Log {
+    /// Opens the log in `store_dir/log`, rebuilding the outbox index and the hot marks from it,
+    /// moves an older store's redb outbox into it, and starts its threads.
+    pub(super) fn open(
+        store_dir: &std::path::Path,
+        db: Arc<Database>,
+        dedup_ttl_secs: u64,
+    ) -> Result<Self, StoreError> {
+        let dir = journal::dir(store_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| journal::io("cannot create", &dir, e))?;
+        let (watermark, seq_floor) = read_meta(&db)?;
+        let fingerprint = Arc::new(Fingerprint::new());
+        let mut hot = HotMarks::default();
+        let mut index = Index::default();
+        let mut accounts = HashMap::<String, Arc<str>>::new();
+        let mut next_seq = seq_floor;
+        let mut last = None;
+        for number in journal::segments(&dir)? {
+            let file = Arc::new(journal::open_segment(&dir, number)?);
+            index.files.insert(number, file.clone());
+            let path = journal::segment_path(&dir, number);
+            let end = journal::scan(&path, 0, None, |body_at, body| {
+                match journal::decode(body) {
+                    Some(Frame::Event(e)) => {
+                        let account = accounts
+                            .entry(e.account.to_owned())
+                            .or_insert_with(|| Arc::from(e.account))
+                            .clone();
+                        index.insert(
+                            e.seq,
+                            Entry {
+                                file: file.clone(),
+                                segment: number,
+                                offset: body_at + e.event_offset_in_body() as u64,
+                                len: e.event.len() as u32,
+                                account,
+                                enqueued_ms: e.enqueued_ms,
+                            },
+                        );
+                        next_seq = next_seq.max(e.seq + 1);
+                        let frame_at = body_at - journal::HEADER as u64;
+                        if e.marked && (number, frame_at) >= watermark {
+                            hot.insert(fingerprint.of(e.at, e.id));
+                        }
+                    }
+                    Some(Frame::Ack(seqs)) => {
+                        for seq in seqs {
+                            index.remove(seq);
+                        }
+                    }
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "{} holds a frame this version does not know at offset {body_at}",
+                            path.display()
+                        )))
+                    }
+                }
+                Ok(true)
+            })?;
+            last = Some((number, file, end));
+        }
+        let (segment, file, offset) = match last {
+            Some((number, file, end)) => {
+                // Whatever follows the last whole frame was never acknowledged: cut it, so that
+                // no stale bytes after the next appends can read as frames.
+                file.set_len(end)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| journal::io("cannot truncate", &dir, e))?;
+                (number, file, end)
+            }
+            None => {
+                let file = Arc::new(journal::open_segment(&dir, 1)?);
+                file.sync_all()
+                    .and_then(|()| File::open(&dir)?.sync_all())
+                    .map_err(|e| journal::io("cannot create", &dir, e))?;
+                index.files.insert(1, file.clone());
+                (1, file, 0)
+            }
+        };
+        let shared = Arc::new(Shared {
+            index: Mutex::new(index),
+            appended: Arc::new(Notify::new()),
+            failed: AtomicBool::new(false),
+            end: Mutex::new((segment, offset)),
+            hot_len: AtomicUsize::new(hot.len()),
+            #[cfg(test)]
+            commits: Default::default(),
+        });
+        let (requests_tx, requests) = mpsc::channel();
+        let (evictions_tx, evictions) = mpsc::channel();
+        let now = Now::get();
+        let mut writer = LogWriter {
+            dir: dir.clone(),
+            db: db.clone(),
+            shared: shared.clone(),
+            requests,
+            evictions,
+            fingerprint: fingerprint.clone(),
+            hot,
+            // Marks recorded before this process may be cold: look there for older CreateTimes.
+            hot_since: now.secs,
+            file,
+            segment,
+            offset,
+            size: offset,
+            next_seq,
+            watermark,
+            accounts,
+        };
+        writer.migrate_redb_outbox()?;
+        let writer = std::thread::Builder::new()
+            .name("wgw-store-log".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the log thread: {e}")))?;
+        let (stop_compactor, stop) = mpsc::channel();
+        let compactor = super::marks::Compactor {
+            dir,
+            db,
+            shared: shared.clone(),
+            fingerprint,
+            dedup_ttl_secs,
+            evictions: evictions_tx,
+            stop,
+            watermark,
+            evicted_until: 0,
+        };
+        let compactor = std::thread::Builder::new()
+            .name("wgw-store-marks".into())
+            .spawn(move || compactor.run())
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the mark compactor thread: {e}"))
+            })?;
+        Ok(Self {
+            shared,
+            requests: Some(requests_tx),
+            writer: Some(writer),
+            stop_compactor: Some(stop_compactor),
+            compactor: Some(compactor),
+        })
+    }
+
+    /// Sends one write to the log thread and waits until its batch is durable.
+    pub(super) async fn write(&self, op: LogOp) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(LogRequest { op, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Whether writes can succeed: the thread runs and no write failed.
+    pub(super) fn healthy(&self) -> Result<(), StoreError> {
+        if self.writer.as_ref().is_none_or(|t| t.is_finished()) {
+            return Err(stopped());
+        }
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return Err(failed());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        drop(self.stop_compactor.take());
+        if let Some(thread) = self.compactor.take() {
+            let _ = thread.join();
+        }
+        drop(self.requests.take());
+        if let Some(thread) = self.writer.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("embedded store: the log thread has stopped".into())
+}
+
+/// The compactor's watermark and the lowest sequence number the log may use.
+fn read_meta(db: &Database) -> Result<((u32, u64), u64), StoreError> {
+    use super::marks::{WATERMARK_OFFSET, WATERMARK_SEGMENT};
+    use super::schema::{META, NEXT_SEQ};
+    let txn = db.begin_read().map_err(super::unavailable)?;
+    let meta = txn.open_table(META).map_err(super::unavailable)?;
+    let get = |key: &str| -> Result<Option<u64>, StoreError> {
+        Ok(meta
+            .get(key)
+            .map_err(super::unavailable)?
+            .map(|v| v.value()))
+    };
+    let segment = get(WATERMARK_SEGMENT)?.unwrap_or(0) as u32;
+    let offset = get(WATERMARK_OFFSET)?.unwrap_or(0);
+    Ok(((segment, offset), get(NEXT_SEQ)?.unwrap_or(1)))
+}
+
+impl LogWriter {
+    /// An older store kept its outbox in redb: append those entries to the log (under their
+    /// own sequence numbers, without marks: theirs stay in `seen_by_time`), make them durable,
+    /// then drop the table. Run again after a crash in between, it skips what the log holds.
+    fn migrate_redb_outbox(&mut self) -> Result<(), StoreError> {
+        use prost::Message;
+        use redb::ReadableTable;
+
+        use super::schema::OUTBOX;
+        let rows = {
+            let txn = self.db.begin_read().map_err(super::unavailable)?;
+            let table = match txn.open_table(OUTBOX) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(super::unavailable(e)),
+            };
+            let mut rows = Vec::new();
+            for row in table.iter().map_err(super::unavailable)? {
+                let (seq, value) = row.map_err(super::unavailable)?;
+                let (at_ms, event) = value.value();
+                rows.push((seq.value(), at_ms, event.to_vec()));
+            }
+            rows
+        };
+        let mut buf = Vec::new();
+        let mut appended = Vec::new();
+        let mut moved = 0;
+        for (seq, at_ms, event) in &rows {
+            if lock(&self.shared.index).entries.contains_key(seq) {
+                continue;
+            }
+            let ids = IdAndAccount::decode(event.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("redb outbox entry {seq}: {e}")))?;
+            let event_at = journal::put_event(
+                &mut buf,
+                &EventFrame {
+                    seq: *seq,
+                    enqueued_ms: *at_ms,
+                    at: 0,
+                    marked: false,
+                    id: &ids.id,
+                    account: &ids.account_id,
+                    event,
+                },
+            );
+            appended.push((*seq, event_at, event.len() as u32, *at_ms, ids.account_id));
+            self.next_seq = self.next_seq.max(seq + 1);
+            moved += 1;
+        }
+        if !buf.is_empty() {
+            self.write(&buf)
+                .map_err(|e| journal::io("cannot write the log in", &self.dir, e))?;
+            let mut index = lock(&self.shared.index);
+            for (seq, event_at, len, at_ms, account) in appended {
+                let account = Arc::from(account.as_str());
+                index.insert(
+                    seq,
+                    Entry {
+                        file: self.file.clone(),
+                        segment: self.segment,
+                        offset: self.offset + event_at as u64,
+                        len,
+                        account,
+                        enqueued_ms: at_ms,
+                    },
+                );
+            }
+            drop(index);
+            self.offset += buf.len() as u64;
+            *lock(&self.shared.end) = (self.segment, self.offset);
+        }
+        let txn = self.db.begin_write().map_err(super::unavailable)?;
+        txn.delete_table(OUTBOX).map_err(super::unavailable)?;
+        txn.commit().map_err(super::unavailable)?;
+        tracing::info!(
+            entries = moved,
+            "embedded store: moved the undelivered events of the redb outbox to the log"
+        );
+        Ok(())
+    }
+}
