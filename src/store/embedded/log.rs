@@ -35,6 +35,7 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase};
 use tokio::sync::{oneshot, Notify};
 
 use super::journal::{self, EventFrame, Frame, GROW_BYTES, SEGMENT_BYTES};
+use super::marks::{HOT_CAP, HOT_SECS};
 use super::lock;
 use super::schema::SEEN;
 use super::writer::Now;
@@ -46,6 +47,27 @@ use crate::store::StoreError;
 pub(super) const SKEW_SECS: u64 = 300;
 /// Most requests in one group commit, so one batch cannot hold its callers for long.
 const MAX_BATCH: usize = 1024;
+
+/// The log's sizes; tests make them small.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LogOptions {
+    /// A segment is closed at this size.
+    pub segment_bytes: u64,
+    /// Marks stay hot this long at most.
+    pub hot_secs: u64,
+    /// Most hot marks.
+    pub hot_cap: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: SEGMENT_BYTES,
+            hot_secs: HOT_SECS,
+            hot_cap: HOT_CAP,
+        }
+    }
+}
 
 /// A mark's fingerprint: (CreateTime, id) hashed to 128 bits with two random keys.
 pub(super) struct Fingerprint(RandomState, RandomState);
@@ -212,6 +234,7 @@ pub(super) struct LogWriter {
     pub next_seq: u64,
     pub watermark: (u32, u64),
     pub accounts: HashMap<String, Arc<str>>,
+    pub segment_bytes: u64,
 }
 
 /// What one commit appended, to index once it is durable.
@@ -493,7 +516,7 @@ impl LogWriter {
     /// makes it durable.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
         let len = buf.len() as u64;
-        if self.offset > 0 && self.offset + len > SEGMENT_BYTES {
+        if self.offset > 0 && self.offset + len > self.segment_bytes {
             let number = self.segment + 1;
             let file = journal::open_segment(&self.dir, number)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -548,6 +571,7 @@ impl Log {
         store_dir: &std::path::Path,
         db: Arc<Database>,
         dedup_ttl_secs: u64,
+        options: LogOptions,
     ) -> Result<Self, StoreError> {
         let dir = journal::dir(store_dir);
         std::fs::create_dir_all(&dir).map_err(|e| journal::io("cannot create", &dir, e))?;
@@ -649,6 +673,7 @@ impl Log {
             next_seq,
             watermark,
             accounts,
+            segment_bytes: options.segment_bytes,
         };
         writer.migrate_redb_outbox()?;
         let writer = std::thread::Builder::new()
@@ -666,6 +691,8 @@ impl Log {
             stop,
             watermark,
             evicted_until: 0,
+            hot_secs: options.hot_secs,
+            hot_cap: options.hot_cap,
         };
         let compactor = std::thread::Builder::new()
             .name("wgw-store-marks".into())

@@ -45,6 +45,8 @@ pub(super) struct Compactor {
     pub watermark: (u32, u64),
     /// The latest second at which an evicted mark was recorded.
     pub evicted_until: u64,
+    pub hot_secs: u64,
+    pub hot_cap: usize,
 }
 
 impl Compactor {
@@ -70,13 +72,13 @@ impl Compactor {
     pub(super) fn round(&mut self, now: Now) -> Result<bool, StoreError> {
         let cutoff = now
             .secs
-            .saturating_sub(HOT_SECS.min(self.dedup_ttl_secs.saturating_sub(1)));
+            .saturating_sub(self.hot_secs.min(self.dedup_ttl_secs.saturating_sub(1)));
         let end = *lock(&self.shared.end);
         let mut over = self
             .shared
             .hot_len
             .load(Ordering::Relaxed)
-            .saturating_sub(HOT_CAP);
+            .saturating_sub(self.hot_cap);
         let mut marks = Vec::new();
         let mut fingerprints = Vec::new();
         let mut position = self.watermark;

@@ -25,6 +25,8 @@ mod memory;
 mod outbox;
 mod records;
 mod schema;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::collections::HashMap;
@@ -81,6 +83,15 @@ impl EmbeddedStore {
         dedup_ttl: Duration,
         cache_bytes: usize,
     ) -> Result<Self, StoreError> {
+        Self::open_tuned(path, dedup_ttl, cache_bytes, log::LogOptions::default())
+    }
+
+    fn open_tuned(
+        path: &Path,
+        dedup_ttl: Duration,
+        cache_bytes: usize,
+        options: log::LogOptions,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path).map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot create the store directory {}: {e}",
@@ -103,7 +114,7 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         // A mark lasts whole seconds; never less than one.
         let dedup_ttl_secs = dedup_ttl.as_secs().max(1);
-        let log = log::Log::open(path, db.clone(), dedup_ttl_secs)?;
+        let log = log::Log::open(path, db.clone(), dedup_ttl_secs, options)?;
         let (writer, requests) = mpsc::channel();
         let w = Writer {
             db: db.clone(),
