@@ -12,9 +12,9 @@
 //! (collisions are about as likely as a SHA-1 one, and not steerable from outside). Older ones
 //! are moved by the mark compactor ([`super::marks`]) into redb's `seen_by_time` table in
 //! sorted bulk ("cold"), off the callback path, and the log behind them can go. A callback looks
-//! in the cold tier only when its CreateTime is old enough that its first copy could have been
-//! recorded before the hot tier begins ([`SKEW_SECS`]); a fresh callback on a quiet account
-//! never does.
+//! in the cold tier only when its CreateTime is not after the latest CreateTime the cold tier
+//! holds (`cold_max_at`): cold keys lead with the CreateTime, so a later one cannot be there.
+//! A fresh callback, whose CreateTime is newer than every mark that went cold, never does.
 //!
 //! The outbox is an index in memory (sequence → where the event is in which segment), rebuilt
 //! from the log on start; claims read the events back from the segment files (the page cache).
@@ -35,16 +35,12 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase};
 use tokio::sync::{oneshot, Notify};
 
 use super::journal::{self, EventFrame, Frame, GROW_BYTES, SEGMENT_BYTES};
-use super::marks::{HOT_CAP, HOT_SECS};
 use super::lock;
+use super::marks::{HOT_CAP, HOT_SECS};
 use super::schema::SEEN;
 use super::writer::Now;
 use crate::store::StoreError;
 
-/// How far ahead of this host's clock a CreateTime may be. A callback whose CreateTime is at
-/// least this much after the start of the hot tier cannot have been recorded before it, so its
-/// mark, if any, is hot.
-pub(super) const SKEW_SECS: u64 = 300;
 /// Most requests in one group commit, so one batch cannot hold its callers for long.
 const MAX_BATCH: usize = 1024;
 
@@ -209,8 +205,8 @@ pub(super) struct LogRequest {
 /// Marks the compactor has made durable in the cold tier: the hot tier drops them.
 pub(super) struct Eviction {
     pub fingerprints: Vec<u128>,
-    /// Every mark evicted so far was recorded before this unix second.
-    pub since: u64,
+    /// The latest CreateTime among the marks moved.
+    pub max_at: Option<u64>,
     /// The compactor's position: every mark before it is cold.
     pub watermark: (u32, u64),
 }
@@ -224,8 +220,9 @@ pub(super) struct LogWriter {
     pub evictions: mpsc::Receiver<Eviction>,
     pub fingerprint: Arc<Fingerprint>,
     pub hot: HotMarks,
-    /// Marks recorded from this unix second on are all hot.
-    pub hot_since: u64,
+    /// The latest CreateTime in the cold tier (an upper bound: pruning does not lower it);
+    /// `None` while it is empty.
+    pub cold_max_at: Option<u64>,
     /// The segment being appended to, its number, the end of its frames and its size.
     pub file: Arc<File>,
     pub segment: u32,
@@ -268,7 +265,7 @@ impl LogWriter {
             for fp in &eviction.fingerprints {
                 self.hot.remove(fp);
             }
-            self.hot_since = self.hot_since.max(eviction.since);
+            self.cold_max_at = self.cold_max_at.max(eviction.max_at);
             self.watermark = self.watermark.max(eviction.watermark);
             any = true;
         }
@@ -448,7 +445,7 @@ impl LogWriter {
         if self.hot.contains(&fp) {
             return Ok(false);
         }
-        if at < self.hot_since.saturating_add(SKEW_SECS) && self.cold_seen(cold, at, id, now)? {
+        if self.cold_max_at.is_some_and(|max| at <= max) && self.cold_seen(cold, at, id, now)? {
             return Ok(false);
         }
         self.hot.insert(fp);
@@ -575,7 +572,7 @@ impl Log {
     ) -> Result<Self, StoreError> {
         let dir = journal::dir(store_dir);
         std::fs::create_dir_all(&dir).map_err(|e| journal::io("cannot create", &dir, e))?;
-        let (watermark, seq_floor) = read_meta(&db)?;
+        let (watermark, seq_floor, cold_max_at) = read_meta(&db)?;
         let fingerprint = Arc::new(Fingerprint::new());
         let mut hot = HotMarks::default();
         let mut index = Index::default();
@@ -655,7 +652,6 @@ impl Log {
         });
         let (requests_tx, requests) = mpsc::channel();
         let (evictions_tx, evictions) = mpsc::channel();
-        let now = Now::get();
         let mut writer = LogWriter {
             dir: dir.clone(),
             db: db.clone(),
@@ -664,8 +660,7 @@ impl Log {
             evictions,
             fingerprint: fingerprint.clone(),
             hot,
-            // Marks recorded before this process may be cold: look there for older CreateTimes.
-            hot_since: now.secs,
+            cold_max_at,
             file,
             segment,
             offset,
@@ -690,7 +685,6 @@ impl Log {
             evictions: evictions_tx,
             stop,
             watermark,
-            evicted_until: 0,
             hot_secs: options.hot_secs,
             hot_cap: options.hot_cap,
         };
@@ -749,11 +743,21 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("embedded store: the log thread has stopped".into())
 }
 
-/// The compactor's watermark and the lowest sequence number the log may use.
-fn read_meta(db: &Database) -> Result<((u32, u64), u64), StoreError> {
+/// The compactor's watermark, the lowest sequence number the log may use, and the latest
+/// CreateTime in the cold tier.
+#[allow(clippy::type_complexity)]
+fn read_meta(db: &Database) -> Result<((u32, u64), u64, Option<u64>), StoreError> {
+    use redb::ReadableTable;
+
     use super::marks::{WATERMARK_OFFSET, WATERMARK_SEGMENT};
     use super::schema::{META, NEXT_SEQ};
     let txn = db.begin_read().map_err(super::unavailable)?;
+    let cold_max_at = txn
+        .open_table(SEEN)
+        .map_err(super::unavailable)?
+        .last()
+        .map_err(super::unavailable)?
+        .map(|(key, _)| key.value().0);
     let meta = txn.open_table(META).map_err(super::unavailable)?;
     let get = |key: &str| -> Result<Option<u64>, StoreError> {
         Ok(meta
@@ -763,7 +767,7 @@ fn read_meta(db: &Database) -> Result<((u32, u64), u64), StoreError> {
     };
     let segment = get(WATERMARK_SEGMENT)?.unwrap_or(0) as u32;
     let offset = get(WATERMARK_OFFSET)?.unwrap_or(0);
-    Ok(((segment, offset), get(NEXT_SEQ)?.unwrap_or(1)))
+    Ok(((segment, offset), get(NEXT_SEQ)?.unwrap_or(1), cold_max_at))
 }
 
 impl LogWriter {

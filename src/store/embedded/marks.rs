@@ -43,8 +43,6 @@ pub(super) struct Compactor {
     /// Closed when the store is dropped.
     pub stop: mpsc::Receiver<()>,
     pub watermark: (u32, u64),
-    /// The latest second at which an evicted mark was recorded.
-    pub evicted_until: u64,
     pub hot_secs: u64,
     pub hot_cap: usize,
 }
@@ -82,7 +80,7 @@ impl Compactor {
         let mut marks = Vec::new();
         let mut fingerprints = Vec::new();
         let mut position = self.watermark;
-        let mut evicted_until = self.evicted_until;
+        let mut max_at = None;
         let mut full = false;
         for segment in journal::segments(&self.dir)? {
             if segment < position.0 || segment > end.0 {
@@ -108,7 +106,7 @@ impl Compactor {
                             return Ok(false);
                         }
                         over = over.saturating_sub(1);
-                        evicted_until = evicted_until.max(recorded);
+                        max_at = max_at.max(Some(e.at));
                         fingerprints.push(self.fingerprint.of(e.at, e.id));
                         marks.push((e.at, e.id.to_owned(), recorded + self.dedup_ttl_secs));
                     }
@@ -141,10 +139,9 @@ impl Compactor {
         }
         txn.commit().map_err(super::unavailable)?;
         self.watermark = position;
-        self.evicted_until = evicted_until;
         let _ = self.evictions.send(Eviction {
             fingerprints,
-            since: evicted_until + 1,
+            max_at,
             watermark: position,
         });
         Ok(full)

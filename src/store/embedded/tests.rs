@@ -125,7 +125,11 @@ async fn marks_moved_to_the_cold_tier_still_refuse_a_retry_after_a_restart() {
             "{id} after the restart"
         );
     }
-    assert_eq!(drain(&store).await.len(), 51, "each event once in the outbox");
+    assert_eq!(
+        drain(&store).await.len(),
+        51,
+        "each event once in the outbox"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +144,10 @@ async fn full_segments_roll_over_and_spent_ones_are_deleted() {
         assert_eq!(store.record(&big).await.unwrap(), Recorded::New);
     }
     let before = segments(dir.path());
-    assert!(before.len() >= 6, "40 × ~1.6 KiB in 8 KiB segments: {before:?}");
+    assert!(
+        before.len() >= 6,
+        "40 × ~1.6 KiB in 8 KiB segments: {before:?}"
+    );
     let delivered = drain(&store).await;
     assert_eq!(delivered.len(), 40);
     assert!(delivered
@@ -193,7 +200,11 @@ async fn a_torn_frame_at_the_end_is_cut_and_appends_go_on_after_the_last_whole_o
     drop(file);
     {
         let store = EmbeddedStore::open(dir.path(), TTL).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), end, "cut at the end");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            end,
+            "cut at the end"
+        );
         store.record(&event("d", at)).await.unwrap();
     }
     let store = EmbeddedStore::open(dir.path(), TTL).unwrap();
@@ -269,7 +280,11 @@ async fn an_older_stores_redb_outbox_is_moved_into_the_log_on_first_open() {
     let store = EmbeddedStore::open(dir.path(), TTL).unwrap();
     let entries = drain(&store).await;
     let ids: Vec<&str> = entries.iter().map(|e| e.event.id.as_str()).collect();
-    assert_eq!(ids, ["old1", "old2b", "old3", "new"], "moved once, in order");
+    assert_eq!(
+        ids,
+        ["old1", "old2b", "old3", "new"],
+        "moved once, in order"
+    );
     assert_eq!(
         entries[3].handle, "10",
         "new numbers continue after the old ones"
