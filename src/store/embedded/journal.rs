@@ -287,7 +287,7 @@ pub(super) fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<V
 /// Extends `file` from `len` to `new_len` with zeros (written, not a hole, so later appends
 /// allocate nothing).
 pub(super) fn grow(file: &File, len: u64, new_len: u64) -> std::io::Result<()> {
-    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
     let mut at = len;
     while at < new_len {
         let n = (new_len - at).min(ZEROS.len() as u64) as usize;
@@ -306,7 +306,7 @@ mod tests {
             seq,
             enqueued_ms: 1_700_000_000_123,
             at: 1_700_000_000,
-            marked: seq % 2 == 0,
+            marked: seq.is_multiple_of(2),
             id,
             account: "acme",
             event: b"\x0a\x03abc",
