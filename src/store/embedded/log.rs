@@ -43,6 +43,8 @@ use crate::store::StoreError;
 
 /// Most requests in one group commit, so one batch cannot hold its callers for long.
 const MAX_BATCH: usize = 1024;
+/// The commit buffer is kept up to this size (a full batch of 1 KiB callbacks).
+const MAX_KEPT_BUFFER: usize = 2 << 20;
 
 /// The log's sizes; tests make them small.
 #[derive(Debug, Clone, Copy)]
@@ -232,6 +234,8 @@ pub(super) struct LogWriter {
     pub watermark: (u32, u64),
     pub accounts: HashMap<String, Arc<str>>,
     pub segment_bytes: u64,
+    /// The frames of the commit being built, kept from one commit to the next.
+    pub buf: Vec<u8>,
 }
 
 /// What one commit appended, to index once it is durable.
@@ -319,7 +323,10 @@ impl LogWriter {
             return;
         }
         let now = Now::get();
-        let mut buf = Vec::with_capacity(batch.len() * 1100);
+        // One buffer for every commit: a fresh megabyte each time fragmented the heap (RSS
+        // grew by ~100 MiB in a soak).
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         let mut appended = Vec::new();
         let mut acked = Vec::new();
         let mut inserted = Vec::new();
@@ -419,6 +426,9 @@ impl LogWriter {
         }
         for (request, outcome) in batch.into_iter().zip(outcomes) {
             let _ = request.reply.send(outcome);
+        }
+        if buf.capacity() <= MAX_KEPT_BUFFER {
+            self.buf = buf;
         }
         if !acked.is_empty() {
             self.delete_spent_segments();
@@ -669,6 +679,7 @@ impl Log {
             watermark,
             accounts,
             segment_bytes: options.segment_bytes,
+            buf: Vec::new(),
         };
         writer.migrate_redb_outbox()?;
         let writer = std::thread::Builder::new()

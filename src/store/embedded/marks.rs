@@ -25,8 +25,10 @@ use crate::store::StoreError;
 
 /// Marks stay hot this long at most (a WeChat retry comes within 15 s of the first copy).
 pub(super) const HOT_SECS: u64 = 600;
-/// Most hot marks (16 bytes each, ~9 MiB at this count): beyond it the oldest go cold early.
-pub(super) const HOT_CAP: usize = 1 << 19;
+/// Most hot marks (16 bytes each, a 4.5 MiB table at this count): beyond it the oldest go cold
+/// early. It also bounds the log kept for marks: a segment goes once its marks are cold, so at
+/// most this many callbacks (~140 MiB at 1 KiB) stay on disk for de-duplication alone.
+pub(super) const HOT_CAP: usize = 1 << 17;
 /// Most marks moved by one round.
 const ROUND_MAX: usize = 100_000;
 /// The compactor's position in [`META`]: segment number and offset.
