@@ -625,6 +625,61 @@ mod tests {
     }
 
     #[test]
+    fn group_and_tag_filter_audiences_parse_batch_and_name_their_rules() {
+        let group = ExternalAudience::parse(
+            &json!({"chat_type": "group", "sender": "owner", "chat_ids": (0..4001)
+                .map(|i| format!("wrChat{i}")).collect::<Vec<_>>()}),
+        )
+        .unwrap();
+        let sizes: Vec<_> = group.plan_batches().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2000, 2000, 1]);
+        let every =
+            ExternalAudience::parse(&json!({"chat_type": "group", "sender": "owner"})).unwrap();
+        assert_eq!(every.plan_batches(), vec![Vec::<String>::new()]);
+        let filter = json!({"group_list": [{"tag_list": ["etA", "etB"]}, {"tag_list": ["etC"]}]});
+        let tagged = ExternalAudience::parse(
+            &json!({"sender": "u", "tag_filter": filter, "allow_select": true}),
+        )
+        .unwrap();
+        assert_eq!(tagged.tag_filter_json(), Some(filter));
+        assert!(tagged.allow_select);
+        assert_eq!(tagged.plan_batches().len(), 1);
+        for (bad, needle) in [
+            (json!({"chat_type": "group"}), "audience.sender"),
+            (
+                json!({"chat_type": "group", "sender": "u", "allow_select": true}),
+                "single",
+            ),
+            (
+                json!({"chat_type": "group", "sender": "u", "chat_ids": [""]}),
+                "chat_ids[0]",
+            ),
+            (json!({"chat_type": "both", "sender": "u"}), "chat_type"),
+            (
+                json!({"sender": "u", "chat_ids": ["wrA"]}),
+                "chat_type \"group\"",
+            ),
+            (
+                json!({"sender": "u", "tag_filter": {"group_list": []}}),
+                "group_list is empty",
+            ),
+            (
+                json!({"sender": "u", "tag_filter": {"group_list": [{"tag_list": (0..101)
+                    .map(|i| format!("et{i}")).collect::<Vec<_>>()}]}}),
+                "1 to 100 tags per group",
+            ),
+            (json!({"sender": "u"}), "at least one"),
+            (
+                json!({"sender": "u", "external_user_ids": ["wmA"], "allow_select": 1}),
+                "true or false",
+            ),
+        ] {
+            let err = ExternalAudience::parse(&bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn wecom_audiences_parse_and_batch_by_ten_thousand() {
         let a = ExternalAudience::parse(
             &json!({"external_user_ids": ["wmA", "wmB"], "sender": "zhangsan"}),

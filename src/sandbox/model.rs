@@ -1256,4 +1256,71 @@ mod tests {
         assert_eq!(exchange(&mut f)["openid"], FOLLOWERS[0]);
         assert_eq!(exchange(&mut f)["errcode"], 40163);
     }
+
+    #[test]
+    fn a_group_message_reaches_the_owners_groups_or_the_tagged_customers() {
+        let mut f = fake();
+        let token = json_of(call(
+            &mut f,
+            Platform::Work,
+            "/cgi-bin/gettoken",
+            &[("corpid", "ww1"), ("corpsecret", "s2")],
+            Value::Null,
+        ))["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut post = |path: &str, body: Value| {
+            json_of(call(
+                &mut f,
+                Platform::Work,
+                path,
+                &[("access_token", token.as_str())],
+                body,
+            ))
+        };
+        let text = json!({"content": "hi"});
+        let no_sender = post(
+            "/cgi-bin/externalcontact/add_msg_template",
+            json!({"chat_type": "group", "text": text}),
+        );
+        assert_eq!(no_sender["errcode"], 40035);
+        let group = post(
+            "/cgi-bin/externalcontact/add_msg_template",
+            json!({"chat_type": "group", "sender": "zhangsan", "text": text}),
+        );
+        let msgid = group["msgid"].as_str().unwrap().to_owned();
+        let sent = post(
+            "/cgi-bin/externalcontact/get_groupmsg_send_result",
+            json!({"msgid": msgid, "userid": "zhangsan"}),
+        );
+        assert_eq!(sent["send_list"][0]["chat_id"], "wrSandboxChat0001");
+        let groups = post(
+            "/cgi-bin/externalcontact/get_groupmsg_list_v2",
+            json!({"chat_type": "group", "start_time": 0, "end_time": 4_000_000_000u64}),
+        );
+        assert_eq!(groups["group_msg_list"][0]["msgid"], msgid.as_str());
+        let singles = post(
+            "/cgi-bin/externalcontact/get_groupmsg_list_v2",
+            json!({"chat_type": "single", "start_time": 0, "end_time": 4_000_000_000u64}),
+        );
+        assert_eq!(singles["group_msg_list"], json!([]));
+        // A tag nobody carries reaches nobody; no filter, every customer of the sender.
+        let tagged = post(
+            "/cgi-bin/externalcontact/add_msg_template",
+            json!({"sender": "zhangsan", "text": text,
+                "tag_filter": {"group_list": [{"tag_list": ["etSandboxTag1"]}]}}),
+        );
+        let sent = post(
+            "/cgi-bin/externalcontact/get_groupmsg_send_result",
+            json!({"msgid": tagged["msgid"], "userid": "zhangsan"}),
+        );
+        assert_eq!(sent["send_list"], json!([]));
+        let too_many = post(
+            "/cgi-bin/externalcontact/add_msg_template",
+            json!({"sender": "zhangsan", "external_userid": ["wmA"],
+                "attachments": vec![json!({"msgtype": "image", "image": {"media_id": "M"}}); 10]}),
+        );
+        assert_eq!(too_many["errcode"], 40035);
+    }
 }
