@@ -6,8 +6,10 @@
 //! message types of a mass send are mpnews, text, voice, image, mpvideo and wxcard;
 //! `send_ignore_reprint` is 0 or 1.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::group_message::GroupMessage;
 use super::Platform;
 
 /// Most openids one `mass/send` call takes.
@@ -104,64 +106,253 @@ fn check_listed_open_id(i: usize, id: &str) -> Result<(), String> {
 }
 
 /// The shape of a WeCom audience, quoted by every refusal of one.
-const EXTERNAL_SHAPE: &str =
-    "on a WeCom account the audience is {\"external_user_ids\": [...], \"sender\": \"userid\"}";
+const EXTERNAL_SHAPE: &str = "on a WeCom account the audience is {\"external_user_ids\": [...], \
+     \"sender\": \"userid\"} (optionally with \"tag_filter\" and \"allow_select\"), or \
+     {\"chat_type\": \"group\", \"sender\": \"owner userid\"} (optionally with \"chat_ids\")";
 
-/// The audience of a broadcast on a WeCom account (客户群发, `externalcontact/add_msg_template`):
-/// external contacts, and the member in whose name the message goes out (who must confirm it
-/// in the WeCom client before it is sent).
+/// Most external_userids one `add_msg_template` takes ("最多可一次指定1万个客户").
+pub const MAX_EXTERNAL_BATCH: usize = 10_000;
+/// Most customer groups one `add_msg_template` takes (`chat_id_list`, "最多可一次指定2000个客户群").
+pub const MAX_CHAT_BATCH: usize = 2_000;
+/// Most tags in one group of a `tag_filter` ("每组最多指定100个标签").
+pub const MAX_TAGS_PER_GROUP: usize = 100;
+
+/// WeCom's `chat_type` of a group message: to customers (`single`, the default) or to customer
+/// groups (`group`, 客户群).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatType {
+    #[default]
+    Single,
+    Group,
+}
+
+impl ChatType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Group => "group",
+        }
+    }
+
+    /// `single` (also empty: the default) or `group`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "single" => Ok(Self::Single),
+            "group" => Ok(Self::Group),
+            other => Err(format!(
+                "audience.chat_type must be \"single\" (customers) or \"group\" (customer \
+                 groups), not {other:?}"
+            )),
+        }
+    }
+}
+
+/// The audience of a broadcast on a WeCom account (客户群发, `externalcontact/add_msg_template`,
+/// developer.work.weixin.qq.com/document/path/92135): the member in whose name the message goes
+/// out (who must confirm it in the WeCom client before it is sent) and either
+/// - `chat_type` single: external contacts, listed (batched by 10,000) and/or filtered by the
+///   sender's customers' corp tags (`tag_filter`: tags within a group are OR-ed, groups AND-ed,
+///   at most 100 tags a group), with `allow_select` letting the member change the list; or
+/// - `chat_type` group: the customer groups the sender owns, all of them or those listed in
+///   `chat_ids` (batched by 2,000). WeCom requires the sender for a group message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalAudience {
+    pub chat_type: ChatType,
     pub external_user_ids: Vec<String>,
+    pub chat_ids: Vec<String>,
     pub sender: String,
+    /// `tag_filter.group_list[].tag_list`; empty: no filter.
+    pub tag_filter: Vec<Vec<String>>,
+    pub allow_select: bool,
 }
 
 impl ExternalAudience {
-    /// Parses `{"external_user_ids": [...], "sender": "userid"}`.
+    /// Parses `{"external_user_ids": [...], "sender": "userid", "tag_filter": {"group_list":
+    /// [{"tag_list": [...]}]}, "allow_select": bool}` or `{"chat_type": "group", "sender":
+    /// "userid", "chat_ids": [...]}`.
     pub fn parse(v: &Value) -> Result<Self, String> {
+        const KEYS: [&str; 6] = [
+            "external_user_ids",
+            "sender",
+            "chat_type",
+            "chat_ids",
+            "tag_filter",
+            "allow_select",
+        ];
         let Some(obj) = v.as_object() else {
             return Err(EXTERNAL_SHAPE.into());
         };
-        if let Some(k) = obj
-            .keys()
-            .find(|k| *k != "external_user_ids" && *k != "sender")
-        {
+        if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(format!("audience.{k} is not allowed: {EXTERNAL_SHAPE}"));
         }
-        let sender = obj
-            .get("sender")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        check_sender(sender)?;
-        let list = obj
-            .get("external_user_ids")
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                format!("audience.external_user_ids must be an array: {EXTERNAL_SHAPE}")
-            })?;
-        let mut ids = Vec::with_capacity(list.len());
-        for (i, id) in list.iter().enumerate() {
-            let id = id.as_str().unwrap_or_default();
-            check_external_user_id(i, id)?;
-            ids.push(id.to_owned());
+        let chat_type = match obj.get("chat_type") {
+            None => ChatType::Single,
+            Some(Value::String(s)) => ChatType::parse(s)?,
+            Some(_) => return Err(ChatType::parse("?").unwrap_err()),
+        };
+        let strings = |key: &str| -> Result<Vec<String>, String> {
+            match obj.get(key) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(list)) => Ok(list
+                    .iter()
+                    .map(|s| s.as_str().unwrap_or_default().to_owned())
+                    .collect()),
+                Some(_) => Err(format!("audience.{key} must be an array: {EXTERNAL_SHAPE}")),
+            }
+        };
+        let tag_filter = match obj.get("tag_filter") {
+            None => Vec::new(),
+            Some(f) => parse_tag_filter(f)?,
+        };
+        let allow_select = match obj.get("allow_select") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("audience.allow_select must be true or false".into()),
+        };
+        Self {
+            chat_type,
+            external_user_ids: strings("external_user_ids")?,
+            chat_ids: strings("chat_ids")?,
+            sender: obj
+                .get("sender")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            tag_filter,
+            allow_select,
         }
-        Ok(Self {
-            external_user_ids: ids,
-            sender: sender.to_owned(),
-        })
+        .check()
     }
 
     /// External contacts and the sending member, each checked.
     pub fn new(external_user_ids: Vec<String>, sender: String) -> Result<Self, String> {
-        check_sender(&sender)?;
-        for (i, id) in external_user_ids.iter().enumerate() {
-            check_external_user_id(i, id)?;
-        }
-        Ok(Self {
+        Self {
+            chat_type: ChatType::Single,
             external_user_ids,
+            chat_ids: Vec::new(),
             sender,
+            tag_filter: Vec::new(),
+            allow_select: false,
+        }
+        .check()
+    }
+
+    /// Checks every rule of the module comment, in the order the JSON parse reports them.
+    pub fn check(self) -> Result<Self, String> {
+        check_sender(&self.sender)?;
+        match self.chat_type {
+            ChatType::Single => {
+                if !self.chat_ids.is_empty() {
+                    return Err(
+                        "audience.chat_ids is for chat_type \"group\" (customer groups)".into(),
+                    );
+                }
+                for (i, id) in self.external_user_ids.iter().enumerate() {
+                    check_external_user_id(i, id)?;
+                }
+                if self.external_user_ids.is_empty() && self.tag_filter.is_empty() {
+                    return Err(format!(
+                        "audience.external_user_ids must name at least one external contact \
+                         (or give a tag_filter): {EXTERNAL_SHAPE}"
+                    ));
+                }
+            }
+            ChatType::Group => {
+                for (key, set) in [
+                    ("external_user_ids", !self.external_user_ids.is_empty()),
+                    ("tag_filter", !self.tag_filter.is_empty()),
+                    ("allow_select", self.allow_select),
+                ] {
+                    if set {
+                        return Err(format!(
+                            "audience.{key} is for chat_type \"single\" (customers); a group \
+                             message goes to the sender's customer groups (chat_ids)"
+                        ));
+                    }
+                }
+                for (i, id) in self.chat_ids.iter().enumerate() {
+                    if id.is_empty()
+                        || id.len() > 64
+                        || !id.is_ascii()
+                        || id.contains(char::is_control)
+                    {
+                        return Err(format!(
+                            "audience.chat_ids[{i}] is not a customer group chat_id (1 to 64 \
+                             ASCII characters)"
+                        ));
+                    }
+                }
+            }
+        }
+        check_tag_filter(&self.tag_filter)?;
+        Ok(self)
+    }
+
+    /// The recipients of each `add_msg_template` call: external_userids by 10,000, or chat_ids
+    /// by 2,000, de-duplicated (first occurrence wins); one call with no list when the audience
+    /// is a tag filter alone, or every group of the sender.
+    pub fn plan_batches(&self) -> Vec<Vec<String>> {
+        let (ids, max) = match self.chat_type {
+            ChatType::Single => (&self.external_user_ids, MAX_EXTERNAL_BATCH),
+            ChatType::Group => (&self.chat_ids, MAX_CHAT_BATCH),
+        };
+        let unique = dedup(ids);
+        if unique.is_empty() {
+            return vec![Vec::new()];
+        }
+        unique.chunks(max).map(<[String]>::to_vec).collect()
+    }
+
+    /// `tag_filter` in WeCom's shape, when there is one.
+    pub fn tag_filter_json(&self) -> Option<Value> {
+        (!self.tag_filter.is_empty()).then(|| {
+            json!({"group_list": self.tag_filter.iter()
+                .map(|tags| json!({"tag_list": tags}))
+                .collect::<Vec<_>>()})
         })
     }
+}
+
+fn parse_tag_filter(v: &Value) -> Result<Vec<Vec<String>>, String> {
+    const SHAPE: &str = "audience.tag_filter must be {\"group_list\": [{\"tag_list\": \
+                         [\"tag id\", ...]}, ...]}";
+    let groups = v.get("group_list").and_then(Value::as_array).ok_or(SHAPE)?;
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let tags = g.get("tag_list").and_then(Value::as_array).ok_or(SHAPE)?;
+        out.push(
+            tags.iter()
+                .map(|t| t.as_str().unwrap_or_default().to_owned())
+                .collect(),
+        );
+    }
+    if out.is_empty() {
+        return Err(format!("{SHAPE}; group_list is empty"));
+    }
+    Ok(out)
+}
+
+/// Each group 1 to 100 tags, each a corp tag id (1 to 64 ASCII characters).
+fn check_tag_filter(groups: &[Vec<String>]) -> Result<(), String> {
+    for (g, tags) in groups.iter().enumerate() {
+        if tags.is_empty() || tags.len() > MAX_TAGS_PER_GROUP {
+            return Err(format!(
+                "audience.tag_filter.group_list[{g}].tag_list has {} tags; WeCom takes 1 to \
+                 {MAX_TAGS_PER_GROUP} tags per group (add_msg_template)",
+                tags.len()
+            ));
+        }
+        for (i, t) in tags.iter().enumerate() {
+            if t.is_empty() || t.len() > 64 || !t.is_ascii() || t.contains(char::is_control) {
+                return Err(format!(
+                    "audience.tag_filter.group_list[{g}].tag_list[{i}] is not a corp tag id \
+                     (1 to 64 ASCII characters)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A WeCom userid: 1 to 64 characters, none a control character.
@@ -218,7 +409,25 @@ impl BroadcastAudience {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Broadcast {
     pub audience: BroadcastAudience,
-    pub message: MassMessage,
+    pub message: BroadcastMessage,
+}
+
+/// What a broadcast sends: a mass message on an Official Account, a group message (text and
+/// attachments) on WeCom.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BroadcastMessage {
+    Mass(MassMessage),
+    Group(GroupMessage),
+}
+
+impl BroadcastMessage {
+    /// Parses the message JSON the way an audience's platform takes it.
+    pub fn parse_for(audience: &BroadcastAudience, message: &Value) -> Result<Self, String> {
+        match audience {
+            BroadcastAudience::Followers(_) => MassMessage::parse(message).map(Self::Mass),
+            BroadcastAudience::External(_) => GroupMessage::parse(message).map(Self::Group),
+        }
+    }
 }
 
 impl Broadcast {
@@ -229,7 +438,7 @@ impl Broadcast {
     pub fn parse(platform: Platform, audience: &Value, message: &Value) -> Result<Self, String> {
         let (audience, message) = match platform {
             Platform::Mp => {
-                let message = MassMessage::parse(message)?;
+                let message = BroadcastMessage::Mass(MassMessage::parse(message)?);
                 (
                     BroadcastAudience::Followers(Audience::parse(audience)?),
                     message,
@@ -237,7 +446,10 @@ impl Broadcast {
             }
             Platform::Work => {
                 let audience = BroadcastAudience::External(ExternalAudience::parse(audience)?);
-                (audience, MassMessage::parse(message)?)
+                (
+                    audience,
+                    BroadcastMessage::Group(GroupMessage::parse(message)?),
+                )
             }
         };
         Ok(Self { audience, message })
@@ -274,16 +486,6 @@ pub fn plan_batches(open_ids: &[String]) -> Result<Vec<Vec<String>>, String> {
         batches[n - 1].insert(0, moved);
     }
     Ok(batches)
-}
-
-/// De-duplicates WeCom external_userids (first occurrence wins) into batches of at most
-/// 10,000, WeCom's limit for one `add_msg_template`; one recipient is allowed there.
-pub fn plan_external_batches(ids: &[String]) -> Result<Vec<Vec<String>>, String> {
-    let unique = dedup(ids);
-    if unique.is_empty() {
-        return Err("audience.external_user_ids must name at least one external contact".into());
-    }
-    Ok(unique.chunks(MAX_BATCH).map(<[String]>::to_vec).collect())
 }
 
 fn dedup(ids: &[String]) -> Vec<String> {
@@ -423,6 +625,61 @@ mod tests {
     }
 
     #[test]
+    fn group_and_tag_filter_audiences_parse_batch_and_name_their_rules() {
+        let group = ExternalAudience::parse(
+            &json!({"chat_type": "group", "sender": "owner", "chat_ids": (0..4001)
+                .map(|i| format!("wrChat{i}")).collect::<Vec<_>>()}),
+        )
+        .unwrap();
+        let sizes: Vec<_> = group.plan_batches().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2000, 2000, 1]);
+        let every =
+            ExternalAudience::parse(&json!({"chat_type": "group", "sender": "owner"})).unwrap();
+        assert_eq!(every.plan_batches(), vec![Vec::<String>::new()]);
+        let filter = json!({"group_list": [{"tag_list": ["etA", "etB"]}, {"tag_list": ["etC"]}]});
+        let tagged = ExternalAudience::parse(
+            &json!({"sender": "u", "tag_filter": filter, "allow_select": true}),
+        )
+        .unwrap();
+        assert_eq!(tagged.tag_filter_json(), Some(filter));
+        assert!(tagged.allow_select);
+        assert_eq!(tagged.plan_batches().len(), 1);
+        for (bad, needle) in [
+            (json!({"chat_type": "group"}), "audience.sender"),
+            (
+                json!({"chat_type": "group", "sender": "u", "allow_select": true}),
+                "single",
+            ),
+            (
+                json!({"chat_type": "group", "sender": "u", "chat_ids": [""]}),
+                "chat_ids[0]",
+            ),
+            (json!({"chat_type": "both", "sender": "u"}), "chat_type"),
+            (
+                json!({"sender": "u", "chat_ids": ["wrA"]}),
+                "chat_type \"group\"",
+            ),
+            (
+                json!({"sender": "u", "tag_filter": {"group_list": []}}),
+                "group_list is empty",
+            ),
+            (
+                json!({"sender": "u", "tag_filter": {"group_list": [{"tag_list": (0..101)
+                    .map(|i| format!("et{i}")).collect::<Vec<_>>()}]}}),
+                "1 to 100 tags per group",
+            ),
+            (json!({"sender": "u"}), "at least one"),
+            (
+                json!({"sender": "u", "external_user_ids": ["wmA"], "allow_select": 1}),
+                "true or false",
+            ),
+        ] {
+            let err = ExternalAudience::parse(&bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn wecom_audiences_parse_and_batch_by_ten_thousand() {
         let a = ExternalAudience::parse(
             &json!({"external_user_ids": ["wmA", "wmB"], "sender": "zhangsan"}),
@@ -443,13 +700,14 @@ mod tests {
         }
         let mut list = ids(20_001);
         list.push("oUser00000000".into());
-        let sizes: Vec<_> = plan_external_batches(&list)
+        let sizes: Vec<_> = ExternalAudience::new(list, "u".into())
             .unwrap()
+            .plan_batches()
             .iter()
             .map(Vec::len)
             .collect();
         assert_eq!(sizes, [10_000, 10_000, 1]);
-        assert!(plan_external_batches(&[]).is_err());
+        assert!(ExternalAudience::new(Vec::new(), "u".into()).is_err());
     }
 
     #[test]

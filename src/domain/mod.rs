@@ -4,6 +4,7 @@
 pub mod access;
 pub mod autoreply;
 pub mod broadcast;
+pub mod group_message;
 pub mod identity;
 pub mod link;
 pub mod media;

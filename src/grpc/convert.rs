@@ -7,7 +7,7 @@
 
 use crate::domain::autoreply::{Matcher, Reply, Rule};
 use crate::domain::broadcast::{
-    Audience, Broadcast, BroadcastAudience, ExternalAudience, MassMessage,
+    Audience, Broadcast, BroadcastAudience, BroadcastMessage, ChatType, ExternalAudience,
 };
 use crate::domain::message::CustomMessage;
 use crate::domain::scene::SceneInput;
@@ -337,22 +337,34 @@ impl TryFrom<pb::SendBroadcastRequest> for SendBroadcast {
         let Some(audience) = r.audience else {
             return Err(v("audience: set tag_id, all, open_ids or external".into()));
         };
-        let message = MassMessage::parse(&message_json(&r.message_json)?).map_err(v)?;
+        let message_json = message_json(&r.message_json)?;
         let audience = match audience {
             Pb::TagId(tag_id) => BroadcastAudience::Followers(Audience::Tag(tag_id)),
             Pb::All(all) => BroadcastAudience::Followers(Audience::all(all).map_err(v)?),
             Pb::OpenIds(list) => {
                 BroadcastAudience::Followers(Audience::open_ids(list.open_ids).map_err(v)?)
             }
-            Pb::External(e) => BroadcastAudience::External(
-                ExternalAudience::new(e.external_user_ids, e.sender).map_err(v)?,
-            ),
+            Pb::External(e) => BroadcastAudience::External(external_audience(e).map_err(v)?),
         };
+        let message = BroadcastMessage::parse_for(&audience, &message_json).map_err(v)?;
         Ok(Self {
             broadcast: Broadcast { audience, message },
             client_msg_id: (!r.client_msg_id.is_empty()).then_some(r.client_msg_id),
         })
     }
+}
+
+/// A WeCom audience by the rules (and in the words) of the admin API's JSON.
+fn external_audience(e: pb::ExternalAudience) -> Result<ExternalAudience, String> {
+    ExternalAudience {
+        chat_type: ChatType::parse(&e.chat_type)?,
+        external_user_ids: e.external_user_ids,
+        chat_ids: e.chat_ids,
+        sender: e.sender,
+        tag_filter: e.tag_filter.into_iter().map(|g| g.tag_ids).collect(),
+        allow_select: e.allow_select,
+    }
+    .check()
 }
 
 /// An audience sync as `StartSync` and `GetSync` answer it.
@@ -435,16 +447,68 @@ mod tests {
             sent.broadcast.audience,
             BroadcastAudience::Followers(Audience::OpenIds(vec!["oA".into(), "oB".into()]))
         );
-        assert_eq!(sent.broadcast.message.msgtype, "text");
+        assert!(
+            matches!(&sent.broadcast.message, BroadcastMessage::Mass(m) if m.msgtype == "text")
+        );
         assert_eq!(sent.client_msg_id, None);
         let external = SendBroadcast::try_from(request(Some(Pb::External(pb::ExternalAudience {
             external_user_ids: vec!["wmA".into()],
             sender: "zhangsan".into(),
+            ..Default::default()
         }))))
         .unwrap();
         assert_eq!(
             external.broadcast.audience.check_platform(Platform::Work),
             Ok(())
+        );
+        // A group message to customer groups, with an attachment, mapped field by field.
+        let group = SendBroadcast::try_from(pb::SendBroadcastRequest {
+            message_json: r#"{"text": {"content": "hi"}, "attachments": [
+                {"msgtype": "link", "link": {"title": "T", "url": "https://e.com"}}]}"#
+                .into(),
+            ..request(Some(Pb::External(pb::ExternalAudience {
+                sender: "owner".into(),
+                chat_type: "group".into(),
+                chat_ids: vec!["wrChat1".into()],
+                ..Default::default()
+            })))
+        })
+        .unwrap();
+        let BroadcastAudience::External(audience) = &group.broadcast.audience else {
+            panic!("{group:?}");
+        };
+        assert_eq!(audience.chat_type, ChatType::Group);
+        assert_eq!(audience.chat_ids, ["wrChat1"]);
+        assert!(
+            matches!(&group.broadcast.message, BroadcastMessage::Group(m) if m.msgtype() == "text+link")
+        );
+        let filtered = SendBroadcast::try_from(request(Some(Pb::External(pb::ExternalAudience {
+            sender: "zhangsan".into(),
+            tag_filter: vec![pb::CorpTagFilterGroup {
+                tag_ids: vec!["etA".into(), "etB".into()],
+            }],
+            allow_select: true,
+            ..Default::default()
+        }))))
+        .unwrap();
+        let BroadcastAudience::External(audience) = &filtered.broadcast.audience else {
+            panic!("{filtered:?}");
+        };
+        assert_eq!(
+            audience.tag_filter_json(),
+            Some(serde_json::json!({"group_list": [{"tag_list": ["etA", "etB"]}]}))
+        );
+        assert!(audience.allow_select);
+        let too_many = refusal(request(Some(Pb::External(pb::ExternalAudience {
+            sender: "zhangsan".into(),
+            tag_filter: vec![pb::CorpTagFilterGroup {
+                tag_ids: (0..101).map(|i| format!("et{i}")).collect(),
+            }],
+            ..Default::default()
+        }))));
+        assert!(
+            too_many.contains("at most") || too_many.contains("1 to 100"),
+            "{too_many}"
         );
 
         assert!(refusal(request(None)).contains("set tag_id, all, open_ids or external"));
@@ -456,6 +520,7 @@ mod tests {
         let no_sender = refusal(request(Some(Pb::External(pb::ExternalAudience {
             external_user_ids: vec!["wmA".into()],
             sender: String::new(),
+            ..Default::default()
         }))));
         assert!(no_sender.contains("audience.sender"), "{no_sender}");
         let not_json = refusal(pb::SendBroadcastRequest {

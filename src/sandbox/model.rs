@@ -121,6 +121,9 @@ struct Send {
 struct GroupMsg {
     msgid: String,
     sender: String,
+    /// `single` or `group`.
+    chat_type: String,
+    /// The external_userids (`single`) or chat_ids (`group`) it goes to.
     external_userids: Vec<String>,
     text: Option<Value>,
     attachments: Vec<Value>,
@@ -565,10 +568,14 @@ impl FakeWeChat {
                     body["start_time"].as_u64().unwrap_or(0),
                     body["end_time"].as_u64().unwrap_or(u64::MAX),
                 );
+                let chat_type = match str_of(body, "chat_type") {
+                    "" => "single",
+                    other => other,
+                };
                 let list: Vec<Value> = state
                     .group_msgs
                     .iter()
-                    .filter(|m| (start..=end).contains(&m.created))
+                    .filter(|m| (start..=end).contains(&m.created) && m.chat_type == chat_type)
                     .map(|m| {
                         let mut v = json!({"msgid": m.msgid, "creator": m.sender,
                             "create_type": 1, "create_time": m.created.to_string(),
@@ -600,7 +607,12 @@ impl FakeWeChat {
                             .external_userids
                             .iter()
                             .map(|u| {
-                                json!({"external_userid": u, "userid": m.sender,
+                                let to = if m.chat_type == "group" {
+                                    "chat_id"
+                                } else {
+                                    "external_userid"
+                                };
+                                json!({to: u, "userid": m.sender,
                                 "status": 1, "send_time": m.created})
                             })
                             .collect();
@@ -851,22 +863,77 @@ fn mass_send(
     )
 }
 
-/// WeCom `add_msg_template`: a task for the sender. A missing sender or recipient list is
+/// WeCom `add_msg_template` (developer.work.weixin.qq.com/document/path/92135): a task for the
+/// sender, to the listed customers (`single`; without a list, the sender's customers, filtered
+/// by `tag_filter`) or to customer groups (`group`: `chat_id_list`, or every group the sender
+/// owns; WeCom requires the sender). A request WeCom would refuse (no sender, no recipient, no
+/// content, over 10,000 customers, 2,000 groups, 9 attachments or 4,000 bytes of text) is
 /// answered with the general 40035 (invalid parameter), not a narrower code the sandbox would
 /// have to guess.
 fn add_msg_template(state: &mut AccountState, account: &str, body: &Value, now: u64) -> Value {
     let sender = str_of(body, "sender");
-    let external_userids = strings(&body["external_userid"]);
-    if sender.is_empty() || external_userids.is_empty() {
-        return err(40035, "invalid parameter: sender and external_userid");
+    let chat_type = match str_of(body, "chat_type") {
+        "" | "single" => "single",
+        "group" => "group",
+        _ => return err(40035, "invalid parameter: chat_type"),
+    };
+    let text = body["text"]["content"].as_str().unwrap_or_default();
+    let attachments = body["attachments"].as_array().cloned().unwrap_or_default();
+    if sender.is_empty() {
+        return err(40035, "invalid parameter: sender");
     }
+    if (text.is_empty() && attachments.is_empty()) || text.len() > 4000 || attachments.len() > 9 {
+        return err(40035, "invalid parameter: text and attachments");
+    }
+    let now_profile = now;
+    let profile = state
+        .profile
+        .get_or_insert_with(|| super::wecom_profile::Profile::demo(now_profile));
+    let recipients = if chat_type == "group" {
+        let listed = strings(&body["chat_id_list"]);
+        if listed.len() > 2000 {
+            return err(40035, "invalid parameter: chat_id_list");
+        }
+        if listed.is_empty() {
+            profile.chats_of(sender)
+        } else {
+            listed
+        }
+    } else {
+        let listed = strings(&body["external_userid"]);
+        if listed.len() > 10_000 {
+            return err(40035, "invalid parameter: external_userid");
+        }
+        let filter: Vec<Vec<String>> = body["tag_filter"]["group_list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| strings(&g["tag_list"]))
+            .collect();
+        if listed.is_empty() && filter.is_empty() {
+            return err(40035, "invalid parameter: external_userid");
+        }
+        let candidates = if listed.is_empty() {
+            profile.customers_of(sender)
+        } else {
+            listed
+        };
+        candidates
+            .into_iter()
+            .filter(|c| {
+                let tags = profile.tags_on(sender, c);
+                filter.iter().all(|g| g.iter().any(|t| tags.contains(t)))
+            })
+            .collect()
+    };
     let msgid = format!("msgSandbox-{account}-{}", state.group_msgs.len() + 1);
     state.group_msgs.push(GroupMsg {
         msgid: msgid.clone(),
         sender: sender.to_owned(),
-        external_userids,
+        chat_type: chat_type.to_owned(),
+        external_userids: recipients,
         text: body.get("text").cloned(),
-        attachments: body["attachments"].as_array().cloned().unwrap_or_default(),
+        attachments,
         created: now,
     });
     ok_with(json!({"fail_list": [], "msgid": msgid}))
@@ -1188,5 +1255,72 @@ mod tests {
         };
         assert_eq!(exchange(&mut f)["openid"], FOLLOWERS[0]);
         assert_eq!(exchange(&mut f)["errcode"], 40163);
+    }
+
+    #[test]
+    fn a_group_message_reaches_the_owners_groups_or_the_tagged_customers() {
+        let mut f = fake();
+        let token = json_of(call(
+            &mut f,
+            Platform::Work,
+            "/cgi-bin/gettoken",
+            &[("corpid", "ww1"), ("corpsecret", "s2")],
+            Value::Null,
+        ))["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut post = |path: &str, body: Value| {
+            json_of(call(
+                &mut f,
+                Platform::Work,
+                path,
+                &[("access_token", token.as_str())],
+                body,
+            ))
+        };
+        let text = json!({"content": "hi"});
+        let no_sender = post(
+            "/cgi-bin/externalcontact/add_msg_template",
+            json!({"chat_type": "group", "text": text}),
+        );
+        assert_eq!(no_sender["errcode"], 40035);
+        let group = post(
+            "/cgi-bin/externalcontact/add_msg_template",
+            json!({"chat_type": "group", "sender": "zhangsan", "text": text}),
+        );
+        let msgid = group["msgid"].as_str().unwrap().to_owned();
+        let sent = post(
+            "/cgi-bin/externalcontact/get_groupmsg_send_result",
+            json!({"msgid": msgid, "userid": "zhangsan"}),
+        );
+        assert_eq!(sent["send_list"][0]["chat_id"], "wrSandboxChat0001");
+        let groups = post(
+            "/cgi-bin/externalcontact/get_groupmsg_list_v2",
+            json!({"chat_type": "group", "start_time": 0, "end_time": 4_000_000_000u64}),
+        );
+        assert_eq!(groups["group_msg_list"][0]["msgid"], msgid.as_str());
+        let singles = post(
+            "/cgi-bin/externalcontact/get_groupmsg_list_v2",
+            json!({"chat_type": "single", "start_time": 0, "end_time": 4_000_000_000u64}),
+        );
+        assert_eq!(singles["group_msg_list"], json!([]));
+        // A tag nobody carries reaches nobody; no filter, every customer of the sender.
+        let tagged = post(
+            "/cgi-bin/externalcontact/add_msg_template",
+            json!({"sender": "zhangsan", "text": text,
+                "tag_filter": {"group_list": [{"tag_list": ["etSandboxTag1"]}]}}),
+        );
+        let sent = post(
+            "/cgi-bin/externalcontact/get_groupmsg_send_result",
+            json!({"msgid": tagged["msgid"], "userid": "zhangsan"}),
+        );
+        assert_eq!(sent["send_list"], json!([]));
+        let too_many = post(
+            "/cgi-bin/externalcontact/add_msg_template",
+            json!({"sender": "zhangsan", "external_userid": ["wmA"],
+                "attachments": vec![json!({"msgtype": "image", "image": {"media_id": "M"}}); 10]}),
+        );
+        assert_eq!(too_many["errcode"], 40035);
     }
 }

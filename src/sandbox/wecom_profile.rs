@@ -193,6 +193,24 @@ impl Profile {
             .unwrap_or_default()
     }
 
+    /// The customers of the member `userid`.
+    pub fn customers_of(&self, userid: &str) -> Vec<String> {
+        self.relations
+            .keys()
+            .filter(|(u, _)| u == userid)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// The customer groups `owner` owns.
+    pub fn chats_of(&self, owner: &str) -> Vec<String> {
+        self.chats
+            .iter()
+            .filter(|(_, c)| c.owner == owner)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// A customer group owned by `owner`, with the owner as its first member.
     pub fn add_chat(&mut self, chat_id: &str, name: &str, owner: &str, now: u64) {
         self.chats.insert(

@@ -295,6 +295,51 @@ pub async fn refresh(
     Ok(Some(record.media_id))
 }
 
+/// The live media id of the WeCom upload of these bytes as `kind` (by its SHA-256, as `POST
+/// .../media` answered it): the recorded one while it lives, otherwise the same bytes uploaded
+/// again. `None` when the gateway never uploaded them to WeCom.
+pub async fn media_id_of_upload(
+    svc: &Services,
+    account: &Account,
+    kind: MediaKind,
+    sha256: &str,
+) -> Result<Option<String>, ServiceError> {
+    let id = account.id.as_str();
+    let destinations = [
+        Destination::WeCom,
+        Destination::WeComAttachment(1),
+        Destination::WeComAttachment(2),
+    ];
+    for destination in destinations {
+        let key = dedup_key(destination, kind, sha256);
+        if let Some(live) = MEDIA.get(&*svc.store, id, &key).await? {
+            return Ok(Some(live.media_id));
+        }
+    }
+    // The record lapsed with the media id: any earlier id of these bytes leads to them.
+    for stored in MEDIA_ID.list(&*svc.store, id).await? {
+        let Ok(record) = stored.value else { continue };
+        let wecom = destination_of(&record.destination).is_some_and(|d| destinations.contains(&d));
+        if wecom && record.kind == kind && record.sha256 == sha256 {
+            return refresh(svc, account, &stored.id, false).await;
+        }
+    }
+    Ok(None)
+}
+
+/// The SHA-256 of the bytes behind a temporary media id the gateway uploaded (or uploaded
+/// again), so that two media ids of the same bytes are known to be the same content.
+pub async fn upload_hash(
+    svc: &Services,
+    account: &Account,
+    media_id: &str,
+) -> Result<Option<String>, ServiceError> {
+    Ok(MEDIA_ID
+        .get(&*svc.store, account.id.as_str(), media_id)
+        .await?
+        .map(|r| r.sha256))
+}
+
 /// `material/del_material`: deletes a permanent media (and the gateway's record of it).
 pub async fn delete_material(
     svc: &Services,

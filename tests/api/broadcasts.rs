@@ -19,22 +19,22 @@ use crate::support::crm::FakeCrm;
 use crate::support::fake_wechat::{FakeWeChat, Injected};
 use crate::support::redis::fresh_db_url;
 
-const TOKEN: &str = "test-admin-token-0123456789";
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const TOKEN: &str = "test-admin-token-0123456789";
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 const MASS_SEND: &str = "/cgi-bin/message/mass/send";
 const MASS_SENDALL: &str = "/cgi-bin/message/mass/sendall";
-const ADD_MSG_TEMPLATE: &str = "/cgi-bin/externalcontact/add_msg_template";
-const GROUPMSG_LIST: &str = "/cgi-bin/externalcontact/get_groupmsg_list_v2";
-const GROUPMSG_SEND_RESULT: &str = "/cgi-bin/externalcontact/get_groupmsg_send_result";
+pub(crate) const ADD_MSG_TEMPLATE: &str = "/cgi-bin/externalcontact/add_msg_template";
+pub(crate) const GROUPMSG_LIST: &str = "/cgi-bin/externalcontact/get_groupmsg_list_v2";
+pub(crate) const GROUPMSG_SEND_RESULT: &str = "/cgi-bin/externalcontact/get_groupmsg_send_result";
 /// A fast pace and short backoffs, so that tests do not wait a minute per 60 batches.
 const FAST: &str = "[broadcasts]\ncalls_per_minute = 6000\nbackoff_min_ms = 50\n\
                     backoff_max_seconds = 1\nlease_seconds = 5\n";
 
-fn fast(check_after_seconds: u64) -> String {
+pub(crate) fn fast(check_after_seconds: u64) -> String {
     format!("{FAST}check_after_seconds = {check_after_seconds}\n")
 }
 
-async fn app(
+pub(crate) async fn app(
     wechat: &FakeWeChat,
     crm: Option<&FakeCrm>,
     extra: String,
@@ -62,7 +62,7 @@ fn open_ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("oFollower{i:08}")).collect()
 }
 
-async fn admin(
+pub(crate) async fn admin(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,
@@ -80,7 +80,7 @@ async fn admin(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn send(app: &TestApp, account: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn send(app: &TestApp, account: &str, body: &Value) -> (u16, Value) {
     admin(
         app,
         reqwest::Method::POST,
@@ -90,7 +90,7 @@ async fn send(app: &TestApp, account: &str, body: &Value) -> (u16, Value) {
     .await
 }
 
-async fn job(app: &TestApp, account: &str, job_id: &str) -> Value {
+pub(crate) async fn job(app: &TestApp, account: &str, job_id: &str) -> Value {
     let (status, body) = admin(
         app,
         reqwest::Method::GET,
@@ -113,7 +113,7 @@ async fn cancel(app: &TestApp, account: &str, job_id: &str) -> (u16, Value) {
 }
 
 /// Waits until `done` holds.
-async fn until(what: &str, done: impl Fn() -> bool) {
+pub(crate) async fn until(what: &str, done: impl Fn() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < WAIT, "never happened: {what}");
@@ -122,7 +122,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 }
 
 /// Polls the job until `done` holds.
-async fn wait_job(
+pub(crate) async fn wait_job(
     app: &TestApp,
     account: &str,
     job_id: &str,
@@ -141,7 +141,7 @@ async fn wait_job(
 
 /// Polls a job of the gateway process at `addr` (a restarted binary) until every batch has
 /// `status`; at most a minute.
-async fn wait_process_job(
+pub(crate) async fn wait_process_job(
     client: &reqwest::Client,
     addr: std::net::SocketAddr,
     account: &str,
@@ -171,7 +171,7 @@ async fn wait_process_job(
     }
 }
 
-fn every_batch(j: &Value, status: &str) -> bool {
+pub(crate) fn every_batch(j: &Value, status: &str) -> bool {
     j["batches"]
         .as_array()
         .is_some_and(|b| b.iter().all(|b| b["status"] == status))

@@ -16,6 +16,7 @@ mod enrich;
 mod envelope;
 mod faults;
 mod group_chats;
+mod group_messages;
 mod h5;
 mod hardening;
 mod limits;

@@ -49,14 +49,24 @@ free_form! {
 
 free_form! {
     /// A broadcast audience: `{"tag_id": 2}`, `{"open_ids": [...]}` or `{"all": true}` on an
-    /// Official Account; `{"external_user_ids": [...], "sender": "userid"}` on WeCom. A job
-    /// shows it with counts instead of lists: `{"open_ids": <count>}`.
+    /// Official Account. On WeCom (`externalcontact/add_msg_template`): `{"external_user_ids":
+    /// [...], "sender": "userid"}` (batches of 10,000), optionally with `"tag_filter":
+    /// {"group_list": [{"tag_list": ["corp tag id", ...]}]}` (at most 100 tags a group; it may
+    /// stand alone) and `"allow_select": true`; or `{"chat_type": "group", "sender": "owner
+    /// userid"}` to the sender's customer groups, optionally `"chat_ids": [...]` (batches of
+    /// 2,000). A job shows it with counts instead of lists: `{"open_ids": <count>}`.
     BroadcastAudience
 }
 
 free_form! {
     /// A WeChat mass message: `{"text": {"content"}}`, `{"mpnews": {"media_id"}}`, image, voice,
     /// mpvideo or wxcard, in WeChat's mass-send shape; optionally `"send_ignore_reprint": 1`.
+    /// On WeCom a group message: `{"text": {"content"}, "attachments": [...]}` (text at most
+    /// 4,000 bytes; at most 9 attachments, each `{"msgtype": T, T: {...}}` with T image
+    /// (`media_id` or `pic_url`), link (`title`, `url`, `picurl`, `desc`), miniprogram
+    /// (`title`, `pic_media_id`, `appid`, `page`), video or file (`media_id`)); in place of a
+    /// media id, `"sha256"` (`"pic_sha256"` in a miniprogram) names an upload of `POST
+    /// .../media`, uploaded again when its 3-day media id lapses.
     BroadcastMessage
 }
 

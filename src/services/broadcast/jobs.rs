@@ -4,12 +4,13 @@
 use serde_json::Value;
 
 use crate::domain::broadcast::{
-    batch_client_msg_id, is_open_id, plan_batches, plan_external_batches, Audience, Broadcast,
-    BroadcastAudience, MassMessage,
+    batch_client_msg_id, is_open_id, plan_batches, Audience, Broadcast, BroadcastAudience,
+    BroadcastMessage, MassMessage,
 };
+use crate::domain::group_message::{GroupMessage, MediaSlot};
 use crate::domain::{AccountId, Actor, Platform};
 use crate::error::ServiceError;
-use crate::services::Services;
+use crate::services::{media, Services};
 use crate::store::{DocWrite, StoreError};
 use crate::wechat::account::Account;
 use crate::wechat::api::{groupmsg, mass, Typed};
@@ -35,17 +36,24 @@ pub struct SendBroadcast {
 /// What a valid request turns into.
 struct Plan {
     target: Target,
-    message: MassMessage,
-    /// The recipients of each batch; one empty batch for a tag or everyone.
+    msgtype: String,
+    body: Value,
+    ignore_reprint: bool,
+    /// The recipients of each batch; one empty batch for a tag, everyone, a WeCom tag filter
+    /// alone or every customer group of the sender.
     batches: Vec<Vec<String>>,
+    /// WeCom: the media fields that name a gateway upload by its hash, resolved to a media id
+    /// once the request is known to be valid.
+    uploads: Vec<(MediaSlot, String)>,
+    group: Option<GroupMessage>,
 }
 
 fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, ServiceError> {
     let v = ServiceError::Validation;
     let Broadcast { audience, message } = broadcast;
     audience.check_platform(account.platform).map_err(v)?;
-    match audience {
-        BroadcastAudience::Followers(audience) => {
+    match (audience, message) {
+        (BroadcastAudience::Followers(audience), BroadcastMessage::Mass(message)) => {
             let (target, batches) = match audience {
                 Audience::Tag(tag_id) => (Target::Tag { tag_id }, vec![Vec::new()]),
                 Audience::All => (Target::All, vec![Vec::new()]),
@@ -53,27 +61,68 @@ fn plan(account: &Account, broadcast: Broadcast) -> Result<Plan, ServiceError> {
             };
             Ok(Plan {
                 target,
-                message,
+                msgtype: message.msgtype.to_owned(),
+                body: message.body,
+                ignore_reprint: message.ignore_reprint,
                 batches,
+                uploads: Vec::new(),
+                group: None,
             })
         }
-        BroadcastAudience::External(audience) => {
-            if !matches!(message.msgtype, "text" | "image") {
-                return Err(ServiceError::Validation(format!(
-                    "message type {:?} cannot be sent to WeCom external contacts here; the \
-                     types are text and image (externalcontact/add_msg_template)",
-                    message.msgtype
-                )));
-            }
-            Ok(Plan {
-                target: Target::External {
-                    sender: audience.sender,
-                },
-                message,
-                batches: plan_external_batches(&audience.external_user_ids).map_err(v)?,
-            })
-        }
+        (BroadcastAudience::External(audience), BroadcastMessage::Group(message)) => Ok(Plan {
+            target: Target::External {
+                sender: audience.sender.clone(),
+                chat_type: audience.chat_type,
+                tag_filter: audience.tag_filter_json(),
+                allow_select: audience.allow_select,
+            },
+            msgtype: message.msgtype(),
+            body: message.body(),
+            ignore_reprint: false,
+            batches: audience.plan_batches(),
+            uploads: message.upload_references(),
+            group: Some(message),
+        }),
+        (BroadcastAudience::Followers(_), BroadcastMessage::Group(_)) => Err(v(
+            "a group message (text and attachments) is a WeCom broadcast; an Official Account \
+             sends a mass message"
+                .into(),
+        )),
+        (BroadcastAudience::External(_), BroadcastMessage::Mass(_)) => Err(v(
+            "a WeCom broadcast sends a group message: {\"text\": {\"content\": \"...\"}, \
+             \"attachments\": [...]}"
+                .into(),
+        )),
     }
+}
+
+/// Replaces every upload reference of a WeCom message by a live media id of those bytes (or
+/// refuses the request when the gateway has no such upload).
+async fn resolve_uploads(
+    svc: &Services,
+    account: &Account,
+    plan: &mut Plan,
+) -> Result<(), ServiceError> {
+    let Some(message) = plan.group.as_mut() else {
+        return Ok(());
+    };
+    for (slot, sha) in std::mem::take(&mut plan.uploads) {
+        let media_id = media::media_id_of_upload(svc, account, slot.kind, &sha)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Validation(format!(
+                    "message.attachments[{}].{}.{}: no WeCom upload of a {} with sha256 {sha} \
+                     on this account (upload it with POST .../media first)",
+                    slot.index,
+                    slot.msgtype,
+                    slot.reference,
+                    slot.kind.as_str()
+                ))
+            })?;
+        message.resolve(slot, &media_id);
+    }
+    plan.body = message.body();
+    Ok(())
 }
 
 fn check_caller_id(id: &str) -> Result<(), ServiceError> {
@@ -101,10 +150,11 @@ pub async fn create_job(
     req: SendBroadcast,
 ) -> Result<(JobView, bool), ServiceError> {
     let account = svc.account(account_id)?.clone();
-    let plan = plan(&account, req.broadcast)?;
+    let mut plan = plan(&account, req.broadcast)?;
     if let Some(id) = &req.client_msg_id {
         check_caller_id(id)?;
     }
+    resolve_uploads(svc, &account, &mut plan).await?;
     let store = &*svc.store;
     let mut job_id = new_job_id();
     if let Some(id) = &req.client_msg_id {
@@ -148,9 +198,9 @@ pub async fn create_job(
         actor: actor.to_string(),
         created_at: unix_now(),
         target: plan.target,
-        msgtype: plan.message.msgtype.to_owned(),
-        body: plan.message.body,
-        ignore_reprint: plan.message.ignore_reprint,
+        msgtype: plan.msgtype,
+        body: plan.body,
+        ignore_reprint: plan.ignore_reprint,
         batches: plan
             .batches
             .iter()

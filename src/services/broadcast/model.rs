@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::domain::broadcast::ChatType;
 use crate::store::docs::{Marker, Utf8};
 use crate::store::{kinds, DocKind};
 
@@ -29,10 +30,28 @@ pub(super) const RESULTS: DocKind<BatchResult> = DocKind::new(kinds::BROADCAST_R
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(super) enum Target {
-    Tag { tag_id: u64 },
+    Tag {
+        tag_id: u64,
+    },
     All,
     OpenIds,
-    External { sender: String },
+    /// WeCom (`add_msg_template`): the member in whose name it goes, and what the job adds to
+    /// each call beside the batch's recipients. Jobs stored before these fields were added
+    /// are `single`, unfiltered.
+    External {
+        sender: String,
+        #[serde(default, skip_serializing_if = "is_single")]
+        chat_type: ChatType,
+        /// `tag_filter` in WeCom's shape.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag_filter: Option<Value>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        allow_select: bool,
+    },
+}
+
+fn is_single(c: &ChatType) -> bool {
+    *c == ChatType::Single
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +157,20 @@ impl BatchResult {
 pub(super) struct MsgIndex {
     pub(super) job_id: String,
     pub(super) batch: usize,
+}
+
+impl Job {
+    /// A WeCom job's message in `add_msg_template`'s shape (`{"text", "attachments"}`). Jobs
+    /// stored before attachments were added kept `msgtype` text or image and the bare body.
+    pub(super) fn group_content(&self) -> Value {
+        if self.body.get("text").is_some() || self.body.get("attachments").is_some() {
+            return self.body.clone();
+        }
+        match self.msgtype.as_str() {
+            "text" => serde_json::json!({ "text": self.body }),
+            kind => serde_json::json!({ "attachments": [{ "msgtype": kind, kind: self.body }] }),
+        }
+    }
 }
 
 pub(super) fn unix_now() -> u64 {

@@ -2,7 +2,7 @@
 //! forwarder's side, [`JobAttachment`]), the runner's `mass/get` and `get_groupmsg_task`
 //! checks of sent batches, and the WeCom reconcile of a batch whose send answer was lost.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +11,13 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::broadcast::ChatType;
+use crate::domain::group_message::media_ids;
 use crate::domain::Platform;
 use crate::error::ServiceError;
 use crate::outbox::Decorate;
 use crate::pb::{self, event::Kind};
+use crate::services::media;
 use crate::store::{DocWrite, Store, StoreError};
 use crate::wechat::account::Account;
 use crate::wechat::api::{groupmsg, mass};
@@ -135,11 +138,17 @@ impl Runner {
         job: &Job,
         i: usize,
     ) -> Result<Reconciled, Outcome> {
-        let Target::External { sender } = &job.target else {
+        let Target::External {
+            sender, chat_type, ..
+        } = &job.target
+        else {
             return Ok(Reconciled::NotLanded);
         };
         let id = account.id.as_str();
         let recipients: HashSet<String> = self.recipients(id, job, i).await?.into_iter().collect();
+        let content = job.group_content();
+        // Media ids → the bytes behind them, so that a media id uploaded again is the same.
+        let mut canon: HashMap<String, String> = HashMap::new();
         let since = job.batches[i].attempt_started_at.unwrap_or(job.created_at);
         let end = unix_now() + CLOCK_SKEW;
         let start = since
@@ -147,12 +156,28 @@ impl Runner {
             .max(end.saturating_sub(MAX_WINDOW));
         let mut cursor = String::new();
         for _ in 0..MAX_PAGES {
-            let list =
-                groupmsg::get_groupmsg_list_v2(&self.svc.tokens, account, start, end, &cursor)
-                    .await
-                    .map_err(classify)?;
+            let list = groupmsg::get_groupmsg_list_v2(
+                &self.svc.tokens,
+                account,
+                chat_type.as_str(),
+                start,
+                end,
+                &cursor,
+            )
+            .await
+            .map_err(classify)?;
             for m in list.group_msg_list {
-                if !same_content(job, m.text.as_ref(), &m.attachments) {
+                let listed = serde_json::json!({"attachments": m.attachments});
+                for (_, media_id) in media_ids(&content).into_iter().chain(media_ids(&listed)) {
+                    if canon.contains_key(&media_id) {
+                        continue;
+                    }
+                    let hash = media::upload_hash(&self.svc, account, &media_id)
+                        .await
+                        .map_err(|e| Outcome::Retry(e.to_string()))?;
+                    canon.insert(media_id.clone(), hash.unwrap_or(media_id));
+                }
+                if !same_content(&content, m.text.as_ref(), &m.attachments, &canon) {
                     continue;
                 }
                 match MSG_IDS.read(self.store(), id, &m.msgid).await {
@@ -170,7 +195,7 @@ impl Runner {
                     Err(e) => return Err(Outcome::Retry(e.to_string())),
                 }
                 if self
-                    .sends_to(account, sender, &m.msgid, &recipients)
+                    .sends_to(account, sender, *chat_type, &m.msgid, &recipients)
                     .await?
                 {
                     tracing::info!(account = id, job_id = %job.job_id, batch = i,
@@ -189,12 +214,16 @@ impl Runner {
     }
 
     /// Whether the group message `msgid` goes, in `sender`'s name, to this batch's recipients
-    /// only (`get_groupmsg_send_result`, every page). A refusal means the sender has no task
-    /// in that message, so it is not ours; a failed read is `Err(Retry)`.
+    /// only (`get_groupmsg_send_result`, every page: each entry's `external_userid`, or its
+    /// `chat_id` for a message to customer groups). A batch that lists no recipients (a tag
+    /// filter alone, every group of the sender) takes any message of the sender with its
+    /// content. A refusal means the sender has no task in that message, so it is not ours; a
+    /// failed read is `Err(Retry)`.
     async fn sends_to(
         &self,
         account: &Account,
         sender: &str,
+        chat_type: ChatType,
         msgid: &str,
         recipients: &HashSet<String>,
     ) -> Result<bool, Outcome> {
@@ -219,7 +248,11 @@ impl Runner {
                 }
             };
             for s in &page.send_list {
-                if !recipients.contains(&s.external_userid) {
+                let to = match chat_type {
+                    ChatType::Single => &s.external_userid,
+                    ChatType::Group => &s.chat_id,
+                };
+                if !recipients.is_empty() && !recipients.contains(to) {
                     return Ok(false);
                 }
                 any = true;
@@ -356,24 +389,53 @@ impl Runner {
     }
 }
 
-/// Whether a group message listed by `get_groupmsg_list_v2` has this job's content: a text
-/// message the same text and no attachment; an image message no text and an image attachment
-/// with the same `media_id`, or with none shown (the list may show a `pic_url` instead: the
-/// recipients then decide).
-fn same_content(job: &Job, text: Option<&Value>, attachments: &[Value]) -> bool {
-    let content = text.and_then(|t| t.get("content")).filter(|c| *c != "");
-    match job.msgtype.as_str() {
-        "text" => attachments.is_empty() && content == job.body.get("content"),
-        kind => {
-            content.is_none()
-                && attachments.iter().any(|a| {
-                    a["msgtype"] == kind
-                        && a[kind]
-                            .get("media_id")
-                            .is_none_or(|m| Some(m) == job.body.get("media_id"))
-                })
-        }
+/// Whether a group message listed by `get_groupmsg_list_v2` has this job's content (`content`
+/// in `add_msg_template`'s shape): the same text (or none), and the same attachments in the
+/// same order, each of the same type with every field both show equal. A media id is compared
+/// by what `canon` maps it to (the hash of the gateway's upload, so that the same bytes
+/// uploaded again match); a field the list leaves out (or shows in place of one, such as an
+/// image's `pic_url`) does not count against it: the recipients then decide.
+fn same_content(
+    content: &Value,
+    text: Option<&Value>,
+    attachments: &[Value],
+    canon: &HashMap<String, String>,
+) -> bool {
+    let text_of = |t: Option<&Value>| {
+        t.and_then(|t| t.get("content"))
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+    };
+    if text_of(content.get("text")) != text_of(text) {
+        return false;
     }
+    let ours = content["attachments"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if ours.len() != attachments.len() {
+        return false;
+    }
+    let same_media =
+        |a: &str, b: &str| a == b || canon.get(a).is_some_and(|x| Some(x) == canon.get(b));
+    ours.iter().zip(attachments).all(|(mine, listed)| {
+        let Some(kind) = mine["msgtype"].as_str() else {
+            return false;
+        };
+        if listed["msgtype"] != kind {
+            return false;
+        }
+        let Some(fields) = listed[kind].as_object() else {
+            return true;
+        };
+        fields.iter().all(
+            |(k, v)| match (mine[kind].get(k).and_then(Value::as_str), v.as_str()) {
+                (Some(a), Some(b)) if k == "media_id" || k == "pic_media_id" => same_media(a, b),
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            },
+        )
+    })
 }
 
 #[cfg(test)]
@@ -381,15 +443,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn a_listed_group_message_is_a_candidate_only_with_the_jobs_content() {
-        let job = |msgtype: &str, body: Value| Job {
+    fn job(msgtype: &str, body: Value) -> Job {
+        Job {
             job_id: "j".into(),
             actor: "ops".into(),
             created_at: 0,
             client_msg_id: None,
             target: Target::External {
                 sender: "zhangsan".into(),
+                chat_type: ChatType::Single,
+                tag_filter: None,
+                allow_select: false,
             },
             msgtype: msgtype.into(),
             body,
@@ -397,37 +461,89 @@ mod tests {
             batches: Vec::new(),
             cancelled_at: None,
             cancelled_by: None,
+        }
+    }
+
+    #[test]
+    fn a_listed_group_message_is_a_candidate_only_with_the_jobs_content() {
+        let none = HashMap::new();
+        let same = |j: &Job, text: Option<&Value>, attachments: &[Value]| {
+            same_content(&j.group_content(), text, attachments, &none)
         };
+        // Jobs stored before attachments (msgtype text or image, the bare body).
         let text = job("text", json!({"content": "新品上市"}));
-        assert!(same_content(
-            &text,
-            Some(&json!({"content": "新品上市"})),
-            &[]
-        ));
-        assert!(!same_content(
-            &text,
-            Some(&json!({"content": "other"})),
-            &[]
-        ));
-        assert!(!same_content(&text, None, &[]));
+        assert!(same(&text, Some(&json!({"content": "新品上市"})), &[]));
+        assert!(!same(&text, Some(&json!({"content": "other"})), &[]));
+        assert!(!same(&text, None, &[]));
         let image = json!({"msgtype": "image", "image": {"media_id": "IMG"}});
-        assert!(!same_content(
+        assert!(!same(
             &text,
             Some(&json!({"content": "新品上市"})),
             std::slice::from_ref(&image)
         ));
         let img = job("image", json!({"media_id": "IMG"}));
-        assert!(same_content(&img, None, &[image]));
-        assert!(same_content(
+        assert!(same(&img, None, &[image]));
+        assert!(same(
             &img,
             Some(&json!({"content": ""})),
             &[json!({"msgtype": "image", "image": {"pic_url": "http://p.qpic.cn/x"}})]
         ));
-        assert!(!same_content(
+        assert!(!same(
             &img,
             None,
             &[json!({"msgtype": "image", "image": {"media_id": "OTHER"}})]
         ));
-        assert!(!same_content(&img, None, &[]));
+        assert!(!same(&img, None, &[]));
+    }
+
+    #[test]
+    fn every_attachment_type_takes_part_in_the_content_check() {
+        let attachments = json!([
+            {"msgtype": "image", "image": {"media_id": "IMG"}},
+            {"msgtype": "link", "link": {"title": "T", "url": "https://e.com", "desc": "D"}},
+            {"msgtype": "miniprogram", "miniprogram": {"title": "M", "pic_media_id": "PIC",
+                "appid": "wx1", "page": "/p.html"}},
+            {"msgtype": "video", "video": {"media_id": "VID"}},
+            {"msgtype": "file", "file": {"media_id": "FILE"}},
+        ]);
+        let j = job(
+            "text+image+link+miniprogram+video+file",
+            json!({"text": {"content": "hi"}, "attachments": attachments}),
+        );
+        let content = j.group_content();
+        let listed: Vec<Value> = attachments.as_array().unwrap().clone();
+        let text = json!({"content": "hi"});
+        let none = HashMap::new();
+        assert!(same_content(&content, Some(&text), &listed, &none));
+        // Each attachment's change, one at a time, makes it another message.
+        for (i, kind, field, value) in [
+            (0, "image", "media_id", "IMG2"),
+            (1, "link", "title", "T2"),
+            (1, "link", "url", "https://other.com"),
+            (2, "miniprogram", "pic_media_id", "PIC2"),
+            (2, "miniprogram", "appid", "wx2"),
+            (3, "video", "media_id", "VID2"),
+            (4, "file", "media_id", "FILE2"),
+        ] {
+            let mut changed = listed.clone();
+            changed[i][kind][field] = json!(value);
+            assert!(
+                !same_content(&content, Some(&text), &changed, &none),
+                "{kind}.{field}"
+            );
+        }
+        let mut reordered = listed.clone();
+        reordered.swap(3, 4);
+        assert!(!same_content(&content, Some(&text), &reordered, &none));
+        assert!(!same_content(&content, Some(&text), &listed[..4], &none));
+        // A media id uploaded again (the same bytes) is the same media.
+        let mut reuploaded = listed.clone();
+        reuploaded[4]["file"]["media_id"] = json!("FILE-NEW");
+        let canon: HashMap<String, String> = [("FILE", "sha-f"), ("FILE-NEW", "sha-f")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        assert!(!same_content(&content, Some(&text), &reuploaded, &none));
+        assert!(same_content(&content, Some(&text), &reuploaded, &canon));
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::PerAccount;
 use crate::config::BroadcastConfig;
+use crate::domain::group_message::media_ids;
 use crate::error::ServiceError;
 use crate::services::Services;
 use crate::store::{DocWrite, Store};
@@ -478,17 +479,40 @@ impl Runner {
             Err(outcome) => return outcome,
         };
         let tokens = &self.svc.tokens;
-        let message = Typed {
-            msgtype: &job.msgtype,
-            body: &job.body,
-        };
         match &job.target {
-            Target::External { sender } => {
+            Target::External {
+                sender,
+                chat_type,
+                tag_filter,
+                allow_select,
+            } => {
                 // One attempt: a repeat would be a second task for the sender; a lost answer
-                // is reconciled instead (see `reconcile`).
-                match groupmsg::add_msg_template(tokens, account, sender, &recipients, message)
-                    .await
+                // is reconciled instead (see `reconcile`). A temporary media id that lapsed is
+                // uploaded again first; one WeCom refused (40007) is uploaded again and the
+                // call made once more: a refusal created nothing, so nothing is repeated.
+                let content = self
+                    .live_group_media(account, &job.group_content(), false)
+                    .await;
+                let call = |content| groupmsg::GroupMessageCall {
+                    chat_type: chat_type.as_str(),
+                    recipients: &recipients,
+                    sender,
+                    tag_filter: tag_filter.as_ref(),
+                    allow_select: *allow_select,
+                    content,
+                };
+                let mut sent = groupmsg::add_msg_template(tokens, account, call(&content)).await;
+                if let Err(TokenError::Api(ApiError::Refused {
+                    errcode: INVALID_MEDIA_ID,
+                    ..
+                })) = &sent
                 {
+                    let fresh = self.live_group_media(account, &content, true).await;
+                    if fresh != content {
+                        sent = groupmsg::add_msg_template(tokens, account, call(&fresh)).await;
+                    }
+                }
+                match sent {
                     Ok(t) => Outcome::Sent {
                         msg_id: t.msgid,
                         msg_data_id: None,
@@ -570,17 +594,42 @@ impl Runner {
         let Some(media_id) = body.get("media_id").and_then(|m| m.as_str()) else {
             return body.clone();
         };
+        let mut fresh = body.clone();
+        fresh["media_id"] = self
+            .live_media_id(account, media_id, forgotten)
+            .await
+            .into();
+        fresh
+    }
+
+    /// A WeCom group message with every media id of its attachments (`media_id`, a
+    /// miniprogram's `pic_media_id`) live, as [`Self::live_media`] does for one.
+    async fn live_group_media(
+        &self,
+        account: &Account,
+        content: &serde_json::Value,
+        forgotten: bool,
+    ) -> serde_json::Value {
+        let mut fresh = content.clone();
+        for (slot, media_id) in media_ids(content) {
+            fresh["attachments"][slot.index][slot.msgtype][slot.field] = self
+                .live_media_id(account, &media_id, forgotten)
+                .await
+                .into();
+        }
+        fresh
+    }
+
+    /// A live id for `media_id` (see [`crate::services::media::refresh`]); `media_id` itself
+    /// when it is not a temporary upload of the gateway, or cannot be uploaded again (logged).
+    async fn live_media_id(&self, account: &Account, media_id: &str, forgotten: bool) -> String {
         match crate::services::media::refresh(&self.svc, account, media_id, forgotten).await {
-            Ok(Some(live)) if live != media_id => {
-                let mut fresh = body.clone();
-                fresh["media_id"] = serde_json::Value::String(live);
-                fresh
-            }
-            Ok(_) => body.clone(),
+            Ok(Some(live)) => live,
+            Ok(None) => media_id.to_owned(),
             Err(e) => {
                 tracing::warn!(account = %account.id, error = %e,
                     "cannot upload a lapsed temporary media again; sending the job's media id");
-                body.clone()
+                media_id.to_owned()
             }
         }
     }

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::domain::broadcast::ChatType;
 use crate::domain::Platform;
 use crate::store::{Store, StoreError};
 use crate::wechat::account::Account;
@@ -21,8 +22,10 @@ pub struct JobView {
     pub actor: String,
     pub client_msg_id: Option<String>,
     pub msgtype: String,
-    /// `{"tag_id": N}`, `{"all": true}`, `{"open_ids": <count>}` or
-    /// `{"external_user_ids": <count>, "sender": ".."}`.
+    /// `{"tag_id": N}`, `{"all": true}`, `{"open_ids": <count>}`,
+    /// `{"external_user_ids": <count>, "sender": "..", "tag_filter"?, "allow_select"?}` or
+    /// `{"chat_type": "group", "chat_ids": <count>, "sender": ".."}` (a count of 0: none
+    /// listed).
     #[schema(value_type = Object)]
     pub audience: Value,
     pub batches: Vec<BatchView>,
@@ -116,7 +119,7 @@ pub(super) async fn view(
             pending_confirmation: match (&job.target, &result) {
                 (_, Some(r)) if r.source == "get_groupmsg_task" => r.pending_confirmation.clone(),
                 // Until checked, the sender has yet to confirm the group message.
-                (Target::External { sender }, None) if b.status == BatchStatus::Sent => {
+                (Target::External { sender, .. }, None) if b.status == BatchStatus::Sent => {
                     vec![sender.clone()]
                 }
                 _ => Vec::new(),
@@ -137,10 +140,27 @@ pub(super) async fn view(
             Target::OpenIds => {
                 json!({ "open_ids": job.batches.iter().map(|b| b.size).sum::<usize>() })
             }
-            Target::External { sender } => json!({
-                "external_user_ids": job.batches.iter().map(|b| b.size).sum::<usize>(),
-                "sender": sender,
-            }),
+            Target::External {
+                sender,
+                chat_type,
+                tag_filter,
+                allow_select,
+            } => {
+                let listed = job.batches.iter().map(|b| b.size).sum::<usize>();
+                let mut audience = match chat_type {
+                    ChatType::Single => json!({ "external_user_ids": listed, "sender": sender }),
+                    ChatType::Group => {
+                        json!({ "chat_type": "group", "chat_ids": listed, "sender": sender })
+                    }
+                };
+                if let Some(filter) = tag_filter {
+                    audience["tag_filter"] = filter.clone();
+                }
+                if *allow_select {
+                    audience["allow_select"] = json!(true);
+                }
+                audience
+            }
         },
         batches,
         cancelled_at: job.cancelled_at,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::wechat::account::Account;
 use crate::wechat::tokens::{TokenAuthority, TokenError};
 
-use super::{Empty, Typed};
+use super::Empty;
 
 /// Most entries WeCom lists on one page of `get_groupmsg_send_result` and `get_groupmsg_task`.
 const RESULT_PAGE: u32 = 1000;
@@ -63,6 +63,9 @@ pub struct SendResult {
 pub struct SendEntry {
     #[serde(default)]
     pub external_userid: String,
+    /// The customer group, for a message of `chat_type` group.
+    #[serde(default)]
+    pub chat_id: String,
 }
 
 /// The answer of `get_groupmsg_task`.
@@ -80,22 +83,58 @@ pub struct Task {
     pub status: i64,
 }
 
+/// One `add_msg_template` call (developer.work.weixin.qq.com/document/path/92135): the
+/// recipients of one batch, what the job adds to every call, and the message in WeCom's shape
+/// (`{"text": {"content"}, "attachments": [...]}`).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupMessageCall<'a> {
+    /// `single` (customers) or `group` (customer groups).
+    pub chat_type: &'a str,
+    /// external_userids (`single`) or chat_ids (`group`) of this batch; empty: none listed.
+    pub recipients: &'a [String],
+    pub sender: &'a str,
+    pub tag_filter: Option<&'a Value>,
+    pub allow_select: bool,
+    pub content: &'a Value,
+}
+
 #[derive(Serialize)]
 struct AddMsgTemplate<'a> {
-    chat_type: &'static str,
+    chat_type: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
     external_userid: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    chat_id_list: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag_filter: Option<&'a Value>,
     sender: &'a str,
-    /// A text message.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    allow_select: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     text: Option<&'a Value>,
-    /// Any other message: an attachment.
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    attachments: Vec<Typed<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachments: Option<&'a Value>,
+}
+
+impl<'a> From<GroupMessageCall<'a>> for AddMsgTemplate<'a> {
+    fn from(c: GroupMessageCall<'a>) -> Self {
+        let group = c.chat_type == "group";
+        Self {
+            chat_type: c.chat_type,
+            external_userid: if group { &[] } else { c.recipients },
+            chat_id_list: if group { c.recipients } else { &[] },
+            tag_filter: c.tag_filter,
+            sender: c.sender,
+            allow_select: c.allow_select,
+            text: c.content.get("text"),
+            attachments: c.content.get("attachments"),
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct ListV2<'a> {
-    chat_type: &'static str,
+    chat_type: &'a str,
     start_time: u64,
     end_time: u64,
     /// 0: created by anyone.
@@ -123,53 +162,36 @@ struct Cancel<'a> {
     msgid: &'a str,
 }
 
-impl<'a> AddMsgTemplate<'a> {
-    fn new(sender: &'a str, external_userids: &'a [String], message: Typed<'a>) -> Self {
-        let (text, attachments) = match message.msgtype {
-            "text" => (Some(message.body), Vec::new()),
-            _ => (None, vec![message]),
-        };
-        Self {
-            chat_type: "single",
-            external_userid: external_userids,
-            sender,
-            text,
-            attachments,
-        }
-    }
-}
-
-/// `cgi-bin/externalcontact/add_msg_template`: `message` to `external_userids`, as a task for
-/// the member `sender`. Sent once (see the module comment).
+/// `cgi-bin/externalcontact/add_msg_template`: a group message, as a task for the member
+/// `sender`. Sent once (see the module comment).
 pub async fn add_msg_template(
     tokens: &TokenAuthority,
     account: &Account,
-    sender: &str,
-    external_userids: &[String],
-    message: Typed<'_>,
+    call: GroupMessageCall<'_>,
 ) -> Result<Template, TokenError> {
     tokens
         .post_once(
             account,
             "externalcontact/add_msg_template",
             "/cgi-bin/externalcontact/add_msg_template",
-            &AddMsgTemplate::new(sender, external_userids, message),
+            &AddMsgTemplate::from(call),
         )
         .await
 }
 
-/// `cgi-bin/externalcontact/get_groupmsg_list_v2`: a page of the one-to-one group messages
-/// created between `start_time` and `end_time` (unix seconds) by anyone, from `cursor` (empty:
-/// the first page).
+/// `cgi-bin/externalcontact/get_groupmsg_list_v2`: a page of the group messages of `chat_type`
+/// (`single` or `group`) created between `start_time` and `end_time` (unix seconds) by anyone,
+/// from `cursor` (empty: the first page).
 pub async fn get_groupmsg_list_v2(
     tokens: &TokenAuthority,
     account: &Account,
+    chat_type: &str,
     start_time: u64,
     end_time: u64,
     cursor: &str,
 ) -> Result<GroupMsgList, TokenError> {
     let body = ListV2 {
-        chat_type: "single",
+        chat_type,
         start_time,
         end_time,
         filter_type: 0,
@@ -254,35 +276,47 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_text_goes_as_text_and_anything_else_as_an_attachment() {
-        let users = ["wm1".to_owned()];
-        let text = json!({"content": "hi"});
-        let t = AddMsgTemplate::new(
-            "zhangsan",
-            &users,
-            Typed {
-                msgtype: "text",
-                body: &text,
-            },
-        );
+    fn each_chat_type_sends_the_fields_wecom_documents_for_it() {
+        let ids = ["wm1".to_owned()];
+        let content = json!({"text": {"content": "hi"},
+            "attachments": [{"msgtype": "image", "image": {"media_id": "M"}}]});
+        let filter = json!({"group_list": [{"tag_list": ["et1"]}]});
+        let single = GroupMessageCall {
+            chat_type: "single",
+            recipients: &ids,
+            sender: "zhangsan",
+            tag_filter: Some(&filter),
+            allow_select: true,
+            content: &content,
+        };
         assert_eq!(
-            serde_json::to_value(&t).unwrap(),
+            serde_json::to_value(AddMsgTemplate::from(single)).unwrap(),
             json!({"chat_type": "single", "external_userid": ["wm1"], "sender": "zhangsan",
+                "tag_filter": filter, "allow_select": true, "text": {"content": "hi"},
+                "attachments": [{"msgtype": "image", "image": {"media_id": "M"}}]})
+        );
+        let chats = ["wrChat1".to_owned()];
+        let text = json!({"text": {"content": "hi"}});
+        let group = GroupMessageCall {
+            chat_type: "group",
+            recipients: &chats,
+            sender: "owner",
+            tag_filter: None,
+            allow_select: false,
+            content: &text,
+        };
+        assert_eq!(
+            serde_json::to_value(AddMsgTemplate::from(group)).unwrap(),
+            json!({"chat_type": "group", "chat_id_list": ["wrChat1"], "sender": "owner",
                 "text": {"content": "hi"}})
         );
-        let image = json!({"media_id": "M"});
-        let i = AddMsgTemplate::new(
-            "zhangsan",
-            &users,
-            Typed {
-                msgtype: "image",
-                body: &image,
-            },
-        );
+        let every_group = GroupMessageCall {
+            recipients: &[],
+            ..group
+        };
         assert_eq!(
-            serde_json::to_value(&i).unwrap(),
-            json!({"chat_type": "single", "external_userid": ["wm1"], "sender": "zhangsan",
-                "attachments": [{"msgtype": "image", "image": {"media_id": "M"}}]})
+            serde_json::to_value(AddMsgTemplate::from(every_group)).unwrap(),
+            json!({"chat_type": "group", "sender": "owner", "text": {"content": "hi"}})
         );
     }
 }

@@ -303,7 +303,11 @@ async fn respond(req: HttpRequest, body: web::Bytes, state: &Mutex<State>) -> Ht
                 .iter()
                 .find(|(_, t)| !token.is_empty() && *t == token)
                 .map(|(credential, _)| credential.clone());
-            credential.map(|c| mass::answer(&mut s.mass, &c, &path, &json_body))
+            let s = &mut *s;
+            credential.map(|c| {
+                let profile = s.profiles.get(&c);
+                mass::answer(&mut s.mass, profile, &c, &path, &json_body)
+            })
         };
         if let Some((answer, delay)) = answer {
             if let Some(d) = delay.filter(|d| !d.is_zero()) {

@@ -11,17 +11,26 @@
 //!   counts), `tags/update` and `tags/delete` (45058 for the reserved tags 0, 1 and 2, 45159 for
 //!   an unknown tag, 45157 / 45158 for the name), `tags/getidlist` (40003 for an openid that is
 //!   not one, else the ids of the openid's tags).
-//! - WeCom `externalcontact/add_msg_template` (at most 10,000 `external_userid`; a `sender`;
-//!   contacts whose id starts with `wmFail` land in `fail_list`) and `get_groupmsg_task` (the
-//!   sender's task, status 0 until [`FakeWeChat::confirm_group_message`], then 2);
-//!   `cancel_groupmsg_send` stops a group message (41063 for an unknown msgid).
+//! - WeCom `externalcontact/add_msg_template`, checked as developer.work.weixin.qq.com/document/
+//!   path/92135 documents it (40058 for a request outside it): `chat_type` single (at most
+//!   10,000 `external_userid`, or a `tag_filter` of groups of at most 100 tags; contacts whose
+//!   id starts with `wmFail` land in `fail_list`) or group (a `sender` is required; at most
+//!   2,000 `chat_id_list`, or every customer group the sender owns in the corp's profile);
+//!   `text.content` at most 4,000 bytes; at most 9 `attachments`, each image (`media_id` or
+//!   `pic_url`), link (`title` ≤ 128 bytes, `url`, `desc` ≤ 512 bytes), miniprogram (`title`
+//!   ≤ 64 bytes, `pic_media_id`, `appid`, `page`), video or file (`media_id`). A media id the
+//!   fake was told WeCom forgot ([`FakeWeChat::forget_media`]) is 40007.
+//!   `get_groupmsg_task` (the sender's task, status 0 until
+//!   [`FakeWeChat::confirm_group_message`], then 2); `cancel_groupmsg_send` stops a group
+//!   message (41063 for an unknown msgid).
 //! - WeCom's record of group messages, as developer.work.weixin.qq.com/document/path/93338
 //!   documents it: `get_groupmsg_list_v2` (`chat_type`, `start_time`/`end_time` at most a
 //!   month apart, `creator`, `filter_type` 0 enterprise / 1 personal / 2 all, `limit` at most
 //!   100, default 50, `cursor` → `next_cursor`, empty on the last page; a message created
-//!   through the API has no `creator`, so a `creator` filter does not find it) and
-//!   `get_groupmsg_send_result` (`msgid`, `userid`, `limit` at most 1000, default 500,
-//!   `cursor`; `send_list` of `external_userid`, `userid`, `status` 0 not sent / 1 sent).
+//!   through the API has no `creator`, so a `creator` filter does not find it; a message is
+//!   listed under its own `chat_type` only) and `get_groupmsg_send_result` (`msgid`, `userid`,
+//!   `limit` at most 1000, default 500, `cursor`; `send_list` of `external_userid` (or
+//!   `chat_id` for a message to customer groups), `userid`, `status` 0 not sent / 1 sent).
 //!   [`FakeWeChat::lose_group_message_answers`] makes `add_msg_template` create the message
 //!   and then never answer in time, as when the answer is lost.
 //!
@@ -34,6 +43,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use wechat_gateway::sandbox::wecom_profile::Profile;
 
 use super::FakeWeChat;
 
@@ -74,6 +85,8 @@ pub(super) struct Mass {
     template_bodies: Vec<Value>,
     /// How many coming `add_msg_template` answers are lost.
     lose_templates: usize,
+    /// Media ids WeCom no longer knows (40007).
+    forgotten_media: HashSet<String>,
 }
 
 /// A WeCom group message as WeCom keeps it; every one is created through the API (the fake
@@ -81,6 +94,8 @@ pub(super) struct Mass {
 struct GroupMsg {
     credential: String,
     msgid: String,
+    /// `single` or `group`.
+    chat_type: String,
     sender: String,
     /// Made by [`FakeWeChat::seed_group_message`], not by the gateway.
     seeded: bool,
@@ -119,6 +134,7 @@ fn error(errcode: i64, errmsg: &str) -> Value {
 /// The answer, and how long to hold it back.
 pub(super) fn answer(
     m: &mut Mass,
+    profile: Option<&Profile>,
     credential: &str,
     path: &str,
     body: &Value,
@@ -225,28 +241,15 @@ pub(super) fn answer(
             (json!({"tagid_list": ids}), None)
         }
         "/cgi-bin/externalcontact/add_msg_template" => {
-            let ids: Vec<String> = body["external_userid"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if ids.len() > 10_000 {
-                return (error(40058, "external_userid exceeds 10000"), None);
-            }
+            let (chat_type, reach) = match check_group_message(m, profile, body) {
+                Ok(checked) => checked,
+                Err(e) => return (e, None),
+            };
             let sender = body["sender"].as_str().unwrap_or_default();
-            if body["chat_type"] == "single" && sender.is_empty() {
-                return (error(40058, "sender required for chat_type single"), None);
-            }
-            if body.get("text").is_none() && body.get("attachments").is_none() {
-                return (error(41048, "text or attachments required"), None);
-            }
             m.template_bodies.push(body.clone());
             let (fail, reach): (Vec<String>, Vec<String>) =
-                ids.into_iter().partition(|i| i.starts_with("wmFail"));
-            let msgid = new_group_msg(m, credential, sender, false, reach, body);
+                reach.into_iter().partition(|i| i.starts_with("wmFail"));
+            let msgid = new_group_msg(m, credential, chat_type, sender, false, reach, body);
             let lost = (m.lose_templates > 0).then(|| {
                 m.lose_templates -= 1;
                 LOST
@@ -292,9 +295,113 @@ pub(super) fn answer(
     }
 }
 
+/// `add_msg_template`'s checks (module comment): its `chat_type` and whom it reaches, or the
+/// error WeCom answers.
+fn check_group_message(
+    m: &Mass,
+    profile: Option<&Profile>,
+    body: &Value,
+) -> Result<(&'static str, Vec<String>), Value> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let sender = body["sender"].as_str().unwrap_or_default();
+    let chat_type = match body["chat_type"].as_str().unwrap_or("single") {
+        "single" => "single",
+        "group" => "group",
+        _ => return Err(error(40058, "invalid chat_type")),
+    };
+    let reach = if chat_type == "group" {
+        if sender.is_empty() {
+            return Err(error(40058, "sender required for chat_type group"));
+        }
+        let chats = strings(&body["chat_id_list"]);
+        if chats.len() > 2000 {
+            return Err(error(40058, "chat_id_list exceeds 2000"));
+        }
+        if chats.is_empty() {
+            profile.map(|p| p.chats_of(sender)).unwrap_or_default()
+        } else {
+            chats
+        }
+    } else {
+        let ids = strings(&body["external_userid"]);
+        if ids.len() > 10_000 {
+            return Err(error(40058, "external_userid exceeds 10000"));
+        }
+        let groups = body["tag_filter"]["group_list"].as_array();
+        if body.get("tag_filter").is_some()
+            && groups.is_none_or(|g| {
+                g.is_empty()
+                    || g.iter().any(|g| {
+                        g["tag_list"]
+                            .as_array()
+                            .is_none_or(|t| t.is_empty() || t.len() > 100)
+                    })
+            })
+        {
+            return Err(error(40058, "invalid tag_filter"));
+        }
+        if ids.is_empty() && groups.is_none() {
+            return Err(error(40058, "external_userid or tag_filter required"));
+        }
+        ids
+    };
+    let text = body["text"]["content"].as_str();
+    if body.get("text").is_some() && text.is_none_or(|t| t.is_empty() || t.len() > 4000) {
+        return Err(error(40058, "invalid text.content"));
+    }
+    let attachments = match body.get("attachments") {
+        None => Vec::new(),
+        Some(Value::Array(a)) if a.len() <= 9 => a.clone(),
+        Some(_) => return Err(error(40058, "attachments: at most 9")),
+    };
+    if text.is_none() && attachments.is_empty() {
+        return Err(error(41048, "text or attachments required"));
+    }
+    for a in &attachments {
+        let kind = a["msgtype"].as_str().unwrap_or_default();
+        let f = &a[kind];
+        let has = |k: &str| f[k].as_str().is_some_and(|s| !s.is_empty());
+        let len = |k: &str| f[k].as_str().map_or(0, str::len);
+        let ok = match kind {
+            "image" => has("media_id") || has("pic_url"),
+            "link" => has("title") && has("url") && len("title") <= 128 && len("desc") <= 512,
+            "miniprogram" => {
+                has("title")
+                    && len("title") <= 64
+                    && has("pic_media_id")
+                    && has("appid")
+                    && has("page")
+            }
+            "video" | "file" => has("media_id"),
+            _ => false,
+        };
+        if !ok {
+            return Err(error(40058, &format!("invalid attachment {kind}")));
+        }
+        for key in ["media_id", "pic_media_id"] {
+            if f[key]
+                .as_str()
+                .is_some_and(|id| m.forgotten_media.contains(id))
+            {
+                return Err(error(40007, "invalid media_id"));
+            }
+        }
+    }
+    Ok((chat_type, reach))
+}
+
 fn new_group_msg(
     m: &mut Mass,
     credential: &str,
+    chat_type: &str,
     sender: &str,
     seeded: bool,
     recipients: Vec<String>,
@@ -305,6 +412,7 @@ fn new_group_msg(
     m.group_msgs.push(GroupMsg {
         credential: credential.to_owned(),
         msgid: msgid.clone(),
+        chat_type: chat_type.to_owned(),
         sender: sender.to_owned(),
         seeded,
         recipients,
@@ -369,10 +477,7 @@ fn group_msg_list(m: &Mass, credential: &str, body: &Value) -> Value {
             "the interval between start_time and end_time exceeds one month",
         );
     }
-    if body["chat_type"].as_str().unwrap_or("single") != "single" {
-        // The fake keeps no group-chat messages.
-        return json!({"errcode": 0, "errmsg": "ok", "next_cursor": "", "group_msg_list": []});
-    }
+    let chat_type = body["chat_type"].as_str().unwrap_or("single");
     // Every message here was created through the API: by the enterprise (filter_type 0 or 2,
     // not 1 "personal"), with no creator (so a creator filter matches none of them).
     let personal = body["filter_type"].as_u64() == Some(1);
@@ -381,6 +486,7 @@ fn group_msg_list(m: &Mass, credential: &str, body: &Value) -> Value {
         .group_msgs
         .iter()
         .filter(|g| g.credential == credential && !personal && !by_creator)
+        .filter(|g| g.chat_type == chat_type)
         .filter(|g| (start..=end).contains(&g.create_time))
         .collect();
     let from = match page_start(body) {
@@ -432,8 +538,12 @@ fn group_msg_send_result(m: &Mass, credential: &str, body: &Value) -> Value {
     let list: Vec<Value> = listed[from..to]
         .iter()
         .map(|id| {
-            json!({"external_userid": id, "userid": g.sender,
-                   "status": if g.confirmed { 1 } else { 0 }})
+            let to = if g.chat_type == "group" {
+                "chat_id"
+            } else {
+                "external_userid"
+            };
+            json!({to: id, "userid": g.sender, "status": if g.confirmed { 1 } else { 0 }})
         })
         .collect();
     json!({"errcode": 0, "errmsg": "ok", "next_cursor": next_cursor(to, listed.len()),
@@ -572,6 +682,33 @@ impl FakeWeChat {
         self.state().mass.lose_templates += times;
     }
 
+    /// A group message to customer groups (`chat_type` group) created for `corp` by another
+    /// system through the API, with `content` (`{"text", "attachments"}`); returns its msgid.
+    pub fn seed_group_chat_message(
+        &self,
+        corp: &str,
+        sender: &str,
+        content: &Value,
+        chats: &[&str],
+    ) -> String {
+        let mut state = self.state();
+        let m = &mut state.mass;
+        if m.next_id == 0 {
+            m.next_id = 1_000_000_001;
+        }
+        let chats = chats.iter().map(|r| (*r).to_owned()).collect();
+        new_group_msg(m, corp, "group", sender, true, chats, content)
+    }
+
+    /// From now on WeCom answers 40007 (invalid media_id) for a group message naming
+    /// `media_id`: its 3 days are over.
+    pub fn forget_media(&self, media_id: &str) {
+        self.state()
+            .mass
+            .forgotten_media
+            .insert(media_id.to_owned());
+    }
+
     /// A text group message created for `corp` by another system through the API, as WeCom
     /// would list it; returns its msgid.
     pub fn seed_group_message(
@@ -588,7 +725,7 @@ impl FakeWeChat {
         }
         let body = json!({"text": {"content": content}});
         let recipients = recipients.iter().map(|r| (*r).to_owned()).collect();
-        new_group_msg(m, corp, sender, true, recipients, &body)
+        new_group_msg(m, corp, "single", sender, true, recipients, &body)
     }
 }
 
