@@ -236,6 +236,48 @@ pub(super) struct LogWriter {
     pub segment_bytes: u64,
     /// The frames of the commit being built, kept from one commit to the next.
     pub buf: Vec<u8>,
+    /// To the cold reader thread.
+    pub cold: mpsc::Sender<ColdQuery>,
+}
+
+/// Records of a batch found in the cold tier: (CreateTime, id).
+pub(super) type ColdHits = HashSet<(u64, String)>;
+
+/// A batch's cold look-ups, for the cold reader thread.
+pub(super) struct ColdQuery {
+    keys: Vec<(u64, String)>,
+    now_secs: u64,
+    reply: mpsc::SyncSender<Result<ColdHits, StoreError>>,
+}
+
+/// The cold reader: looks marks up in redb's `seen_by_time` for the log thread. On a thread of
+/// its own because a look-up that misses redb's cache allocates page buffers, and allocated
+/// among the log thread's long-lived index entries they fragmented its heap (RSS rose past
+/// 150 MiB in a soak whose callbacks all needed one).
+fn cold_reader(db: Arc<Database>, queries: mpsc::Receiver<ColdQuery>) {
+    for query in queries {
+        let answer = (|| {
+            let txn = db.begin_read().map_err(super::unavailable)?;
+            let table: ReadOnlyTable<(u64, &'static str), u64> =
+                txn.open_table(SEEN).map_err(super::unavailable)?;
+            let mut hits = ColdHits::default();
+            for (at, id) in query.keys {
+                let expires = table
+                    .get((at, id.as_str()))
+                    .map_err(super::unavailable)?
+                    .map(|v| v.value());
+                if expires.is_some_and(|expires| expires > query.now_secs) {
+                    hits.insert((at, id));
+                }
+            }
+            Ok(hits)
+        })();
+        let _ = query.reply.send(answer);
+    }
+}
+
+fn cold_stopped() -> StoreError {
+    StoreError::Unavailable("embedded store: the cold mark reader thread has stopped".into())
 }
 
 /// What one commit appended, to index once it is durable.
@@ -330,7 +372,16 @@ impl LogWriter {
         let mut appended = Vec::new();
         let mut acked = Vec::new();
         let mut inserted = Vec::new();
-        let mut cold = None;
+        let cold = match self.cold_hits(&batch, now) {
+            Ok(hits) => hits,
+            Err(e) => {
+                for request in batch {
+                    let _ = request.reply.send(Err(e.clone()));
+                }
+                self.buf = buf;
+                return;
+            }
+        };
         let mut outcomes = Vec::with_capacity(batch.len());
         for request in &batch {
             let outcome = match &request.op {
@@ -345,7 +396,7 @@ impl LogWriter {
                     account,
                     event,
                     now,
-                    (&mut buf, &mut appended, &mut inserted, &mut cold),
+                    (&mut buf, &mut appended, &mut inserted, &cold),
                 ),
                 LogOp::RecordBatch { events, new } => {
                     let mut count = 0;
@@ -357,7 +408,7 @@ impl LogWriter {
                             account,
                             event,
                             now,
-                            (&mut buf, &mut appended, &mut inserted, &mut cold),
+                            (&mut buf, &mut appended, &mut inserted, &cold),
                         ) {
                             Ok(new) => count += usize::from(new),
                             Err(e) => {
@@ -381,7 +432,6 @@ impl LogWriter {
             };
             outcomes.push(outcome);
         }
-        drop(cold);
         if !buf.is_empty() {
             if let Err(e) = self.write(&buf) {
                 tracing::error!(error = %e, writes = batch.len(), "embedded store: cannot write the log; refusing writes until a restart");
@@ -448,14 +498,14 @@ impl LogWriter {
             &mut Vec<u8>,
             &mut Vec<Appended>,
             &mut Vec<u128>,
-            &mut Option<ReadOnlyTable<(u64, &'static str), u64>>,
+            &ColdHits,
         ),
     ) -> Result<bool, StoreError> {
         let fp = self.fingerprint.of(at, id);
         if self.hot.contains(&fp) {
             return Ok(false);
         }
-        if self.cold_max_at.is_some_and(|max| at <= max) && self.cold_seen(cold, at, id, now)? {
+        if !cold.is_empty() && cold.contains(&(at, id.to_owned())) {
             return Ok(false);
         }
         self.hot.insert(fp);
@@ -464,24 +514,41 @@ impl LogWriter {
         Ok(true)
     }
 
-    /// Whether the cold tier holds a live mark for (at, id); the table is opened once a batch.
-    fn cold_seen(
-        &self,
-        cold: &mut Option<ReadOnlyTable<(u64, &'static str), u64>>,
-        at: u64,
-        id: &str,
-        now: Now,
-    ) -> Result<bool, StoreError> {
-        if cold.is_none() {
-            let txn = self.db.begin_read().map_err(super::unavailable)?;
-            *cold = Some(txn.open_table(SEEN).map_err(super::unavailable)?);
+    /// The records of a batch whose marks are in the cold tier. Only a CreateTime not after
+    /// the latest one there can be; those are looked up in one go by the cold reader thread.
+    fn cold_hits(&self, batch: &[LogRequest], now: Now) -> Result<ColdHits, StoreError> {
+        let Some(max) = self.cold_max_at else {
+            return Ok(ColdHits::default());
+        };
+        let mut keys = Vec::new();
+        let mut want = |at: u64, id: &str| {
+            if at <= max && !self.hot.contains(&self.fingerprint.of(at, id)) {
+                keys.push((at, id.to_owned()));
+            }
+        };
+        for request in batch {
+            match &request.op {
+                LogOp::Record { at, id, .. } => want(*at, id),
+                LogOp::RecordBatch { events, .. } => {
+                    for (at, id, _, _) in events {
+                        want(*at, id);
+                    }
+                }
+                LogOp::Append { .. } | LogOp::Ack { .. } => {}
+            }
         }
-        let table = cold.as_ref().expect("opened just now");
-        let expires = table
-            .get((at, id))
-            .map_err(super::unavailable)?
-            .map(|v| v.value());
-        Ok(expires.is_some_and(|expires| expires > now.secs))
+        if keys.is_empty() {
+            return Ok(ColdHits::default());
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.cold
+            .send(ColdQuery {
+                keys,
+                now_secs: now.secs,
+                reply,
+            })
+            .map_err(|_| cold_stopped())?;
+        answer.recv().map_err(|_| cold_stopped())?
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -558,6 +625,8 @@ pub(super) struct Log {
     pub shared: Arc<Shared>,
     requests: Option<mpsc::Sender<LogRequest>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Ends when the writer does (it holds the only sender).
+    cold: Option<std::thread::JoinHandle<()>>,
     stop_compactor: Option<mpsc::Sender<()>>,
     compactor: Option<std::thread::JoinHandle<()>>,
 }
@@ -662,6 +731,14 @@ impl Log {
         });
         let (requests_tx, requests) = mpsc::channel();
         let (evictions_tx, evictions) = mpsc::channel();
+        let (cold, queries) = mpsc::channel();
+        let cold_db = db.clone();
+        let cold_thread = std::thread::Builder::new()
+            .name("wgw-store-cold".into())
+            .spawn(move || cold_reader(cold_db, queries))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the cold mark reader thread: {e}"))
+            })?;
         let mut writer = LogWriter {
             dir: dir.clone(),
             db: db.clone(),
@@ -680,6 +757,7 @@ impl Log {
             accounts,
             segment_bytes: options.segment_bytes,
             buf: Vec::new(),
+            cold,
         };
         writer.migrate_redb_outbox()?;
         let writer = std::thread::Builder::new()
@@ -709,6 +787,7 @@ impl Log {
             shared,
             requests: Some(requests_tx),
             writer: Some(writer),
+            cold: Some(cold_thread),
             stop_compactor: Some(stop_compactor),
             compactor: Some(compactor),
         })
@@ -745,6 +824,9 @@ impl Drop for Log {
         }
         drop(self.requests.take());
         if let Some(thread) = self.writer.take() {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.cold.take() {
             let _ = thread.join();
         }
     }
