@@ -29,8 +29,10 @@ pub(super) const HOT_SECS: u64 = 600;
 /// early. It also bounds the log kept for marks: a segment goes once its marks are cold, so at
 /// most this many callbacks (~140 MiB at 1 KiB) stay on disk for de-duplication alone.
 pub(super) const HOT_CAP: usize = 1 << 17;
-/// Most marks moved by one round.
-const ROUND_MAX: usize = 100_000;
+/// Most marks moved by one round (one redb transaction).
+const ROUND_MAX: usize = 20_000;
+/// How often the compactor hands the allocator's free pages back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// The compactor's position in [`META`]: segment number and offset.
 pub(super) const WATERMARK_SEGMENT: &str = "marks_segment";
 pub(super) const WATERMARK_OFFSET: &str = "marks_offset";
@@ -52,7 +54,12 @@ pub(super) struct Compactor {
 impl Compactor {
     pub(super) fn run(mut self) {
         let mut pause = Duration::from_secs(1);
+        let mut trimmed = std::time::Instant::now();
         loop {
+            if trimmed.elapsed() >= TRIM_EVERY {
+                trim();
+                trimmed = std::time::Instant::now();
+            }
             match self.stop.recv_timeout(pause) {
                 Err(RecvTimeoutError::Timeout) => {}
                 _ => return,
@@ -147,5 +154,16 @@ impl Compactor {
             watermark: position,
         });
         Ok(full)
+    }
+}
+
+/// Returns the free pages of every malloc arena to the system. The callback path allocates and
+/// frees in several threads (the log, the cold reader, redb's page buffers here), and glibc keeps
+/// what they free: under a backlog RSS otherwise stays at its peak long after it drained.
+fn trim() {
+    // SAFETY: malloc_trim only walks glibc's own arenas, under their locks.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
