@@ -118,16 +118,31 @@ pub(super) struct Entry {
     pub enqueued_ms: u64,
 }
 
-impl Entry {
-    pub(super) fn read(&self) -> std::io::Result<Vec<u8>> {
-        journal::read_at(&self.file, self.offset, self.len as usize)
-    }
+/// One undelivered event as the index keeps it: 32 bytes, so that a backlog of a million
+/// events costs ~32 MiB of memory (a `BTreeMap` of [`Entry`] cost ~125 bytes an event).
+#[derive(Clone, Copy)]
+struct Slot {
+    seq: u64,
+    enqueued_ms: u64,
+    segment: u32,
+    /// Of the event bytes inside the segment (a segment stays far below 4 GiB).
+    offset: u32,
+    len: u32,
+    /// Into [`Index::accounts`]; [`GONE`] once delivered or dead-lettered.
+    account: u32,
 }
+
+/// [`Slot::account`] of a slot whose event is gone (acknowledged out of order).
+const GONE: u32 = u32::MAX;
 
 /// The undelivered events, oldest first, and the open segments.
 #[derive(Default)]
 pub(super) struct Index {
-    pub entries: BTreeMap<u64, Entry>,
+    /// In sequence order (the log appends in that order); acknowledged slots in the middle stay
+    /// as [`GONE`] until the ones before them go too.
+    slots: std::collections::VecDeque<Slot>,
+    accounts: Vec<Arc<str>>,
+    account_ids: HashMap<Arc<str>, u32>,
     /// Every segment on disk, by number.
     pub files: BTreeMap<u32, Arc<File>>,
     /// Undelivered events per segment.
@@ -135,26 +150,84 @@ pub(super) struct Index {
 }
 
 impl Index {
+    /// Adds an event; `seq` must be above every sequence number added before (the log's order).
     pub(super) fn insert(&mut self, seq: u64, entry: Entry) {
-        *self.live.entry(entry.segment).or_default() += 1;
-        if let Some(old) = self.entries.insert(seq, entry) {
-            self.release(old.segment);
+        if self.slots.back().is_some_and(|last| last.seq >= seq) {
+            // Only a store migrated twice could do this: keep the first.
+            return;
         }
+        let account = match self.account_ids.get(&entry.account) {
+            Some(&id) => id,
+            None => {
+                let id = self.accounts.len() as u32;
+                self.accounts.push(entry.account.clone());
+                self.account_ids.insert(entry.account.clone(), id);
+                id
+            }
+        };
+        *self.live.entry(entry.segment).or_default() += 1;
+        self.slots.push_back(Slot {
+            seq,
+            enqueued_ms: entry.enqueued_ms,
+            segment: entry.segment,
+            offset: u32::try_from(entry.offset).unwrap_or(u32::MAX),
+            len: entry.len,
+            account,
+        });
+    }
+
+    fn position(&self, seq: u64) -> Option<usize> {
+        let at = self.slots.binary_search_by_key(&seq, |s| s.seq).ok()?;
+        (self.slots[at].account != GONE).then_some(at)
+    }
+
+    pub(super) fn contains(&self, seq: u64) -> bool {
+        self.position(seq).is_some()
     }
 
     pub(super) fn remove(&mut self, seq: u64) -> bool {
-        match self.entries.remove(&seq) {
-            Some(entry) => {
-                self.release(entry.segment);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn release(&mut self, segment: u32) {
+        let Some(at) = self.position(seq) else {
+            return false;
+        };
+        let segment = self.slots[at].segment;
+        self.slots[at].account = GONE;
         if let Some(n) = self.live.get_mut(&segment) {
             *n = n.saturating_sub(1);
+        }
+        while self.slots.front().is_some_and(|s| s.account == GONE) {
+            self.slots.pop_front();
+        }
+        if self.slots.capacity() > 4 * self.slots.len().max(1024) {
+            self.slots.shrink_to(2 * self.slots.len());
+        }
+        true
+    }
+
+    /// The oldest `max` undelivered events, with where to read them.
+    pub(super) fn oldest(&self, max: usize) -> Vec<(u64, Entry)> {
+        self.slots
+            .iter()
+            .filter(|s| s.account != GONE)
+            .filter_map(|s| Some((s.seq, self.entry(s)?)))
+            .take(max)
+            .collect()
+    }
+
+    fn entry(&self, s: &Slot) -> Option<Entry> {
+        Some(Entry {
+            file: self.files.get(&s.segment)?.clone(),
+            segment: s.segment,
+            offset: u64::from(s.offset),
+            len: s.len,
+            account: self.accounts[s.account as usize].clone(),
+            enqueued_ms: s.enqueued_ms,
+        })
+    }
+
+    /// Each undelivered event's account and enqueue time, oldest first.
+    pub(super) fn each<'a>(&'a self, mut f: impl FnMut(&'a str, u64)) {
+        for s in self.slots.iter().filter(|s| s.account != GONE) {
+            f(&self.accounts[s.account as usize], s.enqueued_ms);
         }
     }
 }
@@ -891,7 +964,7 @@ impl LogWriter {
         let mut appended = Vec::new();
         let mut moved = 0;
         for (seq, at_ms, event) in &rows {
-            if lock(&self.shared.index).entries.contains_key(seq) {
+            if lock(&self.shared.index).contains(*seq) {
                 continue;
             }
             let ids = IdAndAccount::decode(event.as_slice())

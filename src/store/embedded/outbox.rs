@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use prost::Message;
 use redb::ReadableTable;
 
+use super::journal;
 use super::log::{Entry, LogOp};
 use super::schema::{DEAD, DEAD_BY_ID, META};
 use super::writer::{Now, Op};
@@ -97,12 +98,7 @@ impl Outbox for EmbeddedStore {
             let appended = self.log.shared.appended.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let oldest: Vec<(u64, Entry)> = lock(&self.log.shared.index)
-                .entries
-                .iter()
-                .take(max)
-                .map(|(seq, entry)| (*seq, entry.clone()))
-                .collect();
+            let oldest: Vec<(u64, Entry)> = lock(&self.log.shared.index).oldest(max);
             if !oldest.is_empty() {
                 return tokio::task::spawn_blocking(move || read_entries(oldest))
                     .await
@@ -132,7 +128,7 @@ impl Outbox for EmbeddedStore {
     /// neither.
     async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), StoreError> {
         let seq = sequence(entry)?;
-        if !lock(&self.log.shared.index).entries.contains_key(&seq) {
+        if !lock(&self.log.shared.index).contains(seq) {
             return Ok(());
         }
         self.write(Op::PutDead {
@@ -215,10 +211,10 @@ impl Outbox for EmbeddedStore {
         let now_ms = Now::get().millis;
         let index = lock(&self.log.shared.index);
         let mut by_account = std::collections::HashMap::<&str, Backlog>::new();
-        for entry in index.entries.values() {
-            let age = Duration::from_millis(now_ms.saturating_sub(entry.enqueued_ms));
-            by_account.entry(&entry.account).or_default().add(age);
-        }
+        index.each(|account, enqueued_ms| {
+            let age = Duration::from_millis(now_ms.saturating_sub(enqueued_ms));
+            by_account.entry(account).or_default().add(age);
+        });
         let accounts: BTreeMap<String, Backlog> = by_account
             .into_iter()
             .map(|(account, backlog)| (account.to_owned(), backlog))
@@ -227,23 +223,47 @@ impl Outbox for EmbeddedStore {
     }
 }
 
-/// Reads the events of claimed entries from their segments.
+/// Reads the events of claimed entries from their segments: one read for each run of entries
+/// that lie together in one segment (a claimed batch usually is one run).
 fn read_entries(entries: Vec<(u64, Entry)>) -> Result<Vec<OutboxEntry>, StoreError> {
-    entries
-        .into_iter()
-        .map(|(seq, entry)| {
-            let bytes = entry.read().map_err(|e| {
+    /// Largest span read at once.
+    const SPAN_MAX: u64 = 4 << 20;
+    let mut claimed = Vec::with_capacity(entries.len());
+    let mut rest = entries.as_slice();
+    while let Some((first_seq, first)) = rest.first() {
+        let run = rest
+            .iter()
+            .take_while(|(_, e)| {
+                e.segment == first.segment
+                    && e.offset >= first.offset
+                    && e.offset + u64::from(e.len) - first.offset <= SPAN_MAX
+            })
+            .count()
+            .max(1);
+        let (group, tail) = rest.split_at(run);
+        let end = group
+            .iter()
+            .map(|(_, e)| e.offset + u64::from(e.len))
+            .max()
+            .unwrap_or(first.offset);
+        let span = journal::read_at(&first.file, first.offset, (end - first.offset) as usize)
+            .map_err(|e| {
                 StoreError::Unavailable(format!(
-                    "embedded store: cannot read outbox entry {seq} from log segment {}: {e}",
-                    entry.segment
+                    "embedded store: cannot read outbox entry {first_seq} from log segment {}: {e}",
+                    first.segment
                 ))
             })?;
-            Ok(OutboxEntry {
+        for (seq, entry) in group {
+            let at = (entry.offset - first.offset) as usize;
+            let bytes = &span[at..at + entry.len as usize];
+            claimed.push(OutboxEntry {
                 handle: seq.to_string(),
-                event: decode(&bytes, "outbox entry", seq)?,
-            })
-        })
-        .collect()
+                event: decode(bytes, "outbox entry", *seq)?,
+            });
+        }
+        rest = tail;
+    }
+    Ok(claimed)
 }
 
 fn decode(bytes: &[u8], what: &str, seq: u64) -> Result<pb::Event, StoreError> {

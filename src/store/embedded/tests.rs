@@ -304,3 +304,36 @@ async fn a_handle_of_another_backend_is_refused() {
         Err(StoreError::Corrupt(_))
     ));
 }
+
+#[test]
+fn the_index_keeps_order_when_events_go_out_of_order() {
+    use super::log::{Entry, Index};
+    let dir = tempfile::tempdir().unwrap();
+    let file = Arc::new(std::fs::File::create(dir.path().join("1.seg")).unwrap());
+    let mut index = Index::default();
+    index.files.insert(1, file.clone());
+    for seq in 1..=5u64 {
+        let account: Arc<str> = Arc::from(if seq % 2 == 0 { "beta" } else { "acme" });
+        let entry = Entry {
+            file: file.clone(),
+            segment: 1,
+            offset: seq * 100,
+            len: 10,
+            account,
+            enqueued_ms: seq,
+        };
+        index.insert(seq, entry);
+    }
+    assert!(index.remove(2) && index.remove(4));
+    assert!(!index.remove(4), "gone already");
+    let seqs = |index: &Index| -> Vec<u64> { index.oldest(10).iter().map(|(s, _)| *s).collect() };
+    assert_eq!(seqs(&index), [1, 3, 5]);
+    assert_eq!(index.oldest(2)[1].1.offset, 300);
+    assert!(index.remove(1));
+    assert_eq!(seqs(&index), [3, 5]);
+    assert_eq!(index.live[&1], 2);
+    let mut accounts = Vec::new();
+    index.each(|account, _| accounts.push(account.to_owned()));
+    assert_eq!(accounts, ["acme", "acme"]);
+    assert!(!index.contains(2) && index.contains(5));
+}
