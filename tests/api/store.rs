@@ -552,7 +552,8 @@ async fn a_lease_is_taken_renewed_by_its_holder_refused_to_others_released_and_l
 ) {
     let [a, other] = b.accounts();
     let store = b.open().await;
-    let ttl = Duration::from_millis(400);
+    // Seconds, not milliseconds: a sleep on a loaded CI machine overshot 100 ms once.
+    let ttl = Duration::from_secs(3);
     for key in [
         LeaseKey::token_refresh(&format!("mp-{a}")),
         LeaseKey::menu(a),
@@ -588,7 +589,7 @@ async fn a_lease_is_taken_renewed_by_its_holder_refused_to_others_released_and_l
             "{key}: free once released"
         );
         // Left to lapse: then anyone takes it.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !store.try_lease(&key, "three", ttl).await.unwrap() {
             assert!(Instant::now() < deadline, "{key}: the lease never lapsed");
             tokio::time::sleep(Duration::from_millis(20)).await;
