@@ -46,7 +46,7 @@ use writer::{Op, Request, Writer};
 /// The database file inside `store.path`.
 const FILE_NAME: &str = "gateway.redb";
 /// redb's page cache unless `store.cache_mib` says otherwise (redb's own default is 1 GiB).
-pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+pub const DEFAULT_CACHE_BYTES: usize = 8 << 20;
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
