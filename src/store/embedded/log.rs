@@ -27,7 +27,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ use super::journal::{self, EventFrame, Frame, GROW_BYTES, SEGMENT_BYTES};
 use super::lock;
 use super::marks::{HOT_CAP, HOT_SECS};
 use super::schema::SEEN;
-use super::writer::Now;
+use super::writer::{next_batch, Next, Now};
 use crate::store::StoreError;
 
 /// Most requests in one group commit, so one batch cannot hold its callers for long.
@@ -365,14 +365,10 @@ impl LogWriter {
     /// Runs until the store is dropped (the channel closes).
     pub(super) fn run(mut self) {
         loop {
-            match self.requests.recv_timeout(Duration::from_secs(1)) {
-                Ok(first) => {
-                    let mut batch = vec![first];
-                    batch.extend(self.requests.try_iter().take(MAX_BATCH - 1));
-                    self.commit(batch);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            match next_batch(&self.requests, Duration::from_secs(1), MAX_BATCH) {
+                Next::Batch(batch) => self.commit(batch),
+                Next::Idle => {}
+                Next::Closed => return,
             }
             self.apply_evictions();
         }

@@ -85,6 +85,31 @@ impl Now {
     }
 }
 
+/// What a group-committing thread takes next from its channel.
+pub(super) enum Next<T> {
+    /// The first request, and everything that queued up behind it while the previous commit was
+    /// syncing, up to `max`.
+    Batch(Vec<T>),
+    /// Nothing came within the wait.
+    Idle,
+    /// Every sender is gone: the store was dropped.
+    Closed,
+}
+
+/// Waits up to `wait` for a request, then takes what else is queued (group commit): shared by
+/// the redb writer and the log thread.
+pub(super) fn next_batch<T>(requests: &mpsc::Receiver<T>, wait: Duration, max: usize) -> Next<T> {
+    match requests.recv_timeout(wait) {
+        Ok(first) => {
+            let mut batch = vec![first];
+            batch.extend(requests.try_iter().take(max - 1));
+            Next::Batch(batch)
+        }
+        Err(RecvTimeoutError::Timeout) => Next::Idle,
+        Err(RecvTimeoutError::Disconnected) => Next::Closed,
+    }
+}
+
 /// The writer thread's state; see the module comment.
 pub(super) struct Writer {
     pub(super) db: Arc<Database>,
@@ -97,18 +122,11 @@ impl Writer {
     pub(super) fn run(self) {
         let mut next_prune = Instant::now() + PRUNE_EVERY;
         loop {
-            match self
-                .requests
-                .recv_timeout(next_prune.saturating_duration_since(Instant::now()))
-            {
-                Ok(first) => {
-                    // Everything that queued up while the previous commit was syncing.
-                    let mut batch = vec![first];
-                    batch.extend(self.requests.try_iter().take(MAX_BATCH - 1));
-                    self.commit(batch);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            let wait = next_prune.saturating_duration_since(Instant::now());
+            match next_batch(&self.requests, wait, MAX_BATCH) {
+                Next::Batch(batch) => self.commit(batch),
+                Next::Idle => {}
+                Next::Closed => return,
             }
             if Instant::now() >= next_prune {
                 let more =
