@@ -138,7 +138,7 @@ impl FakeCrm {
             server = server.tls_config(tls).unwrap();
         }
         tokio::spawn(server.add_service(service).serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async {
                 let _ = stopped.await;
             },
