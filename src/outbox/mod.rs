@@ -81,6 +81,11 @@ fn backoff(cfg: &ForwarderConfig, failures: u32) -> Duration {
     ))
 }
 
+/// Batches claimed ahead ([`crate::store::Outbox::claim_next`]) before the forwarder lets the
+/// pipeline drain and claims afresh: a fresh claim also returns what a claim ahead skips (events
+/// a Redis lease take-over brought, say), so nothing waits behind a busy outbox for long.
+const PREFETCH_RUN: u32 = 64;
+
 /// Where a delivery loop claims from.
 enum Source {
     /// Every account at once: the store's accounts fail together.
@@ -159,7 +164,10 @@ impl Forwarder {
         stats.abort();
     }
 
-    /// Claim → deliver → settle until shutdown, for the accounts of `source`.
+    /// Claim → deliver → settle until shutdown, for the accounts of `source`. While a batch is
+    /// delivered, the previous one is settled and the next one claimed
+    /// ([`crate::store::Outbox::claim_next`]), so that a batch costs the slowest of the three
+    /// rather than their sum. Batches are still delivered one at a time, in order.
     async fn deliver_loop(
         self: Arc<Self>,
         store: Arc<dyn Store>,
@@ -172,28 +180,39 @@ impl Forwarder {
             Source::All => self.cfg.accounts.clone(),
             Source::Account(account) => vec![account.clone()],
         };
+        let account = match &source {
+            Source::All => None,
+            Source::Account(account) => Some(account.as_str()),
+        };
         let mut failures: u32 = 0;
+        // The batch being delivered (or retried), and the one claimed after it.
         let mut pending: Vec<OutboxEntry> = Vec::new();
+        let mut next: Vec<OutboxEntry> = Vec::new();
         let mut unsettled = Settle::default();
+        // Whether the last settle failed: it is then retried alone, with backoff.
+        let mut settle_failing = false;
+        // Batches claimed ahead since the last full claim (see PREFETCH_RUN).
+        let mut prefetched: u32 = 0;
         loop {
-            // What the CRM has is settled before anything else, shutdown included (else the
-            // next run would deliver it again): when the store fails here only this step is
-            // retried, never the delivery.
-            if unsettled.len() > 0 {
+            if pending.is_empty() {
+                pending = std::mem::take(&mut next);
+            }
+            // What the CRM has is settled before anything else when nothing is in flight, on
+            // shutdown, or after a failure (else the next claim or run would deliver it again):
+            // when the store fails here only this step is retried, never the delivery.
+            if unsettled.len() > 0
+                && (settle_failing || pending.is_empty() || shutdown.is_cancelled())
+            {
                 match self.settle(&*store, &mut unsettled).await {
-                    Ok(()) => availability.succeeded(&accounts),
+                    Ok(()) => {
+                        settle_failing = false;
+                        availability.succeeded(&accounts);
+                    }
                     Err(e) => {
+                        settle_failing = true;
                         failures = failures.saturating_add(1);
                         let wait = backoff(&self.cfg, failures);
-                        if !availability.failed(&accounts, &e) {
-                            tracing::warn!(error = %e, events = unsettled.len(),
-                                retry_in_ms = wait.as_millis() as u64,
-                                "cannot acknowledge delivered events in the outbox; retrying that step");
-                        } else {
-                            tracing::debug!(error = %e, events = unsettled.len(),
-                                retry_in_ms = wait.as_millis() as u64,
-                                "cannot acknowledge delivered events in the outbox; retrying that step");
-                        }
+                        self.settle_failed(&availability, &accounts, &e, unsettled.len(), wait);
                         if !sleep_or_stop(wait, &shutdown).await {
                             break;
                         }
@@ -206,13 +225,13 @@ impl Forwarder {
             }
             if pending.is_empty() {
                 let claim = async {
-                    match &source {
-                        Source::All => {
+                    match account {
+                        None => {
                             store
                                 .claim(&self.cfg.consumer, self.cfg.batch_size, self.cfg.claim_wait)
                                 .await
                         }
-                        Source::Account(account) => {
+                        Some(account) => {
                             store
                                 .claim_account(
                                     &self.cfg.consumer,
@@ -232,13 +251,10 @@ impl Forwarder {
                     Ok(entries) => {
                         availability.succeeded(&accounts);
                         pending = entries;
+                        prefetched = 0;
                     }
                     Err(e) => {
-                        if !availability.failed(&accounts, &e) {
-                            tracing::warn!(error = %e, accounts = ?accounts, "cannot claim from the outbox");
-                        } else {
-                            tracing::debug!(error = %e, accounts = ?accounts, "cannot claim from the outbox");
-                        }
+                        self.claim_failed(&availability, &accounts, &e);
                         failures = failures.saturating_add(1);
                         if !sleep_or_stop(backoff(&self.cfg, failures), &shutdown).await {
                             break;
@@ -250,7 +266,55 @@ impl Forwarder {
                     continue;
                 }
             }
-            let delivery = self.deliver(&*sink, &pending).await;
+            // A full batch suggests more behind it; a short one, that the outbox is drained.
+            let claim_ahead = next.is_empty()
+                && pending.len() >= self.cfg.batch_size
+                && prefetched < PREFETCH_RUN;
+            let after = pending.last().cloned();
+            let settle_now = unsettled.len() > 0;
+            let (delivery, settled, claimed) = tokio::join!(
+                self.deliver(&*sink, &pending),
+                async {
+                    if settle_now {
+                        Some(self.settle(&*store, &mut unsettled).await)
+                    } else {
+                        None
+                    }
+                },
+                async {
+                    match (&after, claim_ahead) {
+                        (Some(after), true) => Some(
+                            store
+                                .claim_next(&self.cfg.consumer, account, after, self.cfg.batch_size)
+                                .await,
+                        ),
+                        _ => None,
+                    }
+                },
+            );
+            match settled {
+                Some(Ok(())) => availability.succeeded(&accounts),
+                Some(Err(e)) => {
+                    // Retried alone, with backoff, at the top of the loop.
+                    settle_failing = true;
+                    self.settle_failed(
+                        &availability,
+                        &accounts,
+                        &e,
+                        unsettled.len(),
+                        Duration::ZERO,
+                    );
+                }
+                None => {}
+            }
+            match claimed {
+                Some(Ok(entries)) => {
+                    prefetched += 1;
+                    next = entries;
+                }
+                Some(Err(e)) => self.claim_failed(&availability, &accounts, &e),
+                None => {}
+            }
             unsettled.extend(delivery.settle);
             pending.drain(..delivery.done);
             let Some(e) = delivery.error else {
@@ -263,16 +327,18 @@ impl Forwarder {
             tracing::warn!(error = %e, events = pending.len(), retry_in_ms = wait.as_millis() as u64,
                 "delivery failed; the batch will be retried");
             if !sleep_or_stop(wait, &shutdown).await {
-                break;
+                continue; // settles what the CRM has, then stops
             }
-            match store.keep_claimed(&self.cfg.consumer, &pending).await {
+            let claimed: Vec<OutboxEntry> = pending.iter().chain(&next).cloned().collect();
+            match store.keep_claimed(&self.cfg.consumer, &claimed).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(
-                        events = pending.len(),
+                        events = claimed.len(),
                         "the claim on a batch lapsed; another instance delivers it"
                     );
                     pending.clear();
+                    next.clear();
                 }
                 Err(e) => {
                     if !availability.failed(&accounts, &e) {
@@ -280,6 +346,32 @@ impl Forwarder {
                     }
                 }
             }
+        }
+    }
+
+    fn settle_failed(
+        &self,
+        availability: &Availability,
+        accounts: &[String],
+        e: &StoreError,
+        events: usize,
+        wait: Duration,
+    ) {
+        let retry_in_ms = wait.as_millis() as u64;
+        if !availability.failed(accounts, e) {
+            tracing::warn!(error = %e, events, retry_in_ms,
+                "cannot acknowledge delivered events in the outbox; retrying that step");
+        } else {
+            tracing::debug!(error = %e, events, retry_in_ms,
+                "cannot acknowledge delivered events in the outbox; retrying that step");
+        }
+    }
+
+    fn claim_failed(&self, availability: &Availability, accounts: &[String], e: &StoreError) {
+        if !availability.failed(accounts, e) {
+            tracing::warn!(error = %e, accounts = ?accounts, "cannot claim from the outbox");
+        } else {
+            tracing::debug!(error = %e, accounts = ?accounts, "cannot claim from the outbox");
         }
     }
 

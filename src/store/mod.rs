@@ -191,6 +191,24 @@ pub trait Outbox: Send + Sync {
         wait: Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
+    /// Claims up to `max` events that no claim of this consumer has returned yet, those after
+    /// `after` (the last entry it claimed), without waiting; of `account` only when given (see
+    /// [`Outbox::claim_account`]). The forwarder fetches batch n + 1 this way while it delivers
+    /// batch n, so that the store's read, the delivery and the previous batch's ack overlap.
+    /// Events it skips (claimed earlier and not acknowledged, or taken over from another
+    /// consumer) are not lost: the next [`Outbox::claim`] returns them. The default finds
+    /// nothing, and the forwarder claims again once the batch in flight is settled.
+    async fn claim_next(
+        &self,
+        consumer: &str,
+        account: Option<&str>,
+        after: &OutboxEntry,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let _ = (consumer, account, after, max);
+        Ok(Vec::new())
+    }
+
     /// Called before a claimed batch is retried: keeps it this consumer's (renews whatever
     /// lease the backend holds for it). `false` means the claim was lost (this instance stalled
     /// past its lease and another took the entries over): drop the batch, the other delivers it.

@@ -173,6 +173,47 @@ async fn events_claimed_but_not_acknowledged_are_claimed_again(b: impl Backend) 
     assert!(store.claim(CONSUMER, 10, NO_WAIT).await.unwrap().is_empty());
 }
 
+async fn a_claim_ahead_returns_only_what_follows_the_batch_in_flight_and_loses_nothing(
+    b: impl Backend,
+) {
+    let store = b.open().await;
+    let [a, _] = b.accounts();
+    for i in 0..5 {
+        store.record(&event(a, &format!("e{i}"))).await.unwrap();
+    }
+    let first = store.claim_account(CONSUMER, a, 2, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&first), ["e0", "e1"]);
+    let ahead = store
+        .claim_next(CONSUMER, Some(a), first.last().unwrap(), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&ahead),
+        ["e2", "e3"],
+        "the batch after the one in flight"
+    );
+    store.ack(&first).await.unwrap();
+    let more = store
+        .claim_next(CONSUMER, Some(a), ahead.last().unwrap(), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&more), ["e4"]);
+    let none = store
+        .claim_next(CONSUMER, Some(a), more.last().unwrap(), 2)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{:?}", ids(&none));
+    // Nothing acknowledged is lost to the claims ahead: a fresh claim returns all of it.
+    let fresh = store.claim_account(CONSUMER, a, 10, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&fresh), ["e2", "e3", "e4"]);
+    store.ack(&fresh).await.unwrap();
+    assert!(store
+        .claim_account(CONSUMER, a, 10, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn claims_return_at_most_max_events_oldest_first_in_order_per_account(b: impl Backend) {
     let store = b.open().await;
     let [a, c] = b.accounts();
@@ -848,6 +889,7 @@ conformance!(
     a_new_event_is_recorded_once_and_its_retry_is_a_duplicate,
     a_claimed_event_is_delivered_intact_and_gone_once_acknowledged,
     events_claimed_but_not_acknowledged_are_claimed_again,
+    a_claim_ahead_returns_only_what_follows_the_batch_in_flight_and_loses_nothing,
     claims_return_at_most_max_events_oldest_first_in_order_per_account,
     a_claim_waits_for_an_event_recorded_meanwhile,
     a_claim_with_nothing_to_deliver_returns_empty_after_its_wait,

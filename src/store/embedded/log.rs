@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 use tokio::sync::{oneshot, Notify};
@@ -213,6 +213,17 @@ impl Index {
             .collect()
     }
 
+    /// The oldest `max` undelivered events with a sequence number above `after`.
+    pub(super) fn oldest_after(&self, after: u64, max: usize) -> Vec<(u64, Entry)> {
+        let from = self.slots.partition_point(|s| s.seq <= after);
+        self.slots
+            .range(from..)
+            .filter(|s| s.account != GONE)
+            .filter_map(|s| Some((s.seq, self.entry(s)?)))
+            .take(max)
+            .collect()
+    }
+
     fn entry(&self, s: &Slot) -> Option<Entry> {
         Some(Entry {
             file: self.files.get(&s.segment)?.clone(),
@@ -245,6 +256,8 @@ pub(super) struct Shared {
     pub hot_len: AtomicUsize,
     #[cfg(test)]
     pub commits: std::sync::atomic::AtomicU64,
+    #[cfg(test)]
+    pub syncs: std::sync::atomic::AtomicU64,
 }
 
 /// A write to the log.
@@ -311,7 +324,12 @@ pub(super) struct LogWriter {
     pub buf: Vec<u8>,
     /// To the cold reader thread.
     pub cold: mpsc::Sender<ColdQuery>,
+    /// Since when the log holds acks written but not yet synced (see [`LogWriter::commit`]).
+    pub unsynced_since: Option<Instant>,
 }
+
+/// Longest time acks stay written but not synced while the log is busy.
+const ACK_SYNC_MAX: Duration = Duration::from_secs(1);
 
 /// Records of a batch found in the cold tier: (CreateTime, id).
 pub(super) type ColdHits = HashSet<(u64, String)>;
@@ -365,10 +383,24 @@ impl LogWriter {
     /// Runs until the store is dropped (the channel closes).
     pub(super) fn run(mut self) {
         loop {
-            match next_batch(&self.requests, Duration::from_secs(1), MAX_BATCH) {
+            let idle = if self.unsynced_since.is_some() {
+                ACK_SYNC_MAX / 10
+            } else {
+                Duration::from_secs(1)
+            };
+            match next_batch(&self.requests, idle, MAX_BATCH) {
                 Next::Batch(batch) => self.commit(batch),
-                Next::Idle => {}
-                Next::Closed => return,
+                Next::Idle => self.sync_acks(),
+                Next::Closed => {
+                    self.sync_acks();
+                    return;
+                }
+            }
+            if self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= ACK_SYNC_MAX)
+            {
+                self.sync_acks();
             }
             self.apply_evictions();
         }
@@ -425,7 +457,32 @@ impl LogWriter {
         a
     }
 
-    /// Applies a batch, appends and syncs once, then answers every request.
+    /// Makes acks written without a sync durable.
+    fn sync_acks(&mut self) {
+        if self.unsynced_since.is_none() || self.shared.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "embedded store: cannot sync the log; refusing writes until a restart");
+            self.shared.failed.store(true, Ordering::Relaxed);
+            return;
+        }
+        *lock(&self.shared.end) = (self.segment, self.offset);
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.unsynced_since = None;
+        #[cfg(test)]
+        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies a batch, appends and syncs once, then answers every request. A batch of acks
+    /// only is written but not synced: a lost ack costs a second delivery, never an event, and
+    /// a process that dies keeps what it wrote in the page cache (only a power loss could lose
+    /// it); the next commit's sync, or the idle loop within [`ACK_SYNC_MAX`], makes it durable.
+    /// Without that, each acknowledged batch cost a device flush and the forwarder waited on it.
     fn commit(&mut self, batch: Vec<LogRequest>) {
         if self.shared.failed.load(Ordering::Relaxed) {
             for request in batch {
@@ -501,8 +558,9 @@ impl LogWriter {
             };
             outcomes.push(outcome);
         }
+        let durable = !appended.is_empty() || !inserted.is_empty();
         if !buf.is_empty() {
-            if let Err(e) = self.write(&buf) {
+            if let Err(e) = self.write(&buf, durable) {
                 tracing::error!(error = %e, writes = batch.len(), "embedded store: cannot write the log; refusing writes until a restart");
                 self.shared.failed.store(true, Ordering::Relaxed);
                 for fp in inserted {
@@ -536,7 +594,11 @@ impl LogWriter {
             }
         }
         self.offset += buf.len() as u64;
-        *lock(&self.shared.end) = (self.segment, self.offset);
+        // The compactor reads up to the durable end only, so that its watermark never passes
+        // frames a power loss could take back.
+        if self.unsynced_since.is_none() {
+            *lock(&self.shared.end) = (self.segment, self.offset);
+        }
         self.shared.hot_len.store(self.hot.len(), Ordering::Relaxed);
         #[cfg(test)]
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -656,10 +718,13 @@ impl LogWriter {
     }
 
     /// Writes `buf` at the end of the log, in a new segment if the current one is full, and
-    /// makes it durable.
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+    /// makes it durable with everything before it (unless `durable` is false).
+    fn write(&mut self, buf: &[u8], durable: bool) -> std::io::Result<()> {
         let len = buf.len() as u64;
         if self.offset > 0 && self.offset + len > self.segment_bytes {
+            if self.unsynced_since.is_some() {
+                self.sync()?;
+            }
             let number = self.segment + 1;
             let file = journal::open_segment(&self.dir, number)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -678,8 +743,13 @@ impl LogWriter {
             self.size = size;
         }
         self.file.write_all_at(buf, self.offset)?;
-        // Also flushes the new size after a growth step, so the frames can be found again.
-        self.file.sync_data()
+        if durable {
+            // Also flushes the new size after a growth step, so the frames can be found again.
+            self.sync()
+        } else {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+            Ok(())
+        }
     }
 }
 
@@ -797,6 +867,8 @@ impl Log {
             hot_len: AtomicUsize::new(hot.len()),
             #[cfg(test)]
             commits: Default::default(),
+            #[cfg(test)]
+            syncs: Default::default(),
         });
         let (requests_tx, requests) = mpsc::channel();
         let (evictions_tx, evictions) = mpsc::channel();
@@ -827,6 +899,7 @@ impl Log {
             segment_bytes: options.segment_bytes,
             buf: Vec::new(),
             cold,
+            unsynced_since: None,
         };
         writer.migrate_redb_outbox()?;
         let writer = std::thread::Builder::new()
@@ -982,7 +1055,7 @@ impl LogWriter {
             moved += 1;
         }
         if !buf.is_empty() {
-            self.write(&buf)
+            self.write(&buf, true)
                 .map_err(|e| journal::io("cannot write the log in", &self.dir, e))?;
             let mut index = lock(&self.shared.index);
             for (seq, event_at, len, at_ms, account) in appended {

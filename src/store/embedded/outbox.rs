@@ -112,6 +112,24 @@ impl Outbox for EmbeddedStore {
         }
     }
 
+    /// One node, one forwarder: the entries above `after`'s sequence number.
+    async fn claim_next(
+        &self,
+        _consumer: &str,
+        _account: Option<&str>,
+        after: &OutboxEntry,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let after = sequence(after)?;
+        let next = lock(&self.log.shared.index).oldest_after(after, max);
+        if next.is_empty() {
+            return Ok(Vec::new());
+        }
+        tokio::task::spawn_blocking(move || read_entries(next))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("embedded store: read failed: {e}")))?
+    }
+
     async fn ack(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());

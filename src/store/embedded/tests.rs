@@ -91,6 +91,52 @@ async fn concurrent_records_share_commits_and_all_are_durable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_are_written_without_a_sync_and_synced_when_the_log_idles() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path(), LogOptions::default());
+        let shared = store.log.shared.clone();
+        for i in 0..3 {
+            store
+                .record(&event(&format!("e{i}"), unix_now()))
+                .await
+                .unwrap();
+        }
+        let syncs = shared.syncs.load(Ordering::Relaxed);
+        let end = *super::lock(&shared.end);
+        let claimed = store.claim("c", 2, Duration::ZERO).await.unwrap();
+        store.ack(&claimed).await.unwrap();
+        assert_eq!(
+            shared.syncs.load(Ordering::Relaxed),
+            syncs,
+            "an ack alone waits for no sync"
+        );
+        assert_eq!(
+            *super::lock(&shared.end),
+            end,
+            "the compactor's end stays at the durable end"
+        );
+        wait_for("the idle sync", || {
+            shared.syncs.load(Ordering::Relaxed) > syncs
+        })
+        .await;
+        assert!(*super::lock(&shared.end) > end);
+        // A record after an ack syncs both at once.
+        let claimed = store.claim("c", 1, Duration::ZERO).await.unwrap();
+        store.ack(&claimed).await.unwrap();
+        let syncs = shared.syncs.load(Ordering::Relaxed);
+        let end = *super::lock(&shared.end);
+        store.record(&event("e3", unix_now())).await.unwrap();
+        assert_eq!(shared.syncs.load(Ordering::Relaxed), syncs + 1);
+        assert!(*super::lock(&shared.end) > end);
+    }
+    let store = open(dir.path(), LogOptions::default());
+    let left = store.claim("c", 10, Duration::ZERO).await.unwrap();
+    let ids: Vec<_> = left.iter().map(|e| e.event.id.as_str()).collect();
+    assert_eq!(ids, ["e3"], "the acks outlived the store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marks_moved_to_the_cold_tier_still_refuse_a_retry_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let at = unix_now();

@@ -95,6 +95,19 @@ impl RedisStore {
         Ok(answer != 0)
     }
 
+    /// Whether this instance holds the account's lease as last seen, without asking Redis:
+    /// `None` when the lease is due to be asked again (or a take-over is due), which only
+    /// [`Self::claim_one`] does, since a take-over must deliver what it took first.
+    pub(super) fn holds_fresh(&self, account: usize) -> Option<bool> {
+        let lease = self.account_leases[account]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let fresh = lease
+            .renewed_at
+            .is_some_and(|at| at.elapsed() < self.lease / 4);
+        (fresh && !lease.take_over_due).then_some(lease.held)
+    }
+
     /// Makes the next claim of these accounts ask for their leases again instead of trusting
     /// what it saw last.
     pub(super) fn forget_leases(&self, accounts: &[usize]) {

@@ -347,6 +347,49 @@ impl Outbox for RedisStore {
         self.read_group(consumer, &held, max, ">", wait).await
     }
 
+    /// New entries only (`XREADGROUP ... >`), of the accounts whose lease this consumer held at
+    /// the last look. When a lease is due to be asked again, nothing: the forwarder's next
+    /// [`Outbox::claim`] asks, and delivers first whatever a take-over brings.
+    async fn claim_next(
+        &self,
+        consumer: &str,
+        account: Option<&str>,
+        _after: &OutboxEntry,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let held = match account {
+            Some(account) if self.cluster => {
+                let index = *self.by_id.get(account).ok_or_else(|| {
+                    StoreError::Unavailable(format!(
+                        "account {account:?} is not configured for the Redis store"
+                    ))
+                })?;
+                match self.holds_fresh(index) {
+                    Some(true) => vec![index],
+                    _ => return Ok(Vec::new()),
+                }
+            }
+            _ => {
+                let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                if leases
+                    .renewed_at
+                    .is_none_or(|at| at.elapsed() >= self.lease / 4)
+                {
+                    return Ok(Vec::new());
+                }
+                leases.held.clone()
+            }
+        };
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read_group(consumer, &held, max, ">", Duration::ZERO)
+            .await
+    }
+
     async fn keep_claimed(
         &self,
         consumer: &str,
