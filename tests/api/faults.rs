@@ -106,7 +106,10 @@ async fn crm_unreachable_then_slow_then_back_loses_nothing_and_keeps_order(
 ) {
     // The CRM's address is known, but nothing listens there yet: connection refused.
     let crm_addr = free_port();
-    let opts = opts(&format!("http://{crm_addr}"));
+    let mut opts = opts(&format!("http://{crm_addr}"));
+    // Small batches: the forwarder claims the next batch while it delivers one, so failures and
+    // retries happen with a batch claimed ahead.
+    opts.crm_batch_size = Some(4);
     let path = dir.join("gateway.toml");
     std::fs::write(&path, config_toml(&opts)).unwrap();
     let app = spawn_configured(config::load(&path).unwrap()).await;

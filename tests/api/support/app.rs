@@ -38,6 +38,8 @@ pub enum Backend {
 pub struct AppOptions {
     pub backend: Backend,
     pub crm_endpoint: Option<String>,
+    /// `crm.batch_size`, when not the default.
+    pub crm_batch_size: Option<usize>,
     pub max_body_bytes: usize,
     /// `wechat.mp_api_base` and `wechat.work_api_base` (a fake WeChat); WeChat's own if `None`.
     pub wechat_base: Option<String>,
@@ -67,6 +69,7 @@ impl AppOptions {
         Self {
             backend: Backend::Embedded(dir.to_path_buf()),
             crm_endpoint: None,
+            crm_batch_size: None,
             max_body_bytes: 65536,
             wechat_base: None,
             wechat_timeout_ms: 2000,
@@ -81,6 +84,7 @@ impl AppOptions {
         Self {
             backend: Backend::Redis(url.to_owned()),
             crm_endpoint: None,
+            crm_batch_size: None,
             max_body_bytes: 65536,
             wechat_base: None,
             wechat_timeout_ms: 2000,
@@ -113,7 +117,11 @@ pub fn config_toml(opts: &AppOptions) -> String {
     };
     let store = format!("{store}\n{}", opts.store_toml);
     let crm = match &opts.crm_endpoint {
-        Some(e) => format!("[crm]\nendpoint = {e:?}\ntimeout_ms = 2000\n"),
+        Some(e) => format!(
+            "[crm]\nendpoint = {e:?}\ntimeout_ms = 2000\n{}",
+            opts.crm_batch_size
+                .map_or(String::new(), |n| format!("batch_size = {n}\n"))
+        ),
         None => String::new(),
     };
     let wechat = match &opts.wechat_base {
