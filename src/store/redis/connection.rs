@@ -3,12 +3,16 @@
 //! them.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+};
 
 use crate::store::StoreError;
 
@@ -24,14 +28,71 @@ pub(super) const MAX_BLOCK: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub(super) enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Healing),
+}
+
+/// A cluster connection that is built anew from the node list when it has lost every node.
+/// After the whole cluster was restarted under load, `redis`'s own recovery sometimes left the
+/// connection with no node at all, answering every command `ClusterConnectionNotFound` for
+/// minutes (`tests/api/faults.rs`, the cluster-down test, about one run in ten beside the rest
+/// of the suite); a new connection learns the slots again like the first one did.
+#[derive(Clone)]
+pub(super) struct Healing {
+    inner: Arc<HealingInner>,
+}
+
+struct HealingInner {
+    client: ClusterClient,
+    conn: RwLock<ClusterConnection>,
+    /// Counts the connections made, so that concurrent failures of one make one new one.
+    generation: AtomicU64,
+    /// Held while a new connection is being made, so that one is made at a time.
+    rebuilding: tokio::sync::Mutex<()>,
+}
+
+impl Healing {
+    fn current(&self) -> ClusterConnection {
+        self.inner
+            .conn
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a `ClusterConnectionNotFound` on `failed`: a new connection, unless another call
+    /// has already replaced `failed` meanwhile. A failure to connect leaves the old one.
+    async fn rebuild(&self, failed_generation: u64) {
+        let _one = self.inner.rebuilding.lock().await;
+        if self.inner.generation.load(Ordering::Acquire) != failed_generation {
+            return;
+        }
+        match self.inner.client.get_async_connection().await {
+            Ok(conn) => {
+                *self.inner.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
+                self.inner.generation.fetch_add(1, Ordering::AcqRel);
+                tracing::warn!("Redis Cluster: the connection had lost every node; connected anew");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis Cluster: cannot connect anew yet");
+            }
+        }
+    }
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => Box::pin(async move {
+                let generation = c.inner.generation.load(Ordering::Acquire);
+                let result = c.current().req_packed_command(cmd).await;
+                if let Err(e) = &result {
+                    if e.kind() == ErrorKind::ClusterConnectionNotFound {
+                        c.rebuild(generation).await;
+                    }
+                }
+                result
+            }),
         }
     }
 
@@ -43,14 +104,26 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => Box::pin(async move {
+                let generation = c.inner.generation.load(Ordering::Acquire);
+                let result = c
+                    .current()
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+                if let Err(e) = &result {
+                    if e.kind() == ErrorKind::ClusterConnectionNotFound {
+                        c.rebuild(generation).await;
+                    }
+                }
+                result
+            }),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
+            Self::Cluster(c) => c.current().get_db(),
         }
     }
 }
@@ -89,7 +162,7 @@ pub(super) async fn connect_single(
 
 /// A Redis Cluster from a comma-separated list of node URLs (any reachable node is enough to
 /// learn the slot map).
-pub(super) async fn connect_cluster(urls: &str) -> Result<ClusterConnection, StoreError> {
+pub(super) async fn connect_cluster(urls: &str) -> Result<Healing, StoreError> {
     let nodes: Vec<&str> = urls
         .split(',')
         .map(str::trim)
@@ -101,10 +174,18 @@ pub(super) async fn connect_cluster(urls: &str) -> Result<ClusterConnection, Sto
         .retries(3)
         .build()
         .map_err(|e| StoreError::Unavailable(format!("invalid Redis Cluster URLs: {e}")))?;
-    client
+    let conn = client
         .get_async_connection()
         .await
-        .map_err(|e| redis_error("connect to the cluster", e))
+        .map_err(|e| redis_error("connect to the cluster", e))?;
+    Ok(Healing {
+        inner: Arc::new(HealingInner {
+            client,
+            conn: RwLock::new(conn),
+            generation: AtomicU64::new(0),
+            rebuilding: tokio::sync::Mutex::new(()),
+        }),
+    })
 }
 
 /// Pipelines of several accounts as one (one server only: they span slots).
