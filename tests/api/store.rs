@@ -1244,3 +1244,87 @@ async fn concurrent_redis_records_share_round_trips_and_each_answers_as_if_alone
     expected.sort();
     assert_eq!(outbox, expected);
 }
+
+/// Issue 16: on one Redis server, records of many accounts share script calls too (a lane per
+/// account made 60 accounts' records at least 60 calls; the 1,000-account benchmark cost 2.2×
+/// the one-account figure), and each answer and outbox stays the record's own account's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redis_records_of_many_accounts_share_script_calls() {
+    let server = RedisServer::start();
+    let run: u32 = rand::random();
+    let accounts: Vec<String> = (0..60).map(|i| format!("t{run:08x}-m{i}")).collect();
+    let store = Arc::new(redis_store(&server.url(), &accounts).await);
+    let mut admin = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    // Every account: "same" twice (one new, one duplicate) and an id of its own. "same" is one
+    // id in every account: each account's mark is its own.
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for account in &accounts {
+        sent.push((account.clone(), "same".into()));
+        sent.push((account.clone(), "same".into()));
+        sent.push((account.clone(), format!("own-{account}")));
+    }
+    let tasks: Vec<_> = sent
+        .iter()
+        .map(|(account, id)| {
+            let store = Arc::clone(&store);
+            let event = event(account, id);
+            tokio::spawn(async move { store.record(&event).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap().unwrap());
+    }
+    for account in &accounts {
+        let of = |id: &str| {
+            sent.iter()
+                .zip(&answers)
+                .filter(|((a, i), _)| a == account && i == id)
+                .map(|(_, answer)| *answer)
+                .collect::<Vec<_>>()
+        };
+        let mut same = of("same");
+        same.sort_by_key(|r| *r == Recorded::Duplicate);
+        assert_eq!(same, [Recorded::New, Recorded::Duplicate], "{account}");
+        assert_eq!(of(&format!("own-{account}")), [Recorded::New], "{account}");
+    }
+
+    let evalsha = command_calls(&mut admin)
+        .await
+        .into_iter()
+        .find(|(name, _)| name == "evalsha")
+        .map_or(0, |(_, n)| n);
+    assert!(
+        (1..=20).contains(&evalsha),
+        "180 concurrent records of 60 accounts went in {evalsha} script calls"
+    );
+    let mut outbox: Vec<String> = drain(store.as_ref())
+        .await
+        .into_iter()
+        .map(|e| format!("{} {}", e.account_id, e.id))
+        .collect();
+    outbox.sort();
+    let mut expected: Vec<String> = accounts
+        .iter()
+        .flat_map(|a| [format!("{a} same"), format!("{a} own-{a}")])
+        .collect();
+    expected.sort();
+    assert_eq!(outbox, expected);
+}

@@ -25,7 +25,8 @@
 //!
 //! `record` is one round trip whatever the number of accounts: one `EVALSHA` of the `RECORD`
 //! script (mark and append, atomically; it is loaded at connect, and again on `NOSCRIPT`);
-//! concurrent records of one account share one `EVALSHA` of `RECORD_MANY` ([`record_queue`]).
+//! concurrent records share one `EVALSHA` of `RECORD_MANY` ([`record_queue`]): of any accounts on one
+//! server, of one account (slot) on a cluster.
 //! `claim` delivers each account's outbox from one instance at a time, so that events of one
 //! user are never delivered out of order by two instances racing: an instance holds a lease
 //! per account (`wgw:{<account>}:lease`, its consumer name, expiring after the lease time,
@@ -125,7 +126,7 @@ pub struct RedisStore {
     release_lease_script: Script,
     put_doc_script: Script,
     delete_lapsed_docs_script: Script,
-    /// Concurrent records of one account share script calls ([`record_queue`]).
+    /// Concurrent records share script calls ([`record_queue`]).
     records: RecordQueue,
     /// The de-duplication window in milliseconds (for `record_batch`; the queue has its own copy).
     dedup_ttl_ms: u64,
@@ -162,7 +163,7 @@ impl RedisStore {
         let account_leases = apart::account_leases(keys.len());
         let dedup_ttl_ms = dedup_ttl.as_millis().max(1) as u64;
         let store = Self {
-            records: RecordQueue::new(conn.clone(), &keys, dedup_ttl_ms),
+            records: RecordQueue::new(conn.clone(), &keys, dedup_ttl_ms, cluster),
             dedup_ttl_ms,
             conn,
             blocking,

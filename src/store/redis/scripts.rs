@@ -127,23 +127,25 @@ end
 return removed
 ";
 
-/// KEYS: outbox, then one seen mark per record. ARGV: window (ms), unix ms now, then one encoded
-/// event per record, in the order of the marks. For each record in turn, what [`RECORD`] does
+/// KEYS: one (outbox, seen mark) pair per record: the records may be of several accounts (one
+/// server), or of one (a cluster: one slot). ARGV: window (ms), unix ms now, then one encoded
+/// event per record, in the order of the pairs. For each record in turn, what [`RECORD`] does
 /// for one (so a later record of the batch finds the mark of an earlier one); returns one answer
 /// per record: 1 new, 0 duplicate, or the error message of its own append or mark (`pcall`, so
 /// that one record's failure is that record's answer alone, as if it had been sent alone).
 pub(super) const RECORD_MANY: &str = r"
 local out = {}
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    out[i - 1] = 0
+for n = 1, #KEYS / 2 do
+  local seen = KEYS[2 * n]
+  if redis.call('EXISTS', seen) == 1 then
+    out[n] = 0
   else
-    local id = redis.pcall('XADD', KEYS[1], '*', 'ev', ARGV[i + 1], 'at', ARGV[2])
+    local id = redis.pcall('XADD', KEYS[2 * n - 1], '*', 'ev', ARGV[n + 2], 'at', ARGV[2])
     if type(id) == 'table' and id.err then
-      out[i - 1] = id.err
+      out[n] = id.err
     else
-      local set = redis.pcall('SET', KEYS[i], id, 'PX', ARGV[1])
-      if type(set) == 'table' and set.err then out[i - 1] = set.err else out[i - 1] = 1 end
+      local set = redis.pcall('SET', seen, id, 'PX', ARGV[1])
+      if type(set) == 'table' and set.err then out[n] = set.err else out[n] = 1 end
     end
   end
 end
