@@ -383,3 +383,59 @@ fn the_index_keeps_order_when_events_go_out_of_order() {
     assert_eq!(accounts, ["acme", "acme"]);
     assert!(!index.contains(2) && index.contains(5));
 }
+
+/// Writes started in one scheduler tick of a single-threaded runtime (an actix worker's) reach
+/// the log thread as one group: one commit for all of them, however the threads interleave.
+#[tokio::test(flavor = "current_thread")]
+async fn the_writes_of_one_tick_go_to_the_log_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path(), TTL).unwrap());
+    let at = unix_now();
+    let before = store.log.shared.commits.load(Ordering::Relaxed);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.record(&event(&format!("t{i}"), at)).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), Recorded::New);
+    }
+    let commits = store.log.shared.commits.load(Ordering::Relaxed) - before;
+    assert_eq!(commits, 1, "50 records of one tick took {commits} commits");
+}
+
+/// A leader whose caller went away while it yielded (an HTTP request dropped) still hands the
+/// writes gathered behind it to the log thread: none is stranded.
+#[tokio::test(flavor = "current_thread")]
+async fn a_leader_dropped_while_gathering_still_hands_the_others_over() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::Context;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), TTL).unwrap();
+    let at = unix_now();
+    let noop = std::task::Waker::noop();
+    let mut cx = Context::from_waker(noop);
+    let (lead, follow) = (event("lead", at), event("follow", at));
+    let mut leader = Box::pin(store.record(&lead));
+    assert!(
+        leader.as_mut().poll(&mut cx).is_pending(),
+        "the leader yields"
+    );
+    let mut follower = pin!(store.record(&follow));
+    assert!(follower.as_mut().poll(&mut cx).is_pending());
+    drop(leader);
+    let answer = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the follower is answered");
+    assert_eq!(answer.unwrap(), Recorded::New);
+    // The dropped leader's own write went too (its caller just does not hear the answer).
+    let ids: Vec<String> = drain(&store)
+        .await
+        .into_iter()
+        .map(|e| e.event.id)
+        .collect();
+    assert_eq!(ids, ["lead", "follow"]);
+}
