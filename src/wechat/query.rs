@@ -28,7 +28,7 @@ impl<'a> CallbackQuery<'a> {
     /// ambiguous.
     pub fn parse(query: &'a str) -> Result<Self, EnvelopeError> {
         let mut q = Self::default();
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        for (name, value) in pairs(query) {
             let (slot, name) = match &*name {
                 "signature" => (&mut q.signature, "signature"),
                 "msg_signature" => (&mut q.msg_signature, "msg_signature"),
@@ -44,6 +44,27 @@ impl<'a> CallbackQuery<'a> {
         }
         Ok(q)
     }
+}
+
+/// The query's `name=value` pairs as `form_urlencoded::parse` reads them (empty pairs skipped,
+/// a missing `=` an empty value), borrowed where nothing is escaped: its decoder copies every
+/// name and value through a lossy UTF-8 check (~2.5% of a callback's CPU in `perf`), while
+/// WeChat's values are hex, digits or base64 and need none. A pair with `%` or `+` is decoded
+/// by `form_urlencoded` itself.
+fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            if pair.bytes().any(|b| b == b'%' || b == b'+') {
+                form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .unwrap_or((Cow::Borrowed(""), Cow::Borrowed("")))
+            } else {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (Cow::Borrowed(name), Cow::Borrowed(value))
+            }
+        })
 }
 
 /// The parameter, or the 400 that names it.
@@ -114,6 +135,16 @@ mod tests {
             "nonce=&nonce",
         ] {
             let _ = CallbackQuery::parse(q);
+        }
+    }
+
+    proptest::proptest! {
+        /// The borrowing reader gives exactly the pairs `form_urlencoded::parse` gives.
+        #[test]
+        fn pairs_are_what_form_urlencoded_reads(q in "([a-z_%+=&0-9A-F]|%[0-9a-fA-F]{2}|\\PC){0,40}") {
+            let ours: Vec<_> = pairs(&q).collect();
+            let theirs: Vec<_> = form_urlencoded::parse(q.as_bytes()).collect();
+            proptest::prop_assert_eq!(ours, theirs);
         }
     }
 }
