@@ -946,9 +946,17 @@ impl Log {
     /// connection with a request read, run meanwhile and gather theirs), then sends them all.
     /// Sent one by one, each write woke the log thread, which on a busy core took it alone:
     /// 16 connections made commits of ~2.5 callbacks, and each commit costs an `fdatasync`.
+    /// Only callbacks' records are gathered: the forwarder's acks and a sync's batches come one
+    /// at a time, with nothing to gather, and go at once.
     pub(super) async fn write(&self, op: LogOp) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         let requests = self.requests.as_ref().ok_or_else(stopped)?;
+        if !matches!(op, LogOp::Record { .. }) {
+            requests
+                .send(vec![LogRequest { op, reply }])
+                .map_err(|_| stopped())?;
+            return answer.await.map_err(|_| stopped())?;
+        }
         let lead = {
             let mut gathered = lock(&self.gathered);
             gathered.push(LogRequest { op, reply });
