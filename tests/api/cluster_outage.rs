@@ -394,7 +394,14 @@ async fn post(client: &reqwest::Client, at: SocketAddr, account: &str, msg_id: u
         .body(text_xml(&format!("o{account}"), "hello", msg_id))
         .send()
         .await
-        .map_or(0, |r| r.status().as_u16())
+        .map_or_else(
+            |e| {
+                // Shown with the test's output when it fails: why there was no answer.
+                eprintln!("{account}: callback {msg_id} got no answer: {e:?}");
+                0
+            },
+            |r| r.status().as_u16(),
+        )
 }
 
 fn msg_id(e: &Event) -> Option<u64> {
