@@ -1130,6 +1130,32 @@ async fn connecting_to_an_unreachable_redis_fails_with_a_clear_error() {
     assert!(message.contains("Redis connect failed"), "{message}");
 }
 
+/// An admin connection to `server`, after resetting its command statistics and pausing its
+/// writes (`EVALSHA` included) for `millis`, so that concurrent records queue up behind the first.
+async fn stats_reset_and_writes_paused(
+    server: &RedisServer,
+    millis: u64,
+) -> ::redis::aio::MultiplexedConnection {
+    let mut admin = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(millis)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    admin
+}
+
 /// Issue 16: records that arrive together share script calls, and each is answered as if it had
 /// been alone. Redis holds back writes for a moment (`CLIENT PAUSE ... WRITE`, which holds
 /// `EVALSHA` too), so the first records wait in Redis while the rest queue behind them.
@@ -1143,23 +1169,7 @@ async fn concurrent_redis_records_share_round_trips_and_each_answers_as_if_alone
         let recorded = store.record(&event(a, &format!("old{i}"))).await.unwrap();
         assert_eq!(recorded, Recorded::New);
     }
-    let mut admin = ::redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = ::redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let _: () = ::redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1500)
-        .arg("WRITE")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let mut admin = stats_reset_and_writes_paused(&server, 1500).await;
 
     // 300 records at once: 200 new ids over two accounts, 10 retries of ids recorded before,
     // and 45 ids sent twice (both copies in flight together).
@@ -1254,23 +1264,7 @@ async fn concurrent_redis_records_of_many_accounts_share_script_calls() {
     let run: u32 = rand::random();
     let accounts: Vec<String> = (0..60).map(|i| format!("t{run:08x}-m{i}")).collect();
     let store = Arc::new(redis_store(&server.url(), &accounts).await);
-    let mut admin = ::redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = ::redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let _: () = ::redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1000)
-        .arg("WRITE")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let mut admin = stats_reset_and_writes_paused(&server, 1000).await;
 
     // Every account: "same" twice (one new, one duplicate) and an id of its own. "same" is one
     // id in every account: each account's mark is its own.
