@@ -1130,6 +1130,23 @@ async fn connecting_to_an_unreachable_redis_fails_with_a_clear_error() {
     assert!(message.contains("Redis connect failed"), "{message}");
 }
 
+/// Records every (account, id) of `sent` at once, each on a task of its own; the answers in order.
+async fn record_all_at_once(store: &Arc<RedisStore>, sent: &[(String, String)]) -> Vec<Recorded> {
+    let tasks: Vec<_> = sent
+        .iter()
+        .map(|(account, id)| {
+            let store = Arc::clone(store);
+            let event = event(account, id);
+            tokio::spawn(async move { store.record(&event).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap().unwrap());
+    }
+    answers
+}
+
 /// An admin connection to `server`, after resetting its command statistics and pausing its
 /// writes (`EVALSHA` included) for `millis`, so that concurrent records queue up behind the first.
 async fn stats_reset_and_writes_paused(
@@ -1185,18 +1202,7 @@ async fn concurrent_redis_records_share_round_trips_and_each_answers_as_if_alone
         sent.push((a.clone(), format!("twice{i}")));
         sent.push((a.clone(), format!("twice{i}")));
     }
-    let tasks: Vec<_> = sent
-        .iter()
-        .map(|(account, id)| {
-            let store = Arc::clone(&store);
-            let event = event(account, id);
-            tokio::spawn(async move { store.record(&event).await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for task in tasks {
-        answers.push(task.await.unwrap().unwrap());
-    }
+    let answers = record_all_at_once(&store, &sent).await;
 
     for ((_, id), answer) in sent.iter().zip(&answers) {
         if id.starts_with("new") {
@@ -1274,18 +1280,7 @@ async fn concurrent_redis_records_of_many_accounts_share_script_calls() {
         sent.push((account.clone(), "same".into()));
         sent.push((account.clone(), format!("own-{account}")));
     }
-    let tasks: Vec<_> = sent
-        .iter()
-        .map(|(account, id)| {
-            let store = Arc::clone(&store);
-            let event = event(account, id);
-            tokio::spawn(async move { store.record(&event).await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for task in tasks {
-        answers.push(task.await.unwrap().unwrap());
-    }
+    let answers = record_all_at_once(&store, &sent).await;
     for account in &accounts {
         let of = |id: &str| {
             sent.iter()
