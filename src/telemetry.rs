@@ -241,18 +241,29 @@ mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
 
-    #[test]
-    fn the_recorder_comes_with_a_thread_that_drains_histogram_samples() {
-        let _ = metrics_handle();
-        let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+    fn thread_names() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
             .unwrap()
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
             .map(|name| name.trim().to_owned())
-            .collect();
-        assert!(
-            threads.iter().any(|name| name == "wgw-metrics-upk"),
-            "no upkeep thread among {threads:?}"
-        );
+            .collect()
+    }
+
+    /// A spawned thread names itself once it runs, so on a busy machine the name can show up a
+    /// little after `spawn` returns: the test waits for it (up to 10 s) rather than reading once.
+    #[test]
+    fn the_recorder_comes_with_a_thread_that_drains_histogram_samples() {
+        let _ = metrics_handle();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut threads = thread_names();
+        while !threads.iter().any(|name| name == "wgw-metrics-upk") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no upkeep thread among {threads:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            threads = thread_names();
+        }
     }
 
     fn names_in(dir: &Path, found: &mut BTreeSet<String>) {
