@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::PerAccount;
 use crate::config::SyncConfig;
 use crate::error::ServiceError;
 use crate::pb;
@@ -49,6 +50,7 @@ pub async fn run(svc: Arc<Services>, owner: String, shutdown: CancellationToken)
         svc: svc.clone(),
         owner,
         last_call: None,
+        accounts_backoff: PerAccount::new(svc.syncs.cfg.backoff_min, svc.syncs.cfg.backoff_max),
     };
     loop {
         runner.pass(&shutdown).await;
@@ -66,6 +68,10 @@ struct Runner {
     owner: String,
     /// When this instance last called WeChat for a sync: the pace.
     last_call: Option<Instant>,
+    /// Accounts whose turn failed (their part of the store unreachable, say), skipped until
+    /// their backoff is over: a warning at the first failure and a line at recovery, not one
+    /// every [`POLL`].
+    accounts_backoff: PerAccount,
 }
 
 /// The sync as this runner last read or wrote it: its value and its stored bytes, which the
@@ -123,8 +129,23 @@ impl Runner {
             if shutdown.is_cancelled() {
                 return;
             }
-            if let Err(e) = self.turn(&account, shutdown).await {
-                tracing::warn!(account = %account.id, error = %e, "audience sync turn failed");
+            let id = account.id.as_str();
+            if !self.accounts_backoff.ready(id) {
+                continue;
+            }
+            match self.turn(&account, shutdown).await {
+                Ok(()) => {
+                    if self.accounts_backoff.succeeded(id) {
+                        tracing::info!(account = id, "audience sync turns work again");
+                    }
+                }
+                Err(e) => {
+                    let (wait, first) = self.accounts_backoff.failed(id);
+                    if first {
+                        tracing::warn!(account = id, error = %e, retry_in_ms = wait.as_millis() as u64,
+                            "audience sync turn failed; the account's sync waits");
+                    }
+                }
             }
         }
     }

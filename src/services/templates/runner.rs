@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::PerAccount;
 use crate::config::TemplateSendConfig;
 use crate::domain::template::{recipient_client_msg_id, TemplateKind};
 use crate::error::ServiceError;
@@ -60,6 +61,10 @@ pub async fn run(svc: Arc<Services>, owner: String, shutdown: CancellationToken)
         owner,
         last_call: None,
         failures: HashMap::new(),
+        accounts_backoff: PerAccount::new(
+            svc.templates.cfg.backoff_min,
+            svc.templates.cfg.backoff_max,
+        ),
     };
     loop {
         runner.pass(&shutdown).await;
@@ -77,6 +82,10 @@ struct Runner {
     last_call: Option<Instant>,
     /// Job → consecutive failures and when to try again.
     failures: HashMap<String, (u32, Instant)>,
+    /// Accounts whose part of the store failed, skipped until their backoff is over (one
+    /// unreachable Redis Cluster slot must not hold up the other accounts' jobs, nor log a
+    /// warning every second).
+    accounts_backoff: PerAccount,
 }
 
 enum Turn {
@@ -117,16 +126,31 @@ impl Runner {
         accounts.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
         for account in accounts {
             let id = account.id.as_str().to_owned();
+            if !self.accounts_backoff.ready(&id) {
+                continue;
+            }
             let active = match ACTIVE.list(self.store(), &id).await {
-                Ok(a) => a,
+                Ok(a) => {
+                    if self.accounts_backoff.succeeded(&id) {
+                        tracing::info!(account = %id, "template jobs can be listed again");
+                    }
+                    a
+                }
                 Err(e) => {
-                    tracing::warn!(account = %id, error = %e, "cannot list template jobs");
+                    let (wait, first) = self.accounts_backoff.failed(&id);
+                    if first {
+                        tracing::warn!(account = %id, error = %e, retry_in_ms = wait.as_millis() as u64,
+                            "cannot list template jobs; the account's jobs wait");
+                    }
                     continue;
                 }
             };
             for job_id in active.into_iter().map(|a| a.id) {
                 if shutdown.is_cancelled() {
                     return;
+                }
+                if !self.accounts_backoff.ready(&id) {
+                    break;
                 }
                 if self
                     .failures
@@ -147,7 +171,11 @@ impl Runner {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                tracing::warn!(account = id, job_id, error = %e, "cannot take a job lease");
+                let (wait, first) = self.accounts_backoff.failed(id);
+                if first {
+                    tracing::warn!(account = id, job_id, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "cannot take a job lease; the account's jobs wait");
+                }
                 return;
             }
         }
