@@ -86,14 +86,6 @@ pub struct Backlog {
     pub oldest_age: Option<Duration>,
 }
 
-impl Backlog {
-    /// Counts one more waiting event of this age (the oldest wins).
-    pub(crate) fn add(&mut self, age: Duration) {
-        self.depth += 1;
-        self.oldest_age = Some(self.oldest_age.map_or(age, |o| o.max(age)));
-    }
-}
-
 impl OutboxStats {
     /// The totals from the per-account backlogs.
     pub(crate) fn from_accounts(accounts: std::collections::BTreeMap<String, Backlog>) -> Self {

@@ -227,15 +227,19 @@ impl Outbox for EmbeddedStore {
     /// From the index in memory: no event is read.
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         let now_ms = Now::get().millis;
-        let index = lock(&self.log.shared.index);
-        let mut by_account = std::collections::HashMap::<&str, Backlog>::new();
-        index.each(|account, enqueued_ms| {
-            let age = Duration::from_millis(now_ms.saturating_sub(enqueued_ms));
-            by_account.entry(account).or_default().add(age);
-        });
-        let accounts: BTreeMap<String, Backlog> = by_account
+        let accounts: BTreeMap<String, Backlog> = lock(&self.log.shared.index)
+            .backlogs()
             .into_iter()
-            .map(|(account, backlog)| (account.to_owned(), backlog))
+            .map(|(account, depth, earliest_ms)| {
+                let oldest = Duration::from_millis(now_ms.saturating_sub(earliest_ms));
+                (
+                    account.to_owned(),
+                    Backlog {
+                        depth,
+                        oldest_age: Some(oldest),
+                    },
+                )
+            })
             .collect();
         Ok(OutboxStats::from_accounts(accounts))
     }
