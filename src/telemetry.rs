@@ -1,8 +1,9 @@
 //! Logs (tracing, text or JSON) and the Prometheus recorder.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use metrics::{Label, SharedString};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -173,62 +174,67 @@ pub const METRICS: &[(&str, MetricKind, &str, Preset)] = {
 /// Writes the HELP text of every family and creates the series that exist from start (at 0),
 /// for these accounts (id, whether it is a WeCom account). Idempotent: tests start several apps
 /// in one process.
-pub fn register_metrics<'a>(accounts: impl IntoIterator<Item = (&'a str, bool)> + Clone) {
+pub fn register_metrics<'a>(accounts: impl IntoIterator<Item = (&'a str, bool)>) {
+    // Each account's id is allocated once and shared by its ~55 series, and the other label
+    // values are static: 1,000 accounts' series took 18.6 MiB with an owned string for every
+    // label value, 15.6 MiB this way (the rest is the registry's own, ~290 bytes a series).
+    let accounts: Vec<(Label, bool)> = accounts
+        .into_iter()
+        .map(|(id, work)| {
+            let shared = SharedString::from_shared(Arc::<str>::from(id));
+            (Label::new("account", shared), work)
+        })
+        .collect();
     for &(name, kind, help, preset) in METRICS {
         match kind {
             MetricKind::Counter => metrics::describe_counter!(name, help),
             MetricKind::Gauge => metrics::describe_gauge!(name, help),
             MetricKind::Histogram => metrics::describe_histogram!(name, help),
         }
-        let zero = |labels: Vec<(&'static str, String)>| match kind {
-            MetricKind::Counter => metrics::counter!(name, &labels).increment(0),
+        let zero = |labels: Vec<Label>| match kind {
+            MetricKind::Counter => metrics::counter!(name, labels).increment(0),
             // A gauge set elsewhere keeps its value; only a new one starts at 0.
-            MetricKind::Gauge => metrics::gauge!(name, &labels).increment(0.0),
+            MetricKind::Gauge => metrics::gauge!(name, labels).increment(0.0),
             MetricKind::Histogram => {}
         };
+        let fixed = Label::from_static_parts;
         match preset {
             Preset::None => {}
             Preset::Global => zero(Vec::new()),
             Preset::PerAccount => {
-                for (account, _) in accounts.clone() {
-                    zero(vec![("account", account.to_owned())]);
+                for (account, _) in &accounts {
+                    zero(vec![account.clone()]);
                 }
             }
             Preset::CallbackRefusals(outcomes) => {
-                for (account, work) in accounts.clone() {
+                for (account, work) in &accounts {
                     for outcome in outcomes {
                         zero(vec![
-                            ("platform", if work { "work" } else { "mp" }.to_owned()),
-                            ("account", account.to_owned()),
-                            ("kind", "unknown".to_owned()),
-                            ("outcome", (*outcome).to_owned()),
+                            fixed("platform", if *work { "work" } else { "mp" }),
+                            account.clone(),
+                            fixed("kind", "unknown"),
+                            fixed("outcome", outcome),
                         ]);
                     }
                 }
             }
             Preset::PerAccountAnd(label, values) => {
-                for (account, _) in accounts.clone() {
+                for (account, _) in &accounts {
                     for value in values {
-                        zero(vec![
-                            ("account", account.to_owned()),
-                            (label, (*value).to_owned()),
-                        ]);
+                        zero(vec![account.clone(), fixed(label, value)]);
                     }
                 }
             }
             Preset::PerWorkAccountAnd(label, values) => {
-                for (account, _) in accounts.clone().into_iter().filter(|(_, work)| *work) {
+                for (account, _) in accounts.iter().filter(|(_, work)| *work) {
                     for value in values {
-                        zero(vec![
-                            ("account", account.to_owned()),
-                            (label, (*value).to_owned()),
-                        ]);
+                        zero(vec![account.clone(), fixed(label, value)]);
                     }
                 }
             }
             Preset::PerLapsingKind => {
                 for kind in crate::store::kinds::lapsing() {
-                    zero(vec![("kind", kind.name().to_owned())]);
+                    zero(vec![fixed("kind", kind.name())]);
                 }
             }
         }
