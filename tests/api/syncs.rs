@@ -644,3 +644,47 @@ async fn a_sync_of_250k_followers_with_a_quota_pause_and_a_sigkill_forwards_each
     })
     .await;
 }
+
+/// An account whose sync cannot be read (its document corrupt) fails its turn on every pass of
+/// the runner: it backs off on its own, with one warning, instead of a warning every second;
+/// another account's sync still runs meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_whose_sync_cannot_be_read_backs_off_with_one_warning() {
+    use wechat_gateway::store::embedded::EmbeddedStore;
+    use wechat_gateway::store::{DocWrite, Documents};
+    wechat_gateway::wechat::api::install_tls_provider();
+    let wechat = FakeWeChat::start().await;
+    wechat.set_followers(30);
+    let crm = FakeCrm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let store = EmbeddedStore::open(&data, Duration::from_secs(3600)).unwrap();
+        let current = br#"{"sync_id":"s-broken","at":1}"#;
+        for (kind, id, bytes) in [
+            ("sync-current", "current", &current[..]),
+            ("sync", "s-broken", b"{not json"),
+        ] {
+            assert!(store
+                .put_doc("acme-work", kind, id, bytes, DocWrite::Always, None)
+                .await
+                .unwrap());
+        }
+    }
+    let mut opts = AppOptions::embedded(&data)
+        .wechat(&wechat.base())
+        .crm(&crm.endpoint());
+    opts.extra_toml = syncs_toml(60_000);
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_toml(&opts)).unwrap();
+    let gateway = GatewayProcess::start(&config);
+    let client = reqwest::Client::new();
+    let sync_id = start(&client, gateway.addr, "acme-mp", "followers").await;
+    wait_sync_for(&client, gateway.addr, "acme-mp", &sync_id, finished, WAIT).await;
+    // The runner passes every second: four passes at least since the start.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let failed = gateway.wait_for_log("audience sync turn failed", 1);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(failed[0].contains("acme-work"), "{}", failed[0]);
+    assert!(failed[0].contains("retry_in_ms"), "{}", failed[0]);
+}
