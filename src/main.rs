@@ -21,8 +21,8 @@ fn main() -> ExitCode {
 /// Caps glibc's malloc arenas at one per core, before any thread starts. Its default (eight per
 /// core) gives each of the HTTP workers, the runtime's threads and the store's threads an arena of
 /// its own, each keeping what it freed: with the cap, the peak RSS under load fell by 5–10 MiB
-/// (BENCHMARKS.md, "Fourth session") at no measurable CPU cost. `MALLOC_ARENA_MAX` in the
-/// environment still wins.
+/// and the CPU per callback stayed within the noise of alternating runs (BENCHMARKS.md, "Fourth
+/// session"). `MALLOC_ARENA_MAX` in the environment still wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
