@@ -925,3 +925,67 @@ async fn twenty_thousand_recipients_with_a_quota_pause_and_a_sigkill_each_reache
         statuses
     );
 }
+
+/// With the Redis server gone, the template and broadcast runners cannot list any account's
+/// jobs on their passes: each account is logged once when it starts failing and once when it
+/// recovers, not on every pass. (The template runner before it backed off per account logged
+/// the first two accounts twice within the 20 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_job_runners_log_each_account_once_and_once_at_recovery() {
+    use crate::support::process::GatewayProcess;
+    use crate::support::redis::RedisServer;
+    const ACCOUNTS: [&str; 5] = [
+        "acme-mp",
+        "acme-plain",
+        "acme-compat",
+        "acme-rotated",
+        "acme-work",
+    ];
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = AppOptions::redis(&redis.url());
+    opts.extra_toml = "[template_sends]\nbackoff_min_ms = 100\nbackoff_max_seconds = 1\n\
+                       [broadcasts]\nbackoff_min_ms = 100\nbackoff_max_seconds = 1\n"
+        .to_owned();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_toml(&opts)).unwrap();
+    let gateway = GatewayProcess::start(&config);
+    gateway.wait_for_log("listening", 1);
+    redis.kill();
+    // With the server gone, each call fails after the client's reconnection attempts (~2.3 s),
+    // so a pass over the five accounts takes ~12 s: 20 s see every account fail at least once
+    // and the first ones fail again on the second pass.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let log = gateway.log();
+    for failing in ["cannot list template jobs", "cannot list broadcast jobs"] {
+        for account in ACCOUNTS {
+            let lines: Vec<&String> = log
+                .iter()
+                .filter(|l| l.contains(failing) && l.contains(&format!("account={account} ")))
+                .collect();
+            assert_eq!(
+                lines.len(),
+                1,
+                "{failing}, {account}: {:#?}",
+                log.iter()
+                    .filter(|l| l.contains("WARN"))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    redis.restart();
+    for recovered in [
+        "template jobs can be listed again",
+        "broadcast jobs can be listed again",
+    ] {
+        let lines = gateway.wait_for_log(recovered, ACCOUNTS.len());
+        for account in ACCOUNTS {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains(&format!("account={account}"))),
+                "{recovered}: {account} missing in {lines:#?}"
+            );
+        }
+    }
+}
